@@ -1,0 +1,161 @@
+"""The `repro` command: `repro --help` lists the commands, `repro all --profile tiny` runs one.
+
+Heavy libraries (torch, transformers, sae-lens) are imported inside the command handlers,
+so `repro --help` and `repro list` answer at once. A ReproError becomes one line on stderr
+and exit code 2; Ctrl-C and SIGTERM stop with a line saying how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from repro.errors import ReproError
+
+
+def _study(args: argparse.Namespace):
+    from repro.study import load_study, profile_path
+
+    return load_study(Path(args.study) if args.study else profile_path(args.profile))
+
+
+def _context(args: argparse.Namespace, study):
+    from repro.models import resolve_device
+    from repro.pipeline import Context
+
+    return Context(study=study, out=Path(args.out), device=resolve_device(study.device, args.device),
+                   force=args.force, quiet=args.quiet)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from repro.study import select_runs
+
+    study = _study(args)
+    runs = select_runs(study, args.runs, args.shard)
+    rows = [("run id", "model", "method", "sparsity", "seed", "role")]
+    for r in runs:
+        role = "dense reference" if r.variant.is_dense and not r.is_extra_seed else (
+            "extra seed (RQ1)" if r.is_extra_seed else "condition")
+        rows.append((r.id, r.variant.model, r.variant.method, f"{r.variant.sparsity:.0%}",
+                     str(r.seed), role))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"{len(runs)} runs ({len(study.conditions)} conditions, "
+          f"{len(study.models)} models) in {study.path}")
+    return 0
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    from repro.pipeline import run_all
+    from repro.study import select_runs
+
+    study = _study(args)
+    runs = select_runs(study, args.runs, args.shard)
+    ctx = _context(args, study)
+    ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
+    counts = run_all(ctx, runs)
+    if counts["done"] == 0:
+        print(f"everything is already done in {ctx.out} ({counts['skipped']} stages); "
+              "use --force to redo")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from repro.pipeline import ModelHolder, check_output_dir, prune_stage, tokens_stage
+
+    study = _study(args)
+    run = study.run(args.run)
+    ctx = _context(args, study)
+    check_output_dir(ctx.out)
+    holder = ModelHolder(ctx)
+    spec = study.models[run.variant.model]
+    if run.variant.method == "wanda":
+        tokens_stage(ctx, spec, "calibration", lambda: holder.tokenizer_for(spec))
+    outcome = prune_stage(ctx, holder, run.variant)
+    model = holder.variant_model(run.variant)
+    export = ctx.out / "pruned" / run.variant.id
+    model.save_pretrained(export)
+    holder.tokenizer_for(spec).save_pretrained(export)
+    print(f"{run.variant.id}: prune {outcome.status}; pruned model written to {export}")
+    return 0
+
+
+def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
+    from repro.tiny.build import build_tiny_assets
+
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "assets" / "tiny"
+    summary = build_tiny_assets(out, quick=args.quick)
+    print(f"tiny assets written to {out}: {summary}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="repro", description=(
+        "Reproduce 'How Pruning Reshapes Features' (arXiv 2603.25325): prune, capture, train "
+        "SAEs, analyse, verify."))
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                           parser_class=_Parser)
+
+    def study_opts(sp: argparse.ArgumentParser, runs: bool = True) -> None:
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("--profile", default="tiny", help="shipped study: tiny (default) or paper")
+        g.add_argument("--study", metavar="FILE", help="a study TOML file of your own")
+        if runs:
+            sp.add_argument("--runs", nargs="+", metavar="ID", help="only these run ids")
+            sp.add_argument("--shard", metavar="I/N", help="only the I-th of N slices of variants")
+
+    def compute_opts(sp: argparse.ArgumentParser, out_default: str | None) -> None:
+        sp.add_argument("--out", default=out_default, required=out_default is None,
+                        help="output folder (the artifact store)")
+        sp.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the study's)")
+        sp.add_argument("--force", action="store_true", help="redo stages that are already done")
+        sp.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    sp = sub.add_parser("list", help="print the runs of a study")
+    study_opts(sp)
+    sp.set_defaults(fn=cmd_list)
+
+    sp = sub.add_parser("all", help="run every stage of every run (resumable)")
+    study_opts(sp)
+    compute_opts(sp, "results")
+    sp.set_defaults(fn=cmd_all)
+
+    sp = sub.add_parser("prune", help="prune one run's model and save it")
+    study_opts(sp, runs=False)
+    sp.add_argument("--run", required=True, metavar="ID", help="run id, see `repro list`")
+    compute_opts(sp, None)
+    sp.set_defaults(fn=cmd_prune)
+
+    sp = sub.add_parser("build-tiny-assets", help="rebuild the tiny models, tokenizer and corpus")
+    sp.add_argument("--out", help="folder (default: the package's assets/tiny)")
+    sp.add_argument("--quick", action="store_true", help="few training steps (for tests)")
+    sp.set_defaults(fn=cmd_build_tiny_assets)
+    return p
+
+
+def _on_term(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        return args.fn(args)
+    except ReproError as exc:
+        print(f"repro: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("repro: interrupted; completed stages are kept, run the same command again to "
+              "resume", file=sys.stderr)
+        return 130

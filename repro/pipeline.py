@@ -1,0 +1,257 @@
+"""The stages of a study, run over the artifact store: `repro all --profile tiny --out DIR`.
+
+Per model: tokens (every stream, tokenized once). Per variant (a model dense or pruned):
+prune -> perplexity -> activations. Each stage is a function from files to files, skipped
+when its folder already holds a valid manifest for the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from repro import activations, data, models, prune
+from repro.errors import ReproError
+from repro.perplexity import perplexity
+from repro.provenance import provenance
+from repro.seeding import seed_everything
+from repro.store import StageOutcome, read_manifest, run_stage, write_json
+from repro.study import ModelSpec, Run, Study, Variant
+
+STAGE_VERSION = {"tokens": 1, "prune": 1, "perplexity": 1, "activations": 1}
+STREAMS = ("calibration", "sae_train", "eval", "perplexity")
+
+
+@dataclass
+class Context:
+    """Everything a stage needs besides its own inputs: where, on what, and how to report."""
+
+    study: Study
+    out: Path
+    device: torch.device
+    force: bool = False
+    quiet: bool = False
+    started: float = field(default_factory=time.time)
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{time.time() - self.started:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    def provenance(self, **extra: object) -> dict:
+        return provenance(self.device, study=self.study.name, **extra)
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per forward pass; small on CPU, where larger batches do not pay."""
+        return 16 if self.device.type == "cuda" else 32
+
+    def tokens_dir(self, model: str, stream: str) -> Path:
+        return self.out / "tokens" / model / stream
+
+    def variant_dir(self, variant: Variant, stage: str) -> Path:
+        return self.out / "variants" / variant.id / stage
+
+
+def check_output_dir(out: Path) -> None:
+    """The output folder must be creatable and writable; say so in one line if not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{id(out)}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ReproError(f"cannot write to output folder {out} ({exc.strerror}); "
+                         "choose another --out") from None
+
+
+# ---- tokens ------------------------------------------------------------------------------
+
+def tokens_stage(ctx: Context, spec: ModelSpec, stream: str, tokenizer_fn: Callable) -> StageOutcome:
+    stream_spec = getattr(ctx.study.data, stream)
+    inputs = {"version": STAGE_VERSION["tokens"], "stream": stream_spec, "model": spec.source,
+              "revision": spec.revision}
+
+    def work(tmp: Path) -> dict:
+        ids = data.token_stream(stream_spec, tokenizer_fn())
+        save_file({"input_ids": ids}, str(tmp / "tokens.safetensors"))
+        return {"shape": list(ids.shape)}
+
+    return run_stage(ctx.tokens_dir(spec.key, stream), inputs, work,
+                     provenance=ctx.provenance(model=spec.key), force=ctx.force)
+
+
+def load_tokens(ctx: Context, model: str, stream: str) -> torch.Tensor:
+    return load_file(str(ctx.tokens_dir(model, stream) / "tokens.safetensors"))["input_ids"]
+
+
+def _upstream(folder: Path) -> str:
+    """Downstream stages depend on an upstream stage through its manifest's input hash."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ReproError(f"{folder} has no manifest; rerun `repro all` to rebuild it")
+    return manifest["input_hash"]
+
+
+# ---- variants ------------------------------------------------------------------------------
+
+class ModelHolder:
+    """Keeps one dense model loaded and turns it into any of its variants on demand.
+
+    The dense weights of the pruned matrices are kept aside, so switching from one variant to
+    the next restores them and applies the next masks instead of reloading from disk.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.key: str | None = None
+        self.model: torch.nn.Module | None = None
+        self.tokenizers: dict[str, object] = {}
+        self.dense: dict[str, torch.Tensor] = {}
+        self.current: Variant | None = None
+
+    def tokenizer_for(self, spec: ModelSpec):
+        if spec.key not in self.tokenizers:
+            self.tokenizers[spec.key] = models.load_tokenizer(spec)
+        return self.tokenizers[spec.key]
+
+    def dense_model(self, spec: ModelSpec) -> torch.nn.Module:
+        if self.key != spec.key:
+            self.model = models.load_model(spec, dtype=self.ctx.study.dtype, device=self.ctx.device)
+            self.key = spec.key
+            self.dense = {n: m.weight.detach().clone()
+                          for n, m in models.prunable_linears(self.model).items()}
+        else:
+            self.restore()
+        self.current = None
+        return self.model
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, mod in models.prunable_linears(self.model).items():
+                mod.weight.copy_(self.dense[name])
+
+    def variant_model(self, variant: Variant) -> torch.nn.Module:
+        """The model with this variant's stored masks applied."""
+        if self.current == variant:
+            return self.model
+        model = self.dense_model(self.ctx.study.models[variant.model])
+        if not variant.is_dense:
+            masks = prune.load_masks(self.ctx.variant_dir(variant, "prune") / "masks.safetensors")
+            prune.apply_masks(model, masks)
+        self.current = variant
+        return model
+
+
+def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
+    spec = ctx.study.models[variant.model]
+    inputs = {"version": STAGE_VERSION["prune"], "variant": variant, "model": spec.source,
+              "revision": spec.revision, "dtype": ctx.study.dtype}
+    if variant.method == "wanda":
+        inputs["calibration"] = _upstream(ctx.tokens_dir(spec.key, "calibration"))
+
+    def work(tmp: Path) -> dict:
+        model = holder.dense_model(spec)
+        seed_everything(ctx.study.seed)
+        if variant.method == "magnitude":
+            masks = prune.prune_magnitude(model, variant.sparsity)
+        elif variant.method == "wanda":
+            masks = prune.prune_wanda(model, load_tokens(ctx, spec.key, "calibration"),
+                                      variant.sparsity, batch_size=ctx.batch_size)
+        else:
+            masks = {}
+        holder.current = variant
+        report = prune.sparsity_report(model)
+        prune.save_masks(masks, tmp / "masks.safetensors")
+        write_json(tmp / "sparsity.json", report)
+        return {"achieved_sparsity": report["overall"]}
+
+    return run_stage(ctx.variant_dir(variant, "prune"), inputs, work,
+                     provenance=ctx.provenance(variant=variant.id), force=ctx.force)
+
+
+def perplexity_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
+    spec = ctx.study.models[variant.model]
+    inputs = {"version": STAGE_VERSION["perplexity"],
+              "prune": _upstream(ctx.variant_dir(variant, "prune")),
+              "tokens": _upstream(ctx.tokens_dir(spec.key, "perplexity"))}
+
+    def work(tmp: Path) -> dict:
+        ids = load_tokens(ctx, spec.key, "perplexity")
+        ppl = perplexity(holder.variant_model(variant), ids, batch_size=max(1, ctx.batch_size // 4))
+        write_json(tmp / "perplexity.json", {"perplexity": ppl, "n_tokens": ids.numel()})
+        return {"perplexity": ppl}
+
+    return run_stage(ctx.variant_dir(variant, "perplexity"), inputs, work,
+                     provenance=ctx.provenance(variant=variant.id), force=ctx.force)
+
+
+def activations_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
+    spec = ctx.study.models[variant.model]
+    inputs = {"version": STAGE_VERSION["activations"], "layer": spec.probe_layer,
+              "prune": _upstream(ctx.variant_dir(variant, "prune")),
+              "tokens": _upstream(ctx.tokens_dir(spec.key, "eval"))}
+
+    def work(tmp: Path) -> dict:
+        ids = load_tokens(ctx, spec.key, "eval")
+        names = activations.write_chunks(
+            holder.variant_model(variant), ids, spec.probe_layer, tmp,
+            batch_size=ctx.batch_size, sequences_per_chunk=max(ctx.batch_size, 64),
+            dtype=models.DTYPES[ctx.study.dtype])
+        return {"chunks": len(names), "n_tokens": ids.numel()}
+
+    return run_stage(ctx.variant_dir(variant, "activations"), inputs, work,
+                     provenance=ctx.provenance(variant=variant.id), force=ctx.force)
+
+
+VARIANT_STAGES = (("prune", prune_stage), ("perplexity", perplexity_stage),
+                  ("activations", activations_stage))
+
+
+def run_all(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int]:
+    """Run every stage for the selected runs; return how many stages were done and skipped."""
+    check_output_dir(ctx.out)
+    (ctx.out / "study.toml").write_bytes(ctx.study.path.read_bytes())
+    counts = {"done": 0, "skipped": 0}
+    holder = ModelHolder(ctx)
+    variants = tuple(dict.fromkeys(r.variant for r in runs))
+    for key in dict.fromkeys(v.model for v in variants):
+        spec = ctx.study.models[key]
+        for stream in STREAMS:
+            outcome = tokens_stage(ctx, spec, stream, lambda spec=spec: holder.tokenizer_for(spec))
+            _report(ctx, counts, f"[{key}] tokens/{stream}", outcome)
+    for i, variant in enumerate(variants, 1):
+        for name, stage in VARIANT_STAGES:
+            outcome = stage(ctx, holder, variant)
+            _report(ctx, counts, f"[{i}/{len(variants)} {variant.id}] {name}", outcome)
+    ctx.log(f"finished: {counts['done']} stages done, {counts['skipped']} already done")
+    return counts
+
+
+def _report(ctx: Context, counts: dict[str, int], what: str, outcome: StageOutcome) -> None:
+    counts[outcome.status] += 1
+    if outcome.status == "done":
+        why = f" ({outcome.reason})" if outcome.reason not in ("not run yet", "") else ""
+        ctx.log(f"{what}: done in {outcome.seconds:.1f}s{why}")
+
+
+def summary(ctx: Context) -> list[dict]:
+    """One row per variant with achieved sparsity and perplexity (the first columns of T1)."""
+    rows = []
+    for variant in ctx.study.variants:
+        prune_m = read_manifest(ctx.variant_dir(variant, "prune")) or {}
+        ppl_m = read_manifest(ctx.variant_dir(variant, "perplexity")) or {}
+        rows.append({"variant": variant.id,
+                     "achieved_sparsity": prune_m.get("result", {}).get("achieved_sparsity"),
+                     "perplexity": ppl_m.get("result", {}).get("perplexity")})
+    return rows
+
+
+def dump_summary(ctx: Context) -> str:
+    return json.dumps(summary(ctx), indent=2)

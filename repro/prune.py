@@ -1,0 +1,152 @@
+"""Unstructured magnitude and Wanda pruning of every nn.Linear inside the decoder layers.
+
+`repro prune --profile tiny --run gemma-3-tiny/wanda/50 --out DIR` prunes one run's model.
+Definitions (DESIGN.md): magnitude zeroes exactly floor(s * numel) smallest |W| per matrix;
+Wanda (Sun et al. 2023, reference locuslab/wanda) scores |W_ij| * ||X_j||_2 and zeroes
+exactly floor(s * in_features) lowest scores per output row, ties to the lower column (stable
+sort), layer by layer, each layer's inputs coming from the already pruned layers before it.
+Masks are True where a weight is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from repro.models import decoder_layers, layer_linears, record_layer_calls, run_layer
+
+Masks = dict[str, torch.Tensor]
+
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep-mask zeroing exactly floor(sparsity * numel) entries of smallest |W| (stable ties)."""
+    k = math.floor(sparsity * weight.numel())
+    order = torch.argsort(weight.detach().abs().flatten().float(), stable=True)
+    keep = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
+    keep[order[:k]] = False
+    return keep.view_as(weight)
+
+
+def _score_dtype(weight: torch.Tensor) -> torch.dtype:
+    """float32 for bf16/fp16/fp32 models (as the reference); float64 models stay float64."""
+    return torch.promote_types(weight.dtype, torch.float32)
+
+
+def wanda_scores(weight: torch.Tensor, input_sq_norm: torch.Tensor) -> torch.Tensor:
+    """|W_ij| * ||X_j||_2, X_j the j-th input feature over all calibration tokens."""
+    dtype = _score_dtype(weight)
+    return weight.detach().abs().to(dtype) * input_sq_norm.to(dtype).sqrt().unsqueeze(0)
+
+
+def wanda_mask(weight: torch.Tensor, input_sq_norm: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep-mask zeroing exactly floor(sparsity * in_features) lowest scores in every row."""
+    k = math.floor(sparsity * weight.shape[1])
+    order = torch.sort(wanda_scores(weight, input_sq_norm), dim=1, stable=True).indices
+    keep = torch.ones_like(weight, dtype=torch.bool)
+    keep.scatter_(1, order[:, :k], False)
+    return keep
+
+
+def apply_masks(model: nn.Module, masks: Masks) -> None:
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, keep in masks.items():
+            weight = modules[name].weight
+            weight.mul_(keep.to(device=weight.device, dtype=weight.dtype))
+
+
+def prune_magnitude(model: nn.Module, sparsity: float) -> Masks:
+    """Prune the model in place; return the keep-masks by module name."""
+    masks: Masks = {}
+    for i, layer in enumerate(decoder_layers(model)):
+        for name, lin in layer_linears(layer).items():
+            masks[f"model.layers.{i}.{name}"] = magnitude_mask(lin.weight, sparsity)
+    apply_masks(model, masks)
+    return masks
+
+
+def _accumulate_input_norms(linears: dict[str, nn.Linear]) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
+    """Forward hooks summing x_j^2 over every token each Linear sees; returns (sums, remove)."""
+    sums = {name: torch.zeros(lin.in_features, dtype=_score_dtype(lin.weight),
+                              device=lin.weight.device) for name, lin in linears.items()}
+
+    def hook_for(name: str) -> Callable:
+        def hook(_mod: nn.Module, inputs: tuple, _out: torch.Tensor) -> None:
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).to(sums[name].dtype)
+            sums[name] += (x * x).sum(dim=0)
+        return hook
+
+    handles = [lin.register_forward_hook(hook_for(name)) for name, lin in linears.items()]
+    return sums, lambda: [h.remove() for h in handles]
+
+
+@torch.no_grad()
+def prune_wanda(model: nn.Module, calibration: torch.Tensor, sparsity: float,
+                batch_size: int = 8) -> Masks:
+    """Wanda, sequentially over layers, in place; returns the keep-masks by module name.
+
+    Each layer is run twice over the calibration batches: dense, to accumulate the input norms
+    of all its Linears, then pruned, to produce the next layer's inputs (as the reference does).
+    """
+    device = next(model.parameters()).device
+    batches = [calibration[i:i + batch_size].to(device)
+               for i in range(0, len(calibration), batch_size)]
+    hidden, calls = [], []
+    for ids in batches:
+        h, c = record_layer_calls(model, ids)
+        hidden.append(h)
+        calls.append(c)
+    masks: Masks = {}
+    for i, layer in enumerate(decoder_layers(model)):
+        linears = layer_linears(layer)
+        sums, remove = _accumulate_input_norms(linears)
+        try:
+            for b, h in enumerate(hidden):
+                run_layer(layer, h, calls[b][i])
+        finally:
+            remove()
+        layer_masks = {name: wanda_mask(lin.weight, sums[name], sparsity)
+                       for name, lin in linears.items()}
+        for name, lin in linears.items():
+            lin.weight.mul_(layer_masks[name].to(lin.weight.dtype))
+            masks[f"model.layers.{i}.{name}"] = layer_masks[name]
+        hidden = [run_layer(layer, h, calls[b][i]) for b, h in enumerate(hidden)]
+    return masks
+
+
+def sparsity_report(model: nn.Module) -> dict:
+    """Achieved sparsity, measured as exact zeros in the weights: per matrix and overall."""
+    per_matrix, zeros, total = {}, 0, 0
+    for i, layer in enumerate(decoder_layers(model)):
+        for name, lin in layer_linears(layer).items():
+            z = int((lin.weight == 0).sum())
+            per_matrix[f"model.layers.{i}.{name}"] = {"zeros": z, "numel": lin.weight.numel(),
+                                                       "sparsity": z / lin.weight.numel()}
+            zeros, total = zeros + z, total + lin.weight.numel()
+    return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_matrix": per_matrix}
+
+
+def save_masks(masks: Masks, path: Path) -> None:
+    """Bit-packed keep-masks: 1/16 of a bf16 model, so pruned models cost little disk."""
+    packed = {name: torch.from_numpy(np.packbits(m.cpu().numpy().ravel())) for name, m in masks.items()}
+    shapes = {name: "x".join(map(str, m.shape)) for name, m in masks.items()}
+    save_file(packed, str(path), metadata=shapes)
+
+
+def load_masks(path: Path) -> Masks:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        shapes = f.metadata() or {}
+    out: Masks = {}
+    for name, bits in load_file(str(path)).items():
+        shape = tuple(int(x) for x in shapes[name].split("x"))
+        flat = np.unpackbits(bits.numpy(), count=math.prod(shape)).astype(bool)
+        out[name] = torch.from_numpy(flat.reshape(shape))
+    return out

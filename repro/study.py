@@ -1,0 +1,412 @@
+"""Study files: every model, condition, run and hyper-parameter of a profile, in one TOML file.
+
+`repro list --profile paper` prints what a study holds; `--study FILE` loads any other file.
+Everything the paper's abstract leaves open is declared here as data, not in code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from repro.errors import ReproError
+
+PROFILES_DIR = Path(__file__).resolve().parent / "studies"
+METHODS = ("dense", "magnitude", "wanda")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _need(cond: bool, where: str, problem: str) -> None:
+    if not cond:
+        raise ReproError(f"study file: {where}: {problem}")
+
+
+@dataclass(frozen=True)
+class PretrainedSae:
+    """A public (paper) or shipped (tiny) SAE that plays the pre-trained SAE of RQ3."""
+
+    release: str = ""
+    """sae-lens release name (e.g. gemma-scope-2b-pt-res-canonical); empty for a local SAE."""
+    sae_id: str = ""
+    """sae-lens SAE id inside the release (e.g. layer_12/width_16k/canonical)."""
+    path: str = ""
+    """Folder of an SAE saved by sae-lens (`SAE.load_from_disk`); absolute once loaded."""
+
+    def __post_init__(self) -> None:
+        _need(bool(self.path) != bool(self.release), "pretrained_sae",
+              "give either path, or release and sae_id")
+        _need(bool(self.release) == bool(self.sae_id), "pretrained_sae",
+              "release and sae_id go together")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One language model of the study and where its residual stream is probed."""
+
+    key: str
+    """Short name used in run ids (e.g. gemma-3-1b)."""
+    source: str
+    """Hugging Face Hub id (org/name) or a local folder; absolute once loaded."""
+    architecture: str
+    """Expected transformers class, checked on load (e.g. Gemma3ForCausalLM)."""
+    probe_layer: int
+    """Decoder layer L whose output is probed: HF hidden_states[L + 1]."""
+    n_layers: int
+    """Number of decoder layers, to check probe_layer and the loaded config."""
+    gated: bool = False
+    """Whether the Hub repository needs an accepted licence and HF_TOKEN."""
+    revision: str = "main"
+    """Hub revision (branch, tag or commit) to pin."""
+    pretrained_sae: PretrainedSae | None = None
+    """The pre-trained SAE for RQ3, or None (the dense-trained SAE stands in)."""
+
+    def __post_init__(self) -> None:
+        where = f"models.{self.key}"
+        _need(bool(self.source), where, "source is empty")
+        _need(self.n_layers > 0, where, f"n_layers must be positive, got {self.n_layers}")
+        _need(0 <= self.probe_layer < self.n_layers, where,
+              f"probe_layer {self.probe_layer} is outside 0..{self.n_layers - 1}")
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.source).is_absolute()
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Where a token stream's text comes from."""
+
+    kind: str
+    """'hub' (a `datasets` dataset) or 'tiny' (the project's generated corpus)."""
+    path: str = ""
+    """Dataset id or local folder/file for `datasets.load_dataset`; unused for 'tiny'."""
+    name: str = ""
+    """Dataset configuration (e.g. wikitext-2-raw-v1); empty for none."""
+    split: str = "train"
+    """Dataset split, or the generated corpus's split name for 'tiny'."""
+    data_files: str = ""
+    """Optional data file pattern inside the dataset (e.g. one C4 shard)."""
+    text_field: str = "text"
+    """Column holding the text."""
+    streaming: bool = False
+    """Stream the dataset instead of downloading it whole."""
+
+    def __post_init__(self) -> None:
+        _need(self.kind in ("hub", "tiny"), "text source", f"kind must be hub or tiny, got {self.kind!r}")
+        _need(self.kind == "tiny" or bool(self.path), "text source", "a hub source needs path")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A deterministic token stream: n_sequences x seq_len tokens."""
+
+    source: TextSource
+    """Text the stream is cut from."""
+    n_sequences: int
+    """Number of sequences."""
+    seq_len: int
+    """Tokens per sequence."""
+    sampling: str = "packed"
+    """'windows': random windows of random long documents (the Wanda reference's C4
+    calibration); 'packed': documents in order, each opened by BOS, concatenated and cut
+    into sequences (SAE training and evaluation); 'joined': all texts joined by blank lines,
+    tokenized once and cut into consecutive sequences (the reference's WikiText-2 perplexity)."""
+    seed: int = 0
+    """Seed of the document and window choice."""
+    skip_documents: int = 0
+    """Documents skipped first, so that streams drawn from one source do not overlap."""
+
+    def __post_init__(self) -> None:
+        _need(self.n_sequences > 0, "stream", f"n_sequences must be positive, got {self.n_sequences}")
+        _need(self.seq_len > 1, "stream", f"seq_len must be at least 2, got {self.seq_len}")
+        _need(self.sampling in ("windows", "packed", "joined"), "stream",
+              f"sampling must be windows, packed or joined, got {self.sampling!r}")
+        _need(self.skip_documents >= 0, "stream", "skip_documents must be >= 0")
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_sequences * self.seq_len
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The four token streams of a study."""
+
+    calibration: StreamSpec
+    """Wanda calibration (paper: C4, 128 x 2048, seed 0)."""
+    sae_train: StreamSpec
+    """SAE training tokens, identical for every run of a model."""
+    eval: StreamSpec
+    """Evaluation tokens: firing rates, fragility, transfer, causal importance."""
+    perplexity: StreamSpec
+    """Perplexity tokens (paper: WikiText-2 test)."""
+
+
+@dataclass(frozen=True)
+class SaeSpec:
+    """Hyper-parameters of the SAEs the project trains (sae-lens TopK)."""
+
+    width: int
+    """Number of latents (paper: 16384)."""
+    k: int
+    """Active latents per token (TopK)."""
+    lr: float
+    """Adam learning rate."""
+    batch_tokens: int
+    """Activations per training step."""
+    survival_threshold: float = 0.7
+    """Matched decoder cosine at or above which a feature survives (tau)."""
+
+    def __post_init__(self) -> None:
+        _need(self.width > 0 and self.k > 0, "sae", "width and k must be positive")
+        _need(self.k <= self.width, "sae", f"k ({self.k}) must not exceed width ({self.width})")
+        _need(self.lr > 0, "sae", f"lr must be positive, got {self.lr}")
+        _need(self.batch_tokens > 0, "sae", "batch_tokens must be positive")
+        _need(0 < self.survival_threshold <= 1, "sae", "survival_threshold must be in (0, 1]")
+
+
+@dataclass(frozen=True, order=True)
+class Variant:
+    """One model as it is analysed: dense, or pruned by one method at one sparsity."""
+
+    model: str
+    """Model key."""
+    method: str
+    """'dense', 'magnitude' or 'wanda'."""
+    sparsity: float
+    """Fraction of weights removed per pruned matrix, in [0, 1); 0 for dense."""
+
+    def __post_init__(self) -> None:
+        where = f"condition {self.model}/{self.method}"
+        _need(self.method in METHODS, where, f"method must be one of {', '.join(METHODS)}")
+        _need(0.0 <= self.sparsity < 1.0, where,
+              f"sparsity {self.sparsity} is outside [0, 1); write 0.5 for 50 %")
+        _need((self.method == "dense") == (self.sparsity == 0.0), where,
+              "dense runs have sparsity 0 and pruned runs a sparsity above 0")
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/{self.method}/{round(self.sparsity * 100, 6):g}"
+
+    @property
+    def is_dense(self) -> bool:
+        return self.method == "dense"
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    """One SAE training: a variant and a seed. The 22 runs of the paper are these."""
+
+    variant: Variant
+    """The model variant the SAE is trained on."""
+    seed: int
+    """SAE initialisation and shuffling seed."""
+    is_extra_seed: bool = False
+    """True for the additional seeds of the dense model (RQ1)."""
+
+    @property
+    def id(self) -> str:
+        return self.variant.id + (f"/seed-{self.seed}" if self.is_extra_seed else "")
+
+
+@dataclass(frozen=True)
+class Study:
+    """A whole profile: models, data, SAE settings and the list of runs."""
+
+    name: str
+    """Profile name (paper, tiny or a user's)."""
+    path: Path
+    """The study file it was read from."""
+    device: str
+    """'cuda' or 'cpu': where the profile is meant to run."""
+    dtype: str
+    """Model dtype for pruning and capture (bfloat16 on GPU, float32 on CPU)."""
+    seed: int
+    """Base seed of the study."""
+    models: dict[str, ModelSpec]
+    """Model registry of the study, by key."""
+    data: DataSpec
+    """Token streams."""
+    sae: SaeSpec
+    """SAE hyper-parameters."""
+    runs: tuple[Run, ...]
+    """Every run, dense references first for each model."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Analysis thresholds (e.g. viable_ce_score, fragile_r)."""
+
+    def __post_init__(self) -> None:
+        _need(self.device in ("cuda", "cpu"), "study", f"device must be cuda or cpu, got {self.device!r}")
+        _need(self.dtype in DTYPES, "study", f"dtype must be one of {', '.join(DTYPES)}")
+        ids = [r.id for r in self.runs]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        _need(not dupes, "runs", f"duplicate run ids: {', '.join(dupes)}")
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        """Distinct variants in run order: each is pruned and captured once."""
+        return tuple(dict.fromkeys(r.variant for r in self.runs))
+
+    @property
+    def conditions(self) -> tuple[Variant, ...]:
+        """Pruned variants: the paper's experimental conditions."""
+        return tuple(v for v in self.variants if not v.is_dense)
+
+    def run(self, run_id: str) -> Run:
+        for r in self.runs:
+            if r.id == run_id:
+                return r
+        raise ReproError(f"unknown run id {run_id!r}; `repro list --study {self.path}` shows the ids")
+
+
+def _check_keys(table: dict[str, Any], cls: type | None, where: str,
+                extra: tuple[str, ...] = ()) -> None:
+    allowed = {f.name for f in fields(cls) if f.name != "key"} if cls else set()
+    allowed |= set(extra)
+    unknown = sorted(set(table) - allowed)
+    _need(not unknown, where, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _build(cls: type, table: Any, where: str, **fixed: Any) -> Any:
+    """Construct a spec dataclass from a TOML table, checking keys and scalar types first."""
+    _need(isinstance(table, dict), where, "must be a table")
+    _check_keys(table, cls, where)
+    for f in fields(cls):
+        expected = _SCALARS.get(str(f.type))
+        value = table.get(f.name)
+        if expected and value is not None:
+            ok = isinstance(value, expected) and (bool in expected or not isinstance(value, bool))
+            _need(ok, where, f"{f.name} must be {f.type}, got {value!r}")
+    try:
+        return cls(**table, **fixed)
+    except TypeError as exc:  # a missing field
+        raise ReproError(f"study file: {where}: {exc}") from None
+
+
+def _resolve(path: str, base: Path) -> str:
+    """Relative local paths are relative to the study file; Hub ids stay as they are."""
+    if path.startswith((".", "/")):
+        return str((base / path).resolve())
+    return path
+
+
+def _model(key: str, table: dict[str, Any], base: Path) -> ModelSpec:
+    where = f"models.{key}"
+    _need(isinstance(table, dict), where, "must be a table")
+    table = dict(table)
+    sae = table.pop("pretrained_sae", None)
+    if sae is not None:
+        sae = _build(PretrainedSae, sae, f"{where}.pretrained_sae")
+        if sae.path:
+            sae = PretrainedSae(path=_resolve(sae.path, base))
+    if "source" in table:
+        table["source"] = _resolve(str(table["source"]), base)
+    return _build(ModelSpec, table, where, key=key, pretrained_sae=sae)
+
+
+def _stream(table: Any, where: str, base: Path) -> StreamSpec:
+    _need(isinstance(table, dict), where, "must be a table")
+    table = dict(table)
+    source = _build(TextSource, table.pop("source", None), f"{where}.source")
+    if source.kind == "hub" and source.path.startswith((".", "/")):
+        source = TextSource(**{**source.__dict__, "path": _resolve(source.path, base)})
+    return _build(StreamSpec, table, where, source=source)
+
+
+def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple[Run, ...]:
+    grid = raw.get("conditions", [])
+    _need(isinstance(grid, list) and grid, "conditions", "needs at least one [[conditions]] entry")
+    variants: list[Variant] = []
+    for i, entry in enumerate(grid):
+        where = f"conditions[{i}]"
+        _need(isinstance(entry, dict), where, "must be a table")
+        _check_keys(entry, None, where, extra=("model", "methods", "sparsities"))
+        model = entry.get("model")
+        _need(model in models, where, f"model {model!r} is not among [models]: {', '.join(models)}")
+        methods, sparsities = entry.get("methods", []), entry.get("sparsities", [])
+        _need(isinstance(methods, list) and methods, where, "methods must be a non-empty list")
+        _need(isinstance(sparsities, list) and sparsities, where, "sparsities must be a non-empty list")
+        for method in methods:
+            _need(method in ("magnitude", "wanda"), where, f"method {method!r}: use magnitude or wanda")
+            for s in sparsities:
+                _need(isinstance(s, int | float) and not isinstance(s, bool), where,
+                      f"sparsity {s!r} is not a number")
+                _need(0.0 < s < 1.0, where, f"sparsity {s} is outside (0, 1); write 0.5 for 50 %")
+                variants.append(Variant(model, method, float(s)))
+    runs = [Run(Variant(m, "dense", 0.0), seed) for m in models]
+    runs += [Run(v, seed) for v in variants]
+    for i, entry in enumerate(raw.get("extra_seeds", [])):
+        where = f"extra_seeds[{i}]"
+        _check_keys(entry, None, where, extra=("model", "seeds"))
+        model, seeds = entry.get("model"), entry.get("seeds", [])
+        _need(model in models, where, f"model {model!r} is not among [models]")
+        _need(isinstance(seeds, list) and all(isinstance(s, int) for s in seeds), where,
+              "seeds must be a list of integers")
+        _need(seed not in seeds, where, f"seed {seed} is the study's base seed; pick others")
+        runs += [Run(Variant(model, "dense", 0.0), s, is_extra_seed=True) for s in seeds]
+    return tuple(runs)
+
+
+def load_study(path: Path) -> Study:
+    """Read and validate a study file; every problem is a one-line ReproError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReproError(f"study file {path} does not exist; give an existing TOML file to --study")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ReproError(f"study file {path} is not valid TOML ({exc}); fix the syntax") from None
+    base = path.resolve().parent
+    head = raw.get("study", {})
+    _need(isinstance(head, dict), "study", "must be a table")
+    _check_keys(head, None, "study", extra=("name", "device", "dtype", "seed", "description"))
+    models_raw = raw.get("models", {})
+    _need(isinstance(models_raw, dict) and models_raw, "models", "needs at least one [models.KEY]")
+    models = {key: _model(key, table, base) for key, table in models_raw.items()}
+    data_raw = raw.get("data", {})
+    _need(isinstance(data_raw, dict), "data", "must be a table")
+    _check_keys(data_raw, DataSpec, "data")
+    data = DataSpec(**{f.name: _stream(data_raw.get(f.name), f"data.{f.name}", base)
+                       for f in fields(DataSpec)})
+    seed = head.get("seed", 0)
+    _need(isinstance(seed, int), "study", f"seed must be an integer, got {seed!r}")
+    thresholds = raw.get("thresholds", {})
+    _need(isinstance(thresholds, dict) and all(isinstance(v, int | float) for v in thresholds.values()),
+          "thresholds", "must map names to numbers")
+    return Study(
+        name=str(head.get("name", path.stem)), path=path.resolve(),
+        device=head.get("device", "cpu"), dtype=head.get("dtype", "float32"), seed=seed,
+        models=models, data=data, sae=_build(SaeSpec, raw.get("sae"), "sae"),
+        runs=_runs(raw, models, seed), thresholds={k: float(v) for k, v in thresholds.items()},
+    )
+
+
+def profile_path(profile: str) -> Path:
+    """The study file shipped for a named profile."""
+    known = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+    if profile not in known:
+        raise ReproError(f"unknown profile {profile!r}; choose one of {', '.join(known)} "
+                         "or give your own file with --study")
+    return PROFILES_DIR / f"{profile}.toml"
+
+
+def select_runs(study: Study, run_ids: list[str] | None, shard: str | None) -> tuple[Run, ...]:
+    """The runs a command works on: --runs picks by id, --shard i/n takes every n-th variant.
+
+    Shards split variants, not runs, so that no two shards prune or capture the same model.
+    """
+    runs = tuple(study.run(r) for r in run_ids) if run_ids else study.runs
+    if shard:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+        except ValueError:
+            raise ReproError(f"--shard {shard!r} is not of the form i/n (e.g. 0/4)") from None
+        if not 0 <= i < n:
+            raise ReproError(f"--shard {shard}: need 0 <= i < n")
+        mine = set(study.variants[i::n])
+        runs = tuple(r for r in runs if r.variant in mine)
+    return runs

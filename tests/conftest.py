@@ -1,0 +1,48 @@
+"""Shared fixtures: small random models of the three architecture classes the study uses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+ARCHS = ("Gemma3ForCausalLM", "Gemma2ForCausalLM", "LlamaForCausalLM")
+
+
+def make_model(arch: str, *, n_layers: int = 4, hidden: int = 32, vocab: int = 97,
+               seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+    """A randomly initialised model of `arch` with sliding-window layers where it has them."""
+    import transformers
+
+    common = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                  num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                  head_dim=hidden // 4, max_position_embeddings=128, bos_token_id=1,
+                  eos_token_id=2, pad_token_id=0)
+    if arch == "Gemma3ForCausalLM":
+        types = ["sliding_attention"] * (n_layers - 1) + ["full_attention"]
+        config = transformers.Gemma3TextConfig(**common, sliding_window=6, layer_types=types,
+                                                query_pre_attn_scalar=hidden // 4)
+    elif arch == "Gemma2ForCausalLM":
+        config = transformers.Gemma2Config(**common, sliding_window=6,
+                                           query_pre_attn_scalar=hidden // 4)
+    else:
+        config = transformers.LlamaConfig(**common)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = getattr(transformers, arch)(config).to(dtype).eval().requires_grad_(False)
+    with torch.no_grad():  # Gemma inits norms to zero offsets; perturb so norms matter
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(params=ARCHS)
+def arch(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def random_ids(n: int, length: int, vocab: int = 97, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (n, length), generator=g)
+    ids[:, 0] = 1
+    return ids
