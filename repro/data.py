@@ -59,9 +59,8 @@ def _hub_documents(source: TextSource) -> Iterable[str]:
     if source.data_files:
         kwargs["data_files"] = source.data_files
     path = source.path
-    if Path(path).is_file():  # a local file of the same format (json/jsonl/parquet/text)
-        suffix = Path(path).suffix.lstrip(".").replace("jsonl", "json")
-        path, kwargs["data_files"] = {"txt": "text"}.get(suffix, suffix), source.path
+    if Path(path).is_file():  # a local file of the same format as the Hub's
+        path, kwargs["data_files"] = _builder_for(Path(path)), source.path
     try:
         ds = datasets.load_dataset(path, source.name or None, **kwargs)
     except (FileNotFoundError, ConnectionError, ValueError) as exc:
@@ -74,6 +73,16 @@ def _hub_documents(source: TextSource) -> Iterable[str]:
     if source.streaming:
         return (row[source.text_field] for row in ds)
     return ds[source.text_field]
+
+
+def _builder_for(path: Path) -> str:
+    """The `datasets` builder for a local file, from its extensions (x.json.gz -> json)."""
+    for suffix in path.suffixes:
+        builder = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text",
+                   ".csv": "csv"}.get(suffix)
+        if builder:
+            return builder
+    raise ReproError(f"{path}: cannot tell its format; use .jsonl, .json(.gz), .parquet or .txt")
 
 
 def token_stream(spec: StreamSpec, tokenizer: Any) -> torch.Tensor:

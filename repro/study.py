@@ -312,7 +312,7 @@ def _stream(table: Any, where: str, base: Path) -> StreamSpec:
     _need(isinstance(table, dict), where, "must be a table")
     table = dict(table)
     source = _build(TextSource, table.pop("source", None), f"{where}.source")
-    if source.kind == "hub" and source.path.startswith((".", "/")):
+    if source.path.startswith((".", "/")):
         source = TextSource(**{**source.__dict__, "path": _resolve(source.path, base)})
     return _build(StreamSpec, table, where, source=source)
 
@@ -361,6 +361,8 @@ def load_study(path: Path) -> Study:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ReproError(f"study file {path} is not valid TOML ({exc}); fix the syntax") from None
     base = path.resolve().parent
+    _check_keys(raw, None, "top level", extra=("study", "models", "conditions", "extra_seeds",
+                                                "sae", "thresholds", "data"))
     head = raw.get("study", {})
     _need(isinstance(head, dict), "study", "must be a table")
     _check_keys(head, None, "study", extra=("name", "device", "dtype", "seed", "description"))

@@ -46,3 +46,18 @@ def random_ids(n: int, length: int, vocab: int = 97, seed: int = 1) -> torch.Ten
     ids = torch.randint(3, vocab, (n, length), generator=g)
     ids[:, 0] = 1
     return ids
+
+
+def word_tokenizer(words: list[str]):
+    """A whitespace word-level tokenizer that prepends <bos>, as Gemma's and Llama's do."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")

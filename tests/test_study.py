@@ -1,0 +1,111 @@
+"""Study files: the shipped profiles hold the paper's 22 runs; every malformed field is one
+clear line and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repro.errors import ReproError
+from repro.study import load_study, profile_path, select_runs
+
+TINY = profile_path("tiny").read_text()
+
+
+@pytest.mark.parametrize("profile", ["paper", "tiny"])
+def test_profiles_hold_22_runs_17_conditions(profile: str) -> None:
+    study = load_study(profile_path(profile))
+    assert len(study.runs) == 22 and len(study.conditions) == 17 and len(study.variants) == 20
+    first = next(iter(study.models))
+    wanda = [v for v in study.conditions if v.model == first and v.method == "wanda"]
+    assert [round(v.sparsity * 100) for v in wanda] == [10, 20, 30, 40, 50, 60]
+    assert sum(r.is_extra_seed for r in study.runs) == 2
+    assert len({r.id for r in study.runs}) == 22
+
+
+def test_paper_ids_and_probe_layers() -> None:
+    study = load_study(profile_path("paper"))
+    assert study.run("gemma-3-1b/wanda/50").variant.sparsity == 0.5
+    assert {k: m.probe_layer for k, m in study.models.items()} == {
+        "gemma-3-1b": 13, "gemma-2-2b": 12, "llama-3.2-1b": 8}
+    assert study.models["llama-3.2-1b"].pretrained_sae is None
+    assert study.data.calibration.n_sequences == 128 and study.data.calibration.seq_len == 2048
+
+
+def test_shards_partition_variants() -> None:
+    study = load_study(profile_path("tiny"))
+    shards = [select_runs(study, None, f"{i}/3") for i in range(3)]
+    assert sorted(r.id for s in shards for r in s) == sorted(r.id for r in study.runs)
+    variants = [{r.variant for r in s} for s in shards]
+    assert not (variants[0] & variants[1]) and not (variants[1] & variants[2])
+
+
+BAD = [
+    ("unknown key", ("probe_layer = 3\n", "probe_layer = 3\nprobe_layr = 3\n"), "unknown key"),
+    ("probe layer too deep", ("probe_layer = 3", "probe_layer = 9"), "outside 0..5"),
+    ("probe layer a string", ("probe_layer = 3", 'probe_layer = "3"'), "probe_layer must be int"),
+    ("sparsity 100 %", ("sparsities = [0.3, 0.5]", "sparsities = [0.3, 1.0]"), "outside (0, 1)"),
+    ("sparsity as percent", ("sparsities = [0.3, 0.5]", "sparsities = [30, 50]"), "write 0.5"),
+    ("unknown method", ('methods = ["wanda"]', 'methods = ["sparsegpt"]'), "use magnitude or wanda"),
+    ("unknown model", ('model = "llama-tiny"', 'model = "llama-huge"'), "not among [models]"),
+    ("k above width", ("k = 16", "k = 4096"), "must not exceed width"),
+    ("negative lr", ("lr = 1e-3", "lr = -1e-3"), "lr must be positive"),
+    ("bad device", ('device = "cpu"', 'device = "tpu"'), "device must be cuda or cpu"),
+    ("bad dtype", ('dtype = "float32"', 'dtype = "float8"'), "dtype must be one of"),
+    ("bad sampling", ('sampling = "joined"', 'sampling = "random"'), "sampling must be"),
+    ("zero sequences", ("n_sequences = 64", "n_sequences = 0"), "n_sequences must be positive"),
+    ("bad source kind", ('source = { kind = "tiny", split = "ppl" }',
+                         'source = { kind = "web", split = "ppl" }'), "kind must be hub or tiny"),
+    ("extra seed equals base", ("seeds = [1, 2]", "seeds = [0, 2]"), "base seed"),
+    ("not TOML", ("[sae]", "[sae"), "not valid TOML"),
+    ("sae missing field", ("k = 16\n", ""), "missing 1 required"),
+    ("no conditions", ("[[conditions]]", "[[nonditions]]"), "conditions"),
+]
+
+
+@pytest.mark.parametrize("name,edit,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_study_files(tmp_path: Path, name: str, edit: tuple[str, str], message: str) -> None:
+    old, new = edit
+    assert old in TINY, name
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY.replace(old, new, 1))
+    with pytest.raises(ReproError) as err:
+        load_study(path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "repro", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["list", "--profile", "nope"], "unknown profile 'nope'"),
+    (["list", "--study", "/no/such.toml"], "does not exist"),
+    (["list", "--runs", "gemma-3-tiny/wanda/55"], "unknown run id"),
+    (["list", "--shard", "3/2"], "need 0 <= i < n"),
+    (["all", "--profile", "paper", "--out", "x"], "needs a CUDA GPU"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "Traceback" not in res.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = run_cli("all", "--profile", "tiny", "--out", str(blocker / "sub"), "--quiet")
+    assert res.returncode == 2 and "cannot write to output folder" in res.stderr
+
+
+def test_list_prints_every_run() -> None:
+    res = run_cli("list", "--profile", "paper")
+    assert res.returncode == 0
+    assert "gemma-3-1b/wanda/60" in res.stdout and "22 runs (17 conditions" in res.stdout
