@@ -92,6 +92,36 @@ def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from repro.verify import verify_run
+    from repro.verify_text import summary
+
+    result = verify_run(Path(args.run_dir), Path(args.expected) if args.expected else None,
+                        Path(args.tolerances) if args.tolerances else None)
+    print(summary(result))
+    return 0 if result["ok"] else 1
+
+
+def cmd_bless(args: argparse.Namespace) -> int:
+    from repro.bless import bless_run
+
+    done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None)
+    print(f"blessed {len(done['tables'])} tables into {done['expected_dir']}"
+          + (f"; removed stale {', '.join(done['removed'])}" if done["removed"] else ""))
+    if done["tolerances_created"]:
+        print(f"wrote default round-off tolerances to {done['tolerances']}: replace them "
+              "with measured spread")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from repro.report import write_report
+
+    md, page = write_report(Path(args.run_dir))
+    print(f"report written to {md} and {page}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line and exit code 2, like every other bad input."""
 
@@ -140,6 +170,24 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="folder (default: the package's assets/tiny)")
     sp.add_argument("--quick", action="store_true", help="few training steps (for tests)")
     sp.set_defaults(fn=cmd_build_tiny_assets)
+
+    sp = sub.add_parser("verify", help="compare a run's tables and claims with the expected ones")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (the --out of `repro all`)")
+    sp.add_argument("--expected", metavar="DIR",
+                    help="expected tables (default: expected_outputs/<the run's profile>)")
+    sp.add_argument("--tolerances", metavar="FILE",
+                    help="tolerances file (default: tolerances.toml beside the expected folder)")
+    sp.set_defaults(fn=cmd_verify)
+
+    sp = sub.add_parser("bless", help="make a run's tables the new expected outputs")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder whose tables are accepted")
+    sp.add_argument("--expected", metavar="DIR",
+                    help="where to write them (default: expected_outputs/<the run's profile>)")
+    sp.set_defaults(fn=cmd_bless)
+
+    sp = sub.add_parser("report", help="write RUN_DIR/report.md and a self-contained report.html")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder")
+    sp.set_defaults(fn=cmd_report)
     return p
 
 

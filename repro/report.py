@@ -1,0 +1,254 @@
+"""One document per run: `repro report RUN_DIR` writes RUN_DIR/report.md and report.html.
+
+A reader should not have to open twenty files to judge a run: the report gathers the claim
+verdicts (from verification.json, when `repro verify` has run), every table, every figure with
+its caption, the provenance (code revision, packages, device) and the wall time of each stage
+summed over all manifests. The HTML is self-contained (figures embedded as base64 PNG), so it
+can be mailed or attached as a CI artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from repro.errors import ReproError
+from repro.expected import run_profile
+from repro.store import MANIFEST, atomic_write_text, read_manifest
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}figure{margin:1.5em 0}img{max-width:100%}
+figcaption{font-size:.9em;color:#444}.pass{color:#176117}.fail{color:#b00020;font-weight:bold}
+.info{color:#555}code{background:#f5f5f5;padding:0 .2em}"""
+
+
+@dataclass
+class Report:
+    """What the report shows, gathered once and rendered twice (Markdown and HTML)."""
+
+    run_dir: Path
+    study: str
+    verification: dict[str, Any] | None
+    claims: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    figures: list[tuple[Path, str]]
+    provenance: dict[str, Any]
+    stages: list[tuple[str, int, float]] = field(default_factory=list)
+
+
+def _json(path: Path) -> Any:
+    """A JSON file's content, or None when absent; a corrupt one is bad input."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReproError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _manifests(run_dir: Path) -> list[dict[str, Any]]:
+    """Every finished stage's manifest; hidden .partial/.old folders are unfinished work."""
+    found = []
+    for path in sorted(run_dir.rglob(MANIFEST)):
+        if any(part.startswith(".") for part in path.relative_to(run_dir).parts):
+            continue
+        manifest = read_manifest(path.parent)
+        if manifest is not None:
+            found.append(manifest)
+    return found
+
+
+def stage_times(manifests: list[dict[str, Any]]) -> list[tuple[str, int, float]]:
+    """(stage, how many folders, summed wall seconds), slowest stage first."""
+    count: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
+    for m in manifests:
+        stage = str(m.get("stage", "?"))
+        count[stage] += 1
+        seconds[stage] += float(m.get("wall_seconds") or 0.0)
+    return sorted(((s, count[s], seconds[s]) for s in count), key=lambda r: -r[2])
+
+
+def gather_provenance(run_dir: Path, manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """Code versions and devices over all stages (a mix is worth seeing); packages of the tables."""
+    provs = [m.get("provenance") or {} for m in manifests]
+    tables = (read_manifest(run_dir / "tables") or {}).get("provenance") or {}
+    packages = tables.get("packages") or next((p["packages"] for p in provs if p.get("packages")),
+                                              {})
+    return {"code_versions": Counter(str(p.get("code_version")) for p in provs if p),
+            "devices": Counter(str(p.get("device")) for p in provs if p),
+            "packages": packages}
+
+
+def _study_name(run_dir: Path) -> str:
+    try:
+        return run_profile(run_dir)
+    except ReproError:
+        return "unknown"
+
+
+def gather(run_dir: Path) -> Report:
+    """Read everything the report shows; missing pieces are shown as missing, not invented."""
+    if not run_dir.is_dir():
+        raise ReproError(f"run folder {run_dir} does not exist")
+    tables = {}
+    for path in sorted((run_dir / "tables").glob("*.csv")):
+        try:
+            tables[path.stem] = pd.read_csv(path, keep_default_na=True)
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise ReproError(f"{path}: cannot read as CSV ({exc})") from None
+    captions = _json(run_dir / "figures" / "captions.json") or {}
+    pngs = sorted((run_dir / "figures").glob("*.png"))
+    figures = [(p, str(captions.get(p.stem, ""))) for p in pngs]
+    manifests = _manifests(run_dir)
+    return Report(run_dir, _study_name(run_dir), _json(run_dir / "verification.json"),
+                  _json(run_dir / "claims.json") or {}, tables, figures,
+                  gather_provenance(run_dir, manifests), stage_times(manifests))
+
+
+def claim_rows(rep: Report) -> list[list[Any]]:
+    """Claim, value in the run, paper, verdict, margin; verdicts only where verify has run."""
+    checks = {c["name"]: c for c in (rep.verification or {}).get("checks", [])
+              if c["kind"] == "claim"}
+    names = sorted(set(rep.claims) | set(checks))
+    rows = []
+    for name in names:
+        entry = rep.claims.get(name) or {}
+        check = checks.get(name, {})
+        got = entry.get("value") if isinstance(entry, dict) else entry
+        extras = "; ".join(f"{k}={v}" for k, v in entry.items()
+                           if k != "value" and not isinstance(v, dict | list)) \
+            if isinstance(entry, dict) else ""
+        rows.append([name, check.get("got", got), check.get("expected"), check.get("tolerance"),
+                     check.get("verdict", "not verified"), check.get("margin"),
+                     check.get("detail") or extras])
+    return rows
+
+
+def _stage_rows(rep: Report) -> list[list[Any]]:
+    rows = [[stage, n, f"{sec:.1f}"] for stage, n, sec in rep.stages]
+    return rows + [["total", sum(s[1] for s in rep.stages), f"{sum(s[2] for s in rep.stages):.1f}"]]
+
+
+CLAIM_HEADER = ["claim", "run", "paper", "tolerance", "verdict", "margin", "detail"]
+STAGE_HEADER = ["stage", "folders", "wall seconds"]
+
+
+def _cell(value: Any) -> str:
+    """Four significant digits are enough to read a table; the CSV keeps full precision."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return "—" if pd.isna(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _md_grid(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |"
+                  for row in rows]
+
+
+def _frame_rows(df: pd.DataFrame) -> list[list[Any]]:
+    return [list(row) for row in df.itertuples(index=False, name=None)]
+
+
+def _verdict_line(rep: Report) -> str:
+    v = rep.verification
+    if v is None:
+        return f"Not verified yet: run `repro verify {rep.run_dir}`."
+    c = v["counts"]
+    return (f"Verification {'PASS' if v['ok'] else 'FAIL'}: {c['pass']} checks pass, "
+            f"{c['fail']} fail, {c['info']} informational (see verification.md).")
+
+
+def _provenance_lines(rep: Report) -> list[str]:
+    p = rep.provenance
+    versions = ", ".join(f"`{k}` ({n} stages)" for k, n in p["code_versions"].items()) or "—"
+    devices = ", ".join(f"{k} ({n} stages)" for k, n in p["devices"].items()) or "—"
+    packages = ", ".join(f"{k} {v}" for k, v in sorted(p["packages"].items())) or "—"
+    total = sum(s[2] for s in rep.stages)
+    return [f"- code version (git revision): {versions}", f"- device: {devices}",
+            f"- packages: {packages}", f"- total wall time: {total:.1f} s over "
+            f"{sum(s[1] for s in rep.stages)} stage folders"]
+
+
+def markdown(rep: Report) -> str:
+    """report.md: figures referenced by relative path, so it reads inside the run folder."""
+    out = [f"# Report: {rep.study} run", "", f"Run folder `{rep.run_dir}`.", "",
+           _verdict_line(rep), "", "## Claims", ""]
+    out += _md_grid(CLAIM_HEADER, claim_rows(rep))
+    out += ["", "## Tables", ""]
+    for name, df in rep.tables.items():
+        out += [f"### {name}", "", *_md_grid(list(df.columns), _frame_rows(df)), ""]
+    out += ["## Figures", ""]
+    for path, caption in rep.figures:
+        rel = path.relative_to(rep.run_dir).as_posix()
+        pdf = path.with_suffix(".pdf")
+        link = f" ([PDF]({pdf.relative_to(rep.run_dir).as_posix()}))" if pdf.is_file() else ""
+        out += [f"![{path.stem}]({rel})", "", f"**{path.stem}.** {caption}{link}", ""]
+    out += ["## Provenance", "", *_provenance_lines(rep), "", "## Wall time per stage", ""]
+    out += _md_grid(STAGE_HEADER, _stage_rows(rep))
+    return "\n".join(out) + "\n"
+
+
+def _html_grid(header: list[str], rows: list[list[Any]], verdict_col: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for i, v in enumerate(row):
+            cls = f' class="{html.escape(str(v))}"' if i == verdict_col else ""
+            cells.append(f"<td{cls}>{html.escape(_cell(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _html_figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+            f"<figcaption><b>{html.escape(path.stem)}.</b> {html.escape(caption)}"
+            "</figcaption></figure>")
+
+
+def _md_inline(text: str) -> str:
+    """Escape, then keep the `code` spans the Markdown lines use."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def to_html(rep: Report) -> str:
+    """report.html: the same content as report.md with every figure inside the file."""
+    title = html.escape(f"Report: {rep.study} run")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
+             f"<style>{CSS}</style></head><body><h1>{title}</h1>",
+             f"<p>Run folder <code>{html.escape(str(rep.run_dir))}</code>.</p>",
+             f"<p>{_md_inline(_verdict_line(rep))}</p><h2>Claims</h2>",
+             _html_grid(CLAIM_HEADER, claim_rows(rep), verdict_col=4), "<h2>Tables</h2>"]
+    for name, df in rep.tables.items():
+        parts += [f"<h3>{html.escape(name)}</h3>", _html_grid(list(df.columns), _frame_rows(df))]
+    parts.append("<h2>Figures</h2>")
+    parts += [_html_figure(path, caption) for path, caption in rep.figures]
+    parts.append("<h2>Provenance</h2><ul>")
+    parts += [f"<li>{_md_inline(line[2:])}</li>" for line in _provenance_lines(rep)]
+    parts += ["</ul><h2>Wall time per stage</h2>",
+              _html_grid(STAGE_HEADER, _stage_rows(rep)), "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(run_dir: Path) -> tuple[Path, Path]:
+    """Write report.md and report.html into the run folder; return their paths."""
+    rep = gather(run_dir)
+    md, page = run_dir / "report.md", run_dir / "report.html"
+    atomic_write_text(md, markdown(rep))
+    atomic_write_text(page, to_html(rep))
+    return md, page

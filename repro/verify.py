@@ -1,0 +1,257 @@
+"""Does this run reproduce? `repro verify RUN_DIR [--expected DIR]` answers per table and claim.
+
+Every expected table is compared row by row and cell by cell with the run's (tolerances from
+expected_outputs/tolerances.toml), after checking that the run's tables still match the sha256
+their stage recorded; the claims in RUN_DIR/claims.json are checked against the paper's.
+Writes RUN_DIR/verification.json and verification.md, prints a summary, and returns 1 when
+anything failed. It reads only small text files: no torch, no model, no GPU, so a copied run
+folder can be verified anywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from repro.errors import ReproError
+from repro.expected import (
+    TOLERANCES,
+    ClaimSpec,
+    Tolerance,
+    Tolerances,
+    expected_dir,
+    load_claims,
+    load_tolerances,
+)
+from repro.store import MANIFEST, atomic_write_text, read_manifest, sha256_file, write_json
+from repro.verify_text import markdown
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verdict: what was expected, what the run has, and how far inside the tolerance."""
+
+    name: str
+    kind: str
+    verdict: str
+    expected: Any
+    got: Any
+    tolerance: str
+    margin: float | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A CSV table keyed by its first column, `id`."""
+
+    columns: list[str]
+    rows: dict[str, dict[str, str]]
+    duplicates: list[str]
+
+
+def read_table(path: Path) -> Table:
+    """Parse as text, not pandas, so ids and numbers are compared exactly as written."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReproError(f"{path}: cannot read as CSV ({exc})") from None
+    if not lines or not lines[0] or lines[0][0] != "id":
+        raise ReproError(f"{path}: the first column must be 'id'")
+    columns, rows, duplicates = lines[0], {}, []
+    for n, line in enumerate(lines[1:], 2):
+        if len(line) != len(columns):
+            raise ReproError(f"{path}: line {n} has {len(line)} cells, the header {len(columns)}")
+        if line[0] in rows:
+            duplicates.append(line[0])
+        rows[line[0]] = dict(zip(columns, line, strict=True))
+    return Table(columns, rows, duplicates)
+
+
+def _as_float(text: str) -> float | None:
+    """A cell's number; an empty cell is NaN (pandas writes NaN so); None when not a number."""
+    if text.strip() == "":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def compare_cell(name: str, exp: str, got: str, tol: Tolerance) -> Check:
+    """Numbers within abs + rel*|exp|, NaN only equal to NaN; any other text exactly."""
+    e, g = _as_float(exp), _as_float(got)
+    if e is None or g is None:
+        same = exp == got
+        return Check(name, "cell", "pass" if same else "fail", exp, got, "exact", None)
+    describe = tol.describe()
+    if math.isnan(e) or math.isnan(g):
+        same = math.isnan(e) and math.isnan(g)
+        return Check(name, "cell", "pass" if same else "fail", exp, got, describe, None)
+    if e == g:  # also equal infinities, which have no finite difference
+        return Check(name, "cell", "pass", e, g, describe, tol.allowance(e) if math.isfinite(e)
+                     else None)
+    margin = tol.allowance(e) - abs(g - e)
+    ok = math.isfinite(margin) and margin >= 0
+    return Check(name, "cell", "pass" if ok else "fail", e, g, describe,
+                 margin if math.isfinite(margin) else None)
+
+
+def compare_tables(table: str, exp: Table, got: Table, tols: Tolerances) -> list[Check]:
+    """Rows and columns must match as sets; then every shared cell is compared."""
+    checks: list[Check] = []
+
+    def structure(what: str, expected: Any, found: Any) -> None:
+        checks.append(Check(f"{table}: {what}", "structure", "fail", expected, found, "exact",
+                            None))
+
+    for rid in got.duplicates:
+        structure(f"duplicate row {rid}", "unique ids", "duplicated")
+    for rid in exp.rows.keys() - got.rows.keys():
+        structure(f"missing row {rid}", rid, None)
+    for rid in got.rows.keys() - exp.rows.keys():
+        structure(f"extra row {rid}", None, rid)
+    for col in [c for c in exp.columns if c not in got.columns]:
+        structure(f"missing column {col}", col, None)
+    for col in [c for c in got.columns if c not in exp.columns]:
+        structure(f"extra column {col}", None, col)
+    shared_cols = [c for c in exp.columns[1:] if c in got.columns]
+    for rid in [r for r in exp.rows if r in got.rows]:
+        for col in shared_cols:
+            checks.append(compare_cell(f"{table}[{rid}].{col}", exp.rows[rid][col],
+                                       got.rows[rid][col], tols.get(table, col)))
+    return checks
+
+
+def check_integrity(run_dir: Path) -> tuple[list[Check], set[str]]:
+    """Each file the tables stage recorded must still hash the same; returns the bad names."""
+    folder = run_dir / "tables"
+    manifest = read_manifest(folder)
+    if manifest is None or not isinstance(manifest.get("outputs"), dict):
+        return [Check(f"integrity: tables/{MANIFEST}", "integrity", "fail", "a valid manifest",
+                      "missing or unreadable", "exact", None,
+                      "tables cannot be trusted without their manifest")], {"*"}
+    checks, bad = [], set()
+    for rel, digest in sorted(manifest["outputs"].items()):
+        path = folder / rel
+        found = sha256_file(path) if path.is_file() else None
+        ok = found == digest
+        if not ok:
+            bad.add(rel)
+        checks.append(Check(f"integrity: tables/{rel}", "integrity", "pass" if ok else "fail",
+                            digest, found or "missing", "sha256", None,
+                            "" if ok else "file differs from the one its stage wrote"))
+    return checks, bad
+
+
+def verify_tables(run_dir: Path, expected: Path, tols: Tolerances) -> list[Check]:
+    """Integrity first; a table that fails it is refused rather than compared."""
+    checks, bad = check_integrity(run_dir)
+    recorded = (read_manifest(run_dir / "tables") or {}).get("outputs", {})
+    for exp_path in sorted(expected.glob("*.csv")):
+        table, got_path = exp_path.stem, run_dir / "tables" / exp_path.name
+        exp = read_table(exp_path)
+        if not got_path.is_file():
+            checks.append(Check(f"{table}: missing table", "table", "fail", exp_path.name,
+                                None, "exact", None, f"{got_path} does not exist"))
+            continue
+        if exp_path.name in bad or ("*" not in bad and exp_path.name not in recorded):
+            checks.append(Check(f"{table}: refused", "table", "fail", "sha256 as recorded",
+                                "differs or unrecorded", "sha256", None,
+                                f"tables/{exp_path.name} does not match tables/{MANIFEST}"))
+            continue
+        try:
+            got = read_table(got_path)
+        except ReproError as exc:
+            checks.append(Check(f"{table}: unreadable", "table", "fail", "a table", str(exc),
+                                "exact", None))
+            continue
+        checks.extend(_table_summary(table, compare_tables(table, exp, got, tols), len(exp.rows),
+                                     len(got.rows)))
+    expected_names = {p.name for p in expected.glob("*.csv")}
+    if expected_names:  # a table nobody expects yet is news, not an error: bless adds it
+        for path in sorted((run_dir / "tables").glob("*.csv")):
+            if path.name not in expected_names:
+                checks.append(Check(path.stem, "table", "info", None, "present", "exact", None,
+                                    "not in the expected outputs"))
+    return checks
+
+
+def _table_summary(table: str, cell_checks: list[Check], n_exp: int, n_got: int) -> list[Check]:
+    """One line per table (worst margin, and where) ahead of its cell checks."""
+    failed = [c for c in cell_checks if c.verdict == "fail"]
+    # an exact cell that matches has margin 0 by definition: it says nothing about closeness
+    margins = [c for c in cell_checks if c.margin is not None
+               and (c.tolerance != "exact" or c.margin < 0)]
+    worst = min(margins, key=lambda c: c.margin, default=None)
+    detail = f"{len(cell_checks)} checks, {len(failed)} failed"
+    detail += f"; worst margin at {worst.name}" if worst else "; every number exact"
+    head = Check(table, "table", "fail" if failed else "pass", f"{n_exp} rows", f"{n_got} rows",
+                 "per column", worst.margin if worst else None, detail)
+    return [head, *cell_checks]
+
+
+def check_claim(spec: ClaimSpec, claims: dict[str, Any] | None) -> Check:
+    """Compare one number of claims.json with the paper's; informational claims never fail."""
+    entry = (claims or {}).get(spec.claim)
+    got = entry.get(spec.field) if isinstance(entry, dict) else None
+    allowance = spec.tolerance.allowance(spec.expected)
+    tol = {"near": f"±{allowance:g}", "at_least": f">= {spec.expected - allowance:g}",
+           "at_most": f"<= {spec.expected + allowance:g}"}[spec.compare]
+    detail = "; ".join(f"{k}={v}" for k, v in (entry or {}).items()
+                       if k != spec.field and not isinstance(v, dict | list))
+    if isinstance((entry or {}).get("per_condition"), dict):
+        detail = "; ".join(p for p in (detail, f"{len(entry['per_condition'])} conditions") if p)
+    if claims is None:
+        detail = "claims.json is missing"
+    margin = None
+    if isinstance(got, int | float) and not isinstance(got, bool) and math.isfinite(got):
+        margin = {"near": allowance - abs(got - spec.expected),
+                  "at_least": got - (spec.expected - allowance),
+                  "at_most": spec.expected + allowance - got}[spec.compare]
+    elif got is None and isinstance(entry, dict) and spec.field in entry:
+        detail = detail or "the run reports no value (null)"
+    met = margin is not None and margin >= 0
+    verdict = "info" if spec.informational else ("pass" if met else "fail")
+    if spec.informational:
+        detail = "; ".join(p for p in ("met" if met else "not met", detail) if p)
+    return Check(spec.name, "claim", verdict, spec.expected, got, tol, margin, detail)
+
+
+def verify_claims(run_dir: Path, specs: list[ClaimSpec]) -> list[Check]:
+    path = run_dir / "claims.json"
+    try:
+        claims = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (ValueError, OSError, UnicodeDecodeError):
+        claims = None
+    if claims is not None and not isinstance(claims, dict):
+        claims = None
+    return [check_claim(spec, claims) for spec in specs]
+
+
+def verify_run(run_dir: Path, expected: Path | None = None,
+               tolerances: Path | None = None) -> dict[str, Any]:
+    """Run every check and write verification.json/.md into the run folder; return the result."""
+    if not run_dir.is_dir():
+        raise ReproError(f"run folder {run_dir} does not exist")
+    exp_dir, profile = expected_dir(run_dir, expected)
+    if not exp_dir.is_dir():
+        raise ReproError(f"no expected outputs at {exp_dir} (profile {profile}); create them "
+                         f"with `repro bless {run_dir}` or pass --expected DIR")
+    tol_path = tolerances or exp_dir.parent / TOLERANCES
+    tols = load_tolerances(tol_path, profile)
+    specs = load_claims(exp_dir)
+    checks = verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, specs)
+    counts = {v: sum(c.verdict == v for c in checks) for v in ("pass", "fail", "info")}
+    result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir.resolve()),
+              "profile": profile, "tolerances": str(tols.source) if tols.source else None,
+              "expected_tables": sorted(p.stem for p in exp_dir.glob("*.csv")),
+              "ok": counts["fail"] == 0, "counts": counts, "checks": [asdict(c) for c in checks]}
+    write_json(run_dir / "verification.json", result)
+    atomic_write_text(run_dir / "verification.md", markdown(result))
+    return result

@@ -1,0 +1,98 @@
+"""How a verification result reads: verification.md and the summary `repro verify` prints.
+
+Kept apart from the checks so the checks stay short and the wording can change freely.
+verification.json holds every check; the Markdown lists claims and tables in full and
+failures up to a cap, because a broken run can fail thousands of cells at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_LISTED = 200
+
+
+def fmt(value: Any) -> str:
+    """Short, stable text for a number or a value; `—` for none."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value).replace("|", "\\|")
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(fmt(c) for c in cells) + " |"
+
+
+def _grid(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return [_row(header), "|" + "---|" * len(header), *(_row(r) for r in rows)]
+
+
+def _failure_line(c: dict[str, Any]) -> str:
+    margin = f", margin {fmt(c['margin'])}" if c["margin"] is not None else ""
+    detail = f" ({c['detail']})" if c["detail"] else ""
+    return (f"{c['name']}: expected {fmt(c['expected'])}, got {fmt(c['got'])} "
+            f"[{c['tolerance']}{margin}]{detail}")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The human-readable verification: verdict, claims, tables, integrity, failures."""
+    checks, counts = result["checks"], result["counts"]
+    verdict = "PASS" if result["ok"] else "FAIL"
+    out = [f"# Verification: {verdict}", "",
+           f"- run folder: `{result['run_dir']}`",
+           f"- profile: `{result['profile']}`; expected outputs: `{result['expected_dir']}`",
+           f"- tolerances: `{result['tolerances'] or 'none (every number exact)'}`",
+           f"- checks: {counts['pass']} pass, {counts['fail']} fail, {counts['info']} "
+           "informational", "",
+           "Margin = allowance - |got - expected| (positive: inside the tolerance).", "",
+           "## Claims", ""]
+    claims = [c for c in checks if c["kind"] == "claim"]
+    out += _grid(["claim", "verdict", "paper", "run", "tolerance", "margin", "detail"],
+                 [[c["name"], c["verdict"], c["expected"], c["got"], c["tolerance"],
+                   c["margin"], c["detail"]] for c in claims])
+    out += ["", "## Tables", ""]
+    tables = [c for c in checks if c["kind"] == "table"]
+    if tables:
+        out += _grid(["table", "verdict", "expected", "run", "worst margin", "detail"],
+                     [[c["name"], c["verdict"], c["expected"], c["got"], c["margin"],
+                       c["detail"]] for c in tables])
+    else:
+        out.append(f"No expected tables for profile `{result['profile']}` yet: only the "
+                   "claims were checked.")
+    integrity = [c for c in checks if c["kind"] == "integrity"]
+    bad = [c for c in integrity if c["verdict"] == "fail"]
+    out += ["", "## Integrity", "",
+            f"{len(integrity) - len(bad)} of {len(integrity)} recorded table files match the "
+            "sha256 in tables/manifest.json."]
+    failures = [c for c in checks if c["verdict"] == "fail"]
+    if failures:
+        out += ["", f"## Failures ({len(failures)})", ""]
+        out += [f"- {_failure_line(c)}" for c in failures[:MAX_LISTED]]
+        if len(failures) > MAX_LISTED:
+            out.append(f"- … and {len(failures) - MAX_LISTED} more in verification.json")
+    return "\n".join(out) + "\n"
+
+
+def summary(result: dict[str, Any], max_failures: int = 20) -> str:
+    """What `repro verify` prints: one count line per kind, then the first failures."""
+    checks, counts = result["checks"], result["counts"]
+    lines = [f"verification {'PASS' if result['ok'] else 'FAIL'} "
+             f"(profile {result['profile']}): {counts['pass']} pass, {counts['fail']} fail, "
+             f"{counts['info']} informational"]
+    for kind, label in (("table", "tables"), ("claim", "claims"), ("integrity", "files")):
+        of_kind = [c for c in checks if c["kind"] == kind]
+        if of_kind:
+            parts = [f"{c['name']} {c['verdict']}" for c in of_kind] if kind == "claim" else [
+                f"{sum(c['verdict'] == 'pass' for c in of_kind)}/{len(of_kind)} pass"]
+            lines.append(f"  {label}: {', '.join(parts)}")
+    if not result["expected_tables"]:
+        lines.append(f"  tables: none expected yet for profile {result['profile']} "
+                     f"(in {result['expected_dir']}); only claims and file integrity checked")
+    failures = [c for c in checks if c["verdict"] == "fail"]
+    lines += [f"  FAIL {_failure_line(c)}" for c in failures[:max_failures]]
+    if len(failures) > max_failures:
+        lines.append(f"  … and {len(failures) - max_failures} more")
+    lines.append(f"  details: {result['run_dir']}/verification.md")
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""Synthetic run folders for the verify, bless and report tests: the contract's shape, tiny.
+
+Tables are written through `repro.store.run_stage`, so their manifest holds real sha256s
+exactly as the tables stage of a real run would record them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from repro.expected import EXPECTED_ROOT
+from repro.store import run_stage
+
+TABLES = ("T1_pruning", "T2_seed_stability", "T3_survival", "T4_ratios", "T5_transfer",
+          "T6_fragility_causal")
+IDS = ("gemma-3-tiny/dense/0", "gemma-3-tiny/magnitude/50", "gemma-3-tiny/wanda/50",
+       "llama-tiny/wanda/50")
+PROVENANCE = {"code_version": "0.1.0+abc123", "device": "cpu (test, 2 threads)",
+              "packages": {"python": "3.11", "pandas": "2.3.1"}, "study": "tiny"}
+TOLERANCES = """\
+[tiny.T3_survival]
+survival = { abs = 0.001, rel = 0.01, note = "test: spread 1e-4, x10" }
+"*" = { abs = 0.5 }
+[tiny.T1_pruning]
+perplexity = { rel = 0.02 }
+"""
+CLAIMS = {"C1": {"value": 11, "of": 17}, "C2": {"value": 3.5, "where": "gemma-3-tiny/0.5"},
+          "C3": {"value": 0.5, "model": "gemma-3-tiny"},
+          "C4": {"value": 0.12, "per_condition": {"gemma-3-tiny/wanda/50": -0.12}}}
+
+Rows = dict[str, list[dict[str, object]]]
+
+
+def base_tables() -> Rows:
+    """Every table: ids, two numeric columns (one with a NaN) and a text column."""
+    out: Rows = {}
+    for t, name in enumerate(TABLES):
+        out[name] = [{"id": rid, "survival": round(0.25 * (i + 1) + 0.01 * t, 6),
+                      "perplexity": 10.0 + i if i != 2 else math.nan,
+                      "method": rid.split("/")[1]} for i, rid in enumerate(IDS)]
+    return out
+
+
+def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({k: ("" if isinstance(v, float) and math.isnan(v) else v)
+                     for k, v in row.items()} for row in rows)
+
+
+def write_tables(folder: Path, tables: Rows) -> None:
+    """Write tables/ as the tables stage does: CSV + Markdown twin, manifest last."""
+    def work(tmp: Path) -> None:
+        for name, rows in tables.items():
+            write_csv(tmp / f"{name}.csv", rows)
+            (tmp / f"{name}.md").write_text("| id |\n|---|\n" + "".join(
+                f"| {r['id']} |\n" for r in rows))
+
+    run_stage(folder, {"tables": sorted(tables)}, work, provenance=PROVENANCE, force=True)
+
+
+def make_run(root: Path, edit: Callable[[Rows], None] | None = None,
+             claims: dict | None = None) -> tuple[Path, Path]:
+    """A run folder and its expected folder (made from the unedited tables); returns both."""
+    run = root / "run"
+    (run / "variants" / "x" / "prune").mkdir(parents=True)
+    (run / "study.toml").write_text('[study]\nname = "tiny"\n')
+    tables = base_tables()
+    expected = root / "expected" / "tiny"
+    expected.mkdir(parents=True)
+    for name, rows in tables.items():
+        write_csv(expected / f"{name}.csv", rows)
+    (root / "expected" / "tolerances.toml").write_text(TOLERANCES)
+    (root / "expected" / "paper").mkdir()
+    shutil.copy(EXPECTED_ROOT / "paper" / "claims.toml", root / "expected" / "paper")
+    shutil.copy(EXPECTED_ROOT / "tiny" / "claims.toml", expected)
+    if edit is not None:
+        edit(tables)
+    write_tables(run / "tables", tables)
+    run_stage(run / "variants" / "x" / "prune", {"p": 1}, lambda tmp: None,
+              provenance=PROVENANCE)
+    (run / "claims.json").write_text(json.dumps(CLAIMS if claims is None else claims))
+    return run, expected
+
+
+def row(tables: Rows, table: str, rid: str) -> dict[str, object]:
+    return next(r for r in tables[table] if r["id"] == rid)

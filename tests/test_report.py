@@ -1,0 +1,74 @@
+"""`repro report`: one self-contained page with every table, figure, verdict and stage time."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from runfolder import IDS, TABLES, make_run  # noqa: E402
+
+from repro.cli import main  # noqa: E402
+from repro.report import gather  # noqa: E402
+from repro.verify import verify_run  # noqa: E402
+
+CAPTION = "Survival rate per firing-rate bin, one line per condition."
+
+
+def _figure(run: Path) -> bytes:
+    folder = run / "figures"
+    folder.mkdir()
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 0])
+    for ext in ("png", "pdf"):
+        fig.savefig(folder / f"F3_survival_by_frequency.{ext}")
+    plt.close(fig)
+    (folder / "captions.json").write_text(json.dumps({"F3_survival_by_frequency": CAPTION}))
+    return (folder / "F3_survival_by_frequency.png").read_bytes()
+
+
+def test_report_embeds_tables_figures_verdicts_and_stage_times(tmp_path: Path, capsys) -> None:
+    run, expected = make_run(tmp_path)
+    png = _figure(run)
+    verify_run(run, expected)
+    assert main(["report", str(run)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    page = (run / "report.html").read_text()
+    for table in TABLES:
+        assert f"<h3>{table}</h3>" in page
+    for rid in IDS:
+        assert page.count(f"<td>{rid}</td>") == len(TABLES)
+    assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
+    assert CAPTION in page and 'class="info">info</td>' in page
+    assert "Verification PASS" in page and "0.1.0+abc123" in page
+    md = (run / "report.md").read_text()
+    assert "![F3_survival_by_frequency](figures/F3_survival_by_frequency.png)" in md
+    assert "(figures/F3_survival_by_frequency.pdf)" in md and f"| {IDS[1]} |" in md
+
+
+def test_stage_times_are_summed_per_stage_name(tmp_path: Path) -> None:
+    run, _ = make_run(tmp_path)
+    for name, seconds in (("a", 1.5), ("b", 2.0)):
+        folder = run / "variants" / name / "prune"
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps(
+            {"stage": "prune", "wall_seconds": seconds, "provenance": {"device": "gpu-x"}}))
+    hidden = run / "variants" / ".c.partial"
+    hidden.mkdir()
+    (hidden / "manifest.json").write_text(json.dumps({"stage": "prune", "wall_seconds": 99}))
+    rep = gather(run)
+    stages = {s: (n, sec) for s, n, sec in rep.stages}
+    made = json.loads((run / "variants" / "x" / "prune" / "manifest.json").read_text())
+    assert stages["prune"] == (3, 3.5 + made["wall_seconds"])
+    assert set(stages) == {"prune", "tables"} and rep.provenance["devices"]["gpu-x"] == 2
+
+
+def test_report_without_verification_says_so(tmp_path: Path) -> None:
+    run, _ = make_run(tmp_path)
+    main(["report", str(run)])
+    assert "Not verified yet" in (run / "report.md").read_text()
+    assert "not verified" in (run / "report.html").read_text()

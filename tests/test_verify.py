@@ -1,0 +1,210 @@
+"""`repro verify` and `repro bless`: a check fails exactly when its number leaves its tolerance."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from runfolder import TABLES, Rows, make_run, row
+
+from repro.bless import bless_run
+from repro.cli import main
+from repro.errors import ReproError
+from repro.expected import EXPECTED_ROOT, load_claims, load_tolerances
+from repro.verify import check_claim, verify_run
+
+RID = "gemma-3-tiny/wanda/50"
+SURVIVAL = 0.77  # T3_survival's value at RID in runfolder.base_tables()
+ALLOW = 0.001 + 0.01 * SURVIVAL  # its tolerance in runfolder.TOLERANCES: abs 0.001, rel 0.01
+
+
+def failures(result: dict) -> list[str]:
+    return [c["name"] for c in result["checks"] if c["verdict"] == "fail"]
+
+
+def test_untouched_run_passes_and_writes_both_files(tmp_path: Path, capsys) -> None:
+    run, expected = make_run(tmp_path)
+    assert main(["verify", str(run), "--expected", str(expected)]) == 0
+    out = capsys.readouterr().out
+    assert "verification PASS" in out and "C1 info" in out
+    result = json.loads((run / "verification.json").read_text())
+    assert result["ok"] and result["counts"]["fail"] == 0 and result["counts"]["info"] == 5
+    assert {c["name"] for c in result["checks"] if c["kind"] == "table"} == set(TABLES)
+    cell = next(c for c in result["checks"] if c["name"] == f"T3_survival[{RID}].survival")
+    assert cell["tolerance"] == "abs 0.001 + rel 0.01" and cell["margin"] == pytest.approx(ALLOW)
+    assert "# Verification: PASS" in (run / "verification.md").read_text()
+
+
+def _survival_moved(by: float):
+    def edit(tables: Rows) -> None:
+        assert row(tables, "T3_survival", RID)["survival"] == SURVIVAL
+        row(tables, "T3_survival", RID)["survival"] = SURVIVAL + by
+    return edit
+
+
+def test_number_just_past_tolerance_fails_naming_table_row_column(tmp_path: Path,
+                                                                  capsys) -> None:
+    run, expected = make_run(tmp_path, _survival_moved(ALLOW * 1.02))
+    assert main(["verify", str(run), "--expected", str(expected)]) == 1
+    name = f"T3_survival[{RID}].survival"
+    assert f"FAIL {name}" in capsys.readouterr().out
+    result = json.loads((run / "verification.json").read_text())
+    assert failures(result) == ["T3_survival", name]
+    cell = next(c for c in result["checks"] if c["name"] == name)
+    assert cell["margin"] == pytest.approx(-0.02 * ALLOW)
+    assert name in (run / "verification.md").read_text()
+
+
+def test_number_just_inside_tolerance_passes(tmp_path: Path) -> None:
+    run, expected = make_run(tmp_path, _survival_moved(-ALLOW * 0.98))
+    result = verify_run(run, expected)
+    assert result["ok"], failures(result)
+    cell = next(c for c in result["checks"] if c["name"] == f"T3_survival[{RID}].survival")
+    assert cell["margin"] == pytest.approx(0.02 * ALLOW)
+
+
+@pytest.mark.parametrize("column,value", [
+    ("perplexity", 0.0),          # NaN expected, a number got
+    ("method", "Wanda"),          # text is exact
+    ("survival", 0.76 + 1e-12),   # no tolerance entry for T2: exact
+])
+def test_nan_text_and_untoleranced_columns_are_exact(tmp_path: Path, column: str,
+                                                     value: object) -> None:
+    def edit(tables: Rows) -> None:
+        row(tables, "T2_seed_stability", RID)[column] = value
+    run, expected = make_run(tmp_path, edit)
+    result = verify_run(run, expected)
+    assert failures(result) == ["T2_seed_stability", f"T2_seed_stability[{RID}].{column}"]
+
+
+def test_nan_equals_nan_and_a_number_never_equals_nan(tmp_path: Path) -> None:
+    def edit(tables: Rows) -> None:
+        row(tables, "T1_pruning", "llama-tiny/wanda/50")["perplexity"] = math.nan
+    run, expected = make_run(tmp_path, edit)
+    checks = {c["name"]: c for c in verify_run(run, expected)["checks"]}
+    assert checks[f"T1_pruning[{RID}].perplexity"]["verdict"] == "pass"
+    assert checks["T1_pruning[llama-tiny/wanda/50].perplexity"]["verdict"] == "fail"
+
+
+def _drop(tables: Rows) -> None:
+    tables["T4_ratios"] = [r for r in tables["T4_ratios"] if r["id"] != RID]
+
+
+def _add(tables: Rows) -> None:
+    tables["T5_transfer"].append({**tables["T5_transfer"][0], "id": "gemma-2-tiny/wanda/30"})
+
+
+def _remove_table(tables: Rows) -> None:
+    del tables["T6_fragility_causal"]
+
+
+@pytest.mark.parametrize("edit,name", [
+    (_drop, f"T4_ratios: missing row {RID}"),
+    (_add, "T5_transfer: extra row gemma-2-tiny/wanda/30"),
+    (_remove_table, "T6_fragility_causal: missing table"),
+])
+def test_missing_row_extra_row_missing_table_fail(tmp_path: Path, edit, name: str) -> None:
+    run, expected = make_run(tmp_path, edit)
+    result = verify_run(run, expected)
+    assert not result["ok"] and name in failures(result)
+
+
+def test_tampered_table_is_refused(tmp_path: Path, capsys) -> None:
+    run, expected = make_run(tmp_path)
+    path = run / "tables" / "T1_pruning.csv"
+    path.write_text(path.read_text().replace("10.0", "10.1"))
+    assert main(["verify", str(run), "--expected", str(expected)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL integrity: tables/T1_pruning.csv" in out and "T1_pruning: refused" in out
+
+
+PAPER = {c.name: c for c in load_claims(EXPECTED_ROOT / "paper")}
+
+
+@pytest.mark.parametrize("claim,inside,outside", [
+    ("C1", 13, 14), ("C1", 9, 8), ("C1_of", 17, 16), ("C2", 4.8, 4.82), ("C2", 2.6, 2.58),
+    ("C3", 0.6, 0.61), ("C3", 0.4, None), ("C4", 0.3, 0.31),
+])
+def test_each_paper_claim_flips_at_its_threshold(claim: str, inside: float,
+                                                 outside: float | None) -> None:
+    spec = PAPER[claim]
+
+    def verdict(value: float | None) -> str:
+        return check_claim(spec, {spec.claim: {spec.field: value}}).verdict
+    assert (verdict(inside), verdict(outside)) == ("pass", "fail")
+    assert check_claim(spec, None).verdict == "fail"
+
+
+def test_tiny_claims_are_informational_with_their_verdict(tmp_path: Path) -> None:
+    run, expected = make_run(tmp_path, claims={"C1": {"value": 2, "of": 17}})
+    result = verify_run(run, expected)
+    claims = {c["name"]: c for c in result["checks"] if c["kind"] == "claim"}
+    assert result["ok"] and {c["verdict"] for c in claims.values()} == {"info"}
+    assert claims["C1"]["detail"].startswith("not met") and claims["C1_of"]["detail"] == (
+        "met; value=2")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[tiny.T1_pruning\n", "not valid TOML"),
+    ("[tiny.T1_pruning]\nperplexity = { abs = -1 }\n", "must be a finite number >= 0"),
+    ("[tiny.T1_pruning]\nperplexity = { tol = 1 }\n", "unknown key"),
+    ("[tiny.T1_pruning]\nperplexity = 0.1\n", "must be a table"),
+    ("[tiny.T1_pruning]\nperplexity = { note = 'x' }\n", "needs abs and/or rel"),
+    ("tiny = 3\n", "must be a [profile.table] section"),
+])
+def test_malformed_tolerances_are_one_line_errors(tmp_path: Path, text: str,
+                                                  message: str) -> None:
+    path = tmp_path / "tolerances.toml"
+    path.write_text(text)
+    with pytest.raises(ReproError, match="tolerances.toml") as err:
+        load_tolerances(path, "tiny")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_malformed_tolerances_exit_2_through_the_cli(tmp_path: Path) -> None:
+    run, expected = make_run(tmp_path)
+    (expected.parent / "tolerances.toml").write_text(
+        "[tiny.T3_survival]\nsurvival = { rel = 'x' }\n")
+    res = subprocess.run([sys.executable, "-m", "repro", "verify", str(run), "--expected",
+                          str(expected)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "survival.rel" in res.stderr
+
+
+def test_bless_then_verify_passes_and_tolerances_are_kept(tmp_path: Path, capsys) -> None:
+    run, expected = make_run(tmp_path, _survival_moved(0.5))
+    assert not verify_run(run, expected)["ok"]
+    fresh = tmp_path / "expected" / "fresh"
+    assert main(["bless", str(run), "--expected", str(fresh)]) == 0
+    assert main(["verify", str(run), "--expected", str(fresh)]) == 0
+    prov = json.loads((fresh / "PROVENANCE.json").read_text())
+    assert prov["code_version"] == "0.1.0+abc123" and prov["device"].startswith("cpu")
+    assert prov["packages"]["pandas"] and set(prov["tables"]) == {f"{t}.csv" for t in TABLES}
+    tol = (fresh.parent / "tolerances.toml").read_text()
+    assert "[tiny.T3_survival]" in tol and "fresh" not in tol  # the existing file is kept
+    assert main(["bless", str(run), "--expected", str(expected)]) == 0
+    assert verify_run(run, expected)["ok"]
+
+
+def test_bless_creates_default_tolerances_and_refuses_tampered_tables(tmp_path: Path) -> None:
+    run, expected = make_run(tmp_path)
+    (expected.parent / "tolerances.toml").unlink()
+    done = bless_run(run, expected)
+    assert done["tolerances_created"]
+    assert load_tolerances(done["tolerances"], "tiny").get("T1_pruning", "x").rel == 1e-6
+    (run / "tables" / "T2_seed_stability.csv").write_text("id\nx\n")
+    with pytest.raises(ReproError, match="refusing to bless .*T2_seed_stability.csv"):
+        bless_run(run, expected)
+
+
+def test_a_table_nobody_expects_is_reported_not_failed(tmp_path: Path) -> None:
+    def edit(tables: Rows) -> None:
+        tables["T7_extra"] = tables["T1_pruning"]
+    run, expected = make_run(tmp_path, edit)
+    result = verify_run(run, expected)
+    extra = next(c for c in result["checks"] if c["name"] == "T7_extra")
+    assert result["ok"] and extra["verdict"] == "info"
