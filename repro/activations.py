@@ -8,7 +8,7 @@ paper-scale run never holds all activations in memory.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -39,27 +39,33 @@ def probe_hook(model: nn.Module, layer: int) -> Iterator[list[torch.Tensor]]:
 def probe(model: nn.Module, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
     """Residual stream after `layer` for one batch, shape (batch, seq, d_model)."""
     device = next(model.parameters()).device
-    with probe_hook(model, layer) as seen:
-        try:
-            model.model(input_ids=input_ids.to(device), use_cache=False)
-        except StopForward:
-            pass
+    with probe_hook(model, layer) as seen, suppress(StopForward):
+        model.model(input_ids=input_ids.to(device), use_cache=False)
     return seen[0]
 
 
-def iter_probe(model: nn.Module, input_ids: torch.Tensor, layer: int,
-               batch_size: int) -> Iterator[torch.Tensor]:
+def iter_probe(
+    model: nn.Module, input_ids: torch.Tensor, layer: int, batch_size: int
+) -> Iterator[torch.Tensor]:
     """Probe activations batch by batch, in order, on the model's device."""
     for start in range(0, len(input_ids), batch_size):
-        yield probe(model, input_ids[start:start + batch_size], layer)
+        yield probe(model, input_ids[start : start + batch_size], layer)
 
 
-def write_chunks(model: nn.Module, input_ids: torch.Tensor, layer: int, folder: Path, *,
-                 batch_size: int, sequences_per_chunk: int, dtype: torch.dtype) -> list[str]:
+def write_chunks(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    layer: int,
+    folder: Path,
+    *,
+    batch_size: int,
+    sequences_per_chunk: int,
+    dtype: torch.dtype,
+) -> list[str]:
     """Capture into folder/acts-00000.safetensors, ...: 'acts' (seq, len, d) and 'tokens'."""
     names: list[str] = []
     for start in range(0, len(input_ids), sequences_per_chunk):
-        ids = input_ids[start:start + sequences_per_chunk]
+        ids = input_ids[start : start + sequences_per_chunk]
         acts = torch.cat([a.to(dtype).cpu() for a in iter_probe(model, ids, layer, batch_size)])
         name = f"acts-{len(names):05d}.safetensors"
         save_file({"acts": acts.contiguous(), "tokens": ids.contiguous()}, str(folder / name))

@@ -25,8 +25,13 @@ def _context(args: argparse.Namespace, study):
     from repro.models import resolve_device
     from repro.pipeline import Context
 
-    return Context(study=study, out=Path(args.out), device=resolve_device(study.device, args.device),
-                   force=args.force, quiet=args.quiet)
+    return Context(
+        study=study,
+        out=Path(args.out),
+        device=resolve_device(study.device, args.device),
+        force=args.force,
+        quiet=args.quiet,
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -36,15 +41,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     runs = select_runs(study, args.runs, args.shard)
     rows = [("run id", "model", "method", "sparsity", "seed", "role")]
     for r in runs:
-        role = "dense reference" if r.variant.is_dense and not r.is_extra_seed else (
-            "extra seed (RQ1)" if r.is_extra_seed else "condition")
-        rows.append((r.id, r.variant.model, r.variant.method, f"{r.variant.sparsity:.0%}",
-                     str(r.seed), role))
+        role = (
+            "dense reference"
+            if r.variant.is_dense and not r.is_extra_seed
+            else ("extra seed (RQ1)" if r.is_extra_seed else "condition")
+        )
+        rows.append(
+            (
+                r.id,
+                r.variant.model,
+                r.variant.method,
+                f"{r.variant.sparsity:.0%}",
+                str(r.seed),
+                role,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    print(f"{len(runs)} runs ({len(study.conditions)} conditions, "
-          f"{len(study.models)} models) in {study.path}")
+    print(
+        f"{len(runs)} runs ({len(study.conditions)} conditions, "
+        f"{len(study.models)} models) in {study.path}"
+    )
     return 0
 
 
@@ -58,9 +76,11 @@ def cmd_all(args: argparse.Namespace) -> int:
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs)
     if counts["done"] == 0:
-        print(f"everything is already done in {ctx.out} ({counts['skipped']} stages); "
-              "use --force to redo")
-    return 0
+        print(
+            f"everything is already done in {ctx.out} ({counts['skipped']} stages); "
+            "use --force to redo"
+        )
+    return counts["verify"] or 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -96,8 +116,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from repro.verify import verify_run
     from repro.verify_text import summary
 
-    result = verify_run(Path(args.run_dir), Path(args.expected) if args.expected else None,
-                        Path(args.tolerances) if args.tolerances else None)
+    result = verify_run(
+        Path(args.run_dir),
+        Path(args.expected) if args.expected else None,
+        Path(args.tolerances) if args.tolerances else None,
+    )
     print(summary(result))
     return 0 if result["ok"] else 1
 
@@ -106,11 +129,15 @@ def cmd_bless(args: argparse.Namespace) -> int:
     from repro.bless import bless_run
 
     done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None)
-    print(f"blessed {len(done['tables'])} tables into {done['expected_dir']}"
-          + (f"; removed stale {', '.join(done['removed'])}" if done["removed"] else ""))
+    print(
+        f"blessed {len(done['tables'])} tables into {done['expected_dir']}"
+        + (f"; removed stale {', '.join(done['removed'])}" if done["removed"] else "")
+    )
     if done["tolerances_created"]:
-        print(f"wrote default round-off tolerances to {done['tolerances']}: replace them "
-              "with measured spread")
+        print(
+            f"wrote default round-off tolerances to {done['tolerances']}: replace them "
+            "with measured spread"
+        )
     return 0
 
 
@@ -122,6 +149,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from repro.fetch import fetch
+    from repro.hubcache import hf_home
+
+    study = _study(args)
+    sizes = fetch(study)
+    hub = sizes["models"] + sizes["saes"] + sizes["text"]
+    where = f"; {hub / 1e9:.2f} GB in {hf_home()}" if hub else ""
+    print(
+        f"fetch: everything the {study.name} study reads is on disk{where}; `repro all` now "
+        "runs offline (HF_HUB_OFFLINE=1)"
+    )
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from repro.doctor import run_checks
+
+    profile = f"--study {args.study}" if args.study else f"--profile {args.profile}"
+    checks = run_checks(_study(args), Path(args.out), profile)
+    for check in checks:
+        print(check.line())
+    failed = sum(not c.ok for c in checks)
+    print(f"doctor: {len(checks) - failed} OK, {failed} FAIL")
+    return 0 if failed == 0 else 2
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line and exit code 2, like every other bad input."""
 
@@ -130,11 +184,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="repro", description=(
-        "Reproduce 'How Pruning Reshapes Features' (arXiv 2603.25325): prune, capture, train "
-        "SAEs, analyse, verify."))
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                           parser_class=_Parser)
+    p = _Parser(
+        prog="repro",
+        description=(
+            "Reproduce 'How Pruning Reshapes Features' (arXiv 2603.25325): prune, capture, train "
+            "SAEs, analyse, verify."
+        ),
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     def study_opts(sp: argparse.ArgumentParser, runs: bool = True) -> None:
         g = sp.add_mutually_exclusive_group()
@@ -145,8 +202,12 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--shard", metavar="I/N", help="only the I-th of N slices of variants")
 
     def compute_opts(sp: argparse.ArgumentParser, out_default: str | None) -> None:
-        sp.add_argument("--out", default=out_default, required=out_default is None,
-                        help="output folder (the artifact store)")
+        sp.add_argument(
+            "--out",
+            default=out_default,
+            required=out_default is None,
+            help="output folder (the artifact store)",
+        )
         sp.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the study's)")
         sp.add_argument("--force", action="store_true", help="redo stages that are already done")
         sp.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -173,21 +234,38 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("verify", help="compare a run's tables and claims with the expected ones")
     sp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (the --out of `repro all`)")
-    sp.add_argument("--expected", metavar="DIR",
-                    help="expected tables (default: expected_outputs/<the run's profile>)")
-    sp.add_argument("--tolerances", metavar="FILE",
-                    help="tolerances file (default: tolerances.toml beside the expected folder)")
+    sp.add_argument(
+        "--expected",
+        metavar="DIR",
+        help="expected tables (default: expected_outputs/<the run's profile>)",
+    )
+    sp.add_argument(
+        "--tolerances",
+        metavar="FILE",
+        help="tolerances file (default: tolerances.toml beside the expected folder)",
+    )
     sp.set_defaults(fn=cmd_verify)
 
     sp = sub.add_parser("bless", help="make a run's tables the new expected outputs")
     sp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder whose tables are accepted")
-    sp.add_argument("--expected", metavar="DIR",
-                    help="where to write them (default: expected_outputs/<the run's profile>)")
+    sp.add_argument(
+        "--expected",
+        metavar="DIR",
+        help="where to write them (default: expected_outputs/<the run's profile>)",
+    )
     sp.set_defaults(fn=cmd_bless)
 
     sp = sub.add_parser("report", help="write RUN_DIR/report.md and a self-contained report.html")
     sp.add_argument("run_dir", metavar="RUN_DIR", help="a run folder")
     sp.set_defaults(fn=cmd_report)
+    sp = sub.add_parser("fetch", help="download the models, data and SAEs a profile needs")
+    study_opts(sp, runs=False)
+    sp.set_defaults(fn=cmd_fetch)
+
+    sp = sub.add_parser("doctor", help="check GPU, disk, token, cache and packages (seconds)")
+    study_opts(sp, runs=False)
+    sp.add_argument("--out", default="results", help="output folder the run will write to")
+    sp.set_defaults(fn=cmd_doctor)
     return p
 
 
@@ -204,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repro: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("repro: interrupted; completed stages are kept, run the same command again to "
-              "resume", file=sys.stderr)
+        print(
+            "repro: interrupted; completed stages are kept, run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130

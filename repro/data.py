@@ -1,8 +1,10 @@
 """Deterministic token streams: Wanda calibration, SAE training, evaluation and perplexity.
 
 Hub text goes through `datasets` (downloaded or streamed; local files of the same format
-work the same way, which is how the tests exercise this path); the tiny profile reads the
-project's generated corpus. Three samplings, named in the study file:
+work the same way, which is how the tests exercise this path), unless `repro fetch` has
+stored the source's rows as parquet in the cache (repro.hubcache.materialised_path): then
+those are read, offline. The tiny profile reads the project's generated corpus. Three
+samplings, named in the study file:
 - windows: the Wanda reference's C4 calibration (random long document, random window);
 - packed: documents in order, each tokenized with BOS, concatenated, cut into sequences;
 - joined: texts joined by blank lines, tokenized once, cut into consecutive sequences
@@ -24,6 +26,9 @@ from repro.errors import ReproError
 from repro.study import StreamSpec, TextSource
 
 MAX_WINDOW_TRIES = 10_000
+WINDOW_POOL_DOCS = 4096
+"""Documents drawn from an endless source (generated corpus, streamed dataset) to sample
+calibration windows from; a finite source (a downloaded C4 shard) is used whole."""
 
 
 def documents(source: TextSource) -> Iterable[str]:
@@ -39,7 +44,9 @@ def _tiny_documents(source: TextSource) -> Iterator[str]:
 
     path = Path(source.path) if source.path else _default_corpus_params()
     if not path.is_file():
-        raise ReproError(f"tiny corpus parameters {path} are missing; run `repro build-tiny-assets`")
+        raise ReproError(
+            f"tiny corpus parameters {path} are missing; run `repro build-tiny-assets`"
+        )
     params = CorpusParams.from_dict(json.loads(path.read_text()))
     block, done = 512, 0
     while True:  # grow the request; the generator is prefix-stable, so earlier texts repeat
@@ -53,6 +60,11 @@ def _default_corpus_params() -> Path:
 
 
 def _hub_documents(source: TextSource) -> Iterable[str]:
+    from repro.hubcache import materialised_path, read_materialised
+
+    stored = materialised_path(source)
+    if stored.is_file():  # `repro fetch` stored the rows this source yields: read them offline
+        return read_materialised(stored)
     import datasets
 
     kwargs: dict[str, Any] = {"split": source.split, "streaming": source.streaming}
@@ -64,12 +76,16 @@ def _hub_documents(source: TextSource) -> Iterable[str]:
     try:
         ds = datasets.load_dataset(path, source.name or None, **kwargs)
     except (FileNotFoundError, ConnectionError, ValueError) as exc:
-        raise ReproError(f"dataset {source.path} ({source.name or 'default'}, {source.split}) "
-                         f"could not be loaded: {str(exc).splitlines()[0][:160]}; run `repro fetch` "
-                         "while online, or check the study's data section") from None
+        raise ReproError(
+            f"dataset {source.path} ({source.name or 'default'}, {source.split}) "
+            f"could not be loaded: {str(exc).splitlines()[0][:160]}; run `repro fetch` "
+            "while online, or check the study's data section"
+        ) from None
     if source.text_field not in (ds.column_names or [source.text_field]):
-        raise ReproError(f"dataset {source.path} has no column {source.text_field!r}; "
-                         f"set text_field to one of {ds.column_names}")
+        raise ReproError(
+            f"dataset {source.path} has no column {source.text_field!r}; "
+            f"set text_field to one of {ds.column_names}"
+        )
     if source.streaming:
         return (row[source.text_field] for row in ds)
     return ds[source.text_field]
@@ -78,8 +94,13 @@ def _hub_documents(source: TextSource) -> Iterable[str]:
 def _builder_for(path: Path) -> str:
     """The `datasets` builder for a local file, from its extensions (x.json.gz -> json)."""
     for suffix in path.suffixes:
-        builder = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text",
-                   ".csv": "csv"}.get(suffix)
+        builder = {
+            ".json": "json",
+            ".jsonl": "json",
+            ".parquet": "parquet",
+            ".txt": "text",
+            ".csv": "csv",
+        }.get(suffix)
         if builder:
             return builder
     raise ReproError(f"{path}: cannot tell its format; use .jsonl, .json(.gz), .parquet or .txt")
@@ -89,7 +110,8 @@ def token_stream(spec: StreamSpec, tokenizer: Any) -> torch.Tensor:
     """The stream as an int64 tensor of shape (n_sequences, seq_len)."""
     docs = documents(spec.source)
     if spec.sampling == "windows":
-        return _windows(spec, docs if isinstance(docs, list) else list(docs), tokenizer)
+        pool = list(docs if hasattr(docs, "__len__") else islice(docs, WINDOW_POOL_DOCS))
+        return _windows(spec, pool, tokenizer)
     if spec.sampling == "joined":
         return _joined(spec, docs, tokenizer)
     return _packed(spec, docs, tokenizer)
@@ -107,10 +129,12 @@ def _windows(spec: StreamSpec, docs: list[str], tokenizer: Any) -> torch.Tensor:
             if len(ids) > spec.seq_len:
                 break
         else:
-            raise ReproError(f"calibration: found no document longer than seq_len={spec.seq_len} "
-                             f"tokens in {MAX_WINDOW_TRIES} draws; lower seq_len")
+            raise ReproError(
+                f"calibration: found no document longer than seq_len={spec.seq_len} "
+                f"tokens in {MAX_WINDOW_TRIES} draws; lower seq_len"
+            )
         start = rng.randint(0, len(ids) - spec.seq_len - 1)
-        out.append(ids[start:start + spec.seq_len])
+        out.append(ids[start : start + spec.seq_len])
     return torch.tensor(out, dtype=torch.long)
 
 
@@ -127,8 +151,10 @@ def _packed(spec: StreamSpec, docs: Iterable[str], tokenizer: Any) -> torch.Tens
         if len(buf) >= need:
             break
     if len(buf) < need:
-        raise ReproError(f"stream {spec.source.path or spec.source.split}: only {len(buf)} tokens "
-                         f"available, {need} needed; lower n_sequences")
+        raise ReproError(
+            f"stream {spec.source.path or spec.source.split}: only {len(buf)} tokens "
+            f"available, {need} needed; lower n_sequences"
+        )
     rows = torch.tensor(buf[:need], dtype=torch.long).view(spec.n_sequences, body)
     return torch.cat([torch.full((spec.n_sequences, 1), bos, dtype=torch.long), rows], dim=1)
 
@@ -139,7 +165,9 @@ def _joined(spec: StreamSpec, docs: Iterable[str], tokenizer: Any) -> torch.Tens
     ids = tokenizer(text)["input_ids"]
     n = min(spec.n_sequences, len(ids) // spec.seq_len)
     if n == 0:
-        raise ReproError(f"perplexity text has {len(ids)} tokens, fewer than seq_len={spec.seq_len}")
+        raise ReproError(
+            f"perplexity text has {len(ids)} tokens, fewer than seq_len={spec.seq_len}"
+        )
     return torch.tensor(ids[: n * spec.seq_len], dtype=torch.long).view(n, spec.seq_len)
 
 
@@ -151,6 +179,9 @@ def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def special_token_mask(ids: torch.Tensor, tokenizer: Any) -> torch.Tensor:
     """True at ordinary tokens; False at BOS/EOS/PAD, whose residuals are attention sinks."""
-    special = [t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
-               if t is not None]
+    special = [
+        t
+        for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        if t is not None
+    ]
     return ~torch.isin(ids, torch.tensor(special, dtype=ids.dtype))

@@ -35,8 +35,9 @@ def hub_offline() -> bool:
 def is_cached(spec: ModelSpec) -> bool:
     """Whether the model's config is already in the local Hugging Face cache (or on disk)."""
     if spec.is_local:
-        return (os.path.isdir(spec.source) and
-                os.path.isfile(os.path.join(spec.source, "config.json")))
+        return os.path.isdir(spec.source) and os.path.isfile(
+            os.path.join(spec.source, "config.json")
+        )
     from huggingface_hub import try_to_load_from_cache
 
     hit = try_to_load_from_cache(spec.source, "config.json", revision=spec.revision)
@@ -47,17 +48,23 @@ def check_access(spec: ModelSpec) -> None:
     """Fail early, in one line, where a load is bound to fail."""
     if spec.is_local:
         if not is_cached(spec):
-            raise ReproError(f"model {spec.key}: no model at {spec.source}; "
-                             "run `repro build-tiny-assets` or fix models.*.source")
+            raise ReproError(
+                f"model {spec.key}: no model at {spec.source}; "
+                "run `repro build-tiny-assets` or fix models.*.source"
+            )
         return
     if is_cached(spec):
         return
     if hub_offline():
-        raise ReproError(f"model {spec.key} ({spec.source}) is not in the cache and HF_HUB_OFFLINE "
-                         "is set; run `repro fetch` with network access first")
+        raise ReproError(
+            f"model {spec.key} ({spec.source}) is not in the cache and HF_HUB_OFFLINE "
+            "is set; run `repro fetch` with network access first"
+        )
     if spec.gated and not hf_token():
-        raise ReproError(f"model {spec.key} ({spec.source}) is gated and HF_TOKEN is not set; "
-                         "accept its licence on huggingface.co and export HF_TOKEN=...")
+        raise ReproError(
+            f"model {spec.key} ({spec.source}) is gated and HF_TOKEN is not set; "
+            "accept its licence on huggingface.co and export HF_TOKEN=..."
+        )
 
 
 def resolve_device(study_device: str, requested: str | None) -> torch.device:
@@ -66,8 +73,10 @@ def resolve_device(study_device: str, requested: str | None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ReproError("this profile needs a CUDA GPU and none is visible; run --profile tiny "
-                         "on a CPU, or start the container with --gpus all")
+        raise ReproError(
+            "this profile needs a CUDA GPU and none is visible; run --profile tiny "
+            "on a CPU, or start the container with --gpus all"
+        )
     if name != "cpu" and not name.startswith("cuda"):
         raise ReproError(f"--device {name!r}: use cpu, cuda, cuda:N or auto")
     return torch.device(name)
@@ -90,16 +99,21 @@ def load_model(spec: ModelSpec, *, dtype: str, device: torch.device) -> nn.Modul
     check_access(spec)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            spec.source, revision=spec.revision, token=hf_token(), dtype=DTYPES[dtype])
+            spec.source, revision=spec.revision, token=hf_token(), dtype=DTYPES[dtype]
+        )
     except OSError as exc:
         raise ReproError(_load_failure(spec, exc)) from None
     if type(model).__name__ != spec.architecture:
-        raise ReproError(f"model {spec.key}: loaded {type(model).__name__}, the study says "
-                         f"{spec.architecture}; fix models.{spec.key}.architecture")
+        raise ReproError(
+            f"model {spec.key}: loaded {type(model).__name__}, the study says "
+            f"{spec.architecture}; fix models.{spec.key}.architecture"
+        )
     n = len(decoder_layers(model))
     if n != spec.n_layers:
-        raise ReproError(f"model {spec.key}: has {n} decoder layers, the study says "
-                         f"{spec.n_layers}; fix models.{spec.key}.n_layers")
+        raise ReproError(
+            f"model {spec.key}: has {n} decoder layers, the study says "
+            f"{spec.n_layers}; fix models.{spec.key}.n_layers"
+        )
     model.config.use_cache = False
     return model.to(device).eval().requires_grad_(False)
 
@@ -108,16 +122,20 @@ def _load_failure(spec: ModelSpec, exc: Exception) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if hf_token():
         first = first.replace(hf_token(), "***")
-    return (f"model {spec.key} ({spec.source}) could not be loaded: {first[:200]}; check the id, "
-            "your licence acceptance and HF_TOKEN, or run `repro fetch` while online")
+    return (
+        f"model {spec.key} ({spec.source}) could not be loaded: {first[:200]}; check the id, "
+        "your licence acceptance and HF_TOKEN, or run `repro fetch` while online"
+    )
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     try:
         layers = model.model.layers
     except AttributeError:
-        raise ReproError(f"{type(model).__name__} has no model.layers; only decoder-only causal "
-                         "LMs with decoder layers at model.model.layers are supported") from None
+        raise ReproError(
+            f"{type(model).__name__} has no model.layers; only decoder-only causal "
+            "LMs with decoder layers at model.model.layers are supported"
+        ) from None
     return layers
 
 
@@ -175,7 +193,9 @@ def _layers_replaced(model: nn.Module) -> Iterator[list[_Recorder]]:
             layers[i] = layer
 
 
-def record_layer_calls(model: nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[LayerCall]]:
+def record_layer_calls(
+    model: nn.Module, input_ids: torch.Tensor
+) -> tuple[torch.Tensor, list[LayerCall]]:
     """Hidden states entering layer 0 and the exact arguments of every layer's call.
 
     The layers are swapped for recorders, so this costs an embedding lookup and the model's own
@@ -184,10 +204,7 @@ def record_layer_calls(model: nn.Module, input_ids: torch.Tensor) -> tuple[torch
     per-layer sliding-window masks and local/global rotary tables; Llama one of each).
     """
     with _layers_replaced(model) as recorders, torch.no_grad():
-        try:
-            model.model(input_ids=input_ids, use_cache=False)
-        except StopForward:  # pragma: no cover - the recorders never raise
-            pass
+        model.model(input_ids=input_ids, use_cache=False)
     return recorders[0].inputs[0], [rec.calls[0] for rec in recorders]
 
 

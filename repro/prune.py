@@ -71,15 +71,20 @@ def prune_magnitude(model: nn.Module, sparsity: float) -> Masks:
     return masks
 
 
-def _accumulate_input_norms(linears: dict[str, nn.Linear]) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
+def _accumulate_input_norms(
+    linears: dict[str, nn.Linear],
+) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
     """Forward hooks summing x_j^2 over every token each Linear sees; returns (sums, remove)."""
-    sums = {name: torch.zeros(lin.in_features, dtype=_score_dtype(lin.weight),
-                              device=lin.weight.device) for name, lin in linears.items()}
+    sums = {
+        name: torch.zeros(lin.in_features, dtype=_score_dtype(lin.weight), device=lin.weight.device)
+        for name, lin in linears.items()
+    }
 
     def hook_for(name: str) -> Callable:
         def hook(_mod: nn.Module, inputs: tuple, _out: torch.Tensor) -> None:
             x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).to(sums[name].dtype)
             sums[name] += (x * x).sum(dim=0)
+
         return hook
 
     handles = [lin.register_forward_hook(hook_for(name)) for name, lin in linears.items()]
@@ -87,16 +92,18 @@ def _accumulate_input_norms(linears: dict[str, nn.Linear]) -> tuple[dict[str, to
 
 
 @torch.no_grad()
-def prune_wanda(model: nn.Module, calibration: torch.Tensor, sparsity: float,
-                batch_size: int = 8) -> Masks:
+def prune_wanda(
+    model: nn.Module, calibration: torch.Tensor, sparsity: float, batch_size: int = 8
+) -> Masks:
     """Wanda, sequentially over layers, in place; returns the keep-masks by module name.
 
     Each layer is run twice over the calibration batches: dense, to accumulate the input norms
     of all its Linears, then pruned, to produce the next layer's inputs (as the reference does).
     """
     device = next(model.parameters()).device
-    batches = [calibration[i:i + batch_size].to(device)
-               for i in range(0, len(calibration), batch_size)]
+    batches = [
+        calibration[i : i + batch_size].to(device) for i in range(0, len(calibration), batch_size)
+    ]
     hidden, calls = [], []
     for ids in batches:
         h, c = record_layer_calls(model, ids)
@@ -111,8 +118,9 @@ def prune_wanda(model: nn.Module, calibration: torch.Tensor, sparsity: float,
                 run_layer(layer, h, calls[b][i])
         finally:
             remove()
-        layer_masks = {name: wanda_mask(lin.weight, sums[name], sparsity)
-                       for name, lin in linears.items()}
+        layer_masks = {
+            name: wanda_mask(lin.weight, sums[name], sparsity) for name, lin in linears.items()
+        }
         for name, lin in linears.items():
             lin.weight.mul_(layer_masks[name].to(lin.weight.dtype))
             masks[f"model.layers.{i}.{name}"] = layer_masks[name]
@@ -126,15 +134,20 @@ def sparsity_report(model: nn.Module) -> dict:
     for i, layer in enumerate(decoder_layers(model)):
         for name, lin in layer_linears(layer).items():
             z = int((lin.weight == 0).sum())
-            per_matrix[f"model.layers.{i}.{name}"] = {"zeros": z, "numel": lin.weight.numel(),
-                                                       "sparsity": z / lin.weight.numel()}
+            per_matrix[f"model.layers.{i}.{name}"] = {
+                "zeros": z,
+                "numel": lin.weight.numel(),
+                "sparsity": z / lin.weight.numel(),
+            }
             zeros, total = zeros + z, total + lin.weight.numel()
     return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_matrix": per_matrix}
 
 
 def save_masks(masks: Masks, path: Path) -> None:
     """Bit-packed keep-masks: 1/16 of a bf16 model, so pruned models cost little disk."""
-    packed = {name: torch.from_numpy(np.packbits(m.cpu().numpy().ravel())) for name, m in masks.items()}
+    packed = {
+        name: torch.from_numpy(np.packbits(m.cpu().numpy().ravel())) for name, m in masks.items()
+    }
     shapes = {name: "x".join(map(str, m.shape)) for name, m in masks.items()}
     save_file(packed, str(path), metadata=shapes)
 

@@ -84,8 +84,14 @@ class StageOutcome:
     reason: str = ""
 
 
-def run_stage(folder: Path, inputs: dict, work: Callable[[Path], dict | None], *,
-              provenance: dict, force: bool = False) -> StageOutcome:
+def run_stage(
+    folder: Path,
+    inputs: dict,
+    work: Callable[[Path], dict | None],
+    *,
+    provenance: dict,
+    force: bool = False,
+) -> StageOutcome:
     """Run `work(tmp_folder)` unless `folder` already holds its outputs for these inputs.
 
     `work` writes its files into the folder it is given and may return a dict of extra facts
@@ -102,13 +108,22 @@ def run_stage(folder: Path, inputs: dict, work: Callable[[Path], dict | None], *
     started = time.time()
     extra = work(tmp) or {}
     seconds = time.time() - started
-    outputs = {str(p.relative_to(tmp)): sha256_file(p)
-               for p in sorted(tmp.rglob("*")) if p.is_file()}
-    write_json(tmp / MANIFEST, {
-        "stage": folder.name, "input_hash": input_hash, "inputs": inputs, "outputs": outputs,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "wall_seconds": round(seconds, 3), "result": extra, "provenance": provenance,
-    })
+    outputs = {
+        str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+    }
+    write_json(
+        tmp / MANIFEST,
+        {
+            "stage": folder.name,
+            "input_hash": input_hash,
+            "inputs": inputs,
+            "outputs": outputs,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_seconds": round(seconds, 3),
+            "result": extra,
+            "provenance": provenance,
+        },
+    )
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

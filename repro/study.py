@@ -35,10 +35,16 @@ class PretrainedSae:
     """Folder of an SAE saved by sae-lens (`SAE.load_from_disk`); absolute once loaded."""
 
     def __post_init__(self) -> None:
-        _need(bool(self.path) != bool(self.release), "pretrained_sae",
-              "give either path, or release and sae_id")
-        _need(bool(self.release) == bool(self.sae_id), "pretrained_sae",
-              "release and sae_id go together")
+        _need(
+            bool(self.path) != bool(self.release),
+            "pretrained_sae",
+            "give either path, or release and sae_id",
+        )
+        _need(
+            bool(self.release) == bool(self.sae_id),
+            "pretrained_sae",
+            "release and sae_id go together",
+        )
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,11 @@ class ModelSpec:
         where = f"models.{self.key}"
         _need(bool(self.source), where, "source is empty")
         _need(self.n_layers > 0, where, f"n_layers must be positive, got {self.n_layers}")
-        _need(0 <= self.probe_layer < self.n_layers, where,
-              f"probe_layer {self.probe_layer} is outside 0..{self.n_layers - 1}")
+        _need(
+            0 <= self.probe_layer < self.n_layers,
+            where,
+            f"probe_layer {self.probe_layer} is outside 0..{self.n_layers - 1}",
+        )
 
     @property
     def is_local(self) -> bool:
@@ -94,7 +103,11 @@ class TextSource:
     """Stream the dataset instead of downloading it whole."""
 
     def __post_init__(self) -> None:
-        _need(self.kind in ("hub", "tiny"), "text source", f"kind must be hub or tiny, got {self.kind!r}")
+        _need(
+            self.kind in ("hub", "tiny"),
+            "text source",
+            f"kind must be hub or tiny, got {self.kind!r}",
+        )
         _need(self.kind == "tiny" or bool(self.path), "text source", "a hub source needs path")
 
 
@@ -119,10 +132,15 @@ class StreamSpec:
     """Documents skipped first, so that streams drawn from one source do not overlap."""
 
     def __post_init__(self) -> None:
-        _need(self.n_sequences > 0, "stream", f"n_sequences must be positive, got {self.n_sequences}")
+        _need(
+            self.n_sequences > 0, "stream", f"n_sequences must be positive, got {self.n_sequences}"
+        )
         _need(self.seq_len > 1, "stream", f"seq_len must be at least 2, got {self.seq_len}")
-        _need(self.sampling in ("windows", "packed", "joined"), "stream",
-              f"sampling must be windows, packed or joined, got {self.sampling!r}")
+        _need(
+            self.sampling in ("windows", "packed", "joined"),
+            "stream",
+            f"sampling must be windows, packed or joined, got {self.sampling!r}",
+        )
         _need(self.skip_documents >= 0, "stream", "skip_documents must be >= 0")
 
     @property
@@ -181,10 +199,16 @@ class Variant:
     def __post_init__(self) -> None:
         where = f"condition {self.model}/{self.method}"
         _need(self.method in METHODS, where, f"method must be one of {', '.join(METHODS)}")
-        _need(0.0 <= self.sparsity < 1.0, where,
-              f"sparsity {self.sparsity} is outside [0, 1); write 0.5 for 50 %")
-        _need((self.method == "dense") == (self.sparsity == 0.0), where,
-              "dense runs have sparsity 0 and pruned runs a sparsity above 0")
+        _need(
+            0.0 <= self.sparsity < 1.0,
+            where,
+            f"sparsity {self.sparsity} is outside [0, 1); write 0.5 for 50 %",
+        )
+        _need(
+            (self.method == "dense") == (self.sparsity == 0.0),
+            where,
+            "dense runs have sparsity 0 and pruned runs a sparsity above 0",
+        )
 
     @property
     def id(self) -> str:
@@ -237,7 +261,11 @@ class Study:
     """Analysis thresholds (e.g. viable_ce_score, fragile_r)."""
 
     def __post_init__(self) -> None:
-        _need(self.device in ("cuda", "cpu"), "study", f"device must be cuda or cpu, got {self.device!r}")
+        _need(
+            self.device in ("cuda", "cpu"),
+            "study",
+            f"device must be cuda or cpu, got {self.device!r}",
+        )
         _need(self.dtype in DTYPES, "study", f"dtype must be one of {', '.join(DTYPES)}")
         ids = [r.id for r in self.runs]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -257,15 +285,22 @@ class Study:
         for r in self.runs:
             if r.id == run_id:
                 return r
-        raise ReproError(f"unknown run id {run_id!r}; `repro list --study {self.path}` shows the ids")
+        raise ReproError(
+            f"unknown run id {run_id!r}; `repro list --study {self.path}` shows the ids"
+        )
 
 
-def _check_keys(table: dict[str, Any], cls: type | None, where: str,
-                extra: tuple[str, ...] = ()) -> None:
+def _check_keys(
+    table: dict[str, Any], cls: type | None, where: str, extra: tuple[str, ...] = ()
+) -> None:
     allowed = {f.name for f in fields(cls) if f.name != "key"} if cls else set()
     allowed |= set(extra)
     unknown = sorted(set(table) - allowed)
-    _need(not unknown, where, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    _need(
+        not unknown,
+        where,
+        f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+    )
 
 
 _SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
@@ -329,12 +364,23 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
         _need(model in models, where, f"model {model!r} is not among [models]: {', '.join(models)}")
         methods, sparsities = entry.get("methods", []), entry.get("sparsities", [])
         _need(isinstance(methods, list) and methods, where, "methods must be a non-empty list")
-        _need(isinstance(sparsities, list) and sparsities, where, "sparsities must be a non-empty list")
+        _need(
+            isinstance(sparsities, list) and sparsities,
+            where,
+            "sparsities must be a non-empty list",
+        )
         for method in methods:
-            _need(method in ("magnitude", "wanda"), where, f"method {method!r}: use magnitude or wanda")
+            _need(
+                method in ("magnitude", "wanda"),
+                where,
+                f"method {method!r}: use magnitude or wanda",
+            )
             for s in sparsities:
-                _need(isinstance(s, int | float) and not isinstance(s, bool), where,
-                      f"sparsity {s!r} is not a number")
+                _need(
+                    isinstance(s, int | float) and not isinstance(s, bool),
+                    where,
+                    f"sparsity {s!r} is not a number",
+                )
                 _need(0.0 < s < 1.0, where, f"sparsity {s} is outside (0, 1); write 0.5 for 50 %")
                 variants.append(Variant(model, method, float(s)))
     runs = [Run(Variant(m, "dense", 0.0), seed) for m in models]
@@ -344,8 +390,11 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
         _check_keys(entry, None, where, extra=("model", "seeds"))
         model, seeds = entry.get("model"), entry.get("seeds", [])
         _need(model in models, where, f"model {model!r} is not among [models]")
-        _need(isinstance(seeds, list) and all(isinstance(s, int) for s in seeds), where,
-              "seeds must be a list of integers")
+        _need(
+            isinstance(seeds, list) and all(isinstance(s, int) for s in seeds),
+            where,
+            "seeds must be a list of integers",
+        )
         _need(seed not in seeds, where, f"seed {seed} is the study's base seed; pick others")
         runs += [Run(Variant(model, "dense", 0.0), s, is_extra_seed=True) for s in seeds]
     return tuple(runs)
@@ -361,8 +410,12 @@ def load_study(path: Path) -> Study:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ReproError(f"study file {path} is not valid TOML ({exc}); fix the syntax") from None
     base = path.resolve().parent
-    _check_keys(raw, None, "top level", extra=("study", "models", "conditions", "extra_seeds",
-                                                "sae", "thresholds", "data"))
+    _check_keys(
+        raw,
+        None,
+        "top level",
+        extra=("study", "models", "conditions", "extra_seeds", "sae", "thresholds", "data"),
+    )
     head = raw.get("study", {})
     _need(isinstance(head, dict), "study", "must be a table")
     _check_keys(head, None, "study", extra=("name", "device", "dtype", "seed", "description"))
@@ -372,18 +425,29 @@ def load_study(path: Path) -> Study:
     data_raw = raw.get("data", {})
     _need(isinstance(data_raw, dict), "data", "must be a table")
     _check_keys(data_raw, DataSpec, "data")
-    data = DataSpec(**{f.name: _stream(data_raw.get(f.name), f"data.{f.name}", base)
-                       for f in fields(DataSpec)})
+    data = DataSpec(
+        **{f.name: _stream(data_raw.get(f.name), f"data.{f.name}", base) for f in fields(DataSpec)}
+    )
     seed = head.get("seed", 0)
     _need(isinstance(seed, int), "study", f"seed must be an integer, got {seed!r}")
     thresholds = raw.get("thresholds", {})
-    _need(isinstance(thresholds, dict) and all(isinstance(v, int | float) for v in thresholds.values()),
-          "thresholds", "must map names to numbers")
+    _need(
+        isinstance(thresholds, dict)
+        and all(isinstance(v, int | float) for v in thresholds.values()),
+        "thresholds",
+        "must map names to numbers",
+    )
     return Study(
-        name=str(head.get("name", path.stem)), path=path.resolve(),
-        device=head.get("device", "cpu"), dtype=head.get("dtype", "float32"), seed=seed,
-        models=models, data=data, sae=_build(SaeSpec, raw.get("sae"), "sae"),
-        runs=_runs(raw, models, seed), thresholds={k: float(v) for k, v in thresholds.items()},
+        name=str(head.get("name", path.stem)),
+        path=path.resolve(),
+        device=head.get("device", "cpu"),
+        dtype=head.get("dtype", "float32"),
+        seed=seed,
+        models=models,
+        data=data,
+        sae=_build(SaeSpec, raw.get("sae"), "sae"),
+        runs=_runs(raw, models, seed),
+        thresholds={k: float(v) for k, v in thresholds.items()},
     )
 
 
@@ -391,8 +455,10 @@ def profile_path(profile: str) -> Path:
     """The study file shipped for a named profile."""
     known = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
     if profile not in known:
-        raise ReproError(f"unknown profile {profile!r}; choose one of {', '.join(known)} "
-                         "or give your own file with --study")
+        raise ReproError(
+            f"unknown profile {profile!r}; choose one of {', '.join(known)} "
+            "or give your own file with --study"
+        )
     return PROFILES_DIR / f"{profile}.toml"
 
 

@@ -8,22 +8,40 @@ import torch
 ARCHS = ("Gemma3ForCausalLM", "Gemma2ForCausalLM", "LlamaForCausalLM")
 
 
-def make_model(arch: str, *, n_layers: int = 4, hidden: int = 32, vocab: int = 97,
-               seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+def make_model(
+    arch: str,
+    *,
+    n_layers: int = 4,
+    hidden: int = 32,
+    vocab: int = 97,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> torch.nn.Module:
     """A randomly initialised model of `arch` with sliding-window layers where it has them."""
     import transformers
 
-    common = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
-                  num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
-                  head_dim=hidden // 4, max_position_embeddings=128, bos_token_id=1,
-                  eos_token_id=2, pad_token_id=0)
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     if arch == "Gemma3ForCausalLM":
         types = ["sliding_attention"] * (n_layers - 1) + ["full_attention"]
-        config = transformers.Gemma3TextConfig(**common, sliding_window=6, layer_types=types,
-                                                query_pre_attn_scalar=hidden // 4)
+        config = transformers.Gemma3TextConfig(
+            **common, sliding_window=6, layer_types=types, query_pre_attn_scalar=hidden // 4
+        )
     elif arch == "Gemma2ForCausalLM":
-        config = transformers.Gemma2Config(**common, sliding_window=6,
-                                           query_pre_attn_scalar=hidden // 4)
+        config = transformers.Gemma2Config(
+            **common, sliding_window=6, query_pre_attn_scalar=hidden // 4
+        )
     else:
         config = transformers.LlamaConfig(**common)
     config._attn_implementation = "eager"
@@ -58,6 +76,13 @@ def word_tokenizer(words: list[str]):
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )

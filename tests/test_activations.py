@@ -41,8 +41,9 @@ def test_layer_by_layer_replay_equals_forward(arch: str) -> None:
 def test_chunks_round_trip(tmp_path, arch: str) -> None:
     model = make_model(arch, dtype=torch.float32)
     ids = random_ids(10, 8)
-    names = activations.write_chunks(model, ids, 2, tmp_path, batch_size=3,
-                                     sequences_per_chunk=4, dtype=torch.float32)
+    names = activations.write_chunks(
+        model, ids, 2, tmp_path, batch_size=3, sequences_per_chunk=4, dtype=torch.float32
+    )
     assert names == ["acts-00000.safetensors", "acts-00001.safetensors", "acts-00002.safetensors"]
     chunks = list(activations.read_chunks(tmp_path))
     acts = torch.cat([a for a, _ in chunks])

@@ -49,7 +49,7 @@ def reference_windows(docs: list[str], tok, n: int, seqlen: int, seed: int) -> l
             if len(enc) > seqlen:
                 break
         i = random.randint(0, len(enc) - seqlen - 1)
-        out.append(enc[i:i + seqlen])
+        out.append(enc[i : i + seqlen])
     return out
 
 
@@ -61,15 +61,21 @@ def test_windows_match_reference_sampling_from_local_hub_file(tok, c4_like, monk
     got = data.token_stream(spec, tok)
     assert got.shape == (7, 16)
     assert got.tolist() == reference_windows(make_docs(60), tok, 7, 16, 0)
-    other = data.token_stream(StreamSpec(source=source, n_sequences=7, seq_len=16,
-                                         sampling="windows", seed=1), tok)
+    other = data.token_stream(
+        StreamSpec(source=source, n_sequences=7, seq_len=16, sampling="windows", seed=1), tok
+    )
     assert not torch.equal(got, other)
 
 
 def test_packed_rows_start_with_bos_and_keep_document_order(tok) -> None:
     docs = make_docs(40)
-    spec = StreamSpec(source=TextSource(kind="hub", path="unused"), n_sequences=5, seq_len=12,
-                      sampling="packed", skip_documents=3)
+    spec = StreamSpec(
+        source=TextSource(kind="hub", path="unused"),
+        n_sequences=5,
+        seq_len=12,
+        sampling="packed",
+        skip_documents=3,
+    )
     rows = data._packed(spec, iter(docs), tok)
     assert rows.shape == (5, 12) and (rows[:, 0] == tok.bos_token_id).all()
     flat = [t for d in docs[3:] for t in tok(d)["input_ids"]]
@@ -78,8 +84,12 @@ def test_packed_rows_start_with_bos_and_keep_document_order(tok) -> None:
 
 def test_joined_is_the_reference_perplexity_text(tok) -> None:
     docs = make_docs(30)
-    spec = StreamSpec(source=TextSource(kind="hub", path="unused"), n_sequences=1000,
-                      seq_len=10, sampling="joined")
+    spec = StreamSpec(
+        source=TextSource(kind="hub", path="unused"),
+        n_sequences=1000,
+        seq_len=10,
+        sampling="joined",
+    )
     rows = data._joined(spec, docs, tok)
     ids = tok("\n\n".join(docs))["input_ids"]
     assert rows.shape == (len(ids) // 10, 10)
@@ -98,8 +108,12 @@ def test_parquet_and_text_fields(tok, tmp_path) -> None:
 
 
 def test_too_short_documents_are_a_clear_error(tok, c4_like) -> None:
-    spec = StreamSpec(source=TextSource(kind="hub", path=str(c4_like)), n_sequences=1,
-                      seq_len=500, sampling="windows")
+    spec = StreamSpec(
+        source=TextSource(kind="hub", path=str(c4_like)),
+        n_sequences=1,
+        seq_len=500,
+        sampling="windows",
+    )
     with pytest.raises(ReproError, match="no document longer than seq_len=500"):
         data.token_stream(spec, tok)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -54,11 +55,12 @@ def slow_wanda(model: torch.nn.Module, calibration: torch.Tensor, sparsity: floa
         linears = layer_linears(layer)
         sq = {name: [0.0] * lin.in_features for name, lin in linears.items()}
 
-        def make_hook(name: str):
+        def make_hook(name: str, sq: dict = sq):
             def hook(_m, inputs, _o):
                 for token in inputs[0].reshape(-1, inputs[0].shape[-1]).tolist():
                     for j, x in enumerate(token):
                         sq[name][j] += x * x
+
             return hook
 
         def stop(_m, _i, _o):
@@ -67,10 +69,8 @@ def slow_wanda(model: torch.nn.Module, calibration: torch.Tensor, sparsity: floa
         handles = [lin.register_forward_hook(make_hook(n)) for n, lin in linears.items()]
         handles.append(layer.register_forward_hook(stop))
         for seq in calibration:
-            try:
+            with contextlib.suppress(StopForward):
                 model.model(input_ids=seq[None], use_cache=False)
-            except StopForward:
-                pass
         for h in handles:
             h.remove()
         for name, lin in linears.items():

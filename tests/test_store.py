@@ -14,6 +14,7 @@ def writer(text: str, calls: list):
         calls.append(text)
         (tmp / "out.txt").write_text(text)
         return {"n": len(text)}
+
     return work
 
 
@@ -30,8 +31,14 @@ def test_second_run_is_skipped_and_manifest_records_outputs(tmp_path) -> None:
 def test_changed_inputs_and_forced_runs_redo(tmp_path) -> None:
     calls: list = []
     run_stage(tmp_path / "s", {"a": 1}, writer("x", calls), provenance={})
-    assert run_stage(tmp_path / "s", {"a": 2}, writer("y", calls), provenance={}).reason == "inputs changed"
-    assert run_stage(tmp_path / "s", {"a": 2}, writer("z", calls), provenance={}, force=True).status == "done"
+    assert (
+        run_stage(tmp_path / "s", {"a": 2}, writer("y", calls), provenance={}).reason
+        == "inputs changed"
+    )
+    assert (
+        run_stage(tmp_path / "s", {"a": 2}, writer("z", calls), provenance={}, force=True).status
+        == "done"
+    )
     assert calls == ["x", "y", "z"] and (tmp_path / "s" / "out.txt").read_text() == "z"
 
 

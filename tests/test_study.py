@@ -30,7 +30,10 @@ def test_paper_ids_and_probe_layers() -> None:
     study = load_study(profile_path("paper"))
     assert study.run("gemma-3-1b/wanda/50").variant.sparsity == 0.5
     assert {k: m.probe_layer for k, m in study.models.items()} == {
-        "gemma-3-1b": 13, "gemma-2-2b": 12, "llama-3.2-1b": 8}
+        "gemma-3-1b": 13,
+        "gemma-2-2b": 12,
+        "llama-3.2-1b": 8,
+    }
     assert study.models["llama-3.2-1b"].pretrained_sae is None
     assert study.data.calibration.n_sequences == 128 and study.data.calibration.seq_len == 2048
 
@@ -49,7 +52,11 @@ BAD = [
     ("probe layer a string", ("probe_layer = 3", 'probe_layer = "3"'), "probe_layer must be int"),
     ("sparsity 100 %", ("sparsities = [0.3, 0.5]", "sparsities = [0.3, 1.0]"), "outside (0, 1)"),
     ("sparsity as percent", ("sparsities = [0.3, 0.5]", "sparsities = [30, 50]"), "write 0.5"),
-    ("unknown method", ('methods = ["wanda"]', 'methods = ["sparsegpt"]'), "use magnitude or wanda"),
+    (
+        "unknown method",
+        ('methods = ["wanda"]', 'methods = ["sparsegpt"]'),
+        "use magnitude or wanda",
+    ),
     ("unknown model", ('model = "llama-tiny"', 'model = "llama-huge"'), "not among [models]"),
     ("k above width", ("k = 16", "k = 4096"), "must not exceed width"),
     ("negative lr", ("lr = 1e-3", "lr = -1e-3"), "lr must be positive"),
@@ -57,8 +64,11 @@ BAD = [
     ("bad dtype", ('dtype = "float32"', 'dtype = "float8"'), "dtype must be one of"),
     ("bad sampling", ('sampling = "joined"', 'sampling = "random"'), "sampling must be"),
     ("zero sequences", ("n_sequences = 64", "n_sequences = 0"), "n_sequences must be positive"),
-    ("bad source kind", ('source = { kind = "tiny", split = "ppl" }',
-                         'source = { kind = "web", split = "ppl" }'), "kind must be hub or tiny"),
+    (
+        "bad source kind",
+        ('source = { kind = "tiny", split = "ppl" }', 'source = { kind = "web", split = "ppl" }'),
+        "kind must be hub or tiny",
+    ),
     ("extra seed equals base", ("seeds = [1, 2]", "seeds = [0, 2]"), "base seed"),
     ("not TOML", ("[sae]", "[sae"), "not valid TOML"),
     ("sae missing field", ("k = 16\n", ""), "missing 1 required"),
@@ -79,18 +89,22 @@ def test_bad_study_files(tmp_path: Path, name: str, edit: tuple[str, str], messa
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "repro", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "repro", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
-@pytest.mark.parametrize("args,message", [
-    (["list", "--profile", "nope"], "unknown profile 'nope'"),
-    (["list", "--study", "/no/such.toml"], "does not exist"),
-    (["list", "--runs", "gemma-3-tiny/wanda/55"], "unknown run id"),
-    (["list", "--shard", "3/2"], "need 0 <= i < n"),
-    (["all", "--profile", "paper", "--out", "x"], "needs a CUDA GPU"),
-    (["frobnicate"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["list", "--profile", "nope"], "unknown profile 'nope'"),
+        (["list", "--study", "/no/such.toml"], "does not exist"),
+        (["list", "--runs", "gemma-3-tiny/wanda/55"], "unknown run id"),
+        (["list", "--shard", "3/2"], "need 0 <= i < n"),
+        (["all", "--profile", "paper", "--out", "x"], "needs a CUDA GPU"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     res = run_cli(*args, cwd=tmp_path)
     assert res.returncode == 2, res.stderr

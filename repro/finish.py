@@ -1,0 +1,71 @@
+"""The study-level end of `repro all`: analysis -> tables -> figures -> report -> verify.
+
+These need every run of the study. A sharded or `--runs` invocation that leaves runs
+unfinished says which ones and stops before the analysis; the last shard to finish (or a
+plain `repro all` afterwards) completes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from repro.pipeline import Context
+from repro.store import StageOutcome, read_manifest, run_stage
+
+FIGURES_VERSION = 1
+
+
+def unfinished_runs(ctx: Context) -> list[str]:
+    """Runs of the study whose evaluate stage has no manifest yet."""
+    return [
+        r.id for r in ctx.study.runs if read_manifest(ctx.out / "runs" / r.id / "evaluate") is None
+    ]
+
+
+def figures_stage(ctx: Context) -> StageOutcome:
+    from repro.figures import write_figures
+
+    inputs = {
+        "version": FIGURES_VERSION,
+        "analysis": (read_manifest(ctx.out / "analysis") or {}).get("input_hash"),
+    }
+
+    def work(tmp: Path) -> dict:
+        return {"figures": sorted(write_figures(ctx.out, tmp))}
+
+    return run_stage(
+        ctx.out / "figures", inputs, work, provenance=ctx.provenance(), force=ctx.force
+    )
+
+
+def finish(ctx: Context, report_stage) -> int | None:
+    """Run the study-level stages; return verify's exit code, or None if runs are missing."""
+    from repro.tables import analysis_stage, tables_stage
+
+    missing = unfinished_runs(ctx)
+    if missing:
+        ctx.log(
+            f"analysis waits for {len(missing)} unfinished run(s): {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else "")
+            + "; run `repro all` without --runs/"
+            "--shard (or the remaining shards) to complete them"
+        )
+        return None
+    evaluated = [f"runs/{r.id}/evaluate" for r in ctx.study.runs]
+    report_stage("analysis", analysis_stage(ctx, evaluated))
+    report_stage("tables", tables_stage(ctx))
+    report_stage("figures", figures_stage(ctx))
+    return verify_and_report(ctx)
+
+
+def verify_and_report(ctx: Context) -> int:
+    """Verify against the expected outputs, then write the report that shows the verdicts."""
+    from repro.report import write_report
+    from repro.verify import verify_run
+    from repro.verify_text import summary
+
+    result = verify_run(ctx.out)
+    md, _html = write_report(ctx.out)
+    print(summary(result))
+    ctx.log(f"report: {md}")
+    return 0 if result["ok"] else 1

@@ -1,0 +1,80 @@
+"""Tables and claims: formatting that verify reads back, and C1-C4 from table rows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from repro.analysis import Analysis, _highest_viable, claims
+from repro.study import load_study, profile_path
+from repro.tables import to_csv, to_markdown
+
+
+@pytest.fixture(scope="module")
+def study():
+    return load_study(profile_path("tiny"))
+
+
+def test_csv_round_trips_numbers_bools_and_nan() -> None:
+    rows = [{"id": "m/wanda/50", "x": 0.123456789012345, "ok": True, "n": 3, "r": float("nan")}]
+    text = to_csv(rows)
+    assert text.splitlines() == ["id,x,ok,n,r", "m/wanda/50,0.123456789,true,3,nan"]
+    md = to_markdown("Table X", rows)
+    assert md.startswith("### Table X") and "| m/wanda/50 | 0.1235 | true | 3 | nan |" in md
+
+
+@pytest.mark.parametrize(
+    "levels,expected",
+    [
+        ([(0.1, True), (0.3, True), (0.5, False)], 0.3),
+        ([(0.1, False), (0.3, True)], 0.0),
+        ([(0.3, True), (0.5, True)], 0.5),
+        ([], None),
+    ],
+)
+def test_highest_viable_stops_at_the_first_failure(levels, expected) -> None:
+    assert _highest_viable(levels) == expected
+
+
+def t3_row(model: str, method: str, s: float, survival: float, rho: float) -> dict:
+    return {
+        "id": f"{model}/{method}/{round(s * 100)}",
+        "model": model,
+        "method": method,
+        "sparsity": s,
+        "survival": survival,
+        "binned_rho": rho,
+    }
+
+
+def test_claims_from_rows(study) -> None:
+    t3 = [
+        t3_row("gemma-3-tiny", "wanda", 0.5, 0.6, -1.0),
+        t3_row("gemma-3-tiny", "magnitude", 0.5, 0.2, -0.9),
+        t3_row("gemma-2-tiny", "wanda", 0.5, 0.3, -1.0),
+        t3_row("gemma-2-tiny", "magnitude", 0.5, 0.0, -1.0),
+    ]
+    t4 = Analysis(study, profile_path("tiny").parent).t4_ratios(t3)
+    assert {r["id"]: r["ratio"] for r in t4} == {
+        "gemma-3-tiny/50": pytest.approx(3.0),
+        "gemma-2-tiny/50": math.inf,
+    }
+    t5 = [
+        {"model": "gemma-3-tiny", "method": "wanda", "sparsity": s, "pretrained_viable": v}
+        for s, v in [(0.1, True), (0.2, True), (0.3, False)]
+    ]
+    t5 += [
+        {"model": "gemma-2-tiny", "method": "wanda", "sparsity": s, "pretrained_viable": True}
+        for s in (0.3, 0.5)
+    ]
+    t6 = [
+        {"id": "a", "causal_rho": 0.1},
+        {"id": "b", "causal_rho": -0.4},
+        {"id": "c", "causal_rho": float("nan")},
+    ]
+    c = claims(study, t3, t4, t5, t6)
+    assert c["C1"] == {"value": 3, "of": 4}
+    assert c["C2"] == {"value": pytest.approx(3.0), "where": "gemma-3-tiny/50"}  # inf is skipped
+    assert c["C3"] == {"value": 0.2, "model": "gemma-3-tiny"}  # the weakest model limits it
+    assert c["C4"]["value"] == pytest.approx(0.4) and len(c["C4"]["per_condition"]) == 3
