@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The reproduction as an image (docs/container.md):
+# The reproduction as an image (README.md, "The container"):
 #   docker build -t repro .                                # CUDA 13.0, the paper profile
 #   docker build --build-arg VARIANT=cpu -t repro:cpu .    # CPU only, the tiny profile
 #   docker run --gpus all -v repro-cache:/cache -v "$PWD/results:/results" repro
