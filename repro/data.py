@@ -26,9 +26,10 @@ from repro.errors import ReproError
 from repro.study import StreamSpec, TextSource
 
 MAX_WINDOW_TRIES = 10_000
-WINDOW_POOL_DOCS = 4096
-"""Documents drawn from an endless source (generated corpus, streamed dataset) to sample
-calibration windows from; a finite source (a downloaded C4 shard) is used whole."""
+POOL_DOCS = 4096
+"""Documents taken from an endless source (generated corpus, streamed dataset) for the
+samplings that need a finite text (windows, joined); a finite source (a downloaded C4 shard,
+WikiText-2 test) is used whole, as the reference does."""
 
 
 def documents(source: TextSource) -> Iterable[str]:
@@ -109,12 +110,12 @@ def _builder_for(path: Path) -> str:
 def token_stream(spec: StreamSpec, tokenizer: Any) -> torch.Tensor:
     """The stream as an int64 tensor of shape (n_sequences, seq_len)."""
     docs = documents(spec.source)
+    if spec.sampling == "packed":
+        return _packed(spec, docs, tokenizer)
+    pool = list(docs if hasattr(docs, "__len__") else islice(docs, POOL_DOCS))
     if spec.sampling == "windows":
-        pool = list(docs if hasattr(docs, "__len__") else islice(docs, WINDOW_POOL_DOCS))
         return _windows(spec, pool, tokenizer)
-    if spec.sampling == "joined":
-        return _joined(spec, docs, tokenizer)
-    return _packed(spec, docs, tokenizer)
+    return _joined(spec, pool, tokenizer)
 
 
 def _windows(spec: StreamSpec, docs: list[str], tokenizer: Any) -> torch.Tensor:
@@ -125,7 +126,7 @@ def _windows(spec: StreamSpec, docs: list[str], tokenizer: Any) -> torch.Tensor:
     out = []
     for _ in range(spec.n_sequences):
         for _ in range(MAX_WINDOW_TRIES):
-            ids = tokenizer(docs[rng.randint(0, len(docs) - 1)])["input_ids"]
+            ids = tokenizer(docs[rng.randint(0, len(docs) - 1)], verbose=False)["input_ids"]
             if len(ids) > spec.seq_len:
                 break
         else:
@@ -162,7 +163,7 @@ def _packed(spec: StreamSpec, docs: Iterable[str], tokenizer: Any) -> torch.Tens
 def _joined(spec: StreamSpec, docs: Iterable[str], tokenizer: Any) -> torch.Tensor:
     """All texts joined by blank lines: up to n_sequences consecutive windows."""
     text = "\n\n".join(islice(docs, spec.skip_documents, None) if spec.skip_documents else docs)
-    ids = tokenizer(text)["input_ids"]
+    ids = tokenizer(text, verbose=False)["input_ids"]
     n = min(spec.n_sequences, len(ids) // spec.seq_len)
     if n == 0:
         raise ReproError(
