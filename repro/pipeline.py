@@ -1,8 +1,9 @@
 """The stages of a study, run over the artifact store: `repro all --profile tiny --out DIR`.
 
 Per model: tokens (every stream, tokenized once). Per variant (a model dense or pruned):
-prune -> perplexity -> activations. Each stage is a function from files to files, skipped
-when its folder already holds a valid manifest for the same inputs.
+prune -> perplexity -> activations. Per run (repro.research_stages): sae -> evaluate. Each
+stage is a function from files to files, skipped when its folder already holds a valid
+manifest for the same inputs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from repro.seeding import seed_everything
 from repro.store import StageOutcome, read_manifest, run_stage, write_json
 from repro.study import ModelSpec, Run, Study, Variant
 
-STAGE_VERSION = {"tokens": 1, "prune": 1, "perplexity": 1, "activations": 1}
+STAGE_VERSION = {
+    "tokens": 1,
+    "prune": 1,
+    "perplexity": 1,
+    "activations": 1,
+    "sae": 1,
+    "evaluate": 1,
+}
 STREAMS = ("calibration", "sae_train", "eval", "perplexity")
 
 
@@ -67,24 +75,37 @@ def check_output_dir(out: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise ReproError(f"cannot write to output folder {out} ({exc.strerror}); "
-                         "choose another --out") from None
+        raise ReproError(
+            f"cannot write to output folder {out} ({exc.strerror}); choose another --out"
+        ) from None
 
 
 # ---- tokens ------------------------------------------------------------------------------
 
-def tokens_stage(ctx: Context, spec: ModelSpec, stream: str, tokenizer_fn: Callable) -> StageOutcome:
+
+def tokens_stage(
+    ctx: Context, spec: ModelSpec, stream: str, tokenizer_fn: Callable
+) -> StageOutcome:
     stream_spec = getattr(ctx.study.data, stream)
-    inputs = {"version": STAGE_VERSION["tokens"], "stream": stream_spec, "model": spec.source,
-              "revision": spec.revision}
+    inputs = {
+        "version": STAGE_VERSION["tokens"],
+        "stream": stream_spec,
+        "model": spec.source,
+        "revision": spec.revision,
+    }
 
     def work(tmp: Path) -> dict:
         ids = data.token_stream(stream_spec, tokenizer_fn())
         save_file({"input_ids": ids}, str(tmp / "tokens.safetensors"))
         return {"shape": list(ids.shape)}
 
-    return run_stage(ctx.tokens_dir(spec.key, stream), inputs, work,
-                     provenance=ctx.provenance(model=spec.key), force=ctx.force)
+    return run_stage(
+        ctx.tokens_dir(spec.key, stream),
+        inputs,
+        work,
+        provenance=ctx.provenance(model=spec.key),
+        force=ctx.force,
+    )
 
 
 def load_tokens(ctx: Context, model: str, stream: str) -> torch.Tensor:
@@ -100,6 +121,7 @@ def _upstream(folder: Path) -> str:
 
 
 # ---- variants ------------------------------------------------------------------------------
+
 
 class ModelHolder:
     """Keeps one dense model loaded and turns it into any of its variants on demand.
@@ -125,8 +147,9 @@ class ModelHolder:
         if self.key != spec.key:
             self.model = models.load_model(spec, dtype=self.ctx.study.dtype, device=self.ctx.device)
             self.key = spec.key
-            self.dense = {n: m.weight.detach().clone()
-                          for n, m in models.prunable_linears(self.model).items()}
+            self.dense = {
+                n: m.weight.detach().clone() for n, m in models.prunable_linears(self.model).items()
+            }
         else:
             self.restore()
         self.current = None
@@ -151,8 +174,13 @@ class ModelHolder:
 
 def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
     spec = ctx.study.models[variant.model]
-    inputs = {"version": STAGE_VERSION["prune"], "variant": variant, "model": spec.source,
-              "revision": spec.revision, "dtype": ctx.study.dtype}
+    inputs = {
+        "version": STAGE_VERSION["prune"],
+        "variant": variant,
+        "model": spec.source,
+        "revision": spec.revision,
+        "dtype": ctx.study.dtype,
+    }
     if variant.method == "wanda":
         inputs["calibration"] = _upstream(ctx.tokens_dir(spec.key, "calibration"))
 
@@ -162,8 +190,12 @@ def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOut
         if variant.method == "magnitude":
             masks = prune.prune_magnitude(model, variant.sparsity)
         elif variant.method == "wanda":
-            masks = prune.prune_wanda(model, load_tokens(ctx, spec.key, "calibration"),
-                                      variant.sparsity, batch_size=ctx.batch_size)
+            masks = prune.prune_wanda(
+                model,
+                load_tokens(ctx, spec.key, "calibration"),
+                variant.sparsity,
+                batch_size=ctx.batch_size,
+            )
         else:
             masks = {}
         holder.current = variant
@@ -172,15 +204,22 @@ def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOut
         write_json(tmp / "sparsity.json", report)
         return {"achieved_sparsity": report["overall"]}
 
-    return run_stage(ctx.variant_dir(variant, "prune"), inputs, work,
-                     provenance=ctx.provenance(variant=variant.id), force=ctx.force)
+    return run_stage(
+        ctx.variant_dir(variant, "prune"),
+        inputs,
+        work,
+        provenance=ctx.provenance(variant=variant.id),
+        force=ctx.force,
+    )
 
 
 def perplexity_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
     spec = ctx.study.models[variant.model]
-    inputs = {"version": STAGE_VERSION["perplexity"],
-              "prune": _upstream(ctx.variant_dir(variant, "prune")),
-              "tokens": _upstream(ctx.tokens_dir(spec.key, "perplexity"))}
+    inputs = {
+        "version": STAGE_VERSION["perplexity"],
+        "prune": _upstream(ctx.variant_dir(variant, "prune")),
+        "tokens": _upstream(ctx.tokens_dir(spec.key, "perplexity")),
+    }
 
     def work(tmp: Path) -> dict:
         ids = load_tokens(ctx, spec.key, "perplexity")
@@ -188,34 +227,57 @@ def perplexity_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> Sta
         write_json(tmp / "perplexity.json", {"perplexity": ppl, "n_tokens": ids.numel()})
         return {"perplexity": ppl}
 
-    return run_stage(ctx.variant_dir(variant, "perplexity"), inputs, work,
-                     provenance=ctx.provenance(variant=variant.id), force=ctx.force)
+    return run_stage(
+        ctx.variant_dir(variant, "perplexity"),
+        inputs,
+        work,
+        provenance=ctx.provenance(variant=variant.id),
+        force=ctx.force,
+    )
 
 
 def activations_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
     spec = ctx.study.models[variant.model]
-    inputs = {"version": STAGE_VERSION["activations"], "layer": spec.probe_layer,
-              "prune": _upstream(ctx.variant_dir(variant, "prune")),
-              "tokens": _upstream(ctx.tokens_dir(spec.key, "eval"))}
+    inputs = {
+        "version": STAGE_VERSION["activations"],
+        "layer": spec.probe_layer,
+        "prune": _upstream(ctx.variant_dir(variant, "prune")),
+        "tokens": _upstream(ctx.tokens_dir(spec.key, "eval")),
+    }
 
     def work(tmp: Path) -> dict:
         ids = load_tokens(ctx, spec.key, "eval")
         names = activations.write_chunks(
-            holder.variant_model(variant), ids, spec.probe_layer, tmp,
-            batch_size=ctx.batch_size, sequences_per_chunk=max(ctx.batch_size, 64),
-            dtype=models.DTYPES[ctx.study.dtype])
+            holder.variant_model(variant),
+            ids,
+            spec.probe_layer,
+            tmp,
+            batch_size=ctx.batch_size,
+            sequences_per_chunk=max(ctx.batch_size, 64),
+            dtype=models.DTYPES[ctx.study.dtype],
+        )
         return {"chunks": len(names), "n_tokens": ids.numel()}
 
-    return run_stage(ctx.variant_dir(variant, "activations"), inputs, work,
-                     provenance=ctx.provenance(variant=variant.id), force=ctx.force)
+    return run_stage(
+        ctx.variant_dir(variant, "activations"),
+        inputs,
+        work,
+        provenance=ctx.provenance(variant=variant.id),
+        force=ctx.force,
+    )
 
 
-VARIANT_STAGES = (("prune", prune_stage), ("perplexity", perplexity_stage),
-                  ("activations", activations_stage))
+VARIANT_STAGES = (
+    ("prune", prune_stage),
+    ("perplexity", perplexity_stage),
+    ("activations", activations_stage),
+)
 
 
-def run_all(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int]:
-    """Run every stage for the selected runs; return how many stages were done and skipped."""
+def run_all(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int | None]:
+    """Run every stage for the selected runs, then the study-level stages when all runs are
+    done. Returns the counts of stages done and skipped, and verify's exit code (None when
+    the analysis still waits for runs)."""
     check_output_dir(ctx.out)
     (ctx.out / "study.toml").write_bytes(ctx.study.path.read_bytes())
     counts = {"done": 0, "skipped": 0}
@@ -230,8 +292,21 @@ def run_all(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int]:
         for name, stage in VARIANT_STAGES:
             outcome = stage(ctx, holder, variant)
             _report(ctx, counts, f"[{i}/{len(variants)} {variant.id}] {name}", outcome)
+    from repro.research_stages import RUN_STAGES  # it imports this module
+
+    # Per model, dense runs first: a pruned run's evaluation reads the dense run's SAE.
+    models_order = list(dict.fromkeys(v.model for v in variants))
+    ordered = sorted(
+        runs, key=lambda r: (models_order.index(r.variant.model), not r.variant.is_dense)
+    )
+    for i, run in enumerate(ordered, 1):
+        for name, stage in RUN_STAGES:
+            _report(ctx, counts, f"[{i}/{len(ordered)} {run.id}] {name}", stage(ctx, holder, run))
+    from repro.finish import finish
+
+    verdict = finish(ctx, lambda name, outcome: _report(ctx, counts, f"[study] {name}", outcome))
     ctx.log(f"finished: {counts['done']} stages done, {counts['skipped']} already done")
-    return counts
+    return {**counts, "verify": verdict}
 
 
 def _report(ctx: Context, counts: dict[str, int], what: str, outcome: StageOutcome) -> None:
@@ -247,9 +322,13 @@ def summary(ctx: Context) -> list[dict]:
     for variant in ctx.study.variants:
         prune_m = read_manifest(ctx.variant_dir(variant, "prune")) or {}
         ppl_m = read_manifest(ctx.variant_dir(variant, "perplexity")) or {}
-        rows.append({"variant": variant.id,
-                     "achieved_sparsity": prune_m.get("result", {}).get("achieved_sparsity"),
-                     "perplexity": ppl_m.get("result", {}).get("perplexity")})
+        rows.append(
+            {
+                "variant": variant.id,
+                "achieved_sparsity": prune_m.get("result", {}).get("achieved_sparsity"),
+                "perplexity": ppl_m.get("result", {}).get("perplexity"),
+            }
+        )
     return rows
 
 

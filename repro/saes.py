@@ -1,0 +1,393 @@
+"""Sparse autoencoders: training sae-lens TopK SAEs on probe activations, loading public ones.
+
+Training streams activations straight from the (pruned or dense) model into sae-lens's
+`SAETrainer`: the model runs over the study's `sae_train` tokens, special-token positions
+(BOS/EOS/PAD) are dropped, a seeded buffer shuffles what is left, and every non-special
+token is seen exactly once (one epoch). No TransformerLens model and no wandb are involved.
+An SAE is saved with sae-lens (`cfg.json`, `sae_weights.safetensors`), so `SAE.load_from_disk`
+reads it, and its hook name is the TransformerLens name of the probe point,
+`blocks.{L}.hook_resid_post` (HF `hidden_states[L + 1]`).
+
+The tiny profile ships one SAE per Gemma-like tiny model that plays the public pre-trained
+SAE of RQ3; it is built (after the tiny models) by
+
+    python -m repro.saes repro/assets/tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from repro.activations import probe, read_chunks
+from repro.errors import ReproError
+from repro.seeding import seed_everything
+from repro.study import PretrainedSae, SaeSpec, StreamSpec, TextSource
+
+BUFFER_BATCHES = 64
+"""Shuffle buffer size in training batches; half of it is emitted at each refill."""
+SLICE_TOKENS = 8192
+"""Tokens encoded at once when measuring SAEs, so 16384 latents fit in GPU memory."""
+MAX_DEAD_WINDOW = 1000
+"""sae-lens's default dead-latent window (steps); short runs use an eighth of their steps."""
+SHIPPED = {"width": 1024, "k": 24, "lr": 1e-3, "batch_tokens": 1024, "n_sequences": 1024,
+           "seq_len": 128, "seed": 1234, "split": "pretrained_sae"}
+"""The shipped tiny SAEs: wider, denser and trained on other tokens than the study's SAEs,
+as a public SAE would be."""
+SHIPPED_MODELS = ("gemma-3-tiny", "gemma-2-tiny")
+"""Tiny models that get a shipped SAE (llama has none, like Llama 3.2 1B in the paper)."""
+
+
+def hook_name(layer: int) -> str:
+    """TransformerLens name of the residual stream after decoder layer `layer`."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def hook_layer(name: str | None) -> int:
+    """The layer of a `blocks.L.hook_resid_post` hook name; anything else is an error."""
+    match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", name or "")
+    if match is None:
+        raise ReproError(f"SAE hook {name!r} is not a residual-stream hook "
+                         "blocks.L.hook_resid_post; use an SAE trained on the residual stream "
+                         "after a decoder layer")
+    return int(match.group(1))
+
+
+def check_layer(sae: Any, probe_layer: int, what: str) -> None:
+    """An SAE read at another layer than the probe would be meaningless: refuse it."""
+    layer = hook_layer(sae.cfg.metadata.hook_name)
+    if layer != probe_layer:
+        raise ReproError(f"{what}: SAE hook {sae.cfg.metadata.hook_name} is at layer {layer}, the "
+                         f"model's probe_layer is {probe_layer}; use an SAE of layer {probe_layer} "
+                         "or fix probe_layer in the study file")
+
+
+# ---- the training stream ----------------------------------------------------------------
+
+class ActivationStream:
+    """sae-lens data provider: shuffled (batch_tokens, d_model) float32 batches, one epoch.
+
+    `prime()` fills the first shuffle buffer without consuming it, so the activation norm
+    scaling factor is estimated without spending training tokens (sae-lens's own estimate
+    would draw its batches from the same iterator and lose them for training).
+    """
+
+    def __init__(self, model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *,
+                 layer: int, batch_tokens: int, seq_batch: int, seed: int) -> None:
+        self.model, self.ids, self.keep, self.layer = model, input_ids, keep, layer
+        self.batch_tokens, self.seq_batch = batch_tokens, seq_batch
+        self.generator = torch.Generator().manual_seed(seed)
+        self.n_tokens = int(keep.sum())
+        self._source = self._probe_batches()
+        self._pool: torch.Tensor | None = None
+        self._batches: Iterator[torch.Tensor] | None = None
+
+    def _probe_batches(self) -> Iterator[torch.Tensor]:
+        device = next(self.model.parameters()).device
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                    else contextlib.nullcontext())
+        for start in range(0, len(self.ids), self.seq_batch):
+            with autocast:
+                acts = probe(self.model, self.ids[start:start + self.seq_batch], self.layer)
+            keep = self.keep[start:start + self.seq_batch].to(acts.device)
+            yield acts[keep].float()
+
+    def prime(self) -> torch.Tensor:
+        """The first buffer of activations (kept for training), filling it on first call."""
+        if self._pool is None:
+            parts, size = [], 0
+            for acts in self._source:
+                parts.append(acts)
+                size += len(acts)
+                if size >= BUFFER_BATCHES * self.batch_tokens:
+                    break
+            self._pool = torch.cat(parts)
+        return self._pool
+
+    def _shuffled(self) -> Iterator[torch.Tensor]:
+        pool = self.prime()
+        for acts in self._source:
+            pool = torch.cat([pool, acts])
+            if len(pool) >= BUFFER_BATCHES * self.batch_tokens:
+                pool = pool[torch.randperm(len(pool), generator=self.generator).to(pool.device)]
+                n_out = len(pool) // 2 // self.batch_tokens * self.batch_tokens
+                yield from pool[:n_out].split(self.batch_tokens)
+                pool = pool[n_out:]
+        pool = pool[torch.randperm(len(pool), generator=self.generator).to(pool.device)]
+        yield from pool.split(self.batch_tokens)
+
+    def __iter__(self) -> ActivationStream:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self._batches is None:
+            self._batches = self._shuffled()
+        return next(self._batches)
+
+
+def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
+              spec: SaeSpec, seed: int, seq_batch: int,
+              metadata: dict[str, Any]) -> tuple[Any, dict]:
+    """Train a sae-lens TopK SAE for one epoch over the non-special tokens of `input_ids`.
+
+    Seeded: the same model, tokens and seed give the same SAE (initialisation through the
+    global torch seed, shuffling through its own generator). Activations are rescaled to
+    mean norm sqrt(d_model) during training, as sae-lens's `expected_average_only_in`
+    does, and the factor is folded back into the weights when training ends. b_dec starts
+    at the activations' mean (as in Gao et al.'s TopK SAEs, which use their geometric
+    median): residual streams carry a large shared component, and from b_dec = 0 the same
+    k latents win on every token and the rest never fire.
+    """
+    from sae_lens import LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.training import sae_trainer as trainer_module
+
+    device = next(model.parameters()).device
+    stream = ActivationStream(model, input_ids, keep, layer=layer, batch_tokens=spec.batch_tokens,
+                              seq_batch=seq_batch, seed=seed)
+    if stream.n_tokens < spec.batch_tokens:
+        raise ReproError(f"SAE training stream has {stream.n_tokens} usable tokens, fewer than "
+                         f"batch_tokens={spec.batch_tokens}; raise data.sae_train.n_sequences")
+    first = stream.prime()
+    scaling = math.sqrt(first.shape[1]) / float(first.norm(dim=-1).double().mean())
+    seed_everything(seed)
+    cfg = TopKTrainingSAEConfig(
+        d_in=first.shape[1], d_sae=spec.width, k=spec.k, dtype="float32", device=str(device),
+        normalize_activations="expected_average_only_in",
+        metadata=SAEMetadata(hook_name=hook_name(layer), prepend_bos=True, **metadata))
+    sae = TopKTrainingSAE(cfg)
+    with torch.no_grad():  # residual streams sit far from the origin; start b_dec at their mean
+        sae.b_dec.copy_(first.mean(0) * scaling)
+    steps = math.ceil(stream.n_tokens / spec.batch_tokens)
+    dead_window = max(1, min(MAX_DEAD_WINDOW, steps // 8))
+    trainer = SAETrainer(
+        SAETrainerConfig(total_training_samples=stream.n_tokens,
+                         train_batch_size_samples=spec.batch_tokens, lr=spec.lr, lr_end=spec.lr,
+                         device=str(device), dead_feature_window=dead_window,
+                         feature_sampling_window=steps + 1,
+                         logger=LoggingConfig(log_to_wandb=False)),
+        sae, data_provider=stream)
+    trainer.activation_scaler.scaling_factor = scaling
+    started = time.time()
+    # sae-lens draws a progress bar; keep it for terminals, off in logs and CI.
+    with _patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)):
+        sae = trainer.fit()
+    return sae, {"n_tokens": stream.n_tokens, "steps": trainer.n_training_steps,
+                 "batch_tokens": spec.batch_tokens, "width": spec.width, "k": spec.k,
+                 "lr": spec.lr, "seed": seed, "norm_scaling_factor": scaling,
+                 "dead_feature_window_steps": dead_window,
+                 "train_l0": sae.cfg.metadata.l0,
+                 "dead_at_end": sae.cfg.metadata.num_dead_features,
+                 "train_seconds": round(time.time() - started, 3)}
+
+
+def save_sae(sae: Any, folder: Path) -> None:
+    """Save the inference form (decoder norms folded) that `SAE.load_from_disk` reads.
+
+    cfg.json is rewritten with sorted keys: sae-lens orders them by a set, so the same SAE
+    would otherwise give other bytes in another process (and another SHA256SUMS line).
+    """
+    weights_path, cfg_path = sae.save_inference_model(str(folder))
+    Path(weights_path).chmod(0o644)  # safetensors writes 0600; assets ship readable
+    cfg_path = Path(cfg_path)
+    cfg_path.write_text(json.dumps(json.loads(cfg_path.read_text()), sort_keys=True) + "\n")
+
+
+def load_sae(folder: Path, device: torch.device | str) -> Any:
+    """An SAE saved by sae-lens, in float32 on `device`, in eval mode."""
+    from sae_lens import SAE
+
+    if not (Path(folder) / "cfg.json").is_file():
+        raise ReproError(f"no sae-lens SAE in {folder} (cfg.json missing); rerun `repro all`, or "
+                         "point pretrained_sae.path at a folder saved by sae-lens")
+    sae = SAE.load_from_disk(str(folder), device=str(device), dtype="float32")
+    return sae.eval().requires_grad_(False)
+
+
+# ---- measuring an SAE on stored activations ----------------------------------------------
+
+def masked_chunks(folder: Path,
+                  special_ids: list[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Stored eval activations chunk by chunk: (acts (m, d) at non-special positions, tokens)."""
+    found = False
+    for acts, tokens in read_chunks(folder):
+        found = True
+        keep = ~torch.isin(tokens, torch.tensor(special_ids, dtype=tokens.dtype))
+        yield acts[keep], tokens
+    if not found:
+        raise ReproError(f"no activation chunks in {folder}; rerun `repro all` to capture them")
+
+
+@torch.no_grad()
+def encode(sae: Any, acts: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(x, f) slice by slice: x float32 on the SAE's device, f = sae.encode(x)."""
+    for part in acts.split(SLICE_TOKENS):
+        x = part.to(sae.device, torch.float32)
+        yield x, sae.encode(x)
+
+
+@torch.no_grad()
+def firing_rates(sae: Any, folder: Path, special_ids: list[int]) -> dict[str, torch.Tensor]:
+    """Per latent, the fraction of non-special eval tokens on which f_i > 0."""
+    counts = torch.zeros(sae.cfg.d_sae, dtype=torch.int64, device=sae.device)
+    n = 0
+    for acts, _ in masked_chunks(folder, special_ids):
+        for _, f in encode(sae, acts):
+            counts += (f > 0).sum(0)
+        n += len(acts)
+    if n == 0:
+        raise ReproError(f"the eval activations in {folder} hold only special tokens")
+    counts = counts.cpu()
+    return {"firing_rate": counts.double() / n, "fire_count": counts,
+            "n_tokens": torch.tensor(n, dtype=torch.int64)}
+
+
+def save_firing_rates(rates: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.contiguous() for k, v in rates.items()}, str(path))
+
+
+def load_firing_rates(path: Path) -> dict[str, torch.Tensor]:
+    """firing_rate, fire_count and n_tokens as `save_firing_rates` wrote them."""
+    return load_file(str(path))
+
+
+# ---- pre-trained SAEs ----------------------------------------------------------------------
+
+def _cached_file(repo_id: str, filename: str) -> str | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(repo_id, filename, local_files_only=True)
+    except LocalEntryNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def _shapes_from_cache() -> Iterator[None]:
+    """Let sae-lens's Gemma Scope 2 loader read tensor shapes from the local HF cache.
+
+    `get_gemma_3_config_from_hf` asks the Hub for the safetensors header with an HTTP range
+    request, even when the file is cached, which fails offline (HF_HUB_OFFLINE=1). While
+    this is active the header is read from the cached file when there is one, and from the
+    Hub otherwise; every other step of sae-lens's loader runs unchanged.
+    """
+    from huggingface_hub import constants as hub_constants
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+    from safetensors import safe_open
+
+    online = loaders.get_safetensors_tensor_shapes
+
+    def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+        path = _cached_file(repo_id, filename)
+        if path is None and hub_constants.is_offline_mode():
+            raise ReproError(f"{repo_id}/{filename} is not in the Hugging Face cache and "
+                             "HF_HUB_OFFLINE is set; run `repro fetch` while online")
+        if path is None:
+            return online(repo_id, filename)
+        with safe_open(path, "pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+
+    with _patched(loaders, "get_safetensors_tensor_shapes", shapes):
+        yield
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
+    """Swap one attribute of a library module for the duration of a call, then restore it."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def load_pretrained(spec: PretrainedSae, device: torch.device | str, probe_layer: int) -> Any:
+    """The public (paper) or shipped (tiny) SAE of RQ3, checked to read the probe layer.
+
+    A release/sae_id goes through `SAE.from_pretrained` (sae-lens 6); with HF_HUB_OFFLINE=1
+    it is read from the Hugging Face cache that `repro fetch` filled.
+    """
+    from sae_lens import SAE
+
+    if spec.path:
+        sae = load_sae(Path(spec.path), device)
+        what = f"pretrained SAE {spec.path}"
+    else:
+        what = f"pretrained SAE {spec.release}/{spec.sae_id}"
+        try:
+            with _shapes_from_cache():
+                sae = SAE.from_pretrained(spec.release, spec.sae_id, device=str(device),
+                                          dtype="float32")
+        except (OSError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ReproError(f"{what} could not be loaded ({first}); run `repro fetch` while "
+                             "online, or check release and sae_id in the study file") from None
+        sae = sae.eval().requires_grad_(False)
+    check_layer(sae, probe_layer, what)
+    return sae
+
+
+# ---- the tiny profile's shipped SAEs --------------------------------------------------------
+
+def build_shipped_sae(model_dir: Path, out_dir: Path, *, probe_layer: int = 3,
+                      settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the SAE that plays a tiny model's public pre-trained SAE, saved by sae-lens.
+
+    It sees the dense model on its own corpus split and seed, with its own width and k
+    (SHIPPED), so RQ3 compares the dense-trained SAE with a genuinely different one. The
+    corpus parameters are those of the asset folder the model sits in (models/<name>).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from repro.data import special_token_mask, token_stream
+
+    s = {**SHIPPED, **(settings or {})}
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = model.eval().requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    corpus = Path(model_dir).resolve().parent.parent / "corpus.json"
+    stream = StreamSpec(TextSource(kind="tiny", path=str(corpus), split=s["split"]),
+                        n_sequences=s["n_sequences"], seq_len=s["seq_len"], seed=s["seed"])
+    ids = token_stream(stream, tokenizer)
+    spec = SaeSpec(width=s["width"], k=s["k"], lr=s["lr"], batch_tokens=s["batch_tokens"])
+    sae, record = train_sae(model, ids, special_token_mask(ids, tokenizer), layer=probe_layer,
+                            spec=spec, seed=s["seed"], seq_batch=32,
+                            metadata={"model_name": Path(model_dir).name,
+                                      "context_size": s["seq_len"]})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_sae(sae, out_dir)
+    record.update(model=Path(model_dir).name, split=s["split"], probe_layer=probe_layer)
+    stable = {k: v for k, v in record.items() if k != "train_seconds"}  # byte-reproducible
+    (out_dir / "training.json").write_text(json.dumps(stable, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build assets/tiny/saes/<model> for every tiny model that ships one."""
+    parser = argparse.ArgumentParser(description="build the tiny profile's shipped SAEs")
+    parser.add_argument("assets", type=Path, help="the tiny assets folder (holds models/)")
+    args = parser.parse_args(argv)
+    for name in SHIPPED_MODELS:
+        record = build_shipped_sae(args.assets / "models" / name, args.assets / "saes" / name)
+        print(json.dumps(record, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
