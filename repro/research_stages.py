@@ -144,7 +144,7 @@ def _pretrained_key(spec: ModelSpec) -> str | None:
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise ReproError(f"pretrained SAE of {spec.key}: {missing[0]} is missing; run "
-                         "`python -m repro.saes repro/assets/tiny` or fix pretrained_sae.path")
+                         "`repro build-tiny-assets` or fix pretrained_sae.path")
     return ":".join(sha256_file(f) for f in files)
 
 

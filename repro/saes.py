@@ -9,14 +9,11 @@ reads it, and its hook name is the TransformerLens name of the probe point,
 `blocks.{L}.hook_resid_post` (HF `hidden_states[L + 1]`).
 
 The tiny profile ships one SAE per Gemma-like tiny model that plays the public pre-trained
-SAE of RQ3; it is built (after the tiny models) by
-
-    python -m repro.saes repro/assets/tiny
+SAE of RQ3; `repro build-tiny-assets` builds it after the tiny models.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
@@ -377,17 +374,3 @@ def build_shipped_sae(model_dir: Path, out_dir: Path, *, probe_layer: int = 3,
     stable = {k: v for k, v in record.items() if k != "train_seconds"}  # byte-reproducible
     (out_dir / "training.json").write_text(json.dumps(stable, indent=2, sort_keys=True) + "\n")
     return record
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Build assets/tiny/saes/<model> for every tiny model that ships one."""
-    parser = argparse.ArgumentParser(description="build the tiny profile's shipped SAEs")
-    parser.add_argument("assets", type=Path, help="the tiny assets folder (holds models/)")
-    args = parser.parse_args(argv)
-    for name in SHIPPED_MODELS:
-        record = build_shipped_sae(args.assets / "models" / name, args.assets / "saes" / name)
-        print(json.dumps(record, sort_keys=True))
-
-
-if __name__ == "__main__":
-    main()

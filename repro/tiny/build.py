@@ -166,8 +166,18 @@ def _train_one(name: str, config: PretrainedConfig, data: dict[str, Any], folder
     return record
 
 
+def _build_saes(out: Path, quick: bool) -> dict[str, Any]:
+    """The SAEs that play the public pre-trained SAEs of the tiny models (see repro.saes)."""
+    from repro.saes import SHIPPED_MODELS, build_shipped_sae
+
+    settings = {"n_sequences": 64, "width": 256} if quick else None
+    return {name: build_shipped_sae(out / "models" / name, out / "saes" / name,
+                                    settings=settings)["n_tokens"]
+            for name in SHIPPED_MODELS}
+
+
 def build_tiny_assets(out: Path, *, quick: bool = False) -> dict[str, Any]:
-    """Build corpus.json, tokenizer/, models/<name>/ and SHA256SUMS into `out` (rebuilt).
+    """Build corpus.json, tokenizer/, models/<name>/, saes/<name>/ and SHA256SUMS into `out`.
 
     Returns a summary: per model its parameter count, held-out loss, unigram entropy and
     training time, plus the total asset size and the build's wall time.
@@ -177,7 +187,7 @@ def build_tiny_assets(out: Path, *, quick: bool = False) -> dict[str, Any]:
     plan = QUICK_PLAN if quick else FULL_PLAN
     out = Path(out)
     # Only the builder's own outputs are removed, never anything else a caller keeps there.
-    for stale in ("tokenizer", "models"):
+    for stale in ("tokenizer", "models", "saes"):
         shutil.rmtree(out / stale, ignore_errors=True)
     for stale in ("corpus.json", "SHA256SUMS"):
         (out / stale).unlink(missing_ok=True)
@@ -205,6 +215,7 @@ def build_tiny_assets(out: Path, *, quick: bool = False) -> dict[str, Any]:
         summary["models"][name] = {k: record[k] for k in (
             "architecture", "params", "heldout_loss_valid", "unigram_entropy_train",
             "wall_time_s")}
+    summary["saes"] = _build_saes(out, quick)
     write_sha256sums(out)
     summary["total_bytes"] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     summary["wall_time_s"] = round(time.perf_counter() - start, 1)
