@@ -103,8 +103,9 @@ def test_tokenizer_round_trip_and_bos(tokenizer) -> None:
 
 
 def _builder_files(root: Path) -> list[str]:
-    """Files the tiny builder owns; later stages (e.g. the shipped SAEs) add their own."""
-    owned = [root / "corpus.json", *(root / "tokenizer").rglob("*"), *(root / "models").rglob("*")]
+    """Files build_tiny_assets writes (SHA256SUMS aside); a caller may keep others there."""
+    owned = [root / "corpus.json",
+             *(p for d in ("tokenizer", "models", "saes") for p in (root / d).rglob("*"))]
     return sorted(p.relative_to(root).as_posix() for p in owned if p.is_file())
 
 
@@ -156,6 +157,7 @@ def test_unigram_entropy_matches_definition() -> None:
     assert unigram_entropy([0, 1, 2, 3]) == pytest.approx(torch.log(torch.tensor(4.0)).item())
 
 
+@pytest.mark.slow  # trains three LMs and two SAEs for a few steps: ~1 min of CPU
 def test_quick_build_has_the_shipped_layout(tmp_path: Path) -> None:
     summary = build_tiny_assets(tmp_path, quick=True)
     assert set(summary["models"]) == set(ARCHITECTURES)
