@@ -24,7 +24,7 @@ TITLES = {
     "T5_transfer": "Table 5. RQ3 transferability of the dense-trained and pre-trained SAEs",
     "T6_fragility_causal": "Table 6. RQ4 fragility and RQ5 causal importance vs survival",
 }
-STAGE_VERSION = {"analysis": 1, "tables": 1}
+STAGE_VERSION = {"analysis": 2, "tables": 2}
 
 
 def _cell(value: Any, digits: int) -> str:
@@ -76,7 +76,8 @@ def analysis_stage(ctx: Any, runs_done: list[str]) -> StageOutcome:
             "T5_transfer": t5,
             "T6_fragility_causal": t6,
         }
-        write_json(tmp / "tables.json", tables)
+        # Not write_json: it sorts keys, and the column order (id first) is part of the format.
+        atomic_write_text(tmp / "tables.json", json.dumps(tables, indent=1) + "\n")
         write_json(tmp / "claims.json", claims(ctx.study, t3, t4, t5, t6))
         np.savez(tmp / "features.npz", **a.features)
         return {"rows": {k: len(v) for k, v in tables.items()}}
