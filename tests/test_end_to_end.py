@@ -33,15 +33,19 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_tables_have_one_row_per_run_or_condition(run_dir: Path) -> None:
     study = load_study(profile_path("tiny"))
-    rows = {name: list(csv.DictReader(open(run_dir / "tables" / f"{name}.csv")))
-            for name in TITLES}
+    rows = {name: list(csv.DictReader(
+        (run_dir / "tables" / f"{name}.csv").read_text().splitlines())) for name in TITLES}
     conditions = {v.id for v in study.conditions}
     assert {r["id"] for r in rows["T1_pruning"]} == {v.id for v in study.variants}
     assert {r["id"] for r in rows["T3_survival"]} == conditions
     assert {r["id"] for r in rows["T6_fragility_causal"]} == conditions
     assert len(rows["T2_seed_stability"]) == 3  # seeds 0, 1, 2 pairwise
-    for r in rows["T1_pruning"]:  # achieved sparsity is the nominal one, exactly counted
-        assert abs(float(r["achieved_sparsity"]) - float(r["sparsity"])) < 2e-3, r
+    for r in rows["T1_pruning"]:
+        got, nominal = float(r["achieved_sparsity"]), float(r["sparsity"])
+        if r["method"] == "wanda":  # floor(s * in_features) per row: at most one weight short
+            assert nominal - 1 / 96 <= got <= nominal, r
+        else:  # floor(s * numel) per matrix
+            assert nominal - 1e-3 <= got <= nominal, r
     for r in rows["T3_survival"]:
         assert 0.0 <= float(r["survival"]) <= 1.0
 
