@@ -24,9 +24,11 @@ def spread(runs: list[Path]) -> dict[str, dict[str, float]]:
         cols = {}
         for col in frames[0].columns:
             values = [f[col] for f in frames]
-            if not all(pd.api.types.is_numeric_dtype(v) for v in values):
+            if not all(pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v)
+                       for v in values):
                 continue
-            diffs = [float((v - values[0]).abs().max()) for v in values[1:]]
+            diffs = [float((v.astype(float) - values[0].astype(float)).abs().max())
+                     for v in values[1:]]
             cols[col] = max((d for d in diffs if not math.isnan(d)), default=0.0)
         out[csv.stem] = cols
     return out
