@@ -16,7 +16,7 @@ from repro.errors import ReproError
 
 
 def _study(args: argparse.Namespace):
-    from repro.study import load_study, profile_path
+    from repro.study_file import load_study, profile_path
 
     return load_study(Path(args.study) if args.study else profile_path(args.profile))
 
@@ -35,7 +35,7 @@ def _context(args: argparse.Namespace, study):
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from repro.study import select_runs
+    from repro.study_file import select_runs
 
     study = _study(args)
     runs = select_runs(study, args.runs, args.shard)
@@ -68,7 +68,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_all(args: argparse.Namespace) -> int:
     from repro.pipeline import run_all
-    from repro.study import select_runs
+    from repro.study_file import select_runs
 
     study = _study(args)
     runs = select_runs(study, args.runs, args.shard)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.study import load_study, profile_path
+from repro.study_file import load_study, profile_path
 from repro.tables import TITLES
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,8 @@ from conftest import make_model, word_tokenizer
 
 from repro import cli, data, doctor, fetch, footprint, hubcache
 from repro.errors import ReproError
-from repro.study import StreamSpec, TextSource, load_study, profile_path
+from repro.study import StreamSpec, TextSource
+from repro.study_file import load_study, profile_path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [f"w{i}" for i in range(40)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from repro.errors import ReproError
-from repro.study import load_study, profile_path, select_runs
+from repro.study_file import load_study, profile_path, select_runs
 
 TINY = profile_path("tiny").read_text()
 
