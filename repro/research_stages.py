@@ -30,9 +30,10 @@ runs/<run id>/evaluate/
   active on one of the two), fires_dense int64 [width], fires_pruned int64 [width],
   n_tokens int64 [].
 - causal.safetensors (dense runs of the base seed; RQ5): feature int64 [n], stratum int64
-  [n] (0 = rarest of the equal-count firing-rate bins of alive features), firing_rate
-  float64 [n], delta_ce float64 [n] (mean rise in next-token CE over the eval stream when
-  f_i * W_dec_i is removed at the probe layer of the dense model).
+  [n] (0 = rarest of n_bins equal-count bins of the features active in the RQ5 sequences,
+  ranked by their firing rate over all eval tokens), firing_rate float64 [n], delta_ce
+  float64 [n] (mean rise in next-token CE over the predictions of the RQ5 sequences when
+  f_i * W_dec_i is removed where f_i fires, at the probe layer of the dense model).
 - causal.json: clean_ce, n_predictions, per_bin, n_bins, n_sequences (0 = all), seed,
   n_features. Strata come from the firing rates over all eval tokens; CE from the first
   n_sequences sequences.
@@ -233,19 +234,27 @@ def _write_fragility(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> 
 
 
 def _write_causal(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> dict[str, Any]:
+    """RQ5 on the first n_sequences eval sequences, features stratified by firing rate.
+
+    Only features active somewhere in those sequences are drawn, so that a feature's zero
+    is a measured absence of effect, never an artefact of looking at too few tokens.
+    """
     spec = ctx.study.models[run.variant.model]
     settings = _causal_settings(ctx, run.seed)
     sae_dir = run_dir(ctx, run, "sae")
+    sae = saes.load_sae(sae_dir, ctx.device)
     rates = saes.load_firing_rates(sae_dir / "firing_rates.safetensors")["firing_rate"].numpy()
-    features, strata = evaluate.stratified_sample(rates, settings["per_bin"], settings["n_bins"],
-                                                  settings["seed"])
     ids, acts = evaluate.load_eval(ctx.variant_dir(run.variant, "activations"))
     if settings["n_sequences"] > 0:
         ids, acts = ids[:settings["n_sequences"]], acts[:settings["n_sequences"]]
     keep = data.special_token_mask(ids, holder.tokenizer_for(spec))
+    active = sum(((f > 0).sum(0) for _, f in saes.encode(sae, acts[keep]))).cpu().numpy() > 0
+    features, strata = evaluate.stratified_sample(np.where(active, rates, 0.0),
+                                                  settings["per_bin"], settings["n_bins"],
+                                                  settings["seed"])
     got = evaluate.causal_importance(
-        holder.variant_model(run.variant), saes.load_sae(sae_dir, ctx.device), ids, acts, keep,
-        layer=spec.probe_layer, features=features, batch_size=max(1, ctx.batch_size // 4))
+        holder.variant_model(run.variant), sae, ids, acts, keep, layer=spec.probe_layer,
+        features=features, batch_size=max(1, ctx.batch_size // 4))
     save_file({"feature": torch.from_numpy(features).long(),
                "stratum": torch.from_numpy(strata).long(),
                "firing_rate": torch.from_numpy(rates[features]).double(),
