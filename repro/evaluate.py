@@ -28,7 +28,7 @@ from torch import nn
 
 from repro.activations import read_chunks
 from repro.errors import ReproError
-from repro.models import decoder_layers
+from repro.models import layers_swapped
 from repro.saes import SLICE_TOKENS, check_layer, encode
 
 # ---- RQ3: reconstruction on stored activations -------------------------------------------
@@ -92,17 +92,9 @@ def _injected(model: nn.Module, layer: int) -> Iterator[_Inject]:
     The layers above, the final norm, soft-capping and the LM head stay the model's own, so
     no family difference is re-implemented; the stored activations spare layers 0..layer.
     """
-    layers = decoder_layers(model)
-    originals = list(layers)
     inject = _Inject()
-    for i in range(layer):
-        layers[i] = _PassThrough()
-    layers[layer] = inject
-    try:
+    with layers_swapped(model, {**{i: _PassThrough() for i in range(layer)}, layer: inject}):
         yield inject
-    finally:
-        for i, original in enumerate(originals):
-            layers[i] = original
 
 
 def _loss_sum(model: nn.Module, inject: _Inject, ids: torch.Tensor, hidden: torch.Tensor,

@@ -180,17 +180,17 @@ class _Recorder(nn.Module):
 
 
 @contextmanager
-def _layers_replaced(model: nn.Module) -> Iterator[list[_Recorder]]:
+def layers_swapped(model: nn.Module, replacements: dict[int, nn.Module]) -> Iterator[None]:
+    """Decoder layers temporarily replaced by index; the originals always come back."""
     layers = decoder_layers(model)
-    originals = list(layers)
-    recorders = [_Recorder() for _ in originals]
-    for i, rec in enumerate(recorders):
-        layers[i] = rec
+    originals = {i: layers[i] for i in replacements}
+    for i, module in replacements.items():
+        layers[i] = module
     try:
-        yield recorders
+        yield
     finally:
-        for i, layer in enumerate(originals):
-            layers[i] = layer
+        for i, module in originals.items():
+            layers[i] = module
 
 
 def record_layer_calls(
@@ -203,7 +203,8 @@ def record_layer_calls(
     then reproduces the model's forward one layer at a time, whatever the family (Gemma 2/3 pass
     per-layer sliding-window masks and local/global rotary tables; Llama one of each).
     """
-    with _layers_replaced(model) as recorders, torch.no_grad():
+    recorders = [_Recorder() for _ in decoder_layers(model)]
+    with layers_swapped(model, dict(enumerate(recorders))), torch.no_grad():
         model.model(input_ids=input_ids, use_cache=False)
     return recorders[0].inputs[0], [rec.calls[0] for rec in recorders]
 

@@ -172,6 +172,13 @@ class ModelHolder:
         return model
 
 
+def _variant_stage(ctx: Context, variant: Variant, name: str, inputs: dict,
+                   work: Callable[[Path], dict | None]) -> StageOutcome:
+    """One stage of one variant, in variants/<id>/<name>, stamped with the variant id."""
+    return run_stage(ctx.variant_dir(variant, name), inputs, work,
+                     provenance=ctx.provenance(variant=variant.id), force=ctx.force)
+
+
 def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
     spec = ctx.study.models[variant.model]
     inputs = {
@@ -204,13 +211,7 @@ def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOut
         write_json(tmp / "sparsity.json", report)
         return {"achieved_sparsity": report["overall"]}
 
-    return run_stage(
-        ctx.variant_dir(variant, "prune"),
-        inputs,
-        work,
-        provenance=ctx.provenance(variant=variant.id),
-        force=ctx.force,
-    )
+    return _variant_stage(ctx, variant, "prune", inputs, work)
 
 
 def perplexity_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
@@ -227,13 +228,7 @@ def perplexity_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> Sta
         write_json(tmp / "perplexity.json", {"perplexity": ppl, "n_tokens": ids.numel()})
         return {"perplexity": ppl}
 
-    return run_stage(
-        ctx.variant_dir(variant, "perplexity"),
-        inputs,
-        work,
-        provenance=ctx.provenance(variant=variant.id),
-        force=ctx.force,
-    )
+    return _variant_stage(ctx, variant, "perplexity", inputs, work)
 
 
 def activations_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
@@ -258,13 +253,7 @@ def activations_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> St
         )
         return {"chunks": len(names), "n_tokens": ids.numel()}
 
-    return run_stage(
-        ctx.variant_dir(variant, "activations"),
-        inputs,
-        work,
-        provenance=ctx.provenance(variant=variant.id),
-        force=ctx.force,
-    )
+    return _variant_stage(ctx, variant, "activations", inputs, work)
 
 
 VARIANT_STAGES = (
