@@ -21,14 +21,20 @@ def _study(args: argparse.Namespace):
     return load_study(Path(args.study) if args.study else profile_path(args.profile))
 
 
+def _profile_arg(args: argparse.Namespace) -> str:
+    """How the command named its study, for the fixes that error messages suggest."""
+    return f"--study {args.study}" if args.study else f"--profile {args.profile}"
+
+
 def _context(args: argparse.Namespace, study):
+    from repro.launch import launched_device
     from repro.models import resolve_device
     from repro.pipeline import Context
 
     return Context(
         study=study,
         out=Path(args.out),
-        device=resolve_device(study.device, args.device),
+        device=resolve_device(study.device, launched_device(args.device, study.device)),
         force=args.force,
         quiet=args.quiet,
     )
@@ -67,12 +73,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
+    from repro.doctor import preflight
+    from repro.launch import launched_shard
     from repro.pipeline import run_all
     from repro.study_file import select_runs
 
     study = _study(args)
-    runs = select_runs(study, args.runs, args.shard)
+    runs = select_runs(study, args.runs, launched_shard(args.shard))
     ctx = _context(args, study)
+    preflight(study, _profile_arg(args))
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs)
     if counts["done"] == 0:
@@ -167,13 +176,30 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from repro.doctor import run_checks
 
-    profile = f"--study {args.study}" if args.study else f"--profile {args.profile}"
-    checks = run_checks(_study(args), Path(args.out), profile)
+    checks = run_checks(_study(args), Path(args.out), _profile_arg(args))
     for check in checks:
         print(check.line())
     failed = sum(not c.ok for c in checks)
     print(f"doctor: {len(checks) - failed} OK, {failed} FAIL")
     return 0 if failed == 0 else 2
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from repro.bench import PARTS, run_bench
+    from repro.bench_report import markdown
+    from repro.models import resolve_device
+
+    only = tuple(args.only.split(",")) if args.only else PARTS
+    unknown = sorted(set(only) - set(PARTS))
+    if unknown:
+        raise ReproError(f"--only {','.join(unknown)}: choose from {','.join(PARTS)}")
+    record = run_bench(resolve_device("cpu", args.device), Path(args.out),
+                       repeats=args.repeats, quick=args.quick, only=only,
+                       match_size=args.match_size,
+                       estimate_profile=args.profile if args.estimate else None)
+    print(markdown(record))
+    print(f"written to {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.md'}")
+    return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,6 +287,20 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("fetch", help="download the models, data and SAEs a profile needs")
     study_opts(sp, runs=False)
     sp.set_defaults(fn=cmd_fetch)
+
+    sp = sub.add_parser("bench", help="time the hot paths against references; --estimate a budget")
+    sp.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    sp.add_argument("--out", default="bench", help="folder for bench.json and bench.md")
+    sp.add_argument("--repeats", type=int, help="timed rounds per comparison (default 3)")
+    sp.add_argument("--quick", action="store_true", help="small sizes (tests, a first look)")
+    sp.add_argument("--only", metavar="PARTS",
+                    help="comma-separated: capture,paper,tiny,wanda,match,sae (default: all)")
+    sp.add_argument("--match-size", type=int, metavar="N",
+                    help="features per SAE in the matching timing (default 16384)")
+    sp.add_argument("--estimate", action="store_true",
+                    help="also predict the wall time, GPU memory and disk of --profile")
+    sp.add_argument("--profile", default="paper", help="profile to estimate (default: paper)")
+    sp.set_defaults(fn=cmd_bench)
 
     sp = sub.add_parser("doctor", help="check GPU, disk, token, cache and packages (seconds)")
     study_opts(sp, runs=False)

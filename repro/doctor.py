@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from repro import footprint, hubcache
-from repro.study import Study
+from repro.study import ModelSpec, Study
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +49,62 @@ def run_checks(study: Study, out: Path, profile_arg: str) -> list[Check]:
               check_cache_disk(study, models, missing_models, cache, out),
               check_token(study, missing_models)]
     return checks + [c for c, _ in cache]
+
+
+def preflight(study: Study, profile_arg: str) -> None:
+    """What `repro all` checks before it writes anything: every input it will read is on disk
+    or can still be downloaded. Raises the first problem as a one-line ReproError. Unlike the
+    doctor it is silent when all is well and never judges sizes or the GPU."""
+    from repro.errors import ReproError
+    from repro.models import check_access, hub_offline
+
+    for path in hubcache.local_paths(study):
+        if not path.exists():
+            raise ReproError(f"{path} is missing; restore it (git checkout) or run `repro "
+                             "build-tiny-assets`, or fix the path in the study file")
+    for spec in study.models.values():
+        check_access(spec)
+        _check_config(spec)
+    if not hub_offline():
+        return
+    fetch = f"`repro fetch {profile_arg}` while online"
+    for item in hubcache.sae_items(study):
+        if hubcache.cached_snapshot(item)[0] is None:
+            raise ReproError(f"SAE {item.label} is not in the cache and HF_HUB_OFFLINE is set; "
+                             f"run {fetch}")
+    models = list(study.models)
+    for source, streams in hubcache.hub_sources(study).items():
+        info = hubcache.materialised_info(hubcache.materialised_path(source))
+        if not (info and hubcache.stored_covers(info, source, streams, models)):
+            raise ReproError(f"text {source.path} is not stored and HF_HUB_OFFLINE is set; "
+                             f"run {fetch}")
+
+
+def _check_config(spec: ModelSpec) -> None:
+    """The study's architecture and layer count against the model's config.json, when it is
+    on disk (models.load_model checks the loaded model again)."""
+    import json
+
+    from repro.errors import ReproError
+
+    folder = (Path(spec.source) if spec.is_local
+              else hubcache.cached_snapshot(hubcache.model_item(spec))[0])
+    if folder is None:
+        return
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ReproError(f"model {spec.key}: {folder}/config.json is missing or unreadable; "
+                         "restore the model folder or run `repro fetch`") from None
+    text = cfg.get("text_config") or {}
+    layers = cfg.get("num_hidden_layers", text.get("num_hidden_layers"))
+    arch = (cfg.get("architectures") or ["?"])[0]
+    if arch != spec.architecture:
+        raise ReproError(f"model {spec.key}: config.json says {arch}, the study says "
+                         f"{spec.architecture}; fix models.{spec.key}.architecture")
+    if layers != spec.n_layers:
+        raise ReproError(f"model {spec.key}: config.json has {layers} decoder layers, the study "
+                         f"says {spec.n_layers}; fix models.{spec.key}.n_layers")
 
 
 # ---- packages -----------------------------------------------------------------------------

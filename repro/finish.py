@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from repro.pipeline import Context
-from repro.store import StageOutcome, read_manifest, run_stage
+from repro.store import StageOutcome, fingerprint, read_manifest, run_stage
 
 FIGURES_VERSION = 1
 
@@ -27,7 +27,7 @@ def figures_stage(ctx: Context) -> StageOutcome:
 
     inputs = {
         "version": FIGURES_VERSION,
-        "analysis": (read_manifest(ctx.out / "analysis") or {}).get("input_hash"),
+        "analysis": fingerprint(ctx.out / "analysis"),
     }
 
     def work(tmp: Path) -> dict:

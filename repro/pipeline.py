@@ -9,6 +9,7 @@ manifest for the same inputs.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -20,10 +21,18 @@ from safetensors.torch import load_file, save_file
 
 from repro import activations, data, models, prune
 from repro.errors import ReproError
+from repro.locks import writer_lock
 from repro.perplexity import perplexity
 from repro.provenance import provenance
 from repro.seeding import seed_everything
-from repro.store import StageOutcome, read_manifest, run_stage, write_json
+from repro.store import (
+    StageOutcome,
+    atomic_write_text,
+    fingerprint,
+    read_manifest,
+    run_stage,
+    write_json,
+)
 from repro.study import ModelSpec, Run, Study, Variant
 
 STAGE_VERSION = {
@@ -47,6 +56,8 @@ class Context:
     force: bool = False
     quiet: bool = False
     started: float = field(default_factory=time.time)
+    shrink: int = 1
+    """Divides the batch size while a stage retries after running out of GPU memory."""
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -58,7 +69,7 @@ class Context:
     @property
     def batch_size(self) -> int:
         """Sequences per forward pass; small on CPU, where larger batches do not pay."""
-        return 16 if self.device.type == "cuda" else 32
+        return max(1, (16 if self.device.type == "cuda" else 32) // self.shrink)
 
     def tokens_dir(self, model: str, stream: str) -> Path:
         return self.out / "tokens" / model / stream
@@ -113,11 +124,11 @@ def load_tokens(ctx: Context, model: str, stream: str) -> torch.Tensor:
 
 
 def _upstream(folder: Path) -> str:
-    """Downstream stages depend on an upstream stage through its manifest's input hash."""
-    manifest = read_manifest(folder)
-    if manifest is None:
+    """Downstream stages depend on an upstream stage through its fingerprint."""
+    found = fingerprint(folder)
+    if found is None:
         raise ReproError(f"{folder} has no manifest; rerun `repro all` to rebuild it")
-    return manifest["input_hash"]
+    return found
 
 
 # ---- variants ------------------------------------------------------------------------------
@@ -170,6 +181,37 @@ class ModelHolder:
             prune.apply_masks(model, masks)
         self.current = variant
         return model
+
+
+def retry_smaller_on_oom(ctx: Context, what: str,
+                         work: Callable[[Path], dict | None]) -> Callable[[Path], dict | None]:
+    """`work` that, on CUDA out-of-memory, starts again with half the batch size, down to 1.
+
+    The outputs of the failed attempt are deleted first; the batch size used is recorded in the
+    manifest's result. A stage that does not fit at batch size 1 stops with a one-line error.
+    """
+
+    def attempt(tmp: Path) -> dict | None:
+        try:
+            while True:
+                try:
+                    extra = work(tmp) or {}
+                    return {**extra, "batch_size": ctx.batch_size} if ctx.shrink > 1 else extra
+                except torch.OutOfMemoryError:
+                    if ctx.batch_size == 1:
+                        raise ReproError(f"{what}: out of GPU memory even at batch size 1; free "
+                                         "the GPU or use one with more memory") from None
+                    shutil.rmtree(tmp)
+                    tmp.mkdir()
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    ctx.shrink *= 2
+                    ctx.log(f"{what}: out of GPU memory; retrying with batch size "
+                            f"{ctx.batch_size}")
+        finally:
+            ctx.shrink = 1
+
+    return attempt
 
 
 def _variant_stage(ctx: Context, variant: Variant, name: str, inputs: dict,
@@ -228,7 +270,8 @@ def perplexity_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> Sta
         write_json(tmp / "perplexity.json", {"perplexity": ppl, "n_tokens": ids.numel()})
         return {"perplexity": ppl}
 
-    return _variant_stage(ctx, variant, "perplexity", inputs, work)
+    return _variant_stage(ctx, variant, "perplexity", inputs,
+                          retry_smaller_on_oom(ctx, f"{variant.id} perplexity", work))
 
 
 def activations_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
@@ -253,7 +296,8 @@ def activations_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> St
         )
         return {"chunks": len(names), "n_tokens": ids.numel()}
 
-    return _variant_stage(ctx, variant, "activations", inputs, work)
+    return _variant_stage(ctx, variant, "activations", inputs,
+                          retry_smaller_on_oom(ctx, f"{variant.id} activations", work))
 
 
 VARIANT_STAGES = (
@@ -263,15 +307,31 @@ VARIANT_STAGES = (
 )
 
 
+def with_references(study: Study, runs: tuple[Run, ...]) -> tuple[Run, ...]:
+    """The selected runs plus the dense runs their evaluation compares with (same model and
+    seed), which a shard may have to train itself when no other shard has yet."""
+    refs = [Run(Variant(r.variant.model, "dense", 0.0), r.seed) for r in runs
+            if not r.variant.is_dense]
+    return tuple(dict.fromkeys([*runs, *(r for r in refs if r in study.runs)]))
+
+
 def run_all(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int | None]:
     """Run every stage for the selected runs, then the study-level stages when all runs are
     done. Returns the counts of stages done and skipped, and verify's exit code (None when
     the analysis still waits for runs)."""
     check_output_dir(ctx.out)
-    (ctx.out / "study.toml").write_bytes(ctx.study.path.read_bytes())
+    with writer_lock(ctx.out, [r.id for r in runs], log=ctx.log):
+        return _run_locked(ctx, runs)
+
+
+def _run_locked(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int | None]:
+    study_copy = ctx.study.path.read_text(encoding="utf-8")
+    if not (ctx.out / "study.toml").is_file() or (ctx.out / "study.toml").read_text() != study_copy:
+        atomic_write_text(ctx.out / "study.toml", study_copy)
     counts = {"done": 0, "skipped": 0}
     holder = ModelHolder(ctx)
-    variants = tuple(dict.fromkeys(r.variant for r in runs))
+    needed = with_references(ctx.study, runs)
+    variants = tuple(dict.fromkeys(r.variant for r in needed))
     for key in dict.fromkeys(v.model for v in variants):
         spec = ctx.study.models[key]
         for stream in STREAMS:
@@ -283,14 +343,17 @@ def run_all(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int | None]:
             _report(ctx, counts, f"[{i}/{len(variants)} {variant.id}] {name}", outcome)
     from repro.research_stages import RUN_STAGES  # it imports this module
 
-    # Per model, dense runs first: a pruned run's evaluation reads the dense run's SAE.
+    # Per model, dense runs first: a pruned run's evaluation reads the dense run's SAE. A
+    # reference run outside the selection only gets the SAE that evaluation needs.
     models_order = list(dict.fromkeys(v.model for v in variants))
     ordered = sorted(
-        runs, key=lambda r: (models_order.index(r.variant.model), not r.variant.is_dense)
+        needed, key=lambda r: (models_order.index(r.variant.model), not r.variant.is_dense)
     )
     for i, run in enumerate(ordered, 1):
         for name, stage in RUN_STAGES:
-            _report(ctx, counts, f"[{i}/{len(ordered)} {run.id}] {name}", stage(ctx, holder, run))
+            if name == "sae" or run in runs:
+                outcome = stage(ctx, holder, run)
+                _report(ctx, counts, f"[{i}/{len(ordered)} {run.id}] {name}", outcome)
     from repro.finish import finish
 
     verdict = finish(ctx, lambda name, outcome: _report(ctx, counts, f"[study] {name}", outcome))
@@ -300,6 +363,8 @@ def run_all(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int | None]:
 
 def _report(ctx: Context, counts: dict[str, int], what: str, outcome: StageOutcome) -> None:
     counts[outcome.status] += 1
+    if outcome.reason == "recovered":
+        ctx.log(f"{what}: recovered (it had finished when the previous run was stopped)")
     if outcome.status == "done":
         why = f" ({outcome.reason})" if outcome.reason not in ("not run yet", "") else ""
         ctx.log(f"{what}: done in {outcome.seconds:.1f}s{why}")

@@ -50,7 +50,14 @@ from safetensors.torch import save_file
 
 from repro import data, evaluate, saes
 from repro.errors import ReproError
-from repro.pipeline import STAGE_VERSION, Context, ModelHolder, _upstream, load_tokens
+from repro.pipeline import (
+    STAGE_VERSION,
+    Context,
+    ModelHolder,
+    _upstream,
+    load_tokens,
+    retry_smaller_on_oom,
+)
 from repro.seeding import seed_everything
 from repro.store import StageOutcome, run_stage, sha256_file, write_json
 from repro.study import ModelSpec, Run, Variant
@@ -184,7 +191,8 @@ def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
             result.update(_write_causal(ctx, holder, run, tmp))
         return result
 
-    return run_stage(run_dir(ctx, run, "evaluate"), inputs, work,
+    return run_stage(run_dir(ctx, run, "evaluate"), inputs,
+                     retry_smaller_on_oom(ctx, f"{run.id} evaluate", work),
                      provenance=ctx.provenance(run=run.id, seed=run.seed), force=ctx.force)
 
 

@@ -4,20 +4,32 @@ A stage writes into a hidden `.NAME.partial` sibling, then its `manifest.json` (
 sha256 of every output, provenance, timings) last, then the folder is swapped into place.
 A folder whose manifest is missing, unreadable, made from other inputs, or whose outputs no
 longer match their recorded hashes is not done and is redone. Killing a run at any moment
-therefore loses at most the stage in flight.
+therefore loses at most the stage in flight. A stage that fails removes its `.partial`
+folder; one that fails for lack of disk space says so in one line (ReproError).
+
+A folder whose files no longer match the manifest (truncated, altered) prints a warning naming
+the file before the stage is redone. Two processes never write the same stage: each holds the
+stage's lock (repro.locks.stage_lock) while it checks and writes.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from repro import faults
+from repro.errors import ReproError
+from repro.locks import stage_lock
 
 MANIFEST = "manifest.json"
 
@@ -35,17 +47,59 @@ def hash_inputs(inputs: Any) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so readers never see half a file."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    half = len(text) // 2
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.write(text[:half])
+            f.flush()
+            faults.point(f"write:{path}")
+            f.write(text[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        full = disk_error(exc, path)
+        if full is None:
+            raise
+        raise full from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_DISK_MESSAGE = re.compile(r"os error (28|27|122)\b|No space left|File too large|quota",
+                           re.IGNORECASE)
+
+
+def disk_error(exc: BaseException, where: Path) -> ReproError | None:
+    """A one-line error when `exc` says the disk is full (or a file-size or quota limit hit)."""
+    if getattr(exc, "errno", None) in _DISK_ERRNOS or _DISK_MESSAGE.search(str(exc)):
+        return ReproError(f"no space left while writing {where} ({str(exc).strip()[:120]}); "
+                          "free disk space (or choose another --out) and run the same command "
+                          "again to resume")
+    return None
+
+
+def warn(msg: str) -> None:
+    """A warning that is shown even with --quiet: something on disk was not as recorded."""
+    print(f"repro: warning: {msg}", file=sys.stderr, flush=True)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -57,6 +111,15 @@ def read_manifest(folder: Path) -> dict | None:
         return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def fingerprint(folder: Path) -> str | None:
+    """What a downstream stage depends on: the stage's inputs and the hashes of its outputs,
+    so that an upstream stage redone with a different result invalidates what read it."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    return hash_inputs({"inputs": manifest.get("input_hash"), "outputs": manifest.get("outputs")})
 
 
 def check_done(folder: Path, input_hash: str) -> str | None:
@@ -98,36 +161,65 @@ def run_stage(
     for the manifest (e.g. achieved sparsity). Returns how the stage ended.
     """
     input_hash = hash_inputs(inputs)
-    reason = "forced" if force else check_done(folder, input_hash)
-    if reason is None:
+    if not force and check_done(folder, input_hash) is None:
         return StageOutcome("skipped", 0.0)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    started = time.time()
-    extra = work(tmp) or {}
-    seconds = time.time() - started
+    with stage_lock(folder, log=warn):
+        # Checked again under the lock: another writer may have finished it meanwhile.
+        reason = "forced" if force else check_done(folder, input_hash)
+        if reason is None:
+            return StageOutcome("skipped", 0.0)
+        if reason == "not run yet" and check_done(tmp, input_hash) is None:
+            _swap_in(tmp, folder)  # a run killed after its manifest was written: keep its work
+            return StageOutcome("skipped", 0.0, "recovered")
+        if reason not in ("forced", "not run yet", "inputs changed"):
+            warn(f"{folder}: {reason} (truncated, altered or deleted); redoing its stage")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        faults.point(f"stage:{folder}:begin")
+        started = time.time()
+        try:
+            extra = work(tmp) or {}
+            seconds = time.time() - started
+            faults.point(f"stage:{folder}:outputs")
+            _write_manifest(tmp, folder.name, input_hash, inputs, started, seconds, extra,
+                            provenance)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            full = disk_error(exc, folder)
+            if full is None:
+                raise
+            raise full from None
+        faults.point(f"stage:{folder}:ready")
+        _swap_in(tmp, folder)
+    return StageOutcome("done", seconds, reason)
+
+
+def _write_manifest(tmp: Path, stage: str, input_hash: str, inputs: dict, started: float,
+                    seconds: float, extra: dict, provenance: dict) -> None:
+    """The manifest names every file the stage wrote with its sha256; it is written last."""
     outputs = {
         str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
     }
-    write_json(
-        tmp / MANIFEST,
-        {
-            "stage": folder.name,
-            "input_hash": input_hash,
-            "inputs": inputs,
-            "outputs": outputs,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "wall_seconds": round(seconds, 3),
-            "result": extra,
-            "provenance": provenance,
-        },
-    )
+    write_json(tmp / MANIFEST, {
+        "stage": stage,
+        "input_hash": input_hash,
+        "inputs": inputs,
+        "outputs": outputs,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": round(seconds, 3),
+        "result": extra,
+        "provenance": provenance,
+    })
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Put the finished `tmp` in place of `folder`; a kill in between leaves one of the two."""
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
+        faults.point(f"stage:{folder}:swap")
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
-    return StageOutcome("done", seconds, reason)

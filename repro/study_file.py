@@ -202,7 +202,9 @@ def profile_path(profile: str) -> Path:
 def select_runs(study: Study, run_ids: list[str] | None, shard: str | None) -> tuple[Run, ...]:
     """The runs a command works on: --runs picks by id, --shard i/n takes every n-th variant.
 
-    Shards split variants, not runs, so that no two shards prune or capture the same model.
+    Shards split variants, not runs, so that no two shards prune or capture the same variant
+    (except the dense runs a shard's pruned runs are evaluated against; repro.pipeline runs
+    those under stage locks, so whichever shard gets there first does them).
     """
     runs = tuple(study.run(r) for r in run_ids) if run_ids else study.runs
     if shard:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from repro.store import StageOutcome, atomic_write_text, read_manifest, run_stage, write_json
+from repro.store import StageOutcome, atomic_write_text, fingerprint, run_stage, write_json
 
 TITLES = {
     "T1_pruning": "Table 1. Pruning: achieved sparsity and perplexity (dense vs pruned)",
@@ -61,7 +61,7 @@ def analysis_stage(ctx: Any, runs_done: list[str]) -> StageOutcome:
     inputs = {
         "version": STAGE_VERSION["analysis"],
         "study": ctx.study.path.read_text(),
-        "upstream": {p: (read_manifest(ctx.out / p) or {}).get("input_hash") for p in runs_done},
+        "upstream": {p: fingerprint(ctx.out / p) for p in runs_done},
     }
 
     def work(tmp: Path) -> dict:
@@ -91,7 +91,7 @@ def tables_stage(ctx: Any) -> StageOutcome:
     """Render the analysis rows as CSV and Markdown; copy the claims to RUN_DIR/claims.json."""
     inputs = {
         "version": STAGE_VERSION["tables"],
-        "analysis": (read_manifest(ctx.out / "analysis") or {}).get("input_hash"),
+        "analysis": fingerprint(ctx.out / "analysis"),
     }
 
     def work(tmp: Path) -> dict:

@@ -63,3 +63,35 @@ def test_second_run_does_nothing(run_dir: Path) -> None:
     res = repro("all", "--profile", "tiny", "--out", str(run_dir), "--quiet")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "everything is already done" in res.stdout
+
+
+def _manifests(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.parent.relative_to(run_dir)): p.read_bytes()
+            for p in run_dir.rglob("manifest.json")
+            if not any(part.startswith(".") for part in p.relative_to(run_dir).parts)}
+
+
+def test_corrupted_artifacts_are_named_and_redone(run_dir: Path) -> None:
+    """A truncated SAE, an altered activation chunk and an edited table: the next run names
+    each file, redoes exactly those three stages (their recomputed outputs hash the same, so
+    nothing downstream is redone) and verifies again. Runs last: it rewrites the fixture."""
+    sae = run_dir / "runs" / "gemma-3-tiny" / "wanda" / "50" / "sae" / "sae_weights.safetensors"
+    chunk = sorted((run_dir / "variants" / "llama-tiny" / "dense" / "activations")
+                   .glob("*.safetensors"))[0]
+    table = run_dir / "tables" / "T3_survival.csv"
+    originals = {path: path.read_bytes() for path in (sae, chunk, table)}
+    sae.write_bytes(originals[sae][: len(originals[sae]) // 2])
+    altered = bytearray(originals[chunk])
+    altered[-5] ^= 0xFF
+    chunk.write_bytes(bytes(altered))
+    table.write_text(originals[table].decode().replace("0.", "0.9", 1))
+    before = _manifests(run_dir)
+    res = repro("all", "--profile", "tiny", "--out", str(run_dir), "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for path in originals:
+        assert f"{path.parent}: {path.name} does not match its recorded sha256" in res.stderr
+        assert path.read_bytes() == originals[path]  # recomputed, bit for bit
+    after = _manifests(run_dir)
+    redone = sorted(k for k in after if after[k] != before.get(k))
+    assert redone == sorted(str(p.parent.relative_to(run_dir)) for p in originals), redone
+    assert "verification PASS" in res.stdout

@@ -1,0 +1,169 @@
+"""Bad input, exhaustively: each case is one line on stderr, exit code 2, no traceback, and
+nothing written (the folder the command ran in holds exactly what the test put there).
+
+Study-file cases run `repro all --study bad.toml` in this process (fast); the cases that
+depend on the environment (token, offline mode, Hugging Face cache) run in a subprocess with
+an empty HF_HOME, since huggingface_hub reads those variables once, at import.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repro import cli
+from repro.study_file import PROFILES_DIR, profile_path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runfolder import make_run  # noqa: E402
+
+ASSETS = (PROFILES_DIR.parent / "assets" / "tiny").resolve()
+TINY = profile_path("tiny").read_text().replace('"../assets/tiny', f'"{ASSETS}')
+
+# (case, (text to replace, replacement) in the tiny study, what the one line must say)
+STUDY_EDITS = [
+    ("not TOML", ("[sae]", "[sae"), "not valid TOML"),
+    ("unknown top-level table", ("[sae]", "[saes]"), "unknown key(s) saes"),
+    ("seed a string", ("seed = 0\n\n[models", 'seed = "zero"\n\n[models'), "seed must be"),
+    ("device unknown", ('device = "cpu"', 'device = "tpu"'), "device must be cuda or cpu"),
+    ("dtype unknown", ('dtype = "float32"', 'dtype = "int8"'), "dtype must be one of"),
+    ("architecture not the model's", ('architecture = "LlamaForCausalLM"',
+                                      'architecture = "MistralForCausalLM"'),
+     "config.json says LlamaForCausalLM"),
+    ("n_layers not the model's", ("n_layers = 6\nprobe_layer = 3\n\n[[",
+                                  "n_layers = 8\nprobe_layer = 3\n\n[["), "config.json has 6"),
+    ("probe layer past the last", ("probe_layer = 3\n\n[[", "probe_layer = 6\n\n[["),
+     "outside 0..5"),
+    ("model folder missing", ("models/llama-tiny", "models/llama-huge"), "llama-huge"),
+    ("pretrained SAE folder missing", ("saes/gemma-2-tiny", "saes/gemma-2-none"),
+     "gemma-2-none is missing"),
+    ("unknown method", ('methods = ["wanda"]', 'methods = ["sparsegpt"]'), "magnitude or wanda"),
+    ("sparsity 1.0", ("sparsities = [0.3, 0.5]", "sparsities = [0.3, 1.0]"), "outside (0, 1)"),
+    ("sparsity 0", ("sparsities = [0.3, 0.5]", "sparsities = [0.0, 0.5]"), "outside (0, 1)"),
+    ("sparsity negative", ("sparsities = [0.3, 0.5]", "sparsities = [-0.3, 0.5]"),
+     "outside (0, 1)"),
+    ("sparsity in percent", ("sparsities = [0.3, 0.5]", "sparsities = [30, 50]"), "write 0.5"),
+    ("sparsity a string", ("sparsities = [0.3, 0.5]", 'sparsities = ["half"]'), "not a number"),
+    ("condition on an unknown model", ('model = "llama-tiny"', 'model = "llama-huge"'),
+     "not among [models]"),
+    ("extra seed equals base seed", ("seeds = [1, 2]", "seeds = [0, 2]"), "base seed"),
+    ("SAE k above width", ("k = 16", "k = 4096"), "must not exceed width"),
+    ("SAE lr a string", ("lr = 1e-3", 'lr = "fast"'), "lr must be float"),
+    ("SAE width zero", ("width = 512", "width = 0"), "must be positive"),
+    ("threshold not a number", ("fragile_r = 0.5", 'fragile_r = "half"'), "map names to numbers"),
+    ("stream sampling unknown", ('sampling = "packed"', 'sampling = "random"'), "sampling must"),
+    ("stream of zero sequences", ("n_sequences = 32", "n_sequences = 0"), "must be positive"),
+    ("text source of an unknown kind", ('source = { kind = "tiny", split = "calibration" }',
+                                        'source = { kind = "web", split = "calibration" }'),
+     "kind must be hub or tiny"),
+    ("generated corpus missing", ('source = { kind = "tiny", split = "calibration" }',
+                                  'source = { kind = "tiny", split = "calibration", '
+                                  'path = "/nonexistent/corpus.json" }'), "corpus.json is missing"),
+]
+
+# (case, extra arguments of `repro all --study <the unedited tiny study>`, message)
+ARG_CASES = [
+    ("unknown run id", ["--runs", "gemma-3-tiny/wanda/55"], "unknown run id"),
+    ("shard out of range", ["--shard", "3/2"], "need 0 <= i < n"),
+    ("shard not i/n", ["--shard", "half"], "not of the form i/n"),
+    ("device unknown", ["--device", "tpu"], "use cpu, cuda, cuda:N or auto"),
+    ("CUDA asked, none present", ["--device", "cuda"], "needs a CUDA GPU"),
+    ("option misspelt", ["--shrad", "0/2"], "unrecognized arguments"),
+    ("study file missing", ["--study", "/no/such/study.toml"], "does not exist"),
+]
+
+
+def _files(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+def _check_refused(code: int, err: str, message: str, root: Path, before: set[Path]) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+    assert _files(root) == before, sorted(map(str, _files(root) - before))
+
+
+def _run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = cli.main(args)
+    except SystemExit as exc:  # argparse usage errors exit from inside parse_args
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case,edit,message", STUDY_EDITS, ids=[c[0] for c in STUDY_EDITS])
+def test_bad_study_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str,
+                        edit: tuple[str, str], message: str) -> None:
+    old, new = edit
+    assert old in TINY, f"{case}: the tiny study no longer contains {old!r}"
+    study = tmp_path / "bad.toml"
+    study.write_text(TINY.replace(old, new, 1))
+    before = _files(tmp_path)
+    code, err = _run_in_process(
+        ["all", "--study", str(study), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    _check_refused(code, err, message, tmp_path, before)
+
+
+@pytest.mark.parametrize("case,args,message", ARG_CASES, ids=[c[0] for c in ARG_CASES])
+def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str,
+                       args: list[str], message: str) -> None:
+    study = tmp_path / "tiny.toml"
+    study.write_text(TINY)
+    if "--study" not in args:
+        args = ["--study", str(study), *args]
+    before = _files(tmp_path)
+    code, err = _run_in_process(["all", *args, "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    _check_refused(code, err, message, tmp_path, before)
+
+
+SENTINEL = "hf_SENTINEL0000secret0000token"
+
+ENV_CASES = [
+    ("gated model, no token", {}, "is gated and HF_TOKEN is not set"),
+    ("offline, nothing cached", {"HF_HUB_OFFLINE": "1", "HF_TOKEN": SENTINEL},
+     "is not in the cache and HF_HUB_OFFLINE is set"),
+]
+
+
+@pytest.mark.parametrize("case,env,message", ENV_CASES, ids=[c[0] for c in ENV_CASES])
+def test_paper_profile_without_access(tmp_path: Path, case: str, env: dict[str, str],
+                                      message: str) -> None:
+    """The paper profile on a machine with no cache: refused before anything is written, and
+    the token, when there is one, is not in the message."""
+    home = tmp_path / "hf"
+    home.mkdir()
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("HF_", "HUGGING_FACE")) and k != "XDG_CACHE_HOME"}
+    before = _files(tmp_path)
+    res = subprocess.run(
+        [sys.executable, "-m", "repro", "all", "--profile", "paper", "--device", "cpu",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**clean, "HF_HOME": str(home), **env})
+    _check_refused(res.returncode, res.stderr, message, tmp_path, before)
+    assert SENTINEL not in res.stderr + res.stdout
+
+
+def test_malformed_tolerances_are_refused(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """An expected-outputs folder whose tolerances file is broken: verify writes no verdict."""
+    run, expected = make_run(tmp_path)
+    capsys.readouterr()
+    cases = [("[tiny.T3_survival]\nsurvival = { abs = -0.1 }\n", "must be a finite number >= 0"),
+             ("[tiny.T3_survival\n", "not valid TOML"),
+             ("[tiny.T3_survival]\nsurvival = { absolute = 0.1 }\n", "absolute")]
+    for text, message in cases:
+        (expected.parent / "tolerances.toml").write_text(text)
+        before = _files(tmp_path)
+        code, err = _run_in_process(["verify", str(run), "--expected", str(expected)], capsys)
+        _check_refused(code, err, message, tmp_path, before)
+
+
+def test_at_least_twenty_cases() -> None:
+    assert len(STUDY_EDITS) + len(ARG_CASES) + len(ENV_CASES) + 3 >= 20

@@ -1,0 +1,106 @@
+"""`repro bench`: its reference twins agree with the project's paths, its record has the
+fields the README quotes, the budget arithmetic scales as it should, and the paper's
+declared architectures have the published parameter counts."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_model, random_ids
+
+from repro import bench_estimate as be
+from repro import bench_paths as bp
+from repro import match, prune
+from repro.footprint import KNOWN_MODELS
+from repro.paper_configs import PAPER_ARCHS, build_config, layer_params, param_count
+from repro.study_file import load_study, profile_path
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.5])
+def test_reference_wanda_twin_gives_the_project_masks(arch: str, sparsity: float) -> None:
+    model = make_model(arch, n_layers=3, hidden=32)
+    calib = random_ids(6, 12)
+    ours = prune.prune_wanda(copy.deepcopy(model), calib, sparsity, batch_size=4)
+    reference = bp.reference_wanda(copy.deepcopy(model), calib, sparsity)
+    assert ours.keys() == reference.keys()
+    for name in ours:
+        assert torch.equal(ours[name], reference[name]), name
+
+
+def test_bench_wanda_reports_equal_masks_and_restores_weights() -> None:
+    model = make_model("Gemma3ForCausalLM", n_layers=2, hidden=32)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    got = bp.wanda(model, random_ids(4, 12), 0.5, batch_size=2, repeats=1)
+    assert got["masks_equal"] and got["mask_entries_differing"] == 0
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+
+
+def test_one_shot_and_blockwise_matching_agree() -> None:
+    a, b = bp.decoders(300, 32)
+    blockwise = match.hungarian_match(a, b, block=64).index
+    assert np.array_equal(blockwise, bp.one_shot_match(a, b))
+    assert len(set(blockwise.tolist())) == 300
+
+
+def test_quick_bench_writes_json_and_markdown(tmp_path) -> None:
+    from repro.bench import run_bench
+
+    record = run_bench(torch.device("cpu"), tmp_path, quick=True, repeats=1,
+                       only=("tiny", "match"), match_size=256)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["settings"]["quick"] is True and saved["settings"]["match_size"] == 256
+    assert {"code_version", "packages", "device"} <= saved["provenance"].keys()
+    assert saved["dtype"]["tiny"] == "torch.float32"
+    tiny = saved["tiny"]["gemma-3-tiny"]
+    for key in ("capture_tokens_per_s", "ce_eval_tokens_per_s"):
+        assert tiny[key]["median"] > 0, key
+    assert tiny["sae_training_tokens_per_s"] > 0 and tiny["wanda_s_per_layer"] > 0
+    ratio = saved["ratios"]["matching"]
+    assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"] and ratio["check"] is True
+    assert record["wall_seconds"] > 0
+    text = (tmp_path / "bench.md").read_text()
+    assert "256 x 256" in text and "gemma-3-tiny" in text
+
+
+def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
+    study = load_study(profile_path("paper"))
+    work = be.study_work(study)
+    assert sum(w["runs"] for w in work.values()) == len(study.runs) == 22
+    g = work["gemma-3-1b"]
+    assert g["variants"] == 13 and g["wanda"] == 6 and g["magnitude"] == 6
+    assert g["match_pairs"] == 12 + 3  # 12 conditions + 3 pairs of RQ1 seeds
+    rates = be.Rates(1e-3, 5e-3, 2.0, 3.0, 4e-3)
+    base = be.stage_seconds(g, rates, 60.0)
+    doubled = be.stage_seconds({**g, **{k: 2 * g[k] for k in (
+        "sae_tokens", "eval_tokens", "ppl_tokens")}}, rates, 60.0)
+    for stage in ("sae", "activations", "perplexity", "evaluate"):
+        assert doubled[stage] == pytest.approx(2 * base[stage]), stage
+    assert doubled["prune"] == base["prune"] and doubled["analyze"] == base["analyze"]
+    est = be.estimate(study, dict.fromkeys(study.models, rates), 60.0)
+    assert est["total_s"] == pytest.approx(sum(est["stages"].values()))
+    assert 0 < est["h100_class_total_s"] < est["total_s"]
+
+
+@pytest.mark.parametrize("key", list(PAPER_ARCHS))
+def test_paper_configs_have_the_published_parameter_counts(key: str) -> None:
+    arch = PAPER_ARCHS[key]
+    n = param_count(key)
+    assert n == pytest.approx(KNOWN_MODELS[arch.source].n_params, rel=0.02)
+    vocab, d = arch.values["vocab_size"], arch.values["hidden_size"]
+    norms = param_count(key) - vocab * d - arch.n_layers * layer_params(key)
+    assert 0 < norms < 0.001 * n  # what is left besides embeddings and Linears: norms
+    assert KNOWN_MODELS[arch.source].d_model == d
+
+
+def test_reduced_config_keeps_the_layer_types() -> None:
+    full, reduced = build_config("gemma-3-1b"), build_config("gemma-3-1b", n_layers=7)
+    assert reduced.num_hidden_layers == 7
+    assert reduced.layer_types == full.layer_types[:7]
+    assert full.layer_types[5] == "full_attention" and full.layer_types[4] == "sliding_attention"
+    with pytest.raises(ValueError):
+        build_config("gemma-3-1b", n_layers=27)
