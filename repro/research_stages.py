@@ -13,7 +13,8 @@ runs/<run id>/sae/ (every run)
   with f_i > 0, on the model the SAE was trained on), fire_count int64 [width],
   n_tokens int64 [] (non-special eval tokens).
 - training.json: n_tokens, steps, batch_tokens, width, k, lr, seed, norm_scaling_factor,
-  dead_feature_window_steps, train_l0, dead_at_end, train_seconds, alive_on_eval.
+  dead_feature_window_steps, train_l0, dead_at_end, alive_on_eval (train_seconds is in
+  the manifest's result).
 
 runs/<run id>/evaluate/
 - transfer.json (every run): {"run", "variant", "role": "dense" | "pruned" | "extra_seed",
@@ -126,7 +127,9 @@ def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
                                   special_ids(tokenizer))
         saes.save_firing_rates(rates, tmp / "firing_rates.safetensors")
         record["alive_on_eval"] = int((rates["fire_count"] > 0).sum())
-        write_json(tmp / "training.json", record)
+        # The training time goes to the manifest only: an output that differs on every run
+        # would change this stage's fingerprint and redo everything downstream of a retrain.
+        write_json(tmp / "training.json", {k: v for k, v in record.items() if k != "train_seconds"})
         return {k: record[k] for k in ("n_tokens", "steps", "alive_on_eval", "train_seconds")}
 
     return run_stage(run_dir(ctx, run, "sae"), inputs, work,

@@ -27,6 +27,11 @@ TINY = profile_path("tiny").read_text().replace('"../assets/tiny', f'"{ASSETS}')
 # (case, (text to replace, replacement) in the tiny study, what the one line must say)
 STUDY_EDITS = [
     ("not TOML", ("[sae]", "[sae"), "not valid TOML"),
+    ("unknown model key", ("probe_layer = 3\n", "probe_layer = 3\nprobe_layr = 3\n"),
+     "unknown key(s) probe_layr"),
+    ("probe layer a string", ("probe_layer = 3", 'probe_layer = "3"'), "probe_layer must be int"),
+    ("SAE section missing a field", ("k = 16\n", ""), "missing 1 required"),
+    ("no conditions", ("[[conditions]]", "[[nonditions]]"), "conditions"),
     ("unknown top-level table", ("[sae]", "[saes]"), "unknown key(s) saes"),
     ("seed a string", ("seed = 0\n\n[models", 'seed = "zero"\n\n[models'), "seed must be"),
     ("device unknown", ('device = "cpu"', 'device = "tpu"'), "device must be cuda or cpu"),

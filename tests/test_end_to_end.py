@@ -76,7 +76,7 @@ def test_corrupted_artifacts_are_named_and_redone(run_dir: Path) -> None:
     each file, redoes exactly those three stages (their recomputed outputs hash the same, so
     nothing downstream is redone) and verifies again. Runs last: it rewrites the fixture."""
     sae = run_dir / "runs" / "gemma-3-tiny" / "wanda" / "50" / "sae" / "sae_weights.safetensors"
-    chunk = sorted((run_dir / "variants" / "llama-tiny" / "dense" / "activations")
+    chunk = sorted((run_dir / "variants" / "llama-tiny" / "dense" / "0" / "activations")
                    .glob("*.safetensors"))[0]
     table = run_dir / "tables" / "T3_survival.csv"
     originals = {path: path.read_bytes() for path in (sae, chunk, table)}
