@@ -46,18 +46,22 @@ def reconstruction_metrics(sae: Any, chunks: Iterator[torch.Tensor]) -> dict[str
 
     ev = ExplainedVarianceCalculator()
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=sae.device)
-    sq_err, active, n = 0.0, 0, 0
+    # Sums stay on the device until the end: no host round trip per batch.
+    sq_err = torch.zeros((), dtype=torch.float64, device=sae.device)
+    active = torch.zeros((), dtype=torch.int64, device=sae.device)
+    n = 0
     for acts in chunks:
         for x, f in encode(sae, acts):
             x_hat = sae.decode(f)
             ev.add_batch(sae_output=x_hat, hidden_acts=x)
-            sq_err += float((x - x_hat).double().pow(2).sum())
-            active += int((f != 0).sum())
+            sq_err += (x - x_hat).double().pow(2).sum()
+            active += (f != 0).sum()
             fired |= (f != 0).any(0)
             n += len(x)
     if n == 0:
         raise ReproError("no non-special eval tokens to measure the SAE on; check data.eval")
-    return {"explained_variance": ev.compute(), "mse": sq_err / n, "l0": active / n,
+    return {"explained_variance": ev.compute(), "mse": float(sq_err) / n,
+            "l0": int(active) / n,
             "dead_fraction": float((~fired).double().mean()), "n_tokens": n}
 
 
@@ -98,13 +102,14 @@ def _injected(model: nn.Module, layer: int) -> Iterator[_Inject]:
 
 
 def _loss_sum(model: nn.Module, inject: _Inject, ids: torch.Tensor, hidden: torch.Tensor,
-              keep: torch.Tensor) -> float:
-    """Summed next-token CE (float64) over predictions made from non-special positions."""
+              keep: torch.Tensor) -> torch.Tensor:
+    """Summed next-token CE (float64, on the device) over predictions made from non-special
+    positions."""
     inject.value = hidden
     logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                            reduction="none").view(ids.shape[0], -1)
-    return float((loss.double() * keep[:, :-1]).sum())
+    return (loss.double() * keep[:, :-1]).sum()
 
 
 # ---- RQ3: CE-loss score with the SAE spliced in --------------------------------------------
@@ -145,6 +150,7 @@ def ce_loss_scores(model: nn.Module, saes: dict[str, Any], input_ids: torch.Tens
             for name, sae in saes.items():
                 sums[name] += _loss_sum(model, inject, ids, _splice(sae, h, k), k)
     n = int(keep[:, :-1].sum())
+    sums = {name: float(total) for name, total in sums.items()}  # one host transfer each
     clean, zero = sums["clean"] / n, sums["zero"] / n
     return {name: {"ce_loss_score": (zero - sums[name] / n) / (zero - clean),
                    "ce_loss_with_sae": sums[name] / n, "ce_loss_without_sae": clean,
@@ -247,7 +253,7 @@ def causal_importance(model: nn.Module, sae: Any, input_ids: torch.Tensor, acts:
         clean, fired = [], []
         for g in groups:
             ids, h, k = input_ids[g].to(device), acts[g].to(device), keep[g].to(device)
-            clean.append(_loss_sum(model, inject, ids, h, k))
+            clean.append(float(_loss_sum(model, inject, ids, h, k)))
             f = torch.cat([sae.encode(x)[:, index] for x in
                            h.reshape(-1, h.shape[-1]).float().split(SLICE_TOKENS)])
             fired.append((f.view(*h.shape[:2], -1) * k[..., None]).cpu())
@@ -259,8 +265,8 @@ def causal_importance(model: nn.Module, sae: Any, input_ids: torch.Tensor, acts:
                     continue
                 h = acts[g].to(device)
                 ablated = h.float() - f_j.to(device)[..., None] * directions[j]
-                loss = _loss_sum(model, inject, input_ids[g].to(device), ablated.to(h.dtype),
-                                 keep[g].to(device))
+                loss = float(_loss_sum(model, inject, input_ids[g].to(device),
+                                       ablated.to(h.dtype), keep[g].to(device)))
                 delta[j] += loss - clean[gi]
     n_pred = int(keep[:, :-1].sum())
     return {"delta_ce": delta / n_pred, "clean_ce": sum(clean) / n_pred, "n_predictions": n_pred}
