@@ -27,11 +27,11 @@ from repro.provenance import provenance
 from repro.seeding import seed_everything
 from repro.store import (
     StageOutcome,
-    atomic_write_text,
     fingerprint,
     read_manifest,
     run_stage,
     write_json,
+    write_text_if_changed,
 )
 from repro.study import ModelSpec, Run, Study, Variant
 
@@ -310,8 +310,7 @@ VARIANT_STAGES = (
 def with_references(study: Study, runs: tuple[Run, ...]) -> tuple[Run, ...]:
     """The selected runs plus the dense runs their evaluation compares with (same model and
     seed), which a shard may have to train itself when no other shard has yet."""
-    refs = [Run(Variant(r.variant.model, "dense", 0.0), r.seed) for r in runs
-            if not r.variant.is_dense]
+    refs = [r.dense_reference for r in runs if not r.variant.is_dense]
     return tuple(dict.fromkeys([*runs, *(r for r in refs if r in study.runs)]))
 
 
@@ -321,13 +320,11 @@ def run_all(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int | None]:
     the analysis still waits for runs)."""
     check_output_dir(ctx.out)
     with writer_lock(ctx.out, [r.id for r in runs], log=ctx.log):
-        return _run_locked(ctx, runs)
+        return _run_selected(ctx, runs)
 
 
-def _run_locked(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int | None]:
-    study_copy = ctx.study.path.read_text(encoding="utf-8")
-    if not (ctx.out / "study.toml").is_file() or (ctx.out / "study.toml").read_text() != study_copy:
-        atomic_write_text(ctx.out / "study.toml", study_copy)
+def _run_selected(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int | None]:
+    write_text_if_changed(ctx.out / "study.toml", ctx.study.path.read_text(encoding="utf-8"))
     counts = {"done": 0, "skipped": 0}
     holder = ModelHolder(ctx)
     needed = with_references(ctx.study, runs)

@@ -61,7 +61,7 @@ from repro.pipeline import (
 )
 from repro.seeding import seed_everything
 from repro.store import StageOutcome, run_stage, sha256_file, write_json
-from repro.study import ModelSpec, Run, Variant
+from repro.study import ModelSpec, Run
 
 CAUSAL_PER_BIN = 20
 """Features sampled per firing-rate stratum for RQ5 (study threshold causal_features_per_bin)."""
@@ -84,7 +84,7 @@ def special_ids(tokenizer: Any) -> list[int]:
 
 def dense_reference(ctx: Context, run: Run) -> Run:
     """The dense run of the same model and seed, whose SAE a pruned run is compared with."""
-    ref = Run(Variant(run.variant.model, "dense", 0.0), run.seed)
+    ref = run.dense_reference
     if ref not in ctx.study.runs:
         raise ReproError(f"run {run.id} has no dense reference run {ref.id} in the study; "
                          "add the model's dense run")

@@ -102,6 +102,16 @@ def warn(msg: str) -> None:
     print(f"repro: warning: {msg}", file=sys.stderr, flush=True)
 
 
+def write_text_if_changed(path: Path, text: str) -> None:
+    """atomic_write_text, skipped when the file already holds `text` (no needless rewrite)."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    atomic_write_text(path, text)
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -231,6 +231,11 @@ class Run:
     def id(self) -> str:
         return self.variant.id + (f"/seed-{self.seed}" if self.is_extra_seed else "")
 
+    @property
+    def dense_reference(self) -> Run:
+        """The dense run of the same model and seed, whose SAE a pruned run is compared with."""
+        return Run(Variant(self.variant.model, "dense", 0.0), self.seed)
+
 
 @dataclass(frozen=True)
 class Study:

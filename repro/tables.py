@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from repro.store import StageOutcome, atomic_write_text, fingerprint, run_stage, write_json
+from repro.store import (
+    StageOutcome,
+    atomic_write_text,
+    fingerprint,
+    run_stage,
+    write_json,
+    write_text_if_changed,
+)
 
 TITLES = {
     "T1_pruning": "Table 1. Pruning: achieved sparsity and perplexity (dense vs pruned)",
@@ -104,7 +111,6 @@ def tables_stage(ctx: Any) -> StageOutcome:
     outcome = run_stage(
         ctx.out / "tables", inputs, work, provenance=ctx.provenance(), force=ctx.force
     )
-    claims = (ctx.out / "analysis" / "claims.json").read_text()
-    if not (ctx.out / "claims.json").is_file() or (ctx.out / "claims.json").read_text() != claims:
-        atomic_write_text(ctx.out / "claims.json", claims)
+    write_text_if_changed(ctx.out / "claims.json",
+                          (ctx.out / "analysis" / "claims.json").read_text())
     return outcome
