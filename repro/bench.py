@@ -225,6 +225,8 @@ def sae_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
                        spec=SaeSpec(width=512, k=16, lr=1e-3, batch_tokens=1024),
                        seq_batch=32, repeats=s.repeats)
     got["ratio"] = bp.ratio_spread(got["times"]["sae_lens"], got["times"]["project"])
+    got["ratio_replay"] = bp.ratio_spread(got["times"]["sae_lens"],
+                                          got["times"]["project_replay"])
     return got
 
 
@@ -289,6 +291,10 @@ def _summarise(record: dict[str, Any]) -> None:
         r["sae_training"] = {**x["ratio"], "goal": GOALS["sae_training"], "check": True,
                              "what": "saes.train_sae vs sae-lens LanguageModelSAETrainingRunner"
                                      " (HookedProxyLM), gemma-3-tiny"}
+        r["sae_training_replayed"] = {
+            **x["ratio_replay"], "goal": GOALS["sae_training"], "check": True,
+            "what": "a further seed replaying the run's recorded probe activations "
+                    "(saes.ProbeCapture) vs the sae-lens runner, gemma-3-tiny"}
     for name, x in record.get("wanda", {}).items():
         r[f"wanda_{name}"] = {**x["ratio"], "goal": None, "check": x["masks_equal"],
                               "what": f"prune_wanda vs per-sequence reference, {name}"}

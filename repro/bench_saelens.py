@@ -22,7 +22,7 @@ from torch import nn
 
 from repro.bench_paths import device_of, timed
 from repro.models import decoder_layers
-from repro.saes import MAX_DEAD_WINDOW, hook_name, train_sae
+from repro.saes import MAX_DEAD_WINDOW, ProbeCapture, hook_name, train_sae
 from repro.study import SaeSpec
 
 
@@ -80,9 +80,10 @@ def sae_training(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torc
     """Seconds and model tokens of both trainers, `repeats` rounds side by side."""
     n_layers = len(decoder_layers(model))
     special = sorted({int(t) for t in ids[~keep].unique()})
-    times: dict[str, list[float]] = {"project": [], "sae_lens": []}
+    times: dict[str, list[float]] = {"project": [], "project_replay": [], "sae_lens": []}
     lm_tokens: dict[str, int] = {}
     trained: dict[str, int] = {}
+    # "project_replay": a further seed of the same run, replaying the recorded probe activations
     logging.getLogger("sae_lens").setLevel(logging.ERROR)
     # one untimed round on a few sequences: imports and first-call costs of both trainers
     warm = max(2, -(-2 * spec.batch_tokens // ids.shape[1]))
@@ -102,7 +103,14 @@ def _rounds(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Ten
     device = device_of(model)
     for name in times:
         times[name].clear()
+    captured = ProbeCapture()  # recorded once, untimed: what a second seed of a run replays
+    train_sae(model, ids, keep, layer=layer, spec=spec, seed=seed, seq_batch=seq_batch,
+              metadata={"model_name": "repro-bench"}, captured=captured)
     for _ in range(rounds):
+        seconds, _ = timed(lambda: train_sae(
+            model, ids, keep, layer=layer, spec=spec, seed=seed + 1, seq_batch=seq_batch,
+            metadata={"model_name": "repro-bench"}, captured=captured), device)
+        times["project_replay"].append(seconds)
         counter = _TokenCounter(model)
         seconds, (_, record) = timed(lambda: train_sae(
             model, ids, keep, layer=layer, spec=spec, seed=seed, seq_batch=seq_batch,

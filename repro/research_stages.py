@@ -12,6 +12,10 @@ runs/<run id>/sae/ (every run)
 - firing_rates.safetensors: firing_rate float64 [width] (fraction of non-special eval tokens
   with f_i > 0, on the model the SAE was trained on), fire_count int64 [width],
   n_tokens int64 [] (non-special eval tokens).
+- The seeds of one variant (RQ1's extra seeds) share one pass of the model: the first records
+  the probe activations of the SAE-training stream in host memory (saes.ProbeCapture, held
+  by the ModelHolder while it stays on that variant) and the others replay them; the
+  manifest's result says `replayed_activations`.
 - training.json: n_tokens, steps, batch_tokens, width, k, lr, seed, norm_scaling_factor,
   dead_feature_window_steps, train_l0, dead_at_end, alive_on_eval (train_seconds is in
   the manifest's result).
@@ -116,11 +120,15 @@ def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
     def work(tmp: Path) -> dict:
         tokenizer = holder.tokenizer_for(spec)
         ids = load_tokens(ctx, spec.key, "sae_train")
+        model = holder.variant_model(run.variant)
+        captured = holder.probe_capture(run.variant, inputs["tokens"], ids.numel(),
+                                        model.config.hidden_size)
+        replayed = captured is not None and captured.complete
         sae, record = saes.train_sae(
-            holder.variant_model(run.variant), ids, data.special_token_mask(ids, tokenizer),
+            model, ids, data.special_token_mask(ids, tokenizer),
             layer=spec.probe_layer, spec=s, seed=run.seed, seq_batch=ctx.batch_size,
             metadata={"model_name": spec.source, "context_size": int(ids.shape[1]),
-                      "repro_run": run.id})
+                      "repro_run": run.id}, captured=captured)
         saes.save_sae(sae, tmp)
         rates = saes.firing_rates(saes.load_sae(tmp, ctx.device),
                                   ctx.variant_dir(run.variant, "activations"),
@@ -130,7 +138,8 @@ def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
         # The training time goes to the manifest only: an output that differs on every run
         # would change this stage's fingerprint and redo everything downstream of a retrain.
         write_json(tmp / "training.json", {k: v for k, v in record.items() if k != "train_seconds"})
-        return {k: record[k] for k in ("n_tokens", "steps", "alive_on_eval", "train_seconds")}
+        return {**{k: record[k] for k in ("n_tokens", "steps", "alive_on_eval", "train_seconds")},
+                "replayed_activations": replayed}
 
     return run_stage(run_dir(ctx, run, "sae"), inputs, work,
                      provenance=ctx.provenance(run=run.id, seed=run.seed), force=ctx.force)

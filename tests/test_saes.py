@@ -42,11 +42,32 @@ def _ids() -> torch.Tensor:
     return ids
 
 
-def _train(model: torch.nn.Module, seed: int):
+def _train(model: torch.nn.Module, seed: int, captured: saes.ProbeCapture | None = None):
     ids = _ids()
     keep = ~torch.isin(ids, torch.tensor(SPECIAL))
     return saes.train_sae(model, ids, keep, layer=2, spec=SPEC, seed=seed, seq_batch=5,
-                          metadata={"model_name": "random"})
+                          metadata={"model_name": "random"}, captured=captured)
+
+
+def test_seeds_sharing_one_capture_train_the_same_saes(model) -> None:
+    """The second seed replays the first seed's probe activations instead of running the
+    model, and ends with exactly the SAE it trains on its own."""
+    captured = saes.ProbeCapture()
+    first, _ = _train(model, 7, captured)
+    assert captured.complete and sum(len(b) for b in captured.batches) == 24 * 11 - 1
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        replayed, _ = _train(model, 8, captured)
+    finally:
+        handle.remove()
+    assert calls == []  # the model never ran
+    alone, _ = _train(model, 8)
+    for name, p in alone.state_dict().items():
+        assert torch.equal(p, replayed.state_dict()[name]), name
+    assert not torch.equal(first.W_dec, replayed.W_dec)
+    assert saes.ProbeCapture.fits(1000, 64, torch.bfloat16)
+    assert not saes.ProbeCapture.fits(10**15, 4096, torch.float32)
 
 
 def test_same_seed_gives_the_same_sae_and_another_seed_does_not(model) -> None:
