@@ -8,7 +8,6 @@ manifest for the same inputs.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -28,7 +27,6 @@ from repro.seeding import seed_everything
 from repro.store import (
     StageOutcome,
     fingerprint,
-    read_manifest,
     run_stage,
     write_json,
     write_text_if_changed,
@@ -381,23 +379,3 @@ def _report(ctx: Context, counts: dict[str, int], what: str, outcome: StageOutco
     if outcome.status == "done":
         why = f" ({outcome.reason})" if outcome.reason not in ("not run yet", "") else ""
         ctx.log(f"{what}: done in {outcome.seconds:.1f}s{why}")
-
-
-def summary(ctx: Context) -> list[dict]:
-    """One row per variant with achieved sparsity and perplexity (the first columns of T1)."""
-    rows = []
-    for variant in ctx.study.variants:
-        prune_m = read_manifest(ctx.variant_dir(variant, "prune")) or {}
-        ppl_m = read_manifest(ctx.variant_dir(variant, "perplexity")) or {}
-        rows.append(
-            {
-                "variant": variant.id,
-                "achieved_sparsity": prune_m.get("result", {}).get("achieved_sparsity"),
-                "perplexity": ppl_m.get("result", {}).get("perplexity"),
-            }
-        )
-    return rows
-
-
-def dump_summary(ctx: Context) -> str:
-    return json.dumps(summary(ctx), indent=2)

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from repro import data, evaluate, saes
+from repro import data, evaluate, pretrained_saes, saes
 from repro.errors import ReproError
 from repro.pipeline import (
     STAGE_VERSION,
@@ -220,7 +220,7 @@ def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[st
     sources = {name: str(path.relative_to(ctx.out)) for name, path in paths.items()}
     p = spec.pretrained_sae
     if role != "extra_seed" and p is not None:
-        loaded["pretrained"] = saes.load_pretrained(p, ctx.device, spec.probe_layer)
+        loaded["pretrained"] = pretrained_saes.load_pretrained(p, ctx.device, spec.probe_layer)
         sources["pretrained"] = p.path or f"{p.release}/{p.sae_id}"
     ids, acts = evaluate.load_eval(folder)
     scores = evaluate.ce_loss_scores(

@@ -1,4 +1,4 @@
-"""Sparse autoencoders: training sae-lens TopK SAEs on probe activations, loading public ones.
+"""Sparse autoencoders: training sae-lens TopK SAEs on probe activations, saving, measuring.
 
 Training streams activations straight from the (pruned or dense) model into sae-lens's
 `SAETrainer`: the model runs over the study's `sae_train` tokens, special-token positions
@@ -8,8 +8,7 @@ An SAE is saved with sae-lens (`cfg.json`, `sae_weights.safetensors`), so `SAE.l
 reads it, and its hook name is the TransformerLens name of the probe point,
 `blocks.{L}.hook_resid_post` (HF `hidden_states[L + 1]`).
 
-The tiny profile ships one SAE per Gemma-like tiny model that plays the public pre-trained
-SAE of RQ3; `repro build-tiny-assets` builds it after the tiny models.
+Public pre-trained SAEs and the tiny profile's shipped stand-ins: repro.pretrained_saes.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from torch import nn
 from repro.activations import probe, read_chunks
 from repro.errors import ReproError
 from repro.seeding import seed_everything
-from repro.study import PretrainedSae, SaeSpec, StreamSpec, TextSource
+from repro.study import SaeSpec
 
 BUFFER_BATCHES = 64
 """Shuffle buffer size in training batches; half of it is emitted at each refill."""
@@ -40,12 +39,6 @@ SLICE_TOKENS = 8192
 """Tokens encoded at once when measuring SAEs, so 16384 latents fit in GPU memory."""
 MAX_DEAD_WINDOW = 1000
 """sae-lens's default dead-latent window (steps); short runs use an eighth of their steps."""
-SHIPPED = {"width": 1024, "k": 24, "lr": 1e-3, "batch_tokens": 1024, "n_sequences": 1024,
-           "seq_len": 128, "seed": 1234, "split": "pretrained_sae"}
-"""The shipped tiny SAEs: wider, denser and trained on other tokens than the study's SAEs,
-as a public SAE would be."""
-SHIPPED_MODELS = ("gemma-3-tiny", "gemma-2-tiny")
-"""Tiny models that get a shipped SAE (llama has none, like Llama 3.2 1B in the paper)."""
 
 
 def hook_name(layer: int) -> str:
@@ -221,7 +214,7 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
     trainer.activation_scaler.scaling_factor = scaling
     started = time.time()
     # sae-lens draws a progress bar; keep it for terminals, off in logs and CI.
-    with _patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)):
+    with patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)):
         sae = trainer.fit()
     return sae, {"n_tokens": stream.n_tokens, "steps": trainer.n_training_steps,
                  "batch_tokens": spec.batch_tokens, "width": spec.width, "k": spec.k,
@@ -302,49 +295,8 @@ def load_firing_rates(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-# ---- pre-trained SAEs ----------------------------------------------------------------------
-
-def _cached_file(repo_id: str, filename: str) -> str | None:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return hf_hub_download(repo_id, filename, local_files_only=True)
-    except LocalEntryNotFoundError:
-        return None
-
-
 @contextlib.contextmanager
-def _shapes_from_cache() -> Iterator[None]:
-    """Let sae-lens's Gemma Scope 2 loader read tensor shapes from the local HF cache.
-
-    `get_gemma_3_config_from_hf` asks the Hub for the safetensors header with an HTTP range
-    request, even when the file is cached, which fails offline (HF_HUB_OFFLINE=1). While
-    this is active the header is read from the cached file when there is one, and from the
-    Hub otherwise; every other step of sae-lens's loader runs unchanged.
-    """
-    from huggingface_hub import constants as hub_constants
-    from sae_lens.loading import pretrained_sae_loaders as loaders
-    from safetensors import safe_open
-
-    online = loaders.get_safetensors_tensor_shapes
-
-    def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
-        path = _cached_file(repo_id, filename)
-        if path is None and hub_constants.is_offline_mode():
-            raise ReproError(f"{repo_id}/{filename} is not in the Hugging Face cache and "
-                             "HF_HUB_OFFLINE is set; run `repro fetch` while online")
-        if path is None:
-            return online(repo_id, filename)
-        with safe_open(path, "pt") as f:
-            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-
-    with _patched(loaders, "get_safetensors_tensor_shapes", shapes):
-        yield
-
-
-@contextlib.contextmanager
-def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
+def patched(module: Any, name: str, value: Any) -> Iterator[None]:
     """Swap one attribute of a library module for the duration of a call, then restore it."""
     original = getattr(module, name)
     setattr(module, name, value)
@@ -352,66 +304,3 @@ def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
         yield
     finally:
         setattr(module, name, original)
-
-
-def load_pretrained(spec: PretrainedSae, device: torch.device | str, probe_layer: int) -> Any:
-    """The public (paper) or shipped (tiny) SAE of RQ3, checked to read the probe layer.
-
-    A release/sae_id goes through `SAE.from_pretrained` (sae-lens 6); with HF_HUB_OFFLINE=1
-    it is read from the Hugging Face cache that `repro fetch` filled.
-    """
-    from sae_lens import SAE
-
-    if spec.path:
-        sae = load_sae(Path(spec.path), device)
-        what = f"pretrained SAE {spec.path}"
-    else:
-        what = f"pretrained SAE {spec.release}/{spec.sae_id}"
-        try:
-            with _shapes_from_cache():
-                sae = SAE.from_pretrained(spec.release, spec.sae_id, device=str(device),
-                                          dtype="float32")
-        except (OSError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise ReproError(f"{what} could not be loaded ({first}); run `repro fetch` while "
-                             "online, or check release and sae_id in the study file") from None
-        sae = sae.eval().requires_grad_(False)
-    check_layer(sae, probe_layer, what)
-    return sae
-
-
-# ---- the tiny profile's shipped SAEs --------------------------------------------------------
-
-def build_shipped_sae(model_dir: Path, out_dir: Path, *, probe_layer: int = 3,
-                      settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the SAE that plays a tiny model's public pre-trained SAE, saved by sae-lens.
-
-    It sees the dense model on its own corpus split and seed, with its own width and k
-    (SHIPPED), so RQ3 compares the dense-trained SAE with a genuinely different one. The
-    corpus parameters are those of the asset folder the model sits in (models/<name>).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from repro.data import special_token_mask, token_stream
-
-    s = {**SHIPPED, **(settings or {})}
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    model = model.eval().requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    corpus = Path(model_dir).resolve().parent.parent / "corpus.json"
-    stream = StreamSpec(TextSource(kind="tiny", path=str(corpus), split=s["split"]),
-                        n_sequences=s["n_sequences"], seq_len=s["seq_len"], seed=s["seed"])
-    ids = token_stream(stream, tokenizer)
-    spec = SaeSpec(width=s["width"], k=s["k"], lr=s["lr"], batch_tokens=s["batch_tokens"])
-    sae, record = train_sae(model, ids, special_token_mask(ids, tokenizer), layer=probe_layer,
-                            spec=spec, seed=s["seed"], seq_batch=32,
-                            metadata={"model_name": Path(model_dir).name,
-                                      "context_size": s["seq_len"]})
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_sae(sae, out_dir)
-    record.update(model=Path(model_dir).name, split=s["split"], probe_layer=probe_layer)
-    stable = {k: v for k, v in record.items() if k != "train_seconds"}  # byte-reproducible
-    (out_dir / "training.json").write_text(json.dumps(stable, indent=2, sort_keys=True) + "\n")
-    return record

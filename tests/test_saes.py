@@ -9,7 +9,7 @@ import torch
 from conftest import make_model, random_ids
 from safetensors.torch import save_file
 
-from repro import activations, saes
+from repro import activations, pretrained_saes, saes
 from repro.errors import ReproError
 from repro.study import PretrainedSae, SaeSpec
 
@@ -138,12 +138,13 @@ def test_firing_rates_match_a_slow_loop(model, tmp_path) -> None:
 def test_pretrained_from_a_local_folder_checks_the_layer(tmp_path) -> None:
     sae = random_sae(32, layer=2)
     sae.save_model(tmp_path)
-    loaded = saes.load_pretrained(PretrainedSae(path=str(tmp_path)), "cpu", probe_layer=2)
+    load = pretrained_saes.load_pretrained
+    loaded = load(PretrainedSae(path=str(tmp_path)), "cpu", probe_layer=2)
     assert torch.equal(loaded.W_enc, sae.W_enc)
     with pytest.raises(ReproError, match="layer 2.*probe_layer is 3"):
-        saes.load_pretrained(PretrainedSae(path=str(tmp_path)), "cpu", probe_layer=3)
+        load(PretrainedSae(path=str(tmp_path)), "cpu", probe_layer=3)
     with pytest.raises(ReproError, match="cfg.json missing"):
-        saes.load_pretrained(PretrainedSae(path=str(tmp_path / "none")), "cpu", probe_layer=2)
+        load(PretrainedSae(path=str(tmp_path / "none")), "cpu", probe_layer=2)
 
 
 @pytest.mark.parametrize("name", ["blocks.3.hook_mlp_out", "blocks.x.hook_resid_post", None])
@@ -188,12 +189,12 @@ def test_gemma_scope_2_loads_from_the_offline_cache(tmp_path, monkeypatch) -> No
 
     monkeypatch.setattr(requests, "get", no_network)
     spec = PretrainedSae(release="gemma-scope-2-1b-pt-res", sae_id="layer_13_width_16k_l0_medium")
-    sae = saes.load_pretrained(spec, "cpu", probe_layer=13)
+    sae = pretrained_saes.load_pretrained(spec, "cpu", probe_layer=13)
     assert sae.cfg.metadata.hook_name == "blocks.13.hook_resid_post"
     assert torch.equal(sae.W_enc, params["w_enc"])
     assert torch.equal(sae.threshold, params["threshold"])
     with pytest.raises(ReproError, match="probe_layer is 12"):
-        saes.load_pretrained(spec, "cpu", probe_layer=12)
+        pretrained_saes.load_pretrained(spec, "cpu", probe_layer=12)
     missing = PretrainedSae(release="gemma-scope-2-1b-pt-res", sae_id="layer_13_width_16k_l0_small")
     with pytest.raises(ReproError, match="repro fetch"):
-        saes.load_pretrained(missing, "cpu", probe_layer=13)
+        pretrained_saes.load_pretrained(missing, "cpu", probe_layer=13)

@@ -168,7 +168,7 @@ def _train_one(name: str, config: PretrainedConfig, data: dict[str, Any], folder
 
 def _build_saes(out: Path, quick: bool) -> dict[str, Any]:
     """The SAEs that play the public pre-trained SAEs of the tiny models (see repro.saes)."""
-    from repro.saes import SHIPPED_MODELS, build_shipped_sae
+    from repro.pretrained_saes import SHIPPED_MODELS, build_shipped_sae
 
     settings = {"n_sequences": 64, "width": 256} if quick else None
     return {name: build_shipped_sae(out / "models" / name, out / "saes" / name,
