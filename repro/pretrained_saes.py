@@ -8,7 +8,6 @@ SAE of RQ3; `repro build-tiny-assets` builds it after the tiny models.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from repro.errors import ReproError
-from repro.saes import check_layer, load_sae, patched, save_sae, train_sae
+from repro.saes import check_layer, load_sae, patched, save_sae, save_training_record, train_sae
 from repro.study import PretrainedSae, SaeSpec, StreamSpec, TextSource
 
 SHIPPED = {"width": 1024, "k": 24, "lr": 1e-3, "batch_tokens": 1024, "n_sequences": 1024,
@@ -126,6 +125,5 @@ def build_shipped_sae(model_dir: Path, out_dir: Path, *, probe_layer: int = 3,
     out_dir.mkdir(parents=True, exist_ok=True)
     save_sae(sae, out_dir)
     record.update(model=Path(model_dir).name, split=s["split"], probe_layer=probe_layer)
-    stable = {k: v for k, v in record.items() if k != "train_seconds"}  # byte-reproducible
-    (out_dir / "training.json").write_text(json.dumps(stable, indent=2, sort_keys=True) + "\n")
+    save_training_record(record, out_dir / "training.json")
     return record

@@ -135,9 +135,7 @@ def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
                                   special_ids(tokenizer))
         saes.save_firing_rates(rates, tmp / "firing_rates.safetensors")
         record["alive_on_eval"] = int((rates["fire_count"] > 0).sum())
-        # The training time goes to the manifest only: an output that differs on every run
-        # would change this stage's fingerprint and redo everything downstream of a retrain.
-        write_json(tmp / "training.json", {k: v for k, v in record.items() if k != "train_seconds"})
+        saes.save_training_record(record, tmp / "training.json")
         return {**{k: record[k] for k in ("n_tokens", "steps", "alive_on_eval", "train_seconds")},
                 "replayed_activations": replayed}
 

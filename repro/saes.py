@@ -31,6 +31,7 @@ from torch import nn
 from repro.activations import probe, read_chunks
 from repro.errors import ReproError
 from repro.seeding import seed_everything
+from repro.store import write_json
 from repro.study import SaeSpec
 
 BUFFER_BATCHES = 64
@@ -223,6 +224,12 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
                  "train_l0": sae.cfg.metadata.l0,
                  "dead_at_end": sae.cfg.metadata.num_dead_features,
                  "train_seconds": round(time.time() - started, 3)}
+
+
+def save_training_record(record: dict[str, Any], path: Path) -> None:
+    """training.json without the training time: the same training gives the same bytes, so a
+    retrained SAE keeps its stage fingerprint (the time goes to the stage's manifest)."""
+    write_json(path, {k: v for k, v in record.items() if k != "train_seconds"})
 
 
 def save_sae(sae: Any, folder: Path) -> None:
