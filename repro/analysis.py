@@ -224,6 +224,9 @@ class Analysis:
         cs = stats.feature_spearman(
             causal["delta_ce"], survival_score, n_resamples=self.bootstrap, seed=self.study.seed
         )
+        halves = causal.get("delta_ce_halves")
+        reliability = (stats.spearman(halves[:, 0], halves[:, 1]) if halves is not None
+                       else float("nan"))
         self.features.update(
             {
                 f"{v.id}|pearson_r": r[ok],
@@ -247,6 +250,7 @@ class Analysis:
             "causal_p": cs.pvalue,
             "causal_ci_low": cs.ci_low,
             "causal_ci_high": cs.ci_high,
+            "causal_reliability": reliability,
         }
 
     def t6_fragility_causal(self) -> list[dict]:
@@ -271,14 +275,34 @@ def claims(study: Study, t3: list[dict], t4: list[dict], t5: list[dict], t6: lis
         )
         if level is not None and (c3 is None or level < c3):
             c3, c3_model = level, model
-    per_condition = {r["id"]: r["causal_rho"] for r in t6}
-    finite_rho = [abs(x) for x in per_condition.values() if math.isfinite(x)]
     return {
         "C1": {"value": c1, "of": len(t3)},
-        "C2": {"value": best["ratio"] if best else None, "where": best["id"] if best else None},
+        "C2": {"value": best["ratio"] if best else None, "where": best["id"] if best else None,
+               "n_infinite": sum(1 for r in t4 if math.isinf(r["ratio"]))},
         "C3": {"value": c3, "model": c3_model},
-        "C4": {"value": max(finite_rho) if finite_rho else None, "per_condition": per_condition},
+        "C4": c4_evidence(t6),
     }
+
+
+def c4_evidence(t6: list[dict]) -> dict:
+    """C4 ("survival does not predict causal importance") as numbers that can fail.
+
+    value: the largest |rho| over conditions (the point estimate); abs_rho_ci_high: the
+    largest bound of any condition's bootstrap CI of rho, in absolute value (every |rho| lies
+    below it at the CI's level, condition by condition); reliability: the smallest split-half
+    Spearman of causal importance (even vs odd sequences) over conditions, which is near 0
+    when the causal score is noise, so that "no correlation" is only read from a score that
+    measures something.
+    """
+    finite = [r for r in t6 if math.isfinite(r["causal_rho"])]
+    bounds = [max(abs(r["causal_ci_low"]), abs(r["causal_ci_high"])) for r in finite]
+    reliability = [r["causal_reliability"] for r in t6]
+    return {"value": max((abs(r["causal_rho"]) for r in finite), default=None),
+            "abs_rho_ci_high": max(bounds) if bounds and all(map(math.isfinite, bounds))
+            else None,
+            "reliability": min(reliability) if reliability
+            and all(map(math.isfinite, reliability)) else None,
+            "per_condition": {r["id"]: r["causal_rho"] for r in t6}}
 
 
 def _highest_viable(levels: list[tuple[float, bool]]) -> float | None:

@@ -1,22 +1,34 @@
-"""Accept a run's tables as the new expected outputs: `repro bless RUN_DIR [--expected DIR]`.
+"""Accept a run as the new expected outputs: `repro bless RUN_DIR [--expected DIR] [--allow-dirty]`.
 
 For maintainers after a deliberate change: the run's tables/*.csv replace the profile's
-expected tables, with a PROVENANCE.json saying which run, code, device and packages made
-them. Tolerances are left alone (they come from measured spread, not from one run); only when
-there is no tolerances.toml at all is a commented default written, which a maintainer then
-replaces with measured values.
+expected tables, with a PROVENANCE.json saying which run, code, device, numerics and packages
+made them. Every stage of the run must come from one clean commit (`--allow-dirty` to
+override, and the provenance says so). For any profile but the paper's, the run's own claims
+become the profile's expected claims (claims.toml): a CPU profile checks that C1-C4 come out
+as they did when blessed, not as the paper found them on real models. Their bands, like the
+tables', come from the measured spread (`[<profile>.claims]` in tolerances.toml, written by
+scripts/measure_spread.py); a claim with no band must come out exactly. Tolerances are left
+alone; only when there is no tolerances.toml at all is a commented default written.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
-from repro.expected import TOLERANCES, expected_dir, load_tolerances
-from repro.store import atomic_write_text, read_manifest, sha256_file, write_json
+from repro.expected import (
+    BASE_CLAIMS_PROFILE,
+    CLAIMS,
+    TOLERANCES,
+    expected_dir,
+    load_claims,
+    load_tolerances,
+)
+from repro.store import MANIFEST, atomic_write_text, read_manifest, sha256_file, write_json
 from repro.verify import check_integrity, read_table
 
 PROVENANCE = "PROVENANCE.json"
@@ -64,14 +76,66 @@ def _run_tables(run_dir: Path) -> list[Path]:
     return tables
 
 
-def bless_run(run_dir: Path, expected: Path | None = None) -> dict[str, Any]:
-    """Copy the run's tables into the expected folder and record where they came from."""
+def code_versions(run_dir: Path) -> set[str]:
+    """The code versions recorded by every stage manifest of a run folder."""
+    found = set()
+    for path in run_dir.rglob(MANIFEST):
+        manifest = read_manifest(path.parent) or {}
+        version = (manifest.get("provenance") or {}).get("code_version")
+        if version:
+            found.add(str(version))
+    return found
+
+
+def _check_clean(run_dir: Path) -> None:
+    versions = code_versions(run_dir)
+    dirty = sorted(v for v in versions if v.endswith("-dirty"))
+    if dirty or len(versions) > 1:
+        what = (f"stages were made from an uncommitted tree ({', '.join(dirty)})" if dirty
+                else f"stages come from {len(versions)} code versions "
+                     f"({', '.join(sorted(versions))})")
+        raise ReproError(f"refusing to bless {run_dir}: {what}; commit, rerun `repro all "
+                         "--force` from the clean tree, or pass --allow-dirty")
+
+
+def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> str:
+    """The profile's expected claims: the paper's checks, with this run's values as expected."""
+    try:
+        found = json.loads((run_dir / "claims.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReproError(f"refusing to bless {run_dir}: claims.json unreadable ({exc})") from None
+    bands = load_tolerances(tol_path, profile).by_table.get("claims", {})
+    lines = [f"# Expected claims of the {profile} profile, written by `repro bless` from",
+             f"# {run_dir.resolve()}: each of the paper's checks, with the value this",
+             "# profile's blessed run found as the expected one. Bands: [" + profile +
+             ".claims] of tolerances.toml (measured spread), else exact.", ""]
+    for spec in load_claims(exp_dir.parent / BASE_CLAIMS_PROFILE):
+        value = (found.get(spec.claim) or {}).get(spec.field)
+        if value is None:
+            raise ReproError(f"refusing to bless {run_dir}: claims.json has no "
+                             f"{spec.claim}.{spec.field}")
+        band = bands.get(spec.name)
+        lines += [f"[{spec.name}]", f"expected = {json.dumps(value)}", 'compare = "near"',
+                  f"abs = {band.abs if band else 0.0!r}", f"rel = {band.rel if band else 0.0!r}",
+                  f"statement = {json.dumps(spec.statement + ' (this profile: as blessed)')}",
+                  f"reconstructed = {json.dumps(band.note if band else 'no band: exact')}",
+                  'inconclusive_field = ""', "requires = {}", "informational = false", ""]
+    return "\n".join(lines)
+
+
+def bless_run(run_dir: Path, expected: Path | None = None,
+              allow_dirty: bool = False) -> dict[str, Any]:
+    """Copy the run's tables (and, but for the paper, its claims) into the expected folder."""
     if not run_dir.is_dir():
         raise ReproError(f"run folder {run_dir} does not exist")
     exp_dir, profile = expected_dir(run_dir, expected)
     tables = _run_tables(run_dir)
+    if not allow_dirty:
+        _check_clean(run_dir)
     tol_path = exp_dir.parent / TOLERANCES
     load_tolerances(tol_path, profile)  # a malformed file is reported before anything changes
+    claims = (None if profile == BASE_CLAIMS_PROFILE
+              else _claims_toml(run_dir, exp_dir, profile, tol_path))
     exp_dir.mkdir(parents=True, exist_ok=True)
     names = {p.name for p in tables}
     removed = sorted(p.name for p in exp_dir.glob("*.csv") if p.name not in names)
@@ -86,7 +150,11 @@ def bless_run(run_dir: Path, expected: Path | None = None) -> dict[str, Any]:
               "code_version": prov.get("code_version"), "device": prov.get("device"),
               "packages": prov.get("packages"), "tables_made_at": manifest.get("started"),
               "tables": {p.name: sha256_file(p) for p in tables}}
+    record["numerics"] = prov.get("numerics")
+    record["allow_dirty"] = allow_dirty
     write_json(exp_dir / PROVENANCE, record)
+    if claims is not None:
+        atomic_write_text(exp_dir / CLAIMS, claims)
     created = not tol_path.exists()
     if created:
         atomic_write_text(tol_path, default_tolerances(profile, [p.stem for p in tables]))

@@ -29,15 +29,14 @@ def _profile_arg(args: argparse.Namespace) -> str:
 def _context(args: argparse.Namespace, study):
     from repro.launch import launched_device
     from repro.models import resolve_device
+    from repro.numerics import pin_cpu
     from repro.pipeline import Context
 
-    return Context(
-        study=study,
-        out=Path(args.out),
-        device=resolve_device(study.device, launched_device(args.device, study.device)),
-        force=args.force,
-        quiet=args.quiet,
-    )
+    device = resolve_device(study.device, launched_device(args.device, study.device))
+    if device.type == "cpu":
+        pin_cpu()  # before the first torch kernel: ATen reads its capability once
+    return Context(study=study, out=Path(args.out), device=device, force=args.force,
+                   quiet=args.quiet)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -137,7 +136,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_bless(args: argparse.Namespace) -> int:
     from repro.bless import bless_run
 
-    done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None)
+    done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None,
+                     allow_dirty=args.allow_dirty)
     print(
         f"blessed {len(done['tables'])} tables into {done['expected_dir']}"
         + (f"; removed stale {', '.join(done['removed'])}" if done["removed"] else "")
@@ -188,12 +188,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from repro.bench import PARTS, run_bench
     from repro.bench_report import markdown
     from repro.models import resolve_device
+    from repro.numerics import pin_cpu
 
+    device = resolve_device("cpu", args.device)
+    if device.type == "cpu":
+        pin_cpu()  # the bench times what a pinned run computes
     only = tuple(args.only.split(",")) if args.only else PARTS
     unknown = sorted(set(only) - set(PARTS))
     if unknown:
         raise ReproError(f"--only {','.join(unknown)}: choose from {','.join(PARTS)}")
-    record = run_bench(resolve_device("cpu", args.device), Path(args.out),
+    record = run_bench(device, Path(args.out),
                        repeats=args.repeats, quick=args.quick, only=only,
                        match_size=args.match_size,
                        estimate_profile=args.profile if args.estimate else None)
@@ -279,6 +283,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where to write them (default: expected_outputs/<the run's profile>)",
     )
+    sp.add_argument("--allow-dirty", action="store_true",
+                    help="bless a run made from uncommitted code (recorded in PROVENANCE.json)")
     sp.set_defaults(fn=cmd_bless)
 
     sp = sub.add_parser("report", help="write RUN_DIR/report.md and a self-contained report.html")

@@ -101,15 +101,21 @@ def _injected(model: nn.Module, layer: int) -> Iterator[_Inject]:
         yield inject
 
 
-def _loss_sum(model: nn.Module, inject: _Inject, ids: torch.Tensor, hidden: torch.Tensor,
-              keep: torch.Tensor) -> torch.Tensor:
-    """Summed next-token CE (float64, on the device) over predictions made from non-special
-    positions."""
+def _sequence_losses(model: nn.Module, inject: _Inject, ids: torch.Tensor,
+                     hidden: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per sequence, the summed next-token CE (float64, on the device) over predictions made
+    from non-special positions."""
     inject.value = hidden
     logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                            reduction="none").view(ids.shape[0], -1)
-    return (loss.double() * keep[:, :-1]).sum()
+    return (loss.double() * keep[:, :-1]).sum(1)
+
+
+def _loss_sum(model: nn.Module, inject: _Inject, ids: torch.Tensor, hidden: torch.Tensor,
+              keep: torch.Tensor) -> torch.Tensor:
+    """Summed next-token CE over a batch (float64, on the device), see `_sequence_losses`."""
+    return _sequence_losses(model, inject, ids, hidden, keep).sum()
 
 
 # ---- RQ3: CE-loss score with the SAE spliced in --------------------------------------------
@@ -244,20 +250,23 @@ def causal_importance(model: nn.Module, sae: Any, input_ids: torch.Tensor, acts:
     the forward resumes from there. Sequences are taken in fixed groups of `batch_size` and
     only groups where the feature fires are rerun: the clean and ablated passes then have
     identical shapes, so untouched sequences contribute exactly 0 to the difference.
+    `delta_ce_halves` (features x 2) is the same rise over the even and the odd sequences
+    alone: how well the two halves agree says whether the sample measures anything (C4).
     """
     device = next(model.parameters()).device
     groups = [slice(s, s + batch_size) for s in range(0, len(input_ids), batch_size)]
     index = torch.as_tensor(features, dtype=torch.long, device=sae.device)
     directions = decoder_directions(sae)[index].to(device)
+    half = torch.arange(len(input_ids)) % 2  # even and odd sequences: two independent halves
     with _injected(model, layer) as inject:
         clean, fired = [], []
         for g in groups:
             ids, h, k = input_ids[g].to(device), acts[g].to(device), keep[g].to(device)
-            clean.append(float(_loss_sum(model, inject, ids, h, k)))
+            clean.append(_sequence_losses(model, inject, ids, h, k).cpu())
             f = torch.cat([sae.encode(x)[:, index] for x in
                            h.reshape(-1, h.shape[-1]).float().split(SLICE_TOKENS)])
             fired.append((f.view(*h.shape[:2], -1) * k[..., None]).cpu())
-        delta = np.zeros(len(features))
+        halves = np.zeros((len(features), 2))
         for j in range(len(features)):
             for gi, g in enumerate(groups):
                 f_j = fired[gi][..., j]
@@ -265,8 +274,11 @@ def causal_importance(model: nn.Module, sae: Any, input_ids: torch.Tensor, acts:
                     continue
                 h = acts[g].to(device)
                 ablated = h.float() - f_j.to(device)[..., None] * directions[j]
-                loss = float(_loss_sum(model, inject, input_ids[g].to(device),
-                                       ablated.to(h.dtype), keep[g].to(device)))
-                delta[j] += loss - clean[gi]
+                rise = _sequence_losses(model, inject, input_ids[g].to(device),
+                                        ablated.to(h.dtype), keep[g].to(device)).cpu() - clean[gi]
+                halves[j] += np.bincount(half[g].numpy(), weights=rise.numpy(), minlength=2)
     n_pred = int(keep[:, :-1].sum())
-    return {"delta_ce": delta / n_pred, "clean_ce": sum(clean) / n_pred, "n_predictions": n_pred}
+    n_half = np.bincount(half.numpy(), weights=keep[:, :-1].sum(1).double().numpy(), minlength=2)
+    delta = halves.sum(1)
+    return {"delta_ce": delta / n_pred, "delta_ce_halves": halves / np.maximum(n_half, 1),
+            "clean_ce": float(torch.cat(clean).sum()) / n_pred, "n_predictions": n_pred}

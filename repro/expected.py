@@ -161,12 +161,19 @@ class ClaimSpec:
     source: str
     """Where the number comes from (the abstract) and what this project reconstructed."""
     informational: bool = False
-    """Reported with its verdict but never failing (e.g. the tiny profile)."""
+    """Reported with its verdict but never failing (only for numbers with no expected value)."""
+    inconclusive_field: str = ""
+    """A looser number of the same entry (e.g. the point estimate when `field` is its CI
+    bound): when `field` misses the bound but this one meets it, the sample cannot tell and
+    the verdict is INCONCLUSIVE, which fails verification with that reason."""
+    requires: tuple[tuple[str, float], ...] = ()
+    """(field, minimum) pairs the evidence must meet before the claim can pass (e.g. the
+    causal score's split-half reliability); below one, the verdict is INCONCLUSIVE."""
 
 
 def _claim(name: str, raw: dict[str, Any], where: str) -> ClaimSpec:
     allowed = {"claim", "field", "expected", "compare", "abs", "rel", "statement", "source",
-               "reconstructed", "informational"}
+               "reconstructed", "informational", "inconclusive_field", "requires"}
     unknown = set(raw) - allowed
     if unknown:
         raise ReproError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -185,9 +192,20 @@ def _claim(name: str, raw: dict[str, Any], where: str) -> ClaimSpec:
                     _number(raw.get("rel", 0.0), f"{where}.rel"), raw.get("reconstructed", ""))
     source = raw["source"] + (f" Reconstructed: {raw['reconstructed']}"
                               if raw.get("reconstructed") else "")
+    requires = raw.get("requires", {})
+    if not isinstance(requires, dict):
+        raise ReproError(f"{where}: requires must be a table like {{ reliability = 0.5 }}")
+    required = tuple((str(k), _signed(v, f"{where}.requires.{k}")) for k, v in requires.items())
     return ClaimSpec(name, str(raw.get("claim", name)), str(raw.get("field", "value")),
                      float(expected), compare, tol, str(raw["statement"]), source,
-                     raw.get("informational", False))
+                     raw.get("informational", False), str(raw.get("inconclusive_field", "")),
+                     required)
+
+
+def _signed(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ReproError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def load_claims(expected: Path) -> list[ClaimSpec]:

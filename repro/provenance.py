@@ -1,4 +1,4 @@
-"""Provenance stamped on every output: code revision, package versions, device, threads."""
+"""Provenance stamped on every output: code revision, package versions, device, numerics."""
 
 from __future__ import annotations
 
@@ -48,5 +48,7 @@ def device_name(device: torch.device) -> str:
 
 
 def provenance(device: torch.device, **extra: object) -> dict:
+    from repro.numerics import numerics
+
     return {"code_version": code_version(), "packages": package_versions(),
-            "device": device_name(device), **extra}
+            "device": device_name(device), "numerics": numerics(), **extra}

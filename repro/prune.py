@@ -10,6 +10,7 @@ Masks are True where a weight is kept.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ from torch import nn
 from repro.models import decoder_layers, layer_linears, record_layer_calls, run_layer
 
 Masks = dict[str, torch.Tensor]
+SHAPES_KEY = "shapes"
+"""Metadata entry of masks.safetensors: JSON {matrix name: "rowsxcols"}."""
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -149,14 +152,17 @@ def save_masks(masks: Masks, path: Path) -> None:
         name: torch.from_numpy(np.packbits(m.cpu().numpy().ravel())) for name, m in masks.items()
     }
     shapes = {name: "x".join(map(str, m.shape)) for name, m in masks.items()}
-    save_file(packed, str(path), metadata=shapes)
+    # one sorted JSON entry: safetensors writes its metadata map in a per-process random
+    # order, so one key per matrix gave the same masks other bytes in every process
+    save_file(packed, str(path), metadata={SHAPES_KEY: json.dumps(shapes, sort_keys=True)})
 
 
 def load_masks(path: Path) -> Masks:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        shapes = f.metadata() or {}
+        meta = f.metadata() or {}
+    shapes = json.loads(meta[SHAPES_KEY]) if SHAPES_KEY in meta else meta
     out: Masks = {}
     for name, bits in load_file(str(path)).items():
         shape = tuple(int(x) for x in shapes[name].split("x"))

@@ -27,8 +27,14 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
 color:#222;line-height:1.45}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}figure{margin:1.5em 0}img{max-width:100%}
-figcaption{font-size:.9em;color:#444}.pass{color:#176117}.fail{color:#b00020;font-weight:bold}
-.info{color:#555}code{background:#f5f5f5;padding:0 .2em}"""
+figcaption{font-size:.9em;color:#444}.pass{color:#176117;font-weight:bold}
+.fail{color:#b00020;font-weight:bold}.inconclusive{color:#a35a00;font-weight:bold}
+.info{color:#555}code{background:#f5f5f5;padding:0 .2em}.wide{overflow-x:auto;max-width:100%}
+td.text{text-align:left}"""
+CLAIM_FIGURES = {"C1": "F3_survival_by_frequency", "C1_of": "F3_survival_by_frequency",
+                 "C2": "F2_survival_vs_sparsity", "C3": "F4_transferability",
+                 "C4": "F6_causal_vs_survival"}
+"""The figure that shows each claim's evidence."""
 
 
 @dataclass
@@ -116,22 +122,32 @@ def gather(run_dir: Path) -> Report:
 
 
 def claim_rows(rep: Report) -> list[list[Any]]:
-    """Claim, value in the run, paper, verdict, margin; verdicts only where verify has run."""
+    """One line per claim: what it says, what this run found, the band, the verdict, its
+    margin, the figure that shows it and the detail; verdicts only where verify has run."""
     checks = {c["name"]: c for c in (rep.verification or {}).get("checks", [])
               if c["kind"] == "claim"}
-    names = sorted(set(rep.claims) | set(checks))
     rows = []
-    for name in names:
+    for name in sorted(set(rep.claims) | set(checks)):
         entry = rep.claims.get(name) or {}
         check = checks.get(name, {})
         got = entry.get("value") if isinstance(entry, dict) else entry
         extras = "; ".join(f"{k}={v}" for k, v in entry.items()
                            if k != "value" and not isinstance(v, dict | list)) \
             if isinstance(entry, dict) else ""
-        rows.append([name, check.get("got", got), check.get("expected"), check.get("tolerance"),
-                     check.get("verdict", "not verified"), check.get("margin"),
-                     check.get("detail") or extras])
+        rows.append([name, check.get("statement", ""), check.get("got", got),
+                     check.get("expected"), check.get("tolerance"),
+                     str(check.get("verdict", "not verified")).upper(), check.get("margin"),
+                     CLAIM_FIGURES.get(name, ""), check.get("detail") or extras])
     return rows
+
+
+def failing_rows(rep: Report, limit: int = 50) -> list[list[Any]]:
+    """The checks that failed (or were inconclusive), smallest margin first."""
+    bad = [c for c in (rep.verification or {}).get("checks", [])
+           if c["verdict"] in ("fail", "inconclusive") and c["kind"] != "table"]
+    bad.sort(key=lambda c: (c["margin"] is None, c["margin"] or 0.0))
+    return [[c["name"], c["verdict"].upper(), c["expected"], c["got"], c["tolerance"],
+             c["margin"], c["detail"]] for c in bad[:limit]]
 
 
 def _stage_rows(rep: Report) -> list[list[Any]]:
@@ -139,7 +155,9 @@ def _stage_rows(rep: Report) -> list[list[Any]]:
     return rows + [["total", sum(s[1] for s in rep.stages), f"{sum(s[2] for s in rep.stages):.1f}"]]
 
 
-CLAIM_HEADER = ["claim", "run", "paper", "tolerance", "verdict", "margin", "detail"]
+CLAIM_HEADER = ["claim", "says", "this run", "expected", "band", "verdict", "margin", "figure",
+                "detail"]
+FAILING_HEADER = ["check", "verdict", "expected", "got", "band", "margin", "detail"]
 STAGE_HEADER = ["stage", "folders", "wall seconds"]
 
 
@@ -168,7 +186,8 @@ def _verdict_line(rep: Report) -> str:
         return f"Not verified yet: run `repro verify {rep.run_dir}`."
     c = v["counts"]
     return (f"Verification {'PASS' if v['ok'] else 'FAIL'}: {c['pass']} checks pass, "
-            f"{c['fail']} fail, {c['info']} informational (see verification.md).")
+            f"{c['fail']} fail, {c.get('inconclusive', 0)} inconclusive, {c['info']} "
+            "informational (see verification.md); exit code 0 on PASS, 1 on FAIL.")
 
 
 def _provenance_lines(rep: Report) -> list[str]:
@@ -187,6 +206,9 @@ def markdown(rep: Report) -> str:
     out = [f"# Report: {rep.study} run", "", f"Run folder `{rep.run_dir}`.", "",
            _verdict_line(rep), "", "## Claims", ""]
     out += _md_grid(CLAIM_HEADER, claim_rows(rep))
+    failing = failing_rows(rep)
+    if failing:
+        out += ["", "## Failing checks", "", *_md_grid(FAILING_HEADER, failing)]
     out += ["", "## Tables", ""]
     for name, df in rep.tables.items():
         out += [f"### {name}", "", *_md_grid(list(df.columns), _frame_rows(df)), ""]
@@ -207,7 +229,7 @@ def _html_grid(header: list[str], rows: list[list[Any]], verdict_col: int | None
     for row in rows:
         cells = []
         for i, v in enumerate(row):
-            cls = f' class="{html.escape(str(v))}"' if i == verdict_col else ""
+            cls = f' class="{html.escape(str(v).lower())}"' if i == verdict_col else ""
             cells.append(f"<td{cls}>{html.escape(_cell(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -233,9 +255,14 @@ def to_html(rep: Report) -> str:
              f"<style>{CSS}</style></head><body><h1>{title}</h1>",
              f"<p>Run folder <code>{html.escape(str(rep.run_dir))}</code>.</p>",
              f"<p>{_md_inline(_verdict_line(rep))}</p><h2>Claims</h2>",
-             _html_grid(CLAIM_HEADER, claim_rows(rep), verdict_col=4), "<h2>Tables</h2>"]
+             _html_grid(CLAIM_HEADER, claim_rows(rep), verdict_col=5)]
+    failing = failing_rows(rep)
+    if failing:
+        parts += ["<h2>Failing checks</h2>", _html_grid(FAILING_HEADER, failing, verdict_col=1)]
+    parts.append("<h2>Tables</h2>")
     for name, df in rep.tables.items():
-        parts += [f"<h3>{html.escape(name)}</h3>", _html_grid(list(df.columns), _frame_rows(df))]
+        parts += [f"<h3>{html.escape(name)}</h3>",
+                  f'<div class="wide">{_html_grid(list(df.columns), _frame_rows(df))}</div>']
     parts.append("<h2>Figures</h2>")
     parts += [_html_figure(path, caption) for path, caption in rep.figures]
     parts.append("<h2>Provenance</h2><ul>")

@@ -276,7 +276,8 @@ def _write_causal(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> dic
     save_file({"feature": torch.from_numpy(features).long(),
                "stratum": torch.from_numpy(strata).long(),
                "firing_rate": torch.from_numpy(rates[features]).double(),
-               "delta_ce": torch.from_numpy(np.asarray(got["delta_ce"])).double()},
+               "delta_ce": torch.from_numpy(np.asarray(got["delta_ce"])).double(),
+               "delta_ce_halves": torch.from_numpy(got["delta_ce_halves"]).double()},
               str(tmp / "causal.safetensors"))
     write_json(tmp / "causal.json", {"clean_ce": got["clean_ce"],
                                      "n_predictions": got["n_predictions"],

@@ -71,6 +71,14 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rho over the pairs where both values are finite; NaN below 3 pairs or when
+    a side is constant."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return _spearman(x[keep], y[keep])[0] if keep.sum() >= 3 else float("nan")
+
+
 def binned_survival(firing_rate: np.ndarray, survived: np.ndarray,
                     n_bins: int = N_BINS) -> BinnedSurvival:
     """Survival rate per equal-count firing-rate bin and Spearman rho of bin rank vs rate.

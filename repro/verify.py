@@ -27,6 +27,7 @@ from repro.expected import (
     load_claims,
     load_tolerances,
 )
+from repro.numerics import comparable
 from repro.store import MANIFEST, atomic_write_text, read_manifest, sha256_file, write_json
 from repro.verify_text import markdown
 
@@ -43,6 +44,8 @@ class Check:
     tolerance: str
     margin: float | None
     detail: str = ""
+    statement: str = ""
+    """For a claim: what it says, in words (the report's first column)."""
 
 
 @dataclass(frozen=True)
@@ -196,31 +199,66 @@ def _table_summary(table: str, cell_checks: list[Check], n_exp: int, n_got: int)
     return [head, *cell_checks]
 
 
+def _claim_margin(spec: ClaimSpec, got: Any) -> float | None:
+    """How far inside its bound a claim's number is (negative: outside); None if no number."""
+    if not isinstance(got, int | float) or isinstance(got, bool) or not math.isfinite(got):
+        return None
+    allowance = spec.tolerance.allowance(spec.expected)
+    return {"near": allowance - abs(got - spec.expected),
+            "at_least": got - (spec.expected - allowance),
+            "at_most": spec.expected + allowance - got}[spec.compare]
+
+
+def _unmet_requirements(spec: ClaimSpec, entry: dict) -> list[str]:
+    unmet = []
+    for field, minimum in spec.requires:
+        value = entry.get(field)
+        if not isinstance(value, int | float) or isinstance(value, bool) \
+                or not math.isfinite(value) or value < minimum:
+            unmet.append(f"{field} {value} < {minimum:g}")
+    return unmet
+
+
 def check_claim(spec: ClaimSpec, claims: dict[str, Any] | None) -> Check:
-    """Compare one number of claims.json with the paper's; informational claims never fail."""
+    """Compare one number of claims.json with its expected value: PASS, FAIL or INCONCLUSIVE.
+
+    INCONCLUSIVE (a failure, with its reason) when the evidence cannot tell: a requirement
+    of `spec.requires` is unmet, or `field` misses the bound while `inconclusive_field`
+    meets it. Informational claims are reported and never fail.
+    """
     entry = (claims or {}).get(spec.claim)
-    got = entry.get(spec.field) if isinstance(entry, dict) else None
+    entry = entry if isinstance(entry, dict) else {}
+    got = entry.get(spec.field)
     allowance = spec.tolerance.allowance(spec.expected)
     tol = {"near": f"±{allowance:g}", "at_least": f">= {spec.expected - allowance:g}",
            "at_most": f"<= {spec.expected + allowance:g}"}[spec.compare]
-    detail = "; ".join(f"{k}={v}" for k, v in (entry or {}).items()
-                       if k != spec.field and not isinstance(v, dict | list))
-    if isinstance((entry or {}).get("per_condition"), dict):
-        detail = "; ".join(p for p in (detail, f"{len(entry['per_condition'])} conditions") if p)
+    details = [f"{k}={v}" for k, v in entry.items()
+               if k != spec.field and not isinstance(v, dict | list)]
+    if isinstance(entry.get("per_condition"), dict):
+        details.append(f"{len(entry['per_condition'])} conditions")
     if claims is None:
-        detail = "claims.json is missing"
-    margin = None
-    if isinstance(got, int | float) and not isinstance(got, bool) and math.isfinite(got):
-        margin = {"near": allowance - abs(got - spec.expected),
-                  "at_least": got - (spec.expected - allowance),
-                  "at_most": spec.expected + allowance - got}[spec.compare]
-    elif got is None and isinstance(entry, dict) and spec.field in entry:
-        detail = detail or "the run reports no value (null)"
+        details = ["claims.json is missing"]
+    elif got is None and spec.field in entry:
+        details.append("the run reports no value (null)")
+    margin = _claim_margin(spec, got)
     met = margin is not None and margin >= 0
-    verdict = "info" if spec.informational else ("pass" if met else "fail")
+    verdict = "pass" if met else "fail"
+    unmet = _unmet_requirements(spec, entry) if claims is not None else []
+    if unmet:
+        verdict = "inconclusive"
+        details.insert(0, "the evidence cannot tell: " + "; ".join(unmet))
+    elif not met and spec.inconclusive_field:
+        loose = _claim_margin(spec, entry.get(spec.inconclusive_field))
+        if loose is not None and loose >= 0:
+            verdict = "inconclusive"
+            details.insert(0, f"the sample cannot tell: {spec.inconclusive_field}="
+                              f"{entry.get(spec.inconclusive_field)} meets the bound, "
+                              f"{spec.field}={got} does not")
     if spec.informational:
-        detail = "; ".join(p for p in ("met" if met else "not met", detail) if p)
-    return Check(spec.name, "claim", verdict, spec.expected, got, tol, margin, detail)
+        details.insert(0, "met" if verdict == "pass" else f"not met ({verdict})")
+        verdict = "info"
+    return Check(spec.name, "claim", verdict, spec.expected, got, tol, margin, "; ".join(details),
+                 spec.statement)
 
 
 def verify_claims(run_dir: Path, specs: list[ClaimSpec]) -> list[Check]:
@@ -232,6 +270,29 @@ def verify_claims(run_dir: Path, specs: list[ClaimSpec]) -> list[Check]:
     if claims is not None and not isinstance(claims, dict):
         claims = None
     return [check_claim(spec, claims) for spec in specs]
+
+
+def check_numerics(run_dir: Path, expected: Path) -> list[Check]:
+    """Whether the run computed with the numerics the expected outputs were blessed with.
+
+    Not a verdict (a run at other settings may still pass), but when tables fail it says why
+    they may: the bands cover what the pinned settings leave to the machine, not unpinned
+    arithmetic (repro.numerics).
+    """
+    try:
+        blessed = json.loads((expected / "PROVENANCE.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    mine = ((read_manifest(run_dir / "tables") or {}).get("provenance") or {}).get("numerics")
+    theirs = blessed.get("numerics") if isinstance(blessed, dict) else None
+    if not isinstance(mine, dict) or not isinstance(theirs, dict):
+        return []
+    differ = comparable(mine, theirs)
+    detail = ("the same pinned settings as the blessed run" if not differ else
+              "differs from the blessed run in " + "; ".join(differ) +
+              ": failing numbers may come from the arithmetic, not the science")
+    return [Check("numerics", "numerics", "info", theirs.get("mode"), mine.get("mode"),
+                  "same settings", None, detail)]
 
 
 def verify_run(run_dir: Path, expected: Path | None = None,
@@ -246,12 +307,15 @@ def verify_run(run_dir: Path, expected: Path | None = None,
     tol_path = tolerances or exp_dir.parent / TOLERANCES
     tols = load_tolerances(tol_path, profile)
     specs = load_claims(exp_dir)
-    checks = verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, specs)
-    counts = {v: sum(c.verdict == v for c in checks) for v in ("pass", "fail", "info")}
+    checks = (verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, specs)
+              + check_numerics(run_dir, exp_dir))
+    counts = {v: sum(c.verdict == v for c in checks)
+              for v in ("pass", "fail", "inconclusive", "info")}
     result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir.resolve()),
               "profile": profile, "tolerances": str(tols.source) if tols.source else None,
               "expected_tables": sorted(p.stem for p in exp_dir.glob("*.csv")),
-              "ok": counts["fail"] == 0, "counts": counts, "checks": [asdict(c) for c in checks]}
+              "ok": counts["fail"] == 0 and counts["inconclusive"] == 0, "counts": counts,
+              "checks": [asdict(c) for c in checks]}
     write_json(run_dir / "verification.json", result)
     atomic_write_text(run_dir / "verification.md", markdown(result))
     return result

@@ -10,6 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 MAX_LISTED = 200
+FAILING = ("fail", "inconclusive")
+"""Verdicts that make a verification fail: INCONCLUSIVE is a failure with its reason."""
+
+
+def _counts(counts: dict[str, int]) -> str:
+    text = f"{counts['pass']} pass, {counts['fail']} fail"
+    if counts.get("inconclusive"):
+        text += f", {counts['inconclusive']} inconclusive"
+    return text + (f", {counts['info']} informational" if counts.get("info") else "")
 
 
 def fmt(value: Any) -> str:
@@ -44,13 +53,13 @@ def markdown(result: dict[str, Any]) -> str:
            f"- run folder: `{result['run_dir']}`",
            f"- profile: `{result['profile']}`; expected outputs: `{result['expected_dir']}`",
            f"- tolerances: `{result['tolerances'] or 'none (every number exact)'}`",
-           f"- checks: {counts['pass']} pass, {counts['fail']} fail, {counts['info']} "
-           "informational", "",
+           f"- checks: {_counts(counts)}",
+           *[f"- numerics: {c['detail']}" for c in checks if c["kind"] == "numerics"], "",
            "Margin = allowance - |got - expected| (positive: inside the tolerance).", "",
            "## Claims", ""]
     claims = [c for c in checks if c["kind"] == "claim"]
-    out += _grid(["claim", "verdict", "paper", "run", "tolerance", "margin", "detail"],
-                 [[c["name"], c["verdict"], c["expected"], c["got"], c["tolerance"],
+    out += _grid(["claim", "verdict", "expected", "run", "tolerance", "margin", "detail"],
+                 [[c["name"], c["verdict"].upper(), c["expected"], c["got"], c["tolerance"],
                    c["margin"], c["detail"]] for c in claims])
     out += ["", "## Tables", ""]
     tables = [c for c in checks if c["kind"] == "table"]
@@ -66,7 +75,7 @@ def markdown(result: dict[str, Any]) -> str:
     out += ["", "## Integrity", "",
             f"{len(integrity) - len(bad)} of {len(integrity)} recorded table files match the "
             "sha256 in tables/manifest.json."]
-    failures = [c for c in checks if c["verdict"] == "fail"]
+    failures = [c for c in checks if c["verdict"] in FAILING]
     if failures:
         out += ["", f"## Failures ({len(failures)})", ""]
         out += [f"- {_failure_line(c)}" for c in failures[:MAX_LISTED]]
@@ -79,8 +88,7 @@ def summary(result: dict[str, Any], max_failures: int = 20) -> str:
     """What `repro verify` prints: one count line per kind, then the first failures."""
     checks, counts = result["checks"], result["counts"]
     lines = [f"verification {'PASS' if result['ok'] else 'FAIL'} "
-             f"(profile {result['profile']}): {counts['pass']} pass, {counts['fail']} fail, "
-             f"{counts['info']} informational"]
+             f"(profile {result['profile']}): {_counts(counts)}"]
     for kind, label in (("table", "tables"), ("claim", "claims"), ("integrity", "files")):
         of_kind = [c for c in checks if c["kind"] == kind]
         if of_kind:
@@ -90,9 +98,12 @@ def summary(result: dict[str, Any], max_failures: int = 20) -> str:
     if not result["expected_tables"]:
         lines.append(f"  tables: none expected yet for profile {result['profile']} "
                      f"(in {result['expected_dir']}); only claims and file integrity checked")
-    failures = [c for c in checks if c["verdict"] == "fail"]
-    lines += [f"  FAIL {_failure_line(c)}" for c in failures[:max_failures]]
+    failures = [c for c in checks if c["verdict"] in FAILING]
+    lines += [f"  {c['verdict'].upper()} {_failure_line(c)}" for c in failures[:max_failures]]
     if len(failures) > max_failures:
         lines.append(f"  … and {len(failures) - max_failures} more")
+    numerics = next((c for c in checks if c["kind"] == "numerics"), None)
+    if numerics is not None and "differs" in numerics["detail"]:
+        lines.append(f"  numerics: {numerics['detail']}")
     lines.append(f"  details: {result['run_dir']}/verification.md")
     return "\n".join(lines)

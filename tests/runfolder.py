@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from repro.bless import _claims_toml as bless_claims_toml
 from repro.expected import EXPECTED_ROOT
 from repro.store import run_stage
 
@@ -31,7 +32,8 @@ perplexity = { rel = 0.02 }
 """
 CLAIMS = {"C1": {"value": 11, "of": 17}, "C2": {"value": 3.5, "where": "gemma-3-tiny/0.5"},
           "C3": {"value": 0.5, "model": "gemma-3-tiny"},
-          "C4": {"value": 0.12, "per_condition": {"gemma-3-tiny/wanda/50": -0.12}}}
+          "C4": {"value": 0.12, "abs_rho_ci_high": 0.25, "reliability": 0.8,
+                 "per_condition": {"gemma-3-tiny/wanda/50": -0.12}}}
 
 Rows = dict[str, list[dict[str, object]]]
 
@@ -79,7 +81,10 @@ def make_run(root: Path, edit: Callable[[Rows], None] | None = None,
     (root / "expected" / "tolerances.toml").write_text(TOLERANCES)
     (root / "expected" / "paper").mkdir()
     shutil.copy(EXPECTED_ROOT / "paper" / "claims.toml", root / "expected" / "paper")
-    shutil.copy(EXPECTED_ROOT / "tiny" / "claims.toml", expected)
+    (run / "claims.json").write_text(json.dumps(CLAIMS))
+    # the blessed run's own claims are the profile's expected claims, as `repro bless` writes
+    (expected / "claims.toml").write_text(
+        bless_claims_toml(run, expected, "tiny", root / "expected" / "tolerances.toml"))
     if edit is not None:
         edit(tables)
     write_tables(run / "tables", tables)

@@ -187,6 +187,14 @@ def test_causal_importance_equals_ablation_by_hand(causal_setup) -> None:
         expected = _mean_ce(model, ids, ablate) - clean
         assert expected != 0
         assert got["delta_ce"][j] == pytest.approx(expected, abs=2e-5)
+        for half in (0, 1):  # the even and the odd sequences, each ablated on its own
+            sub, sub_keep = ids[half::2], keep[half::2]
+
+            def ablate_sub(_m, _i, out, i=i, k=sub_keep):
+                return out - (sae.encode(out)[..., i] * k)[..., None] * direction[i]
+
+            alone = _mean_ce(model, sub, ablate_sub) - _mean_ce(model, sub)
+            assert got["delta_ce_halves"][j, half] == pytest.approx(alone, abs=2e-5)
 
 
 def test_ablating_a_feature_that_never_fires_changes_nothing(causal_setup) -> None:

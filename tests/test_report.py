@@ -17,6 +17,7 @@ from repro.report import gather  # noqa: E402
 from repro.verify import verify_run  # noqa: E402
 
 CAPTION = "Survival rate per firing-rate bin, one line per condition."
+PAPER_C1 = "Rare SAE features survive pruning better than frequent ones"
 
 
 def _figure(run: Path) -> bytes:
@@ -43,7 +44,8 @@ def test_report_embeds_tables_figures_verdicts_and_stage_times(tmp_path: Path, c
     for rid in IDS:
         assert page.count(f"<td>{rid}</td>") == len(TABLES)
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
-    assert CAPTION in page and 'class="info">info</td>' in page
+    assert CAPTION in page and 'class="pass">PASS</td>' in page
+    assert "<td>F3_survival_by_frequency</td>" in page and PAPER_C1 in page
     assert "Verification PASS" in page and "0.1.0+abc123" in page
     md = (run / "report.md").read_text()
     assert "![F3_survival_by_frequency](figures/F3_survival_by_frequency.png)" in md

@@ -68,13 +68,20 @@ def test_claims_from_rows(study) -> None:
         {"model": "gemma-2-tiny", "method": "wanda", "sparsity": s, "pretrained_viable": True}
         for s in (0.3, 0.5)
     ]
+    nan = float("nan")
     t6 = [
-        {"id": "a", "causal_rho": 0.1},
-        {"id": "b", "causal_rho": -0.4},
-        {"id": "c", "causal_rho": float("nan")},
+        {"id": "a", "causal_rho": 0.1, "causal_ci_low": -0.2, "causal_ci_high": 0.35,
+         "causal_reliability": 0.7},
+        {"id": "b", "causal_rho": -0.4, "causal_ci_low": -0.5, "causal_ci_high": -0.3,
+         "causal_reliability": 0.6},
+        {"id": "c", "causal_rho": nan, "causal_ci_low": nan, "causal_ci_high": nan,
+         "causal_reliability": 0.9},
     ]
     c = claims(study, t3, t4, t5, t6)
     assert c["C1"] == {"value": 3, "of": 4}
-    assert c["C2"] == {"value": pytest.approx(3.0), "where": "gemma-3-tiny/50"}  # inf is skipped
+    # inf is kept out of the maximum and counted beside it
+    assert c["C2"] == {"value": pytest.approx(3.0), "where": "gemma-3-tiny/50", "n_infinite": 1}
     assert c["C3"] == {"value": 0.2, "model": "gemma-3-tiny"}  # the weakest model limits it
     assert c["C4"]["value"] == pytest.approx(0.4) and len(c["C4"]["per_condition"]) == 3
+    # the widest CI bound in absolute value over the defined conditions, the least reliable
+    assert c["C4"]["abs_rho_ci_high"] == 0.5 and c["C4"]["reliability"] == 0.6
