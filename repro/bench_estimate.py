@@ -57,7 +57,8 @@ def study_work(study: Study) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for key, spec in study.models.items():
         variants = [v for v in study.variants if v.model == key]
-        runs = [r for r in study.runs if r.variant.model == key]
+        controls = sum(1 for r in study.runs if r.variant.model == key and r.is_control)
+        runs = [r for r in study.runs if r.variant.model == key and not r.is_control]
         seeds_dense = sum(1 for r in runs if r.variant.is_dense)
         n_pretrained = 1 if spec.pretrained_sae is not None else 0
         sae_passes = 0
@@ -76,7 +77,9 @@ def study_work(study: Study) -> dict[str, dict[str, Any]]:
             "wanda": sum(v.method == "wanda" for v in variants),
             "runs": len(runs), "ce_passes": 2 * (len(runs) - extra) + 2 * extra + sae_passes,
             "dense_runs": seeds_dense - extra,
-            "match_pairs": len(variants) - 1 + seeds_dense * (seeds_dense - 1) // 2,
+            # a control SAE replays its variant's recorded activations: training only
+            "control_saes": controls,
+            "match_pairs": len(variants) - 1 + seeds_dense * (seeds_dense - 1) // 2 + controls,
             "calibration_tokens": d.calibration.n_tokens, "sae_tokens": d.sae_train.n_tokens,
             "eval_tokens": d.eval.n_tokens, "ppl_tokens": d.perplexity.n_tokens,
             "causal_features": int(study.thresholds.get("causal_features_per_bin", 20))
@@ -96,7 +99,8 @@ def stage_seconds(w: dict[str, Any], r: Rates, match_s: float) -> dict[str, floa
             2 * w["calibration_tokens"] * r.layer_s_per_token + r.wanda_mask_s_per_layer),
         "perplexity": w["variants"] * w["ppl_tokens"] * full,
         "activations": w["variants"] * w["eval_tokens"] * to_probe,
-        "sae": w["runs"] * w["sae_tokens"] * (to_probe + r.sae_s_per_token),
+        "sae": w["runs"] * w["sae_tokens"] * (to_probe + r.sae_s_per_token)
+        + w.get("control_saes", 0) * w["sae_tokens"] * r.sae_s_per_token,
         "evaluate": w["eval_tokens"] * upper * (
             w["ce_passes"] + w["dense_runs"] * (1 + w["causal_features"])),
         "analyze": w["match_pairs"] * match_s,

@@ -47,9 +47,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("run id", "model", "method", "sparsity", "seed", "role")]
     for r in runs:
         role = (
-            "dense reference"
-            if r.variant.is_dense and not r.is_extra_seed
-            else ("extra seed (RQ1)" if r.is_extra_seed else "condition")
+            "control seed (RQ2)" if r.is_control
+            else "extra seed (RQ1)" if r.is_extra_seed
+            else "dense reference" if r.variant.is_dense
+            else "condition"
         )
         rows.append(
             (
@@ -64,8 +65,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    controls = sum(r.is_control for r in runs)
+    extra = f" + {controls} control-seed SAEs" if controls else ""
     print(
-        f"{len(runs)} runs ({len(study.conditions)} conditions, "
+        f"{len(runs) - controls} runs{extra} ({len(study.conditions)} conditions, "
         f"{len(study.models)} models) in {study.path}"
     )
     return 0

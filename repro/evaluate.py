@@ -252,8 +252,14 @@ def causal_importance(model: nn.Module, sae: Any, input_ids: torch.Tensor, acts:
     identical shapes, so untouched sequences contribute exactly 0 to the difference.
     `delta_ce_halves` (features x 2) is the same rise over the even and the odd sequences
     alone: how well the two halves agree says whether the sample measures anything (C4).
+    `delta_ce` averages the rise over every prediction, so a feature that fires often scores
+    high because it fires often; `delta_ce_per_firing` divides the same summed rise by the
+    tokens on which the feature fires: its effect where it acts.
+
+    The ablated residual enters the layers above in the model's dtype: pass a float32 model
+    (research_stages does, whatever the study's dtype) for float32 arithmetic throughout.
     """
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     groups = [slice(s, s + batch_size) for s in range(0, len(input_ids), batch_size)]
     index = torch.as_tensor(features, dtype=torch.long, device=sae.device)
     directions = decoder_directions(sae)[index].to(device)
@@ -262,23 +268,29 @@ def causal_importance(model: nn.Module, sae: Any, input_ids: torch.Tensor, acts:
         clean, fired = [], []
         for g in groups:
             ids, h, k = input_ids[g].to(device), acts[g].to(device), keep[g].to(device)
-            clean.append(_sequence_losses(model, inject, ids, h, k).cpu())
+            clean.append(_sequence_losses(model, inject, ids, h.to(dtype), k).cpu())
             f = torch.cat([sae.encode(x)[:, index] for x in
                            h.reshape(-1, h.shape[-1]).float().split(SLICE_TOKENS)])
             fired.append((f.view(*h.shape[:2], -1) * k[..., None]).cpu())
         halves = np.zeros((len(features), 2))
+        n_fire = np.zeros((len(features), 2), dtype=np.int64)
         for j in range(len(features)):
             for gi, g in enumerate(groups):
                 f_j = fired[gi][..., j]
+                n_fire[j] += np.bincount(half[g].numpy(), weights=(f_j > 0).sum(1).numpy(),
+                                         minlength=2).astype(np.int64)
                 if not bool((f_j > 0).any()):
                     continue
                 h = acts[g].to(device)
                 ablated = h.float() - f_j.to(device)[..., None] * directions[j]
                 rise = _sequence_losses(model, inject, input_ids[g].to(device),
-                                        ablated.to(h.dtype), keep[g].to(device)).cpu() - clean[gi]
+                                        ablated.to(dtype), keep[g].to(device)).cpu() - clean[gi]
                 halves[j] += np.bincount(half[g].numpy(), weights=rise.numpy(), minlength=2)
     n_pred = int(keep[:, :-1].sum())
     n_half = np.bincount(half.numpy(), weights=keep[:, :-1].sum(1).double().numpy(), minlength=2)
     delta = halves.sum(1)
     return {"delta_ce": delta / n_pred, "delta_ce_halves": halves / np.maximum(n_half, 1),
+            "delta_ce_per_firing": delta / np.maximum(n_fire.sum(1), 1),
+            "delta_ce_halves_per_firing": halves / np.maximum(n_fire, 1),
+            "n_firing": n_fire.sum(1),
             "clean_ce": float(torch.cat(clean).sum()) / n_pred, "n_predictions": n_pred}

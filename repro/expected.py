@@ -27,6 +27,8 @@ TOLERANCES = "tolerances.toml"
 CLAIMS = "claims.toml"
 BASE_CLAIMS_PROFILE = "paper"
 COMPARES = ("near", "at_least", "at_most")
+SANITY = "sanity.json"
+"""The run's sanity gates, written beside its tables (repro.analysis.sanity_gates)."""
 
 
 def run_profile(run_dir: Path) -> str:

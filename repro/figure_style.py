@@ -180,5 +180,8 @@ def bottom_legend(fig: Figure, items: list[Any], ncol: int = 6) -> None:
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> None:
+    """PNG and PDF; the PDF without its creation date, so that the same figure is the same
+    bytes in every run (the figures stage's fingerprint depends on them)."""
     for ext in ("png", "pdf"):
-        fig.savefig(out_dir / f"{stem}.{ext}", dpi=DPI)
+        fig.savefig(out_dir / f"{stem}.{ext}", dpi=DPI,
+                    metadata={"CreationDate": None} if ext == "pdf" else None)

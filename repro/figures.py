@@ -152,9 +152,13 @@ def f2_survival_vs_sparsity(d: RunData) -> Drawn:
 def _f3_panel(ax: Axes, d: RunData, pts: list[dict], top: float) -> None:
     for r in pts:
         y = [num(r.get(f"survival_bin{i}")) for i in range(1, 6)]
-        ax.plot(range(1, 6), y, color=ramp_colour(r["method"], r.get("sparsity"), top),
+        colour = ramp_colour(r["method"], r.get("sparsity"), top)
+        ax.plot(range(1, 6), y, color=colour,
                 marker=d.marker(r["model"]), label=f"{pct(r.get('sparsity'))}, "
                 f"{rho_text(r.get('binned_rho'))}")
+        control = [num(r.get(f"survival_control_bin{i}")) for i in range(1, 6)]
+        if any(math.isfinite(v) for v in control):  # the seed control, no shared init
+            ax.plot(range(1, 6), control, color=colour, ls="--", lw=0.9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), handlelength=1.6,
               title="sparsity, binned ρ", title_fontsize=7, borderaxespad=0.2)
 
@@ -183,12 +187,17 @@ def f3_survival_by_frequency(d: RunData) -> Drawn:
     fig.supylabel(f"Survival rate (fraction, cosine ≥ {d.tau:g})", fontsize=8)
     fig.suptitle("RQ2 / C1: survival by firing-rate quintile")
     strict = sum(1 for r in rows if num(r.get("binned_rho")) == -1.0)
+    control = sum(1 for r in rows if num(r.get("binned_rho_control")) == -1.0)
+    has_control = any(math.isfinite(num(r.get("binned_rho_control"))) for r in rows)
     return fig, (
         "Headline (C1): survival rate (matched cosine ≥ τ = "
         f"{d.tau:g}) per firing-rate quintile of the dense SAE's alive features, one line per "
         "condition, darker for higher sparsity; legends give the Spearman ρ of quintile rank "
         f"vs survival rate (ρ = −1: strictly rarer survives more). {strict} of {len(rows)} "
-        "conditions have ρ = −1.0 (paper: 11 of 17).")
+        "conditions have ρ = −1.0 (paper: 11 of 17)."
+        + (" Dashed: the same against the pruned model's SAE trained from the control seed, "
+           f"which shares no initialisation with the dense SAE ({control} of {len(rows)} "
+           "with ρ = −1.0)." if has_control else ""))
 
 
 def _f4_lines(ax: Axes, d: RunData, rows: list[dict], metric: str, stand_in: bool) -> None:
@@ -271,6 +280,13 @@ def _rate_scatter(ax: Axes, d: RunData, row: dict) -> Any:
                   label=f"{label} (binned median)")
 
 
+def _silenced(rows: list[dict]) -> str:
+    values = [num(r.get("n_silenced")) for r in rows]
+    counts = [int(v) for v in values if math.isfinite(v)]
+    return (f"{sum(counts)} over {len(counts)} conditions, at most {max(counts)} in one"
+            if counts else "none counted")
+
+
 def f5_fragility(d: RunData) -> Drawn:
     rows = d.rows("T6_fragility_causal")
     fig = new_figure(DOUBLE, 3.0)
@@ -299,8 +315,10 @@ def f5_fragility(d: RunData) -> Drawn:
             fig.legend(handles=items, loc=f"outside lower {loc}", ncol=3 if loc == "left" else 1)
     fig.suptitle("RQ4: feature fragility (dense SAE applied to the pruned model)")
     return fig, (
-        "RQ4 fragility: (a) fraction of features whose activations on the pruned model correlate "
-        f"with those on the dense model below r = {d.fragile_r:g} (dotted line in b); (b) per-"
+        "RQ4 fragility: (a) fraction of the dense model's alive features whose activations on "
+        f"the pruned model correlate with those on the dense model below r = {d.fragile_r:g} "
+        "(dotted line in b), or that never fire on the pruned model (silenced, counted as "
+        f"fragile: {_silenced(rows)}); (b) per-"
         "feature Pearson r against the feature's dense firing rate for the most pruned condition "
         "of each method, with the median in 12 log-spaced rate bins. Features counted as alive "
         f"and surviving elsewhere use τ = {d.tau:g}.")

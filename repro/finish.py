@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from repro.codehash import stage_code
 from repro.pipeline import Context
 from repro.store import StageOutcome, fingerprint, read_manifest, run_stage
 
@@ -16,10 +17,14 @@ FIGURES_VERSION = 1
 
 
 def unfinished_runs(ctx: Context) -> list[str]:
-    """Runs of the study whose evaluate stage has no manifest yet."""
-    return [
-        r.id for r in ctx.study.runs if read_manifest(ctx.out / "runs" / r.id / "evaluate") is None
-    ]
+    """Runs of the study whose last stage (evaluate, or sae for a control run) has no
+    manifest yet."""
+    return [r.id for r in ctx.study.runs
+            if read_manifest(ctx.out / "runs" / r.id / last_stage(r)) is None]
+
+
+def last_stage(run) -> str:
+    return "evaluate" if run.is_evaluated else "sae"
 
 
 def figures_stage(ctx: Context) -> StageOutcome:
@@ -27,6 +32,7 @@ def figures_stage(ctx: Context) -> StageOutcome:
 
     inputs = {
         "version": FIGURES_VERSION,
+        "code": stage_code("repro.figures", __name__),
         "analysis": fingerprint(ctx.out / "analysis"),
     }
 
@@ -51,7 +57,7 @@ def finish(ctx: Context, report_stage) -> int | None:
             "--shard (or the remaining shards) to complete them"
         )
         return None
-    evaluated = [f"runs/{r.id}/evaluate" for r in ctx.study.runs]
+    evaluated = [f"runs/{r.id}/{last_stage(r)}" for r in ctx.study.runs]
     report_stage("analysis", analysis_stage(ctx, evaluated))
     report_stage("tables", tables_stage(ctx))
     report_stage("figures", figures_stage(ctx))

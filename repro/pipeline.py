@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from repro import activations, data, models, prune, saes
+from repro.codehash import stage_code
 from repro.errors import ReproError
 from repro.locks import writer_lock
 from repro.perplexity import perplexity
@@ -35,11 +36,11 @@ from repro.study import ModelSpec, Run, Study, Variant
 
 STAGE_VERSION = {
     "tokens": 1,
-    "prune": 1,
+    "prune": 2,
     "perplexity": 1,
     "activations": 1,
-    "sae": 1,
-    "evaluate": 1,
+    "sae": 2,
+    "evaluate": 2,
 }
 STREAMS = ("calibration", "sae_train", "eval", "perplexity")
 
@@ -98,6 +99,7 @@ def tokens_stage(
     stream_spec = getattr(ctx.study.data, stream)
     inputs = {
         "version": STAGE_VERSION["tokens"],
+        "code": stage_code("repro.data", __name__),
         "stream": stream_spec,
         "model": spec.source,
         "revision": spec.revision,
@@ -239,6 +241,7 @@ def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOut
     spec = ctx.study.models[variant.model]
     inputs = {
         "version": STAGE_VERSION["prune"],
+        "code": stage_code("repro.prune", __name__),
         "variant": variant,
         "model": spec.source,
         "revision": spec.revision,
@@ -274,6 +277,7 @@ def perplexity_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> Sta
     spec = ctx.study.models[variant.model]
     inputs = {
         "version": STAGE_VERSION["perplexity"],
+        "code": stage_code("repro.perplexity", __name__),
         "prune": _upstream(ctx.variant_dir(variant, "prune")),
         "tokens": _upstream(ctx.tokens_dir(spec.key, "perplexity")),
     }
@@ -292,6 +296,7 @@ def activations_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> St
     spec = ctx.study.models[variant.model]
     inputs = {
         "version": STAGE_VERSION["activations"],
+        "code": stage_code("repro.activations", __name__),
         "layer": spec.probe_layer,
         "prune": _upstream(ctx.variant_dir(variant, "prune")),
         "tokens": _upstream(ctx.tokens_dir(spec.key, "eval")),
@@ -324,7 +329,7 @@ VARIANT_STAGES = (
 def with_references(study: Study, runs: tuple[Run, ...]) -> tuple[Run, ...]:
     """The selected runs plus the dense runs their evaluation compares with (same model and
     seed), which a shard may have to train itself when no other shard has yet."""
-    refs = [r.dense_reference for r in runs if not r.variant.is_dense]
+    refs = [r.dense_reference for r in runs if not r.variant.is_dense and r.is_evaluated]
     return tuple(dict.fromkeys([*runs, *(r for r in refs if r in study.runs)]))
 
 
@@ -354,15 +359,18 @@ def _run_selected(ctx: Context, runs: tuple[Run, ...]) -> dict[str, int | None]:
             _report(ctx, counts, f"[{i}/{len(variants)} {variant.id}] {name}", outcome)
     from repro.research_stages import RUN_STAGES  # it imports this module
 
-    # Per model, dense runs first: a pruned run's evaluation reads the dense run's SAE. A
-    # reference run outside the selection only gets the SAE that evaluation needs.
+    # Per model, dense runs first: a pruned run's evaluation reads the dense run's SAE. The
+    # runs of one variant (its seeds, its control) follow each other, so that the later ones
+    # replay the first one's probe activations. A reference run outside the selection only
+    # gets the SAE that evaluation needs; a control run has no evaluation.
     models_order = list(dict.fromkeys(v.model for v in variants))
     ordered = sorted(
-        needed, key=lambda r: (models_order.index(r.variant.model), not r.variant.is_dense)
+        needed, key=lambda r: (models_order.index(r.variant.model), not r.variant.is_dense,
+                               variants.index(r.variant))
     )
     for i, run in enumerate(ordered, 1):
         for name, stage in RUN_STAGES:
-            if name == "sae" or run in runs:
+            if name == "sae" or (run in runs and run.is_evaluated):
                 outcome = stage(ctx, holder, run)
                 _report(ctx, counts, f"[{i}/{len(ordered)} {run.id}] {name}", outcome)
     from repro.finish import finish

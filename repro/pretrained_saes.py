@@ -8,7 +8,10 @@ SAE of RQ3; `repro build-tiny-assets` builds it after the tiny models.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import Iterator
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +94,39 @@ def load_pretrained(spec: PretrainedSae, device: torch.device | str, probe_layer
         sae = sae.eval().requires_grad_(False)
     check_layer(sae, probe_layer, what)
     return sae
+
+
+def published_stats(spec: PretrainedSae) -> dict[str, Any]:
+    """What the SAE's publisher recorded for it, for the verdict's sanity gates.
+
+    A public SAE: sae-lens's own registry (pretrained_saes.yaml, in the installed package):
+    its `l0` and `variance_explained` where given, else the L0 its path names (Gemma Scope's
+    `average_l0_82`). A local SAE (the tiny profile's shipped ones): its training.json's L0
+    at the end of training. A value nobody recorded is None.
+    """
+    if spec.path:
+        record = Path(spec.path) / "training.json"
+        try:
+            l0 = json.loads(record.read_text(encoding="utf-8")).get("train_l0")
+        except (OSError, ValueError):
+            l0 = None
+        return {"l0": l0, "explained_variance": None, "source": f"{record} (train_l0)"}
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    lookup = get_pretrained_saes_directory().get(spec.release)
+    if lookup is None:
+        return {"l0": None, "explained_variance": None,
+                "source": f"sae-lens registry has no release {spec.release}"}
+    # the loader fills an unrecorded l0 with 0.0 and variance_explained with 1.0, values no
+    # real SAE has: read them as not recorded
+    l0 = lookup.expected_l0.get(spec.sae_id) or None
+    path_l0 = re.search(r"average_l0_(\d+)", lookup.saes_map.get(spec.sae_id, ""))
+    if l0 is None and path_l0:
+        l0 = float(path_l0.group(1))
+    ev = lookup.expected_var_explained.get(spec.sae_id)
+    return {"l0": l0, "explained_variance": None if ev in (None, 1.0) else ev,
+            "source": f"sae-lens {package_version('sae-lens')} registry, "
+                      f"{spec.release}/{spec.sae_id}"}
 
 
 # ---- the tiny profile's shipped SAEs --------------------------------------------------------

@@ -33,7 +33,7 @@ figcaption{font-size:.9em;color:#444}.pass{color:#176117;font-weight:bold}
 td.text{text-align:left}"""
 CLAIM_FIGURES = {"C1": "F3_survival_by_frequency", "C1_of": "F3_survival_by_frequency",
                  "C2": "F2_survival_vs_sparsity", "C3": "F4_transferability",
-                 "C4": "F6_causal_vs_survival"}
+                 "C4": "F6_causal_vs_survival", "C4_per_firing": "F6_causal_vs_survival"}
 """The figure that shows each claim's evidence."""
 
 

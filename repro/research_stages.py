@@ -46,6 +46,7 @@ runs/<run id>/evaluate/
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ import torch
 from safetensors.torch import save_file
 
 from repro import data, evaluate, pretrained_saes, saes
+from repro.codehash import stage_code
 from repro.errors import ReproError
 from repro.pipeline import (
     STAGE_VERSION,
@@ -111,7 +113,8 @@ def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
     """Train the run's SAE on its variant's sae_train activations; add eval firing rates."""
     spec = ctx.study.models[run.variant.model]
     s = ctx.study.sae
-    inputs = {"version": STAGE_VERSION["sae"], "seed": run.seed, "layer": spec.probe_layer,
+    inputs = {"version": STAGE_VERSION["sae"], "code": stage_code("repro.saes", __name__),
+              "seed": run.seed, "layer": spec.probe_layer,
               "sae": {"width": s.width, "k": s.k, "lr": s.lr, "batch_tokens": s.batch_tokens},
               "prune": _upstream(ctx.variant_dir(run.variant, "prune")),
               "tokens": _upstream(ctx.tokens_dir(spec.key, "sae_train")),
@@ -124,11 +127,15 @@ def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
         captured = holder.probe_capture(run.variant, inputs["tokens"], ids.numel(),
                                         model.config.hidden_size)
         replayed = captured is not None and captured.complete
+        def keep_init(sae: Any) -> None:  # the seed control's drift from initialisation
+            save_file({"W_dec": sae.W_dec.detach().float().cpu().contiguous()},
+                      str(tmp / "init_decoder.safetensors"))
+
         sae, record = saes.train_sae(
             model, ids, data.special_token_mask(ids, tokenizer),
             layer=spec.probe_layer, spec=s, seed=run.seed, seq_batch=ctx.batch_size,
             metadata={"model_name": spec.source, "context_size": int(ids.shape[1]),
-                      "repro_run": run.id}, captured=captured)
+                      "repro_run": run.id}, captured=captured, on_init=keep_init)
         saes.save_sae(sae, tmp)
         rates = saes.firing_rates(saes.load_sae(tmp, ctx.device),
                                   ctx.variant_dir(run.variant, "activations"),
@@ -178,7 +185,8 @@ def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
     spec = ctx.study.models[run.variant.model]
     role = _role(run)
     inputs: dict[str, Any] = {
-        "version": STAGE_VERSION["evaluate"], "role": role, "layer": spec.probe_layer,
+        "version": STAGE_VERSION["evaluate"], "code": stage_code("repro.evaluate", __name__),
+        "role": role, "layer": spec.probe_layer,
         "sae": _upstream(run_dir(ctx, run, "sae")),
         "activations": _upstream(ctx.variant_dir(run.variant, "activations"))}
     if role != "extra_seed":
@@ -231,7 +239,8 @@ def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[st
     if role == "dense":
         out["dense"] = out["own"]
     if role != "extra_seed":
-        out["pretrained"] = ({**out["pretrained"], "stand_in": False} if p is not None
+        out["pretrained"] = ({**out["pretrained"], "stand_in": False,
+                              "published": pretrained_saes.published_stats(p)} if p is not None
                              else {**out["dense"], "stand_in": True})
     return {"run": run.id, "variant": run.variant.id, "role": role, "saes": out}
 
@@ -270,14 +279,23 @@ def _write_causal(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> dic
     features, strata = evaluate.stratified_sample(np.where(active, rates, 0.0),
                                                   settings["per_bin"], settings["n_bins"],
                                                   settings["seed"])
+    model = holder.variant_model(run.variant)
+    if next(model.parameters()).dtype != torch.float32:
+        # bf16 ablations round the subtracted term away and reorder small effects: a float32
+        # copy of the layers above the probe keeps the arithmetic exact enough to rank
+        model = copy.deepcopy(model).float()
     got = evaluate.causal_importance(
-        holder.variant_model(run.variant), sae, ids, acts, keep, layer=spec.probe_layer,
+        model, sae, ids, acts, keep, layer=spec.probe_layer,
         features=features, batch_size=max(1, ctx.batch_size // 4))
     save_file({"feature": torch.from_numpy(features).long(),
                "stratum": torch.from_numpy(strata).long(),
                "firing_rate": torch.from_numpy(rates[features]).double(),
                "delta_ce": torch.from_numpy(np.asarray(got["delta_ce"])).double(),
-               "delta_ce_halves": torch.from_numpy(got["delta_ce_halves"]).double()},
+               "delta_ce_halves": torch.from_numpy(got["delta_ce_halves"]).double(),
+               "delta_ce_per_firing": torch.from_numpy(got["delta_ce_per_firing"]).double(),
+               "delta_ce_halves_per_firing":
+                   torch.from_numpy(got["delta_ce_halves_per_firing"]).double(),
+               "n_firing": torch.from_numpy(got["n_firing"]).long()},
               str(tmp / "causal.safetensors"))
     write_json(tmp / "causal.json", {"clean_ce": got["clean_ce"],
                                      "n_predictions": got["n_predictions"],

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,8 @@ class ActivationStream:
 
 def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
               spec: SaeSpec, seed: int, seq_batch: int, metadata: dict[str, Any],
-              captured: ProbeCapture | None = None) -> tuple[Any, dict]:
+              captured: ProbeCapture | None = None,
+              on_init: Callable[[Any], None] | None = None) -> tuple[Any, dict]:
     """Train a sae-lens TopK SAE for one epoch over the non-special tokens of `input_ids`.
 
     Seeded: the same model, tokens and seed give the same SAE (initialisation through the
@@ -201,6 +202,8 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
         normalize_activations="expected_average_only_in",
         metadata=SAEMetadata(hook_name=hook_name(layer), prepend_bos=True, **metadata))
     sae = TopKTrainingSAE(cfg)
+    if on_init is not None:  # e.g. to keep the initial decoder: how far each latent moves
+        on_init(sae)
     with torch.no_grad():  # residual streams sit far from the origin; start b_dec at their mean
         sae.b_dec.copy_(first.mean(0) * scaling)
     steps = math.ceil(stream.n_tokens / spec.batch_tokens)

@@ -64,9 +64,19 @@ class ModelSpec:
     """Hub revision (branch, tag or commit) to pin."""
     pretrained_sae: PretrainedSae | None = None
     """The pre-trained SAE for RQ3, or None (the dense-trained SAE stands in)."""
+    perplexity_range: tuple[float, float] | None = None
+    """[low, high] the dense model's perplexity must land in: a sanity gate of the verdict
+    (a model loaded wrong, e.g. without its BOS token, lands far outside)."""
 
     def __post_init__(self) -> None:
         where = f"models.{self.key}"
+        if self.perplexity_range is not None:
+            r = self.perplexity_range
+            _need(isinstance(r, list | tuple) and len(r) == 2
+                  and all(isinstance(x, int | float) and not isinstance(x, bool) for x in r)
+                  and 0 < r[0] < r[1], where,
+                  f"perplexity_range must be [low, high] with 0 < low < high, got {r!r}")
+            object.__setattr__(self, "perplexity_range", (float(r[0]), float(r[1])))
         _need(bool(self.source), where, "source is empty")
         _need(self.n_layers > 0, where, f"n_layers must be positive, got {self.n_layers}")
         _need(
@@ -173,9 +183,16 @@ class SaeSpec:
     """Activations per training step."""
     survival_threshold: float = 0.7
     """Matched decoder cosine at or above which a feature survives (tau)."""
+    control_seed: int | None = None
+    """Seed of the control SAEs: every variant (dense and pruned) gets one more SAE from this
+    seed, so survival can be measured between SAEs that share no initialisation and no data
+    order (the seed control of RQ2); None trains none."""
 
     def __post_init__(self) -> None:
         _need(self.width > 0 and self.k > 0, "sae", "width and k must be positive")
+        _need(self.control_seed is None or (isinstance(self.control_seed, int)
+                                            and not isinstance(self.control_seed, bool)),
+              "sae", f"control_seed must be an integer, got {self.control_seed!r}")
         _need(self.k <= self.width, "sae", f"k ({self.k}) must not exceed width ({self.width})")
         _need(self.lr > 0, "sae", f"lr must be positive, got {self.lr}")
         _need(self.batch_tokens > 0, "sae", "batch_tokens must be positive")
@@ -226,15 +243,24 @@ class Run:
     """SAE initialisation and shuffling seed."""
     is_extra_seed: bool = False
     """True for the additional seeds of the dense model (RQ1)."""
+    is_control: bool = False
+    """True for a control SAE (the study's control_seed): trained, matched, never evaluated."""
 
     @property
     def id(self) -> str:
+        if self.is_control:
+            return f"{self.variant.id}/control-seed-{self.seed}"
         return self.variant.id + (f"/seed-{self.seed}" if self.is_extra_seed else "")
 
     @property
     def dense_reference(self) -> Run:
         """The dense run of the same model and seed, whose SAE a pruned run is compared with."""
         return Run(Variant(self.variant.model, "dense", 0.0), self.seed)
+
+    @property
+    def is_evaluated(self) -> bool:
+        """Whether the run has an evaluate stage (every run but the control SAEs)."""
+        return not self.is_control
 
 
 @dataclass(frozen=True)

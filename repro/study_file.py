@@ -137,6 +137,17 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
     return tuple(runs)
 
 
+def _controls(runs: tuple[Run, ...], sae: SaeSpec) -> tuple[Run, ...]:
+    """One control-seed run per variant, when the study declares a control_seed."""
+    if sae.control_seed is None:
+        return runs
+    seeds = {r.seed for r in runs}
+    _need(sae.control_seed not in seeds, "sae",
+          f"control_seed {sae.control_seed} is already a seed of the study; pick another")
+    variants = dict.fromkeys(r.variant for r in runs)
+    return runs + tuple(Run(v, sae.control_seed, is_control=True) for v in variants)
+
+
 def load_study(path: Path) -> Study:
     """Read and validate a study file; every problem is a one-line ReproError."""
     path = Path(path)
@@ -174,6 +185,7 @@ def load_study(path: Path) -> Study:
         "thresholds",
         "must map names to numbers",
     )
+    sae = _build(SaeSpec, raw.get("sae"), "sae")
     return Study(
         name=str(head.get("name", path.stem)),
         path=path.resolve(),
@@ -182,8 +194,8 @@ def load_study(path: Path) -> Study:
         seed=seed,
         models=models,
         data=data,
-        sae=_build(SaeSpec, raw.get("sae"), "sae"),
-        runs=_runs(raw, models, seed),
+        sae=sae,
+        runs=_controls(_runs(raw, models, seed), sae),
         thresholds={k: float(v) for k, v in thresholds.items()},
     )
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from repro.codehash import code_hash, stage_code
+from repro.expected import SANITY
 from repro.store import (
     StageOutcome,
     atomic_write_text,
@@ -31,7 +33,8 @@ TITLES = {
     "T5_transfer": "Table 5. RQ3 transferability of the dense-trained and pre-trained SAEs",
     "T6_fragility_causal": "Table 6. RQ4 fragility and RQ5 causal importance vs survival",
 }
-STAGE_VERSION = {"analysis": 2, "tables": 2}
+STAGE_VERSION = {"analysis": 3, "tables": 3}
+
 
 
 def _cell(value: Any, digits: int) -> str:
@@ -63,10 +66,13 @@ def to_markdown(title: str, rows: list[dict]) -> str:
 
 def analysis_stage(ctx: Any, runs_done: list[str]) -> StageOutcome:
     """Compute all table rows, the claims and the per-feature arrays behind the figures."""
-    from repro.analysis import Analysis, claims
+    from repro.analysis import Analysis, sanity_gates
+    from repro.claims import claims
 
     inputs = {
         "version": STAGE_VERSION["analysis"],
+        "code": {"analysis": stage_code("repro.analysis", __name__),
+                 "claims": code_hash("repro.claims")},
         "study": ctx.study.path.read_text(),
         "upstream": {p: fingerprint(ctx.out / p) for p in runs_done},
     }
@@ -86,6 +92,7 @@ def analysis_stage(ctx: Any, runs_done: list[str]) -> StageOutcome:
         # Not write_json: it sorts keys, and the column order (id first) is part of the format.
         atomic_write_text(tmp / "tables.json", json.dumps(tables, indent=1) + "\n")
         write_json(tmp / "claims.json", claims(ctx.study, t3, t4, t5, t6))
+        write_json(tmp / SANITY, {"gates": sanity_gates(a, tables["T1_pruning"])})
         np.savez(tmp / "features.npz", **a.features)
         return {"rows": {k: len(v) for k, v in tables.items()}}
 
@@ -98,6 +105,7 @@ def tables_stage(ctx: Any) -> StageOutcome:
     """Render the analysis rows as CSV and Markdown; copy the claims to RUN_DIR/claims.json."""
     inputs = {
         "version": STAGE_VERSION["tables"],
+        "code": stage_code("repro.tables", __name__),
         "analysis": fingerprint(ctx.out / "analysis"),
     }
 
@@ -106,6 +114,7 @@ def tables_stage(ctx: Any) -> StageOutcome:
         for name, title in TITLES.items():
             atomic_write_text(tmp / f"{name}.csv", to_csv(tables[name]))
             atomic_write_text(tmp / f"{name}.md", to_markdown(title, tables[name]))
+        atomic_write_text(tmp / SANITY, (ctx.out / "analysis" / SANITY).read_text())
         return {"tables": list(TITLES)}
 
     outcome = run_stage(

@@ -19,6 +19,7 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.expected import (
+    SANITY,
     TOLERANCES,
     ClaimSpec,
     Tolerance,
@@ -295,6 +296,25 @@ def check_numerics(run_dir: Path, expected: Path) -> list[Check]:
                   "same settings", None, detail)]
 
 
+def check_sanity(run_dir: Path) -> list[Check]:
+    """The run's sanity gates (tables/sanity.json, integrity-checked with the tables)."""
+    path = run_dir / "tables" / SANITY
+    recorded = ((read_manifest(run_dir / "tables") or {}).get("outputs") or {}).get(SANITY)
+    if not path.is_file() or recorded is None:
+        return []
+    if sha256_file(path) != recorded:
+        return [Check("sanity gates", "sanity", "fail", "sha256 as recorded", "differs",
+                      "sha256", None, f"tables/{SANITY} does not match tables/{MANIFEST}")]
+    try:
+        gates = json.loads(path.read_text(encoding="utf-8"))["gates"]
+    except (ValueError, KeyError, TypeError):
+        return [Check("sanity gates", "sanity", "fail", "gates", "unreadable", "exact", None)]
+    return [Check(f"sanity: {g['gate']}", "sanity", "pass" if g["ok"] else "fail",
+                  [g["low"], g["high"]], g["value"], f"[{g['low']:.4g}, {g['high']:.4g}]",
+                  min(g["value"] - g["low"], g["high"] - g["value"])
+                  if math.isfinite(g["value"]) else None, g["source"]) for g in gates]
+
+
 def verify_run(run_dir: Path, expected: Path | None = None,
                tolerances: Path | None = None) -> dict[str, Any]:
     """Run every check and write verification.json/.md into the run folder; return the result."""
@@ -307,8 +327,15 @@ def verify_run(run_dir: Path, expected: Path | None = None,
     tol_path = tolerances or exp_dir.parent / TOLERANCES
     tols = load_tolerances(tol_path, profile)
     specs = load_claims(exp_dir)
-    checks = (verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, specs)
-              + check_numerics(run_dir, exp_dir))
+    checks = check_sanity(run_dir)
+    failed_gates = [c.name for c in checks if c.verdict == "fail"]
+    if failed_gates:  # a model or SAE that loaded wrong: its numbers mean nothing
+        checks.append(Check("comparison", "sanity", "fail", "every sanity gate passes",
+                            f"{len(failed_gates)} failed", "exact", None,
+                            "tables and claims not compared: " + "; ".join(failed_gates)))
+    else:
+        checks += verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, specs)
+    checks += check_numerics(run_dir, exp_dir)
     counts = {v: sum(c.verdict == v for c in checks)
               for v in ("pass", "fail", "inconclusive", "info")}
     result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir.resolve()),

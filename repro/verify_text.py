@@ -56,7 +56,12 @@ def markdown(result: dict[str, Any]) -> str:
            f"- checks: {_counts(counts)}",
            *[f"- numerics: {c['detail']}" for c in checks if c["kind"] == "numerics"], "",
            "Margin = allowance - |got - expected| (positive: inside the tolerance).", "",
-           "## Claims", ""]
+           "## Sanity gates", ""]
+    gates = [c for c in checks if c["kind"] == "sanity"]
+    out += (_grid(["gate", "verdict", "range", "run", "source"],
+                  [[c["name"], c["verdict"].upper(), c["tolerance"], c["got"], c["detail"]]
+                   for c in gates]) if gates else ["None declared for this profile."])
+    out += ["", "## Claims", ""]
     claims = [c for c in checks if c["kind"] == "claim"]
     out += _grid(["claim", "verdict", "expected", "run", "tolerance", "margin", "detail"],
                  [[c["name"], c["verdict"].upper(), c["expected"], c["got"], c["tolerance"],
@@ -89,7 +94,8 @@ def summary(result: dict[str, Any], max_failures: int = 20) -> str:
     checks, counts = result["checks"], result["counts"]
     lines = [f"verification {'PASS' if result['ok'] else 'FAIL'} "
              f"(profile {result['profile']}): {_counts(counts)}"]
-    for kind, label in (("table", "tables"), ("claim", "claims"), ("integrity", "files")):
+    for kind, label in (("sanity", "sanity gates"), ("table", "tables"), ("claim", "claims"),
+                        ("integrity", "files")):
         of_kind = [c for c in checks if c["kind"] == kind]
         if of_kind:
             parts = [f"{c['name']} {c['verdict']}" for c in of_kind] if kind == "claim" else [

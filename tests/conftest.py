@@ -5,6 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from repro.numerics import pin_cpu
+
+# The same CPU arithmetic as `repro all`, before any test runs a kernel: in-process tests
+# compute what the pipeline computes, and the CLI called in-process finds the pins in place.
+pin_cpu()
+
 ARCHS = ("Gemma3ForCausalLM", "Gemma2ForCausalLM", "LlamaForCausalLM")
 
 

@@ -33,7 +33,11 @@ perplexity = { rel = 0.02 }
 CLAIMS = {"C1": {"value": 11, "of": 17}, "C2": {"value": 3.5, "where": "gemma-3-tiny/0.5"},
           "C3": {"value": 0.5, "model": "gemma-3-tiny"},
           "C4": {"value": 0.12, "abs_rho_ci_high": 0.25, "reliability": 0.8,
-                 "per_condition": {"gemma-3-tiny/wanda/50": -0.12}}}
+                 "per_condition": {"gemma-3-tiny/wanda/50": -0.12}},
+          "C4_per_firing": {"value": 0.1, "abs_rho_ci_high": 0.2, "reliability": 0.7,
+                            "per_condition": {"gemma-3-tiny/wanda/50": 0.1}},
+          "C1_control": {"value": 4, "of": 17},
+          "C2_control": {"value": 1.2, "where": "gemma-3-tiny/0.5", "n_infinite": 0}}
 
 Rows = dict[str, list[dict[str, object]]]
 
@@ -56,19 +60,26 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
                      for k, v in row.items()} for row in rows)
 
 
-def write_tables(folder: Path, tables: Rows) -> None:
-    """Write tables/ as the tables stage does: CSV + Markdown twin, manifest last."""
+GATES = [{"gate": "gemma-3-tiny: dense perplexity", "value": 5.1, "low": 2.0, "high": 12.0,
+          "ok": True, "source": "study file: perplexity_range"}]
+
+
+def write_tables(folder: Path, tables: Rows, gates: list[dict] | None = None) -> None:
+    """Write tables/ as the tables stage does: CSV + Markdown twin, sanity gates, manifest
+    last."""
     def work(tmp: Path) -> None:
         for name, rows in tables.items():
             write_csv(tmp / f"{name}.csv", rows)
             (tmp / f"{name}.md").write_text("| id |\n|---|\n" + "".join(
                 f"| {r['id']} |\n" for r in rows))
+        (tmp / "sanity.json").write_text(json.dumps({"gates": GATES if gates is None
+                                                     else gates}))
 
     run_stage(folder, {"tables": sorted(tables)}, work, provenance=PROVENANCE, force=True)
 
 
 def make_run(root: Path, edit: Callable[[Rows], None] | None = None,
-             claims: dict | None = None) -> tuple[Path, Path]:
+             claims: dict | None = None, gates: list[dict] | None = None) -> tuple[Path, Path]:
     """A run folder and its expected folder (made from the unedited tables); returns both."""
     run = root / "run"
     (run / "variants" / "x" / "prune").mkdir(parents=True)
@@ -87,7 +98,7 @@ def make_run(root: Path, edit: Callable[[Rows], None] | None = None,
         bless_claims_toml(run, expected, "tiny", root / "expected" / "tolerances.toml"))
     if edit is not None:
         edit(tables)
-    write_tables(run / "tables", tables)
+    write_tables(run / "tables", tables, gates)
     run_stage(run / "variants" / "x" / "prune", {"p": 1}, lambda tmp: None,
               provenance=PROVENANCE)
     (run / "claims.json").write_text(json.dumps(CLAIMS if claims is None else claims))

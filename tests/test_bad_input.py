@@ -57,6 +57,15 @@ STUDY_EDITS = [
      "not among [models]"),
     ("extra seed equals base seed", ("seeds = [1, 2]", "seeds = [0, 2]"), "base seed"),
     ("SAE k above width", ("k = 16", "k = 4096"), "must not exceed width"),
+    ("control seed equals a run's seed", ("control_seed = 1000", "control_seed = 2"),
+     "already a seed of the study"),
+    ("control seed a string", ("control_seed = 1000", 'control_seed = "x"'),
+     "control_seed must be an integer"),
+    ("perplexity range upside down", ('architecture = "LlamaForCausalLM"\n'
+                                      'perplexity_range = [2.0, 12.0]',
+                                      'architecture = "LlamaForCausalLM"\n'
+                                      'perplexity_range = [12.0, 2.0]'),
+     "perplexity_range must be [low, high]"),
     ("SAE lr a string", ("lr = 1e-3", 'lr = "fast"'), "lr must be float"),
     ("SAE width zero", ("width = 512", "width = 0"), "must be positive"),
     ("threshold not a number", ("fragile_r = 0.5", 'fragile_r = "half"'), "map names to numbers"),
@@ -171,4 +180,4 @@ def test_malformed_tolerances_are_refused(tmp_path: Path,
 
 
 def test_at_least_twenty_cases() -> None:
-    assert len(STUDY_EDITS) + len(ARG_CASES) + len(ENV_CASES) + 3 == 42  # as the README says
+    assert len(STUDY_EDITS) + len(ARG_CASES) + len(ENV_CASES) + 3 == 45  # as the README says

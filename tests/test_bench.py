@@ -70,10 +70,11 @@ def test_quick_bench_writes_json_and_markdown(tmp_path) -> None:
 def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     study = load_study(profile_path("paper"))
     work = be.study_work(study)
-    assert sum(w["runs"] for w in work.values()) == len(study.runs) == 22
+    assert sum(w["runs"] for w in work.values()) == 22  # the paper's runs, evaluated
+    assert sum(w["control_saes"] for w in work.values()) == 20 == len(study.runs) - 22
     g = work["gemma-3-1b"]
     assert g["variants"] == 13 and g["wanda"] == 6 and g["magnitude"] == 6
-    assert g["match_pairs"] == 12 + 3  # 12 conditions + 3 pairs of RQ1 seeds
+    assert g["match_pairs"] == 12 + 3 + 13  # conditions, RQ1 seed pairs, control SAEs
     rates = be.Rates(1e-3, 5e-3, 2.0, 3.0, 4e-3)
     base = be.stage_seconds(g, rates, 60.0)
     doubled = be.stage_seconds({**g, **{k: 2 * g[k] for k in (

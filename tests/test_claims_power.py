@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from repro import stats
-from repro.analysis import c4_evidence
+from repro.claims import c4_evidence
 from repro.expected import EXPECTED_ROOT, load_claims
 from repro.study_file import load_study, profile_path
 from repro.verify import check_claim

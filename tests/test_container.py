@@ -178,7 +178,8 @@ def test_help_lists_the_commands() -> None:
 def test_list_prints_the_22_runs_of_the_default_profile() -> None:
     run = entrypoint("list", REPRO_PROFILE="tiny")
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip().splitlines()[-1].startswith("22 runs (17 conditions, 3 models)")
+    assert run.stdout.strip().splitlines()[-1].startswith(
+        "22 runs + 20 control-seed SAEs (17 conditions, 3 models)")
     assert "tiny.toml" in run.stdout
 
 

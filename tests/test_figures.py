@@ -157,3 +157,22 @@ def test_near_empty_runs_still_draw(tmp_path: Path, keep: str) -> None:
 def test_missing_tables_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReproError, match="tables.json"):
         write_figures(tmp_path, tmp_path / "figs")
+
+
+def test_saved_figures_are_the_same_bytes_twice(tmp_path) -> None:
+    """No timestamp inside the PNG or the PDF: a rerun gives byte-identical figures."""
+    import matplotlib.pyplot as plt
+
+    from repro.figure_style import save
+
+    for run in ("a", "b"):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        (tmp_path / run).mkdir()
+        save(fig, tmp_path / run, "F0")
+        plt.close(fig)
+    for ext in ("png", "pdf"):
+        assert (tmp_path / "a" / f"F0.{ext}").read_bytes() == (
+            tmp_path / "b" / f"F0.{ext}").read_bytes()
+    # the two saves may share a second: the date must be absent, not merely equal
+    assert b"CreationDate" not in (tmp_path / "a" / "F0.pdf").read_bytes()

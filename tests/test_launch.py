@@ -44,6 +44,9 @@ def test_accelerate_launch_two_processes_verifies(tmp_path: Path) -> None:
     out = tmp_path / "run"
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    # two processes on two cores, each told to use one thread and the default ATen kernels:
+    # repro's pins must still give the blessed run's numbers (verified below)
+    env.update(OMP_NUM_THREADS="1", ATEN_CPU_CAPABILITY="default")
     res = subprocess.run(
         [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
          "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "repro", "all",

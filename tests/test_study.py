@@ -16,13 +16,18 @@ TINY = profile_path("tiny").read_text()
 
 @pytest.mark.parametrize("profile", ["paper", "tiny"])
 def test_profiles_hold_22_runs_17_conditions(profile: str) -> None:
+    """The paper's 22 runs, plus one control-seed SAE per variant (20) beside them."""
     study = load_study(profile_path(profile))
-    assert len(study.runs) == 22 and len(study.conditions) == 17 and len(study.variants) == 20
+    paper_runs = [r for r in study.runs if not r.is_control]
+    assert len(paper_runs) == 22 and len(study.conditions) == 17 and len(study.variants) == 20
     first = next(iter(study.models))
     wanda = [v for v in study.conditions if v.model == first and v.method == "wanda"]
     assert [round(v.sparsity * 100) for v in wanda] == [10, 20, 30, 40, 50, 60]
     assert sum(r.is_extra_seed for r in study.runs) == 2
-    assert len({r.id for r in study.runs}) == 22
+    controls = [r for r in study.runs if r.is_control]
+    assert {r.variant for r in controls} == set(study.variants) and len(controls) == 20
+    assert {r.seed for r in controls} == {study.sae.control_seed} != {study.seed}
+    assert len({r.id for r in study.runs}) == 42 and not any(r.is_evaluated for r in controls)
 
 
 def test_paper_ids_and_probe_layers() -> None:
@@ -79,4 +84,5 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
 def test_list_prints_every_run() -> None:
     res = run_cli("list", "--profile", "paper")
     assert res.returncode == 0
-    assert "gemma-3-1b/wanda/60" in res.stdout and "22 runs (17 conditions" in res.stdout
+    assert "gemma-3-1b/wanda/60" in res.stdout
+    assert "22 runs + 20 control-seed SAEs (17 conditions" in res.stdout

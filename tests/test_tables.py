@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from repro.analysis import Analysis, _highest_viable, claims
+from repro.analysis import Analysis
+from repro.claims import _highest_viable, claims
 from repro.study_file import load_study, profile_path
 from repro.tables import to_csv, to_markdown
 

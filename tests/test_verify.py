@@ -162,10 +162,24 @@ def test_inconclusive_fails_the_verification(tmp_path: Path, capsys) -> None:
     claims = json.loads((run / "claims.json").read_text())
     claims["C1"]["value"], claims["C2"]["value"], claims["C3"]["value"] = 11, 3.7, 0.5
     claims["C4"].update(value=0.1, abs_rho_ci_high=0.42)
+    claims["C4_per_firing"].update(value=0.1, abs_rho_ci_high=0.2, reliability=0.9)
     (run / "claims.json").write_text(json.dumps(claims))
     assert main(["verify", str(run), "--expected", str(expected)]) == 1
     out = capsys.readouterr().out
     assert "1 inconclusive" in out and "INCONCLUSIVE C4" in out and "cannot tell" in out
+
+
+def test_informational_claims_report_without_failing(tmp_path: Path) -> None:
+    """The paper profile's seed-control claims: a verdict in the detail, never a failure."""
+    run, expected = make_run(tmp_path)
+    shutil.copy(EXPECTED_ROOT / "paper" / "claims.toml", expected / "claims.toml")
+    claims = json.loads((run / "claims.json").read_text())
+    claims["C1_control"]["value"] = 2  # far from the paper's 11
+    (run / "claims.json").write_text(json.dumps(claims))
+    checks = {c["name"]: c for c in verify_run(run, expected)["checks"] if c["kind"] == "claim"}
+    assert checks["C1_control"]["verdict"] == "info"
+    assert checks["C1_control"]["detail"].startswith("not met (fail)")
+    assert checks["C2_control"]["verdict"] == "info"
 
 
 def test_profile_claims_are_the_blessed_runs_own(tmp_path: Path) -> None:
@@ -223,6 +237,22 @@ def test_bless_then_verify_passes_and_tolerances_are_kept(tmp_path: Path, capsys
     assert "[tiny.T3_survival]" in tol and "fresh" not in tol  # the existing file is kept
     assert main(["bless", str(run), "--expected", str(expected)]) == 0
     assert verify_run(run, expected)["ok"]
+
+
+def test_a_failed_sanity_gate_stops_the_comparison(tmp_path: Path, capsys) -> None:
+    """A model or SAE that loaded wrong: the verdict says so instead of comparing tables."""
+    bad = [{**runfolder.GATES[0], "value": 195.0, "ok": False}]
+    run, expected = make_run(tmp_path, _survival_moved(0.5), gates=bad)
+    assert main(["verify", str(run), "--expected", str(expected)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL sanity: gemma-3-tiny: dense perplexity" in out
+    assert "tables and claims not compared" in out
+    result = json.loads((run / "verification.json").read_text())
+    assert not [c for c in result["checks"] if c["kind"] in ("table", "cell", "claim")]
+    run, expected = make_run(tmp_path / "good")  # the passing gate is a check of its own
+    result = verify_run(run, expected)
+    gate = next(c for c in result["checks"] if c["kind"] == "sanity")
+    assert result["ok"] and gate["verdict"] == "pass" and gate["margin"] == pytest.approx(3.1)
 
 
 def test_bless_refuses_a_run_from_uncommitted_code_unless_told(tmp_path: Path) -> None:

@@ -1,0 +1,45 @@
+"""Rerun `repro all` on a run folder as if one module's source had been edited.
+
+    python tests/edit_code.py MODULE RUN_DIR   (prints the stage folders redone, as JSON)
+
+The module's source is copied with a comment appended, and repro.codehash reads that copy
+for it: to the stage cache this is an edited file, while the code that runs is unchanged,
+so every stage that is redone must give the same bytes. Used by tests/test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from repro import codehash
+from repro.cli import main
+
+
+def manifests(run_dir: Path) -> dict[str, bytes]:
+    found = {}
+    for path in run_dir.rglob("manifest.json"):
+        rel = path.parent.relative_to(run_dir)
+        if not any(part.startswith(".") for part in rel.parts):
+            found[str(rel)] = path.read_bytes()
+    return found
+
+
+def rerun_edited(module: str, run_dir: Path) -> list[str]:
+    original = codehash._source(module)
+    edited = Path(tempfile.mkdtemp()) / original.name
+    edited.write_text(original.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    real = codehash._source
+    codehash._source = lambda name: edited if name == module else real(name)
+    before = manifests(run_dir)
+    code = main(["all", "--profile", "tiny", "--out", str(run_dir), "--quiet"])
+    if code != 0:
+        raise SystemExit(f"repro all exited {code}")
+    after = manifests(run_dir)
+    return sorted(k for k in after if after[k] != before.get(k))
+
+
+if __name__ == "__main__":
+    print(json.dumps(rerun_edited(sys.argv[1], Path(sys.argv[2]))))
