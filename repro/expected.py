@@ -2,13 +2,15 @@
 
 `repro verify RUN_DIR` and `repro bless RUN_DIR` both start here. Layout (next to the package):
 
-    expected_outputs/tolerances.toml        per profile, table and column: abs and/or rel
+    expected_outputs/tolerances.toml        per profile, table and column: abs and/or rel,
+                                            written by scripts/measure_spread.py
     expected_outputs/paper/claims.toml      C1-C4 as the paper's abstract states them
-    expected_outputs/<profile>/claims.toml  optional per-profile overrides (e.g. informational)
+    expected_outputs/<profile>/claims.toml  the profile's own expected claims (written by
+                                            `repro bless`), overriding the paper's key by key
     expected_outputs/<profile>/T*.csv       blessed tables of that profile
 
-Both files are data the maintainers edit by hand, so every malformed entry is reported as
-one ReproError line naming the file and the key, never a traceback.
+These files are data that maintainers may also edit by hand, so every malformed entry is
+reported as one ReproError line naming the file and the key, never a traceback.
 """
 
 from __future__ import annotations

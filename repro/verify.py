@@ -1,11 +1,14 @@
 """Does this run reproduce? `repro verify RUN_DIR [--expected DIR]` answers per table and claim.
 
-Every expected table is compared row by row and cell by cell with the run's (tolerances from
-expected_outputs/tolerances.toml), after checking that the run's tables still match the sha256
-their stage recorded; the claims in RUN_DIR/claims.json are checked against the paper's.
-Writes RUN_DIR/verification.json and verification.md, prints a summary, and returns 1 when
-anything failed. It reads only small text files: no torch, no model, no GPU, so a copied run
-folder can be verified anywhere.
+The run's sanity gates come first (tables/sanity.json: a run that fails one is not compared
+further). Then every expected table is compared row by row and cell by cell with the run's
+(tolerances from expected_outputs/tolerances.toml), after checking that the run's tables
+still match the sha256 their stage recorded, and the claims in RUN_DIR/claims.json against
+the profile's expected claims (PASS, FAIL or INCONCLUSIVE). A last line compares the run's CPU
+numerics with the blessed run's. Writes RUN_DIR/verification.json and verification.md,
+prints a summary, and returns 1 when anything failed or was inconclusive. It reads only
+small text files: no torch, no model, no GPU, so a copied run folder can be verified
+anywhere.
 """
 
 from __future__ import annotations

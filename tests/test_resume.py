@@ -110,7 +110,7 @@ def test_killed_sharded_run_resumes_to_the_same_tables(tmp_path: Path) -> None:
                 assert _completed(out).get(path) == manifest, f"{path} was redone after {kill}"
             kept.update(_completed(out))
         if shard == "1/2":
-            assert "analysis waits for 12 unfinished run(s)" in stderr
+            assert "analysis waits for 22 unfinished run(s)" in stderr  # 12 + 10 controls
     assert len(SHARD_1) + len(SHARD_0) >= 10
     assert "verification PASS" in stdout, stdout + stderr[-2000:]
     final = _completed(out)
