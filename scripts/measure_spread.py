@@ -121,8 +121,10 @@ def claim_spread(base: Path, others: list[Path]) -> dict[str, float]:
         for field, value in entry.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            diffs = [_diff(float(value), float(json.loads((r / "claims.json").read_text())
-                                               [claim].get(field) or math.nan)) for r in others]
+            diffs = []
+            for run in others:
+                got = json.loads((run / "claims.json").read_text())[claim].get(field)
+                diffs.append(_diff(float(value), math.nan if got is None else float(got)))
             out[f"{claim}.{field}"] = max(diffs, default=0.0)
     return out
 
@@ -154,6 +156,9 @@ def tolerances_text(profile: str, spread: dict, claims: dict, settings: list[str
         lines += [f"{col} = {_entry(v, settings)}" for col, v in cols.items()
                   if col not in EXACT_BY_CONSTRUCTION]
         lines.append("")
+    if any(not math.isfinite(v) for v in claims.values()):
+        sys.exit("measure_spread: a claim is null in one run and a number in another; no band "
+                 "covers that, find the cause first")
     lines.append(f'["{profile}"."claims"]')
     for spec in load_claims(ROOT / "expected_outputs" / "paper"):
         key = f"{spec.claim}.{spec.field}"

@@ -54,7 +54,8 @@ def test_tables_have_one_row_per_run_or_condition(run_dir: Path) -> None:
 
 def test_claims_figures_report_and_verification(run_dir: Path) -> None:
     claims = json.loads((run_dir / "claims.json").read_text())
-    assert set(claims) == {"C1", "C2", "C3", "C4", "C4_per_firing"} and claims["C1"]["of"] == 17
+    assert set(claims) == {"C1", "C2", "C3", "C4", "C4_per_firing", "C1_control",
+                           "C2_control"} and claims["C1"]["of"] == 17
     assert len(list((run_dir / "figures").glob("F*.png"))) == 6
     assert (run_dir / "report.html").stat().st_size > 10_000
     verdict = json.loads((run_dir / "verification.json").read_text())
