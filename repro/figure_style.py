@@ -185,3 +185,38 @@ def save(fig: Figure, out_dir: Path, stem: str) -> None:
     for ext in ("png", "pdf"):
         fig.savefig(out_dir / f"{stem}.{ext}", dpi=DPI,
                     metadata={"CreationDate": None} if ext == "pdf" else None)
+
+
+# ---- table rows to plotted points ------------------------------------------------------
+
+def rows_by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    """Table rows grouped by the values of `keys`, in first-seen order."""
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    return out
+
+
+def methods_of(rows: list[dict]) -> list[str]:
+    """The pruning methods among the rows (not dense), in the figures' order."""
+    found = {r.get("method") for r in rows} - {"dense", None}
+    return sorted(found, key=method_rank)
+
+
+def sparsity_xy(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """(sparsity in %, value of `key`) per row, for a line over sparsity."""
+    return [num(r.get("sparsity")) * 100 for r in rows], [num(r.get(key)) for r in rows]
+
+
+def finite_pairs(*arrays: np.ndarray) -> list[np.ndarray]:
+    """The arrays cut to one length and to the positions finite in all of them."""
+    n = min(len(a) for a in arrays)
+    ok = np.all([np.isfinite(a[:n]) for a in arrays], axis=0)
+    return [a[:n][ok] for a in arrays]
+
+
+def sparsity_axis(ax: Axes, label: bool = True) -> None:
+    ax.set_xlim(-3, 65)
+    ax.set_xticks(range(0, 70, 10))
+    if label:
+        ax.set_xlabel("Sparsity (% of weights removed)")

@@ -25,17 +25,22 @@ from repro.figure_style import (
     RunData,
     blank,
     bottom_legend,
+    finite_pairs,
     handles,
     load_run,
     method_colour,
     method_rank,
+    methods_of,
     new_figure,
     note,
     num,
     pct,
     ramp_colour,
     rho_text,
+    rows_by,
     save,
+    sparsity_axis,
+    sparsity_xy,
 )
 from repro.store import write_json
 
@@ -47,35 +52,6 @@ Drawn = tuple["Figure", str]
 BIN_LABELS = ("1\nrarest", "2", "3", "4", "5\nmost\nfrequent")
 
 
-def _groups(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
-    out: dict[tuple, list[dict]] = {}
-    for r in rows:
-        out.setdefault(tuple(r.get(k) for k in keys), []).append(r)
-    return out
-
-
-def _methods(rows: list[dict]) -> list[str]:
-    found = {r.get("method") for r in rows} - {"dense", None}
-    return sorted(found, key=method_rank)
-
-
-def _xy(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
-    return [num(r.get("sparsity")) * 100 for r in rows], [num(r.get(key)) for r in rows]
-
-
-def _finite(*arrays: np.ndarray) -> list[np.ndarray]:
-    n = min(len(a) for a in arrays)
-    ok = np.all([np.isfinite(a[:n]) for a in arrays], axis=0)
-    return [a[:n][ok] for a in arrays]
-
-
-def _sparsity_axis(ax: Axes, label: bool = True) -> None:
-    ax.set_xlim(-3, 65)
-    ax.set_xticks(range(0, 70, 10))
-    if label:
-        ax.set_xlabel("Sparsity (% of weights removed)")
-
-
 def f1_seed_stability(d: RunData) -> Drawn:
     from matplotlib.lines import Line2D
 
@@ -84,7 +60,7 @@ def f1_seed_stability(d: RunData) -> Drawn:
     taus, items = np.linspace(0, 1, 201), []
     pairs = d.rows("T2_seed_stability")
     for i, row in enumerate(pairs):
-        cos = _finite(d.feature(f"{row.get('id')}|matched_cosine"))[0]
+        cos = finite_pairs(d.feature(f"{row.get('id')}|matched_cosine"))[0]
         if cos.size == 0:
             continue
         colour, marker = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")[i % 4], d.marker(row["model"])
@@ -126,12 +102,13 @@ def f2_survival_vs_sparsity(d: RunData) -> Drawn:
     axes = np.atleast_1d(fig.subplots(1, len(models), sharey=True))
     for ax, model in zip(axes, models, strict=True):
         mine = [r for r in rows if r["model"] == model]
-        for method in _methods(mine):
+        for method in methods_of(mine):
             pts = [r for r in mine if r.get("method") == method]
             c, m = method_colour(method), d.marker(model)
-            ax.plot(*_xy(pts, "survival"), color=c, marker=m)
-            ax.plot(*_xy(pts, "survival_max_cosine"), color=c, marker=m, ls="--", mfc="white")
-        _sparsity_axis(ax)
+            ax.plot(*sparsity_xy(pts, "survival"), color=c, marker=m)
+            ax.plot(*sparsity_xy(pts, "survival_max_cosine"), color=c, marker=m, ls="--",
+                    mfc="white")
+        sparsity_axis(ax)
         ax.set(title=model, ylim=(0, 1.03))
         if blank(mine, "survival", "survival_max_cosine"):
             note(ax, "no survival values" if mine else "no pruned conditions in this run",
@@ -140,7 +117,7 @@ def f2_survival_vs_sparsity(d: RunData) -> Drawn:
     styles = [Line2D([], [], color=GREY, label="one-to-one matched"),
               Line2D([], [], color=GREY, ls="--", mfc="white", marker="o",
                      label="max cosine (not one-to-one)")]
-    bottom_legend(fig, handles(d, _methods(rows), []) + styles)
+    bottom_legend(fig, handles(d, methods_of(rows), []) + styles)
     fig.suptitle("RQ2: feature survival vs sparsity")
     return fig, (
         "RQ2 feature survival vs sparsity: fraction of the dense SAE's alive features whose "
@@ -166,12 +143,12 @@ def _f3_panel(ax: Axes, d: RunData, pts: list[dict], top: float) -> None:
 def f3_survival_by_frequency(d: RunData) -> Drawn:
     rows = d.rows("T3_survival")
     models = list(dict.fromkeys(r["model"] for r in rows)) or ["(none)"]
-    methods = _methods(rows) or ["(none)"]
+    methods = methods_of(rows) or ["(none)"]
     top = max([num(r.get("sparsity")) for r in rows if math.isfinite(num(r.get("sparsity")))],
               default=0.6)
     fig = new_figure(SINGLE if len(methods) == 1 else DOUBLE, 0.7 + 1.8 * len(models))
     axes = np.atleast_2d(fig.subplots(len(models), len(methods), sharex=True, sharey=True))
-    groups = _groups(rows, "model", "method")
+    groups = rows_by(rows, "model", "method")
     for i, model in enumerate(models):
         for j, method in enumerate(methods):
             ax, pts = axes[i, j], groups.get((model, method), [])
@@ -202,11 +179,11 @@ def f3_survival_by_frequency(d: RunData) -> Drawn:
 
 def _f4_lines(ax: Axes, d: RunData, rows: list[dict], metric: str, stand_in: bool) -> None:
     dense = [r for r in rows if r.get("method") == "dense"]
-    for method in _methods(rows) or ["dense"]:
+    for method in methods_of(rows) or ["dense"]:
         pts = dense + [r for r in rows if r.get("method") == method and r not in dense]
         c, m = method_colour(method), d.marker(rows[0]["model"])
-        ax.plot(*_xy(pts, f"dense_{metric}"), color=c, marker=m)
-        ax.plot(*_xy(pts, f"pretrained_{metric}"), color=c, marker=m, ls="--",
+        ax.plot(*sparsity_xy(pts, f"dense_{metric}"), color=c, marker=m)
+        ax.plot(*sparsity_xy(pts, f"pretrained_{metric}"), color=c, marker=m, ls="--",
                 mfc="white" if stand_in else c)
 
 
@@ -230,10 +207,10 @@ def f4_transferability(d: RunData) -> Drawn:
                 _f4_lines(ax, d, mine, key, stand_in)
             if blank(mine, f"dense_{key}", f"pretrained_{key}"):
                 note(ax, "no values" if mine else "no runs", clear=False)
-            _sparsity_axis(ax, label=i == 1)
+            sparsity_axis(ax, label=i == 1)
             if j == 0:
                 ax.set_ylabel(f"{label} (fraction)")
-    items = handles(d, _methods(rows), []) + [
+    items = handles(d, methods_of(rows), []) + [
         Line2D([], [], color=GREY, marker="o", label="dense-trained SAE"),
         Line2D([], [], color=GREY, marker="o", ls="--", label="pre-trained SAE"),
         Line2D([], [], color=GREY, marker="o", ls="--", mfc="white",
@@ -263,7 +240,8 @@ def _most_pruned(rows: list[dict]) -> list[dict]:
 def _rate_scatter(ax: Axes, d: RunData, row: dict) -> Any:
     from matplotlib.lines import Line2D
 
-    rate, r = _finite(d.feature(f"{row['id']}|pearson_rate"), d.feature(f"{row['id']}|pearson_r"))
+    rate, r = finite_pairs(d.feature(f"{row['id']}|pearson_rate"),
+                           d.feature(f"{row['id']}|pearson_r"))
     rate, r = rate[rate > 0], r[rate > 0]
     c = method_colour(row["method"])
     label = f"{row['model']} {row['method']} {pct(row.get('sparsity'))}"
@@ -291,10 +269,10 @@ def f5_fragility(d: RunData) -> Drawn:
     rows = d.rows("T6_fragility_causal")
     fig = new_figure(DOUBLE, 3.0)
     ax_f, ax_r = fig.subplots(1, 2)
-    for (model, method), pts in _groups(rows, "model", "method").items():
-        ax_f.plot(*_xy(pts, "fragile_fraction"), color=method_colour(method),
+    for (model, method), pts in rows_by(rows, "model", "method").items():
+        ax_f.plot(*sparsity_xy(pts, "fragile_fraction"), color=method_colour(method),
                   marker=d.marker(model))
-    _sparsity_axis(ax_f)
+    sparsity_axis(ax_f)
     ax_f.set(title="(a) Fragile features vs sparsity", ylim=(0, 1.03),
              ylabel=f"Fragile fraction (Pearson r < {d.fragile_r:g})")
     shown = [h for h in (_rate_scatter(ax_r, d, r) for r in _most_pruned(rows)) if h]
@@ -310,7 +288,7 @@ def f5_fragility(d: RunData) -> Drawn:
         note(ax_f, "no fragile fractions" if rows else "no pruned conditions in this run",
              clear=False)
     models = list(dict.fromkeys(r["model"] for r in rows))
-    for loc, items in (("left", handles(d, _methods(rows), models)), ("right", shown)):
+    for loc, items in (("left", handles(d, methods_of(rows), models)), ("right", shown)):
         if items:
             fig.legend(handles=items, loc=f"outside lower {loc}", ncol=3 if loc == "left" else 1)
     fig.suptitle("RQ4: feature fragility (dense SAE applied to the pruned model)")
@@ -327,7 +305,7 @@ def f5_fragility(d: RunData) -> Drawn:
 def _f6_panel(ax: Axes, d: RunData, row: dict) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    surv, dce = _finite(d.feature(f"{row['id']}|causal_survival"),
+    surv, dce = finite_pairs(d.feature(f"{row['id']}|causal_survival"),
                         d.feature(f"{row['id']}|causal_delta_ce"))
     method = str(row.get("method"))
     ax.set_title(f"{row['model']}\n{method} {pct(row.get('sparsity'))}\n"
