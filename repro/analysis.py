@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,25 @@ class Analysis:
         self.tau = study.sae.survival_threshold
         self.n_bins = int(study.thresholds.get("frequency_bins", N_BINS))
         self._matches: dict[str, match.Match] = {}
+        self._read: dict[tuple[str, str], np.ndarray] = {}
         self.features: dict[str, np.ndarray] = {}
         """Per-feature arrays behind the rows, keyed 'ID|name', for the figures."""
 
     def run_folder(self, run: Run) -> Path:
         return self.out / "runs" / run.id
+
+    def _once(self, what: str, run: Run, read: Callable[[Path], Any]) -> Any:
+        """Read a run's file once: every condition re-reads its model's dense run."""
+        key = (what, run.id)
+        if key not in self._read:
+            self._read[key] = read(self.run_folder(run))
+        return self._read[key]
+
+    def decoder_of(self, run: Run) -> np.ndarray:
+        return self._once("decoder", run, decoder)
+
+    def rates_of(self, run: Run) -> np.ndarray:
+        return self._once("firing_rate", run, firing_rate)
 
     def dense_run(self, model: str, seed: int | None = None) -> Run:
         seed = self.study.seed if seed is None else seed
@@ -85,22 +100,22 @@ class Analysis:
             return None
         key = f"{variant.id}|control"
         if key not in self._matches:
-            dense = decoder(self.run_folder(self.dense_run(variant.model)))
-            self._matches[key] = match.hungarian_match(dense, decoder(self.run_folder(run)))
+            dense = self.decoder_of(self.dense_run(variant.model))
+            self._matches[key] = match.hungarian_match(dense, self.decoder_of(run))
         return self._matches[key]
 
     def survival_match(self, variant: Variant) -> match.Match:
         """Dense-SAE features (same seed) matched one to one into the pruned run's SAE."""
         if variant.id not in self._matches:
-            dense = decoder(self.run_folder(self.dense_run(variant.model)))
-            pruned = decoder(self.run_folder(self.condition_run(variant)))
+            dense = self.decoder_of(self.dense_run(variant.model))
+            pruned = self.decoder_of(self.condition_run(variant))
             self._matches[variant.id] = match.hungarian_match(dense, pruned)
         return self._matches[variant.id]
 
     def dense_firing_rate(self, variant: Variant) -> np.ndarray:
         """Per latent of the dense SAE, its firing rate on the dense model: what RQ2's bins
         and RQ4's rate correlation rank features by, for every condition of the model."""
-        return firing_rate(self.run_folder(self.dense_run(variant.model)))
+        return self.rates_of(self.dense_run(variant.model))
 
     # ---- T1 --------------------------------------------------------------------------------
     def t1_pruning(self) -> list[dict]:
@@ -134,12 +149,12 @@ class Analysis:
                 if r.variant == Variant(model, "dense", 0.0) and not r.is_control
             )
             for a, b in combinations(seeds, 2):
-                run_a = self.run_folder(self.dense_run(model, a))
+                run_a = self.dense_run(model, a)
                 m = match.hungarian_match(
-                    decoder(run_a), decoder(self.run_folder(self.dense_run(model, b)))
+                    self.decoder_of(run_a), self.decoder_of(self.dense_run(model, b))
                 )
                 # over seed a's features alive on the dense model: RQ2's denominator
-                alive = firing_rate(run_a) > 0
+                alive = self.rates_of(run_a) > 0
                 cos = m.cosine[alive]
                 pair = f"{model}/dense/0/seed-{a}-vs-seed-{b}"
                 self.features[f"{pair}|matched_cosine"] = cos
@@ -190,7 +205,7 @@ class Analysis:
                 "feature_ci_high": fs.ci_high,
                 # latent i of the dense SAE paired with latent i of the pruned one: what a
                 # shared initialisation and data order make Hungarian matching do
-                "identity_rate": float(np.mean(m.index[alive] == np.flatnonzero(alive))),
+                "identity_rate": _identity_rate(m, alive),
             }
         )
         row.update(self.seed_control(v, rate, alive))
@@ -213,8 +228,7 @@ class Analysis:
         row = {"survival_control": float(np.mean(cos >= self.tau)),
                "seed_floor": float(np.mean(dense_control.cosine[alive] >= self.tau)),
                "binned_rho_control": binned.rho, "feature_rho_control": fs.rho,
-               "identity_rate_control": float(np.mean(control.index[alive]
-                                                      == np.flatnonzero(alive)))}
+               "identity_rate_control": _identity_rate(control, alive)}
         row.update({f"survival_control_bin{i + 1}": float(r) for i, r in enumerate(binned.rate)})
         drift = self.init_drift(v.model)
         if drift is not None:
@@ -225,16 +239,7 @@ class Analysis:
     def init_drift(self, model: str) -> np.ndarray | None:
         """Per latent of the dense SAE, 1 - cosine between its trained and its initial
         decoder row (0: never moved); None for an SAE saved without its initial decoder."""
-        folder = self.run_folder(self.dense_run(model)) / "sae"
-        path = folder / "init_decoder.safetensors"
-        if not path.is_file():
-            return None
-        init = load_file(str(path))["W_dec"].astype(np.float64)
-        final = decoder(self.run_folder(self.dense_run(model))).astype(np.float64)
-        num = (init * final).sum(1)
-        den = np.linalg.norm(init, axis=1) * np.linalg.norm(final, axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return 1.0 - np.where(den > 0, num / den, np.nan)
+        return self._once("init_drift", self.dense_run(model), _init_drift)
 
     def t3_survival(self) -> list[dict]:
         return [self.survival_row(v) for v in self.study.conditions]
@@ -336,6 +341,23 @@ class Analysis:
 
     def t6_fragility_causal(self) -> list[dict]:
         return [self.fragility_row(v) for v in self.study.conditions]
+
+
+def _init_drift(run_folder: Path) -> np.ndarray | None:
+    path = run_folder / "sae" / "init_decoder.safetensors"
+    if not path.is_file():
+        return None
+    init = load_file(str(path))["W_dec"].astype(np.float64)
+    final = decoder(run_folder).astype(np.float64)
+    num = (init * final).sum(1)
+    den = np.linalg.norm(init, axis=1) * np.linalg.norm(final, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - np.where(den > 0, num / den, np.nan)
+
+
+def _identity_rate(m: match.Match, alive: np.ndarray) -> float:
+    """Fraction of alive features matched to the latent with their own index."""
+    return float(np.mean(m.index[alive] == np.flatnonzero(alive)))
 
 
 def _gate(name: str, value: float, low: float, high: float, source: str) -> dict:

@@ -76,6 +76,10 @@ def code_hash(module: str) -> str:
 def stage_code(science: str, binding: str) -> dict[str, str]:
     """A stage's code key: its science module with what that imports, and the source of the
     stage module itself (which holds the stage's settings and sampling choices)."""
-    path = _source(binding)
-    return {"science": code_hash(science),
-            "stage": hashlib.sha256(path.read_bytes()).hexdigest() if path else ""}
+    return {"science": code_hash(science), "stage": _file_hash(binding)}
+
+
+@functools.cache  # every stage of a run asks: hash each stage module once per process
+def _file_hash(module: str) -> str:
+    path = _source(module)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path else ""

@@ -29,6 +29,7 @@ CUDA runs are not pinned: GPU kernels are another matter (see the README).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -82,6 +83,7 @@ def _has_avx2() -> bool:
         return False
 
 
+@functools.cache  # numerics() is in every manifest's provenance: read /proc/cpuinfo once
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
