@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from edit_code import manifests
 
 from repro.study_file import load_study, profile_path
 from repro.tables import TITLES
@@ -118,12 +119,6 @@ def test_an_edited_module_redoes_exactly_its_stages(run_dir: Path, tmp_path: Pat
     assert json.loads(res.stdout.strip().splitlines()[-1]) == redone
 
 
-def _manifests(run_dir: Path) -> dict[str, bytes]:
-    return {str(p.parent.relative_to(run_dir)): p.read_bytes()
-            for p in run_dir.rglob("manifest.json")
-            if not any(part.startswith(".") for part in p.relative_to(run_dir).parts)}
-
-
 def test_corrupted_artifacts_are_named_and_redone(run_dir: Path) -> None:
     """A truncated SAE, an altered activation chunk and an edited table: the next run names
     each file, redoes exactly those three stages (their recomputed outputs hash the same, so
@@ -138,13 +133,13 @@ def test_corrupted_artifacts_are_named_and_redone(run_dir: Path) -> None:
     altered[-5] ^= 0xFF
     chunk.write_bytes(bytes(altered))
     table.write_text(originals[table].decode().replace("0.", "0.9", 1))
-    before = _manifests(run_dir)
+    before = manifests(run_dir)
     res = repro("all", "--profile", "tiny", "--out", str(run_dir), "--quiet")
     assert res.returncode == 0, res.stderr[-3000:]
     for path in originals:
         assert f"{path.parent}: {path.name} does not match its recorded sha256" in res.stderr
         assert path.read_bytes() == originals[path]  # recomputed, bit for bit
-    after = _manifests(run_dir)
+    after = manifests(run_dir)
     redone = sorted(k for k in after if after[k] != before.get(k))
     assert redone == sorted(str(p.parent.relative_to(run_dir)) for p in originals), redone
     assert "verification PASS" in res.stdout
