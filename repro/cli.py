@@ -167,7 +167,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     study = _study(args)
     sizes = fetch(study)
-    hub = sizes["models"] + sizes["saes"] + sizes["text"]
+    hub = sizes["models"] + sizes["saes"] + sizes["text"] + sizes["packaged"]
     where = f"; {hub / 1e9:.2f} GB in {hf_home()}" if hub else ""
     print(
         f"fetch: everything the {study.name} study reads is on disk{where}; `repro all` now "

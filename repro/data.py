@@ -36,6 +36,10 @@ def documents(source: TextSource) -> Iterable[str]:
     """The source's texts in their fixed order (an indexable list when not streaming)."""
     if source.kind == "tiny":
         return _tiny_documents(source)
+    if source.kind == "package":
+        from repro.packaged import documents as packaged_documents
+
+        return packaged_documents(source.path, source.split)
     return _hub_documents(source)
 
 

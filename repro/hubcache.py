@@ -74,8 +74,18 @@ def model_item(spec: ModelSpec) -> HubItem:
 
 
 def model_items(study: Study) -> list[HubItem]:
-    """The Hub models of the study (local folders are not Hub items)."""
-    return [model_item(spec) for spec in study.models.values() if not spec.is_local]
+    """The Hub models of the study (local folders and packaged models are not Hub items)."""
+    return [model_item(spec) for spec in study.models.values()
+            if not spec.is_local and not spec.is_packaged]
+
+
+def packaged_sources(study: Study) -> tuple[list[str], list[str]]:
+    """The study's packaged models (their sources) and packaged texts (their names)."""
+    models = [spec.source for spec in study.models.values() if spec.is_packaged]
+    texts = [getattr(study.data, name).source.path
+             for name in ("calibration", "sae_train", "eval", "perplexity")
+             if getattr(study.data, name).source.kind == "package"]
+    return models, list(dict.fromkeys(texts))
 
 
 def sae_items(study: Study) -> list[HubItem]:

@@ -32,8 +32,22 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+def location(spec: ModelSpec) -> str:
+    """What `from_pretrained` reads: the Hub id, the local folder, or a packaged model's
+    converted folder (repro.packaged)."""
+    if spec.is_packaged:
+        from repro.packaged import model_folder
+
+        return str(model_folder(spec.source))
+    return spec.source
+
+
 def is_cached(spec: ModelSpec) -> bool:
     """Whether the model's config is already in the local Hugging Face cache (or on disk)."""
+    if spec.is_packaged:
+        from repro.packaged import is_fetched, model_folder
+
+        return is_fetched(model_folder(spec.source))
     if spec.is_local:
         return os.path.isdir(spec.source) and os.path.isfile(
             os.path.join(spec.source, "config.json")
@@ -46,6 +60,11 @@ def is_cached(spec: ModelSpec) -> bool:
 
 def check_access(spec: ModelSpec) -> None:
     """Fail early, in one line, where a load is bound to fail."""
+    if spec.is_packaged:
+        if not is_cached(spec):
+            raise ReproError(f"model {spec.key} ({spec.source}) is not fetched; run `repro "
+                             "fetch` with this study first (it downloads the package by name)")
+        return
     if spec.is_local:
         if not is_cached(spec):
             raise ReproError(
@@ -87,7 +106,8 @@ def load_tokenizer(spec: ModelSpec) -> Any:
 
     check_access(spec)
     try:
-        return AutoTokenizer.from_pretrained(spec.source, revision=spec.revision, token=hf_token())
+        return AutoTokenizer.from_pretrained(location(spec), revision=spec.revision,
+                                             token=hf_token())
     except OSError as exc:
         raise ReproError(_load_failure(spec, exc)) from None
 
@@ -99,7 +119,7 @@ def load_model(spec: ModelSpec, *, dtype: str, device: torch.device) -> nn.Modul
     check_access(spec)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            spec.source, revision=spec.revision, token=hf_token(), dtype=DTYPES[dtype]
+            location(spec), revision=spec.revision, token=hf_token(), dtype=DTYPES[dtype]
         )
     except OSError as exc:
         raise ReproError(_load_failure(spec, exc)) from None

@@ -184,6 +184,8 @@ def _verdict_line(rep: Report) -> str:
     v = rep.verification
     if v is None:
         return f"Not verified yet: run `repro verify {rep.run_dir}`."
+    if v.get("unverified"):
+        return f"Unverified: {v['line'].removeprefix('run complete, unverified: ')}."
     c = v["counts"]
     return (f"Verification {'PASS' if v['ok'] else 'FAIL'}: {c['pass']} checks pass, "
             f"{c['fail']} fail, {c.get('inconclusive', 0)} inconclusive, {c['info']} "

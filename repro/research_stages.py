@@ -115,7 +115,8 @@ def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
     s = ctx.study.sae
     inputs = {"version": STAGE_VERSION["sae"], "code": stage_code("repro.saes", __name__),
               "seed": run.seed, "layer": spec.probe_layer,
-              "sae": {"width": s.width, "k": s.k, "lr": s.lr, "batch_tokens": s.batch_tokens},
+              "sae": {"width": s.width, "k": s.k, "lr": s.lr, "batch_tokens": s.batch_tokens,
+                      "epochs": s.epochs},
               "prune": _upstream(ctx.variant_dir(run.variant, "prune")),
               "tokens": _upstream(ctx.tokens_dir(spec.key, "sae_train")),
               "activations": _upstream(ctx.variant_dir(run.variant, "activations"))}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import math
 import os
@@ -101,7 +102,7 @@ class ProbeCapture:
 
 
 class ActivationStream:
-    """sae-lens data provider: shuffled (batch_tokens, d_model) float32 batches, one epoch.
+    """sae-lens data provider: shuffled (batch_tokens, d_model) float32 batches, `epochs` passes.
 
     `prime()` fills the first shuffle buffer without consuming it, so the activation norm
     scaling factor is estimated without spending training tokens (sae-lens's own estimate
@@ -110,18 +111,24 @@ class ActivationStream:
 
     def __init__(self, model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *,
                  layer: int, batch_tokens: int, seq_batch: int, seed: int,
-                 captured: ProbeCapture | None = None) -> None:
+                 captured: ProbeCapture | None = None, epochs: int = 1) -> None:
         self.model, self.ids, self.keep, self.layer = model, input_ids, keep, layer
         self.batch_tokens, self.seq_batch = batch_tokens, seq_batch
         self.generator = torch.Generator().manual_seed(seed)
         self.n_tokens = int(keep.sum())
+        self.epochs = epochs
         device = next(model.parameters()).device
+        if epochs > 1 and captured is None:  # later epochs replay the first one's activations
+            captured = ProbeCapture()
         if captured is not None and captured.complete:
             source = captured.replay(device)  # another seed already ran the model
         else:
             source = self._probe_batches()
             if captured is not None:
                 source = captured.recording(source)
+        if epochs > 1:  # each epoch reshuffles: the pool is drawn afresh from the generator
+            source = itertools.chain(source, *(_lazy(captured.replay, device)
+                                               for _ in range(epochs - 1)))
         self._source = (acts.float() for acts in source)
         self._pool: torch.Tensor | None = None
         self._batches: Iterator[torch.Tensor] | None = None
@@ -169,11 +176,17 @@ class ActivationStream:
         return next(self._batches)
 
 
+def _lazy(make: Callable[..., Iterator[torch.Tensor]], *args: Any) -> Iterator[torch.Tensor]:
+    """`make(*args)`, called only when the first item is wanted (after earlier epochs ran)."""
+    yield from make(*args)
+
+
 def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
               spec: SaeSpec, seed: int, seq_batch: int, metadata: dict[str, Any],
               captured: ProbeCapture | None = None,
               on_init: Callable[[Any], None] | None = None) -> tuple[Any, dict]:
-    """Train a sae-lens TopK SAE for one epoch over the non-special tokens of `input_ids`.
+    """Train a sae-lens TopK SAE for `spec.epochs` epochs over the non-special tokens of
+    `input_ids` (the model runs once; later epochs replay its activations, reshuffled).
 
     Seeded: the same model, tokens and seed give the same SAE (initialisation through the
     global torch seed, shuffling through its own generator). Activations are rescaled to
@@ -189,8 +202,13 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
     from sae_lens.training import sae_trainer as trainer_module
 
     device = next(model.parameters()).device
+    if spec.epochs > 1 and captured is None and not ProbeCapture.fits(
+            int(keep.sum()), model.config.hidden_size, torch.float32):
+        raise ReproError(f"sae.epochs = {spec.epochs} keeps the SAE-training activations in "
+                         "memory, and they do not fit; use epochs = 1 or fewer sae_train tokens")
     stream = ActivationStream(model, input_ids, keep, layer=layer, batch_tokens=spec.batch_tokens,
-                              seq_batch=seq_batch, seed=seed, captured=captured)
+                              seq_batch=seq_batch, seed=seed, captured=captured,
+                              epochs=spec.epochs)
     if stream.n_tokens < spec.batch_tokens:
         raise ReproError(f"SAE training stream has {stream.n_tokens} usable tokens, fewer than "
                          f"batch_tokens={spec.batch_tokens}; raise data.sae_train.n_sequences")
@@ -206,10 +224,11 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
         on_init(sae)
     with torch.no_grad():  # residual streams sit far from the origin; start b_dec at their mean
         sae.b_dec.copy_(first.mean(0) * scaling)
-    steps = math.ceil(stream.n_tokens / spec.batch_tokens)
+    samples = stream.n_tokens * spec.epochs
+    steps = math.ceil(samples / spec.batch_tokens)
     dead_window = max(1, min(MAX_DEAD_WINDOW, steps // 8))
     trainer = SAETrainer(
-        SAETrainerConfig(total_training_samples=stream.n_tokens,
+        SAETrainerConfig(total_training_samples=samples,
                          train_batch_size_samples=spec.batch_tokens, lr=spec.lr, lr_end=spec.lr,
                          device=str(device), dead_feature_window=dead_window,
                          feature_sampling_window=steps + 1,
@@ -220,7 +239,8 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
     # sae-lens draws a progress bar; keep it for terminals, off in logs and CI.
     with patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)):
         sae = trainer.fit()
-    return sae, {"n_tokens": stream.n_tokens, "steps": trainer.n_training_steps,
+    return sae, {"n_tokens": stream.n_tokens, "epochs": spec.epochs,
+                 "steps": trainer.n_training_steps,
                  "batch_tokens": spec.batch_tokens, "width": spec.width, "k": spec.k,
                  "lr": spec.lr, "seed": seed, "norm_scaling_factor": scaling,
                  "dead_feature_window_steps": dead_window,

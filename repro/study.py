@@ -51,7 +51,8 @@ class ModelSpec:
     key: str
     """Short name used in run ids (e.g. gemma-3-1b)."""
     source: str
-    """Hugging Face Hub id (org/name) or a local folder; absolute once loaded."""
+    """Hugging Face Hub id (org/name), a local folder (absolute once loaded), or
+    `package:<name>`, a model repro.packaged installs by package name."""
     architecture: str
     """Expected transformers class, checked on load (e.g. Gemma3ForCausalLM)."""
     probe_layer: int
@@ -89,13 +90,19 @@ class ModelSpec:
     def is_local(self) -> bool:
         return Path(self.source).is_absolute()
 
+    @property
+    def is_packaged(self) -> bool:
+        """A model installed by package name (`package:<name>`, see repro.packaged)."""
+        return self.source.startswith("package:")
+
 
 @dataclass(frozen=True)
 class TextSource:
     """Where a token stream's text comes from."""
 
     kind: str
-    """'hub' (a `datasets` dataset) or 'tiny' (the project's generated corpus)."""
+    """'hub' (a `datasets` dataset), 'tiny' (the project's generated corpus) or 'package'
+    (a text repro.packaged installs by package name; path names it, split picks documents)."""
     path: str = ""
     """Dataset id or local folder/file for `datasets.load_dataset`; unused for 'tiny'."""
     name: str = ""
@@ -111,11 +118,12 @@ class TextSource:
 
     def __post_init__(self) -> None:
         _need(
-            self.kind in ("hub", "tiny"),
+            self.kind in ("hub", "tiny", "package"),
             "text source",
-            f"kind must be hub or tiny, got {self.kind!r}",
+            f"kind must be hub, tiny or package, got {self.kind!r}",
         )
-        _need(self.kind == "tiny" or bool(self.path), "text source", "a hub source needs path")
+        _need(self.kind == "tiny" or bool(self.path), "text source",
+              f"a {self.kind} source needs path")
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,9 @@ class SaeSpec:
     """Adam learning rate."""
     batch_tokens: int
     """Activations per training step."""
+    epochs: int = 1
+    """Passes over the SAE-training activations (paper: 1; the model runs once, later epochs
+    replay its activations reshuffled, for budgets where more tokens cost too much)."""
     survival_threshold: float = 0.7
     """Matched decoder cosine at or above which a feature survives (tau)."""
     control_seed: int | None = None
@@ -196,6 +207,9 @@ class SaeSpec:
         _need(self.k <= self.width, "sae", f"k ({self.k}) must not exceed width ({self.width})")
         _need(self.lr > 0, "sae", f"lr must be positive, got {self.lr}")
         _need(self.batch_tokens > 0, "sae", "batch_tokens must be positive")
+        _need(isinstance(self.epochs, int) and not isinstance(self.epochs, bool)
+              and self.epochs >= 1, "sae",
+              f"epochs must be a positive integer, got {self.epochs!r}")
         _need(0 < self.survival_threshold <= 1, "sae", "survival_threshold must be in (0, 1]")
 
 

@@ -318,6 +318,24 @@ def check_sanity(run_dir: Path) -> list[Check]:
                   if math.isfinite(g["value"]) else None, g["source"]) for g in gates]
 
 
+def has_expected(run_dir: Path) -> bool:
+    """Whether the run's study has expected outputs to verify against."""
+    return expected_dir(run_dir, None)[0].is_dir()
+
+
+def record_unverified(run_dir: Path) -> str:
+    """Write verification.json/.md saying the run is complete but has nothing to be verified
+    against; return the one line that says so and how to bless it."""
+    exp_dir, profile = expected_dir(run_dir, None)
+    line = (f"run complete, unverified: study {profile} has no expected outputs at {exp_dir}; "
+            f"to make this run the reference, `repro bless {run_dir}`")
+    write_json(run_dir / "verification.json", {
+        "run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir), "profile": profile,
+        "unverified": True, "ok": None, "line": line})
+    atomic_write_text(run_dir / "verification.md", f"# Verification\n\n{line}\n")
+    return line
+
+
 def verify_run(run_dir: Path, expected: Path | None = None,
                tolerances: Path | None = None) -> dict[str, Any]:
     """Run every check and write verification.json/.md into the run folder; return the result."""

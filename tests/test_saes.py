@@ -56,7 +56,7 @@ def test_seeds_sharing_one_capture_train_the_same_saes(model) -> None:
     first, _ = _train(model, 7, captured)
     assert captured.complete and sum(len(b) for b in captured.batches) == 24 * 11 - 1
     calls = []
-    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    handle = model.model.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
         replayed, _ = _train(model, 8, captured)
     finally:
@@ -95,6 +95,40 @@ def test_stream_yields_every_usable_token_once(model, monkeypatch) -> None:
     assert not torch.equal(got, expected)  # shuffled
     order = lambda t: t[torch.argsort(t[:, 0])]  # noqa: E731
     torch.testing.assert_close(order(got), order(expected), rtol=0, atol=0)
+
+
+def test_epochs_replay_every_token_once_per_epoch_without_rerunning_the_model(
+        model, monkeypatch) -> None:
+    monkeypatch.setattr(saes, "BUFFER_BATCHES", 2)
+    ids = _ids()
+    keep = ~torch.isin(ids, torch.tensor(SPECIAL))
+    calls = []
+    handle = model.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        got = torch.cat(list(saes.ActivationStream(model, ids, keep, layer=1, batch_tokens=16,
+                                                   seq_batch=5, seed=0, epochs=3)))
+    finally:
+        handle.remove()
+    assert len(calls) == 5  # one pass over the 24 sequences in batches of 5
+    once = torch.cat(list(saes.ActivationStream(model, ids, keep, layer=1, batch_tokens=16,
+                                                seq_batch=5, seed=0)))
+    n = len(once)
+    assert len(got) == 3 * n
+    order = lambda t: t[torch.argsort(t[:, 0])]  # noqa: E731
+    tripled = order(torch.cat([once] * 3))
+    torch.testing.assert_close(order(got), tripled, rtol=0, atol=0)  # each token 3 times
+    # reshuffled, not repeated: later passes differ in order from the first
+    assert not torch.equal(got[n:2 * n], got[:n]) and not torch.equal(got[2 * n:], got[n:2 * n])
+
+
+def test_several_epochs_take_as_many_more_steps(model) -> None:
+    ids = _ids()
+    keep = ~torch.isin(ids, torch.tensor(SPECIAL))
+    spec = SaeSpec(**{**SPEC.__dict__, "epochs": 2})
+    _, record = saes.train_sae(model, ids, keep, layer=2, spec=spec, seed=7, seq_batch=5,
+                               metadata={"model_name": "random"})
+    assert record["n_tokens"] == 24 * 11 - 1 and record["epochs"] == 2
+    assert record["steps"] == 17  # ceil(2 * 263 / 32); one epoch takes 9
 
 
 def test_training_never_touches_wandb(model, monkeypatch) -> None:
