@@ -27,7 +27,9 @@ from repro import bench_estimate as be
 from repro import bench_paths as bp
 from repro.paper_configs import PAPER_ARCHS, build_model
 
-PARTS = ("capture", "paper", "tiny", "wanda", "match", "sae")
+PARTS = ("capture", "paper", "tiny", "wanda", "match", "sae", "smollm2")
+OPTIONAL = {"smollm2": "needs `repro fetch --profile small` first"}
+"""Parts of the default run that are skipped (and said so) where their inputs are absent."""
 TINY_DIR = Path(__file__).resolve().parent / "assets" / "tiny" / "models"
 GOALS = {"capture": 1.8, "sae_training": 1.0}
 """Speed-ups the project aims for (issue 7); the others are reported without a goal."""
@@ -230,6 +232,42 @@ def sae_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
     return got
 
 
+def smollm2_ratios(s: Settings, device: torch.device) -> dict[str, Any]:
+    """The small profile's SmolLM2-135M with its real weights (`repro fetch --profile small`
+    first): capture, SAE training against the sae-lens runner and Wanda against the
+    reference, the small profile's sizes, plus what float32 vs bfloat16 matmuls cost here."""
+    from repro.bench_saelens import sae_training
+    from repro.models import load_model, load_tokenizer
+    from repro.study_file import load_study, profile_path
+
+    study = load_study(profile_path("small"))
+    spec = study.models["smollm2-135m"]
+    model = load_model(spec, dtype="float32", device=device)  # one line if not fetched
+    tokenizer = load_tokenizer(spec)
+    vocab, bos, layer = model.config.vocab_size, tokenizer.bos_token_id, spec.probe_layer
+    n = 2 if s.quick else 8
+    cap = bp.capture(model, _ids(n, 128, vocab, bos), layer, s.repeats)
+    ids = _ids(n * 4, 128, vocab, bos, seed=2)
+    width = study.sae.width if not s.quick else 256
+    sae = sae_training(model, tokenizer, ids, ids != bos, layer=layer,
+                       spec=type(study.sae)(**{**study.sae.__dict__, "width": width,
+                                               "epochs": 1}),
+                       seq_batch=8, repeats=s.repeats)
+    wanda = bp.wanda(model, _ids(n, 128, vocab, bos, seed=1), 0.5, batch_size=8,
+                     repeats=s.repeats)
+    return {"model": spec.key, "probe_layer": layer, "n_layers": spec.n_layers,
+            "capture": {**cap, "ratio_vs_lm": bp.ratio_spread(cap["times"]["all_layers_lm"],
+                                                               cap["times"]["probe"]),
+                        "probe_tokens_per_s": bp.per_second(cap["tokens"],
+                                                            cap["times"]["probe"])},
+            "sae": {**sae, "ratio": bp.ratio_spread(sae["times"]["sae_lens"],
+                                                     sae["times"]["project"])},
+            "wanda": {**wanda, "ratio": bp.ratio_spread(wanda["times"]["reference"],
+                                                         wanda["times"]["project"])},
+            "matmul": bp.matmul_dtypes(1024, model.config.hidden_size,
+                                       model.config.intermediate_size, s.repeats, device)}
+
+
 def _dtype(device: torch.device) -> torch.dtype:
     """The study's dtype on CUDA (bf16); float32 on the CPU, as the tiny profile."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -237,8 +275,20 @@ def _dtype(device: torch.device) -> torch.dtype:
 
 # ---- the command ------------------------------------------------------------------------------
 
+def _absent(only: tuple[str, ...], explicit: bool) -> dict[str, str]:
+    """The optional parts of a default run whose inputs are not on this machine."""
+    from repro.models import is_cached
+    from repro.study_file import load_study, profile_path
+
+    if explicit or "smollm2" not in only:
+        return {}
+    if is_cached(load_study(profile_path("small")).models["smollm2-135m"]):
+        return {}
+    return {"smollm2": OPTIONAL["smollm2"]}
+
+
 def run_bench(device: torch.device, out: Path, *, repeats: int | None = None,
-              quick: bool = False, only: tuple[str, ...] = PARTS,
+              quick: bool = False, only: tuple[str, ...] = PARTS, explicit: bool = False,
               match_size: int | None = None, estimate_profile: str | None = None) -> dict:
     """Run the selected parts, write out/bench.json and out/bench.md, return the record."""
     from repro.provenance import provenance
@@ -255,9 +305,12 @@ def run_bench(device: torch.device, out: Path, *, repeats: int | None = None,
         "capture": lambda: capture_ratio(s, device),
         "paper": lambda: {k: paper_rates(s, device, k) for k in s.paper_models},
         "tiny": lambda: tiny_rates(s, device), "wanda": lambda: wanda_ratio(s, device),
-        "match": lambda: match_ratio(s, device), "sae": lambda: sae_ratio(s, device)}
+        "match": lambda: match_ratio(s, device), "sae": lambda: sae_ratio(s, device),
+        "smollm2": lambda: smollm2_ratios(s, device)}
+    skipped = _absent(only, explicit)
+    record["skipped"] = skipped
     for part in PARTS:
-        if part in only:
+        if part in only and part not in skipped:
             _log(f"{part} ...", started)
             t0 = time.time()
             record[part] = steps[part]()
@@ -298,6 +351,23 @@ def _summarise(record: dict[str, Any]) -> None:
     for name, x in record.get("wanda", {}).items():
         r[f"wanda_{name}"] = {**x["ratio"], "goal": None, "check": x["masks_equal"],
                               "what": f"prune_wanda vs per-sequence reference, {name}"}
+    if "smollm2" in record:
+        x = record["smollm2"]
+        r["capture_smollm2"] = {**x["capture"]["ratio_vs_lm"], "goal": GOALS["capture"],
+                                "check": x["capture"]["same_activations"],
+                                "what": f"probe hook vs all-layers LM forward, SmolLM2-135M "
+                                        f"(real weights), probe {x['probe_layer']} of "
+                                        f"{x['n_layers']}"}
+        r["sae_training_smollm2"] = {**x["sae"]["ratio"], "goal": GOALS["sae_training"],
+                                     "check": True, "what": "saes.train_sae vs the sae-lens "
+                                     "runner, SmolLM2-135M, the small profile's SAE"}
+        r["wanda_smollm2"] = {**x["wanda"]["ratio"], "goal": None,
+                              "check": x["wanda"]["masks_equal"],
+                              "what": "prune_wanda vs per-sequence reference, SmolLM2-135M"}
+        m = x["matmul"]
+        r["matmul_bf16_vs_fp32"] = {**m["ratio"], "goal": None, "check": True,
+                                    "what": f"bfloat16 vs float32 matmul time, "
+                                            f"{m['shape']} (above 1: float32 is faster)"}
     if "match" in record:
         x = record["match"]
         r["matching"] = {**x["ratio"], "goal": None, "check": x["same_assignment"],

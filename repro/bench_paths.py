@@ -324,6 +324,18 @@ def forward_split(model: nn.Module, ids: torch.Tensor, repeats: int) -> dict[str
             "layers_run": n, "tokens": tokens}
 
 
+def matmul_dtypes(m: int, k: int, n: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """An (m, k) x (k, n) matmul in float32 and in bfloat16, timed side by side."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(m, k, generator=gen).to(device), torch.randn(k, n, generator=gen)
+            .to(device))
+    pairs = {"float32": (a, b), "bfloat16": (a.bfloat16(), b.bfloat16())}
+    fns = {name: (lambda x=x, y=y: [x @ y for _ in range(10)]) for name, (x, y) in pairs.items()}
+    times = alternate(fns, repeats, device)
+    return {"shape": f"({m}, {k}) x ({k}, {n})", "times": times,
+            "ratio": ratio_spread(times["bfloat16"], times["float32"])}
+
+
 def spread(values: list[float]) -> dict[str, float]:
     v = sorted(values)
     return {"min": v[0], "median": float(np.median(v)), "max": v[-1]}

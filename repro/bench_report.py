@@ -59,6 +59,8 @@ def markdown(record: dict[str, Any]) -> str:
            "project time) of runs made side by side; spread over the repeats.", ""]
     if record["ratios"]:
         out += ["## Side-by-side ratios", "", *_ratio_rows(record), ""]
+    for part, why in record.get("skipped", {}).items():
+        out += [f"Skipped `{part}`: {why}.", ""]
     if "paper" in record:
         layers, seq = s["paper_layers"], s["seq_len"]
         built = ("All layers built;" if layers is None else

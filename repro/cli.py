@@ -35,8 +35,11 @@ def _context(args: argparse.Namespace, study):
     device = resolve_device(study.device, launched_device(args.device, study.device))
     if device.type == "cpu":
         pin_cpu()  # before the first torch kernel: ATen reads its capability once
+    if not str(args.out).strip():
+        raise ReproError("--out is empty; name the output folder, e.g. --out runs/mine")
+    expected = getattr(args, "expected", None)
     return Context(study=study, out=Path(args.out), device=device, force=args.force,
-                   quiet=args.quiet)
+                   quiet=args.quiet, expected=Path(expected) if expected else None)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -154,10 +157,13 @@ def cmd_bless(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from repro.finish import describe_missing, missing_parts
     from repro.report import write_report
 
     md, page = write_report(Path(args.run_dir))
-    print(f"report written to {md} and {page}")
+    missing = missing_parts(Path(args.run_dir)) or []
+    print(f"report written to {md} and {page}"
+          + (f"; the run is {describe_missing(missing)}" if missing else ""))
     return 0
 
 
@@ -202,6 +208,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ReproError(f"--only {','.join(unknown)}: choose from {','.join(PARTS)}")
     record = run_bench(device, Path(args.out),
                        repeats=args.repeats, quick=args.quick, only=only,
+                       explicit=bool(args.only),
                        match_size=args.match_size,
                        estimate_profile=args.profile if args.estimate else None)
     print(markdown(record))
@@ -252,6 +259,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("all", help="run every stage of every run (resumable)")
     study_opts(sp)
     compute_opts(sp, "results")
+    sp.add_argument("--expected", metavar="DIR",
+                    help="expected outputs to verify against (tables, claims.toml, "
+                         "tolerances.toml; default: expected_outputs/<the study's name>)")
     sp.set_defaults(fn=cmd_all)
 
     sp = sub.add_parser("prune", help="prune one run's model and save it")
@@ -275,7 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--tolerances",
         metavar="FILE",
-        help="tolerances file (default: tolerances.toml beside the expected folder)",
+        help="tolerances file (default: the expected folder's tolerances.toml, or for the "
+             "package's profiles expected_outputs/tolerances.toml)",
     )
     sp.set_defaults(fn=cmd_verify)
 
@@ -284,7 +295,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--expected",
         metavar="DIR",
-        help="where to write them (default: expected_outputs/<the run's profile>)",
+        help="where to write them, with claims.toml and tolerances.toml (default: "
+             "expected_outputs/<the run's profile>)",
     )
     sp.add_argument("--allow-dirty", action="store_true",
                     help="bless a run made from uncommitted code (recorded in PROVENANCE.json)")

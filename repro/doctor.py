@@ -87,8 +87,9 @@ def preflight(study: Study, profile_arg: str) -> None:
 
 
 def _check_config(spec: ModelSpec) -> None:
-    """The study's architecture and layer count against the model's config.json, when it is
-    on disk (models.load_model checks the loaded model again)."""
+    """The model folder, when it is on disk: the study's architecture and layer count against
+    its config (models.load_model checks the loaded model again), its weights complete, its
+    tokenizer loadable and no larger than the embedding."""
     import json
 
     from repro.errors import ReproError
@@ -104,14 +105,85 @@ def _check_config(spec: ModelSpec) -> None:
         raise ReproError(f"model {spec.key}: {folder}/config.json is missing or unreadable; "
                          "restore the model folder or run `repro fetch`") from None
     text = cfg.get("text_config") or {}
-    layers = cfg.get("num_hidden_layers", text.get("num_hidden_layers"))
     arch = (cfg.get("architectures") or ["?"])[0]
     if arch != spec.architecture:
         raise ReproError(f"model {spec.key}: config.json says {arch}, the study says "
                          f"{spec.architecture}; fix models.{spec.key}.architecture")
+    layers = _meta_layers(spec, folder)
     if layers != spec.n_layers:
         raise ReproError(f"model {spec.key}: config.json has {layers} decoder layers, the study "
                          f"says {spec.n_layers}; fix models.{spec.key}.n_layers")
+    _check_weights(spec, folder)
+    _check_tokenizer(spec, folder, cfg.get("vocab_size", text.get("vocab_size")))
+
+
+def _meta_layers(spec: ModelSpec, folder: Path) -> int:
+    """The decoder layers of the model built from its config on the meta device (no weights
+    read): a family without layers where repro looks for them is refused here."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from repro.errors import ReproError
+    from repro.models import decoder_layers
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (ValueError, KeyError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ReproError(f"model {spec.key}: transformers cannot build a causal LM from "
+                         f"{folder}/config.json ({first}); check the model folder") from None
+    try:
+        return len(decoder_layers(model))
+    except ReproError as exc:
+        raise ReproError(f"model {spec.key}: {exc}") from None
+
+
+def _check_weights(spec: ModelSpec, folder: Path) -> None:
+    """Every safetensors file is as long as its header says (a truncated download or copy
+    otherwise fails deep inside loading)."""
+    import json
+    import struct
+
+    from repro.errors import ReproError
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files and not list(folder.glob("*.bin")):
+        raise ReproError(f"model {spec.key}: {folder} has no weights (*.safetensors); restore "
+                         "the model folder or run `repro fetch`")
+    for path in files:
+        size = path.stat().st_size
+        try:
+            with path.open("rb") as fh:
+                n = struct.unpack("<Q", fh.read(8))[0]
+                header = json.loads(fh.read(n)) if 8 + n <= size else None
+        except (OSError, ValueError, struct.error):
+            header = None
+        ends = [v["data_offsets"][1] for k, v in (header or {}).items()
+                if k != "__metadata__" and isinstance(v, dict)]
+        if header is None or 8 + n + max(ends, default=0) != size:
+            raise ReproError(f"model {spec.key}: {path} is truncated or not a safetensors "
+                             "file; copy or download the model again (`repro fetch`)")
+
+
+def _check_tokenizer(spec: ModelSpec, folder: Path, vocab: int | None) -> None:
+    from repro.errors import ReproError
+    from repro.models import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(spec)
+    except ReproError:
+        raise
+    except Exception as exc:  # transformers' many ways of finding no usable tokenizer
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise ReproError(f"model {spec.key}: no usable tokenizer in {folder} ({first}); save "
+                         "the model's tokenizer into the folder (tokenizer.save_pretrained)"
+                         ) from None
+    base = getattr(tokenizer, "vocab_size", None) or len(tokenizer)  # added tokens aside
+    if isinstance(vocab, int) and base > vocab:
+        raise ReproError(f"model {spec.key}: the tokenizer has {base} tokens, the model's "
+                         f"embedding only {vocab}; use the model's own tokenizer")
 
 
 # ---- packages -----------------------------------------------------------------------------

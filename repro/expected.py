@@ -9,6 +9,10 @@
                                             `repro bless`), overriding the paper's key by key
     expected_outputs/<profile>/T*.csv       blessed tables of that profile
 
+A folder given with `--expected DIR` (a study of one's own) holds all of it in one place:
+DIR/T*.csv, DIR/claims.toml and DIR/tolerances.toml; the paper's claims always come from the
+package.
+
 These files are data that maintainers may also edit by hand, so every malformed entry is
 reported as one ReproError line naming the file and the key, never a traceback.
 """
@@ -59,6 +63,15 @@ def expected_dir(run_dir: Path, given: Path | None) -> tuple[Path, str]:
         return EXPECTED_ROOT / profile, profile
     profile = run_profile(run_dir) if (run_dir / "study.toml").is_file() else given.name
     return given, profile
+
+
+def tolerances_path(exp_dir: Path) -> Path:
+    """The tolerances file of an expected folder: the package's shared file for the package's
+    own profiles, the folder's own tolerances.toml anywhere else (or when it has one)."""
+    own = exp_dir / TOLERANCES
+    if own.is_file() or exp_dir.resolve().parent != EXPECTED_ROOT.resolve():
+        return own
+    return EXPECTED_ROOT / TOLERANCES
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -215,10 +228,10 @@ def _signed(value: Any, where: str) -> float:
 def load_claims(expected: Path) -> list[ClaimSpec]:
     """The paper's claims, with the profile's own claims.toml overriding them key by key.
 
-    The paper's file sits in `<expected>/../paper/`, so a profile only states what differs
-    (e.g. `[C2] informational = true`) and the paper's numbers stay written once.
+    The paper's file ships with the package (expected_outputs/paper/), so a profile only states
+    what differs (e.g. `[C2] informational = true`) and the paper's numbers stay written once.
     """
-    base_path = expected.parent / BASE_CLAIMS_PROFILE / CLAIMS
+    base_path = EXPECTED_ROOT / BASE_CLAIMS_PROFILE / CLAIMS
     if not base_path.is_file():
         raise ReproError(f"{base_path} is missing: the paper's claims are needed to verify a run")
     merged: dict[str, dict[str, Any]] = {}

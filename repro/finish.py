@@ -23,6 +23,33 @@ def unfinished_runs(ctx: Context) -> list[str]:
             if read_manifest(ctx.out / "runs" / r.id / last_stage(r)) is None]
 
 
+STUDY_STAGES = ("analysis", "tables", "figures")
+
+
+def missing_parts(run_dir: Path) -> list[str] | None:
+    """What a run folder still lacks: runs without their last stage, then study-level stages.
+    Empty for a complete run; None when the folder's copy of its study file cannot be read
+    as a study (then nobody can tell)."""
+    from repro.errors import ReproError
+    from repro.study_file import load_study
+
+    if not (run_dir / "study.toml").is_file():
+        return ["study.toml (nothing has run here, or not with `repro all`)"]
+    try:
+        study = load_study(run_dir / "study.toml")
+    except ReproError:
+        return None
+    runs = [f"runs/{r.id}/{last_stage(r)}" for r in study.runs
+            if read_manifest(run_dir / "runs" / r.id / last_stage(r)) is None]
+    return runs + [s for s in STUDY_STAGES if read_manifest(run_dir / s) is None]
+
+
+def describe_missing(missing: list[str]) -> str:
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    return (f"incomplete: {len(missing)} part(s) missing ({shown}); rerun the same `repro all` "
+            "(it resumes) to finish")
+
+
 def last_stage(run) -> str:
     return "evaluate" if run.is_evaluated else "sae"
 
@@ -70,13 +97,13 @@ def verify_and_report(ctx: Context) -> int:
     from repro.verify import has_expected, record_unverified, verify_run
     from repro.verify_text import summary
 
-    if not has_expected(ctx.out):  # a study of one's own before its first bless: a clean end
-        line = record_unverified(ctx.out)
+    if not has_expected(ctx.out, ctx.expected):  # a study of one's own before its first bless
+        line = record_unverified(ctx.out, ctx.expected)
         md, _html = write_report(ctx.out)
         print(line)
         ctx.log(f"report: {md}")
         return 0
-    result = verify_run(ctx.out)
+    result = verify_run(ctx.out, ctx.expected)
     md, _html = write_report(ctx.out)
     print(summary(result))
     ctx.log(f"report: {md}")

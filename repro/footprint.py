@@ -71,7 +71,10 @@ _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 def model_facts(spec: ModelSpec) -> ModelFacts:
     """Read the sizes from the model's files when they are on disk, else from KNOWN_MODELS."""
-    folder: Path | None = Path(spec.source) if spec.is_local else None
+    from repro.models import location
+
+    folder: Path | None = (Path(location(spec)) if spec.is_local or spec.is_packaged
+                           else None)
     if folder is None:
         folder = hubcache.cached_snapshot(hubcache.model_item(spec))[0]
     if folder is not None and (folder / "config.json").is_file():

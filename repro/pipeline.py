@@ -57,6 +57,8 @@ class Context:
     started: float = field(default_factory=time.time)
     shrink: int = 1
     """Divides the batch size while a stage retries after running out of GPU memory."""
+    expected: Path | None = None
+    """The expected outputs to verify against (--expected), else the package's for the study."""
 
     def log(self, msg: str) -> None:
         if not self.quiet:

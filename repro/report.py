@@ -49,6 +49,8 @@ class Report:
     figures: list[tuple[Path, str]]
     provenance: dict[str, Any]
     stages: list[tuple[str, int, float]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    """What the run folder still lacks (repro.finish.missing_parts); empty when complete."""
 
 
 def _json(path: Path) -> Any:
@@ -116,9 +118,12 @@ def gather(run_dir: Path) -> Report:
     pngs = sorted((run_dir / "figures").glob("*.png"))
     figures = [(p, str(captions.get(p.stem, ""))) for p in pngs]
     manifests = _manifests(run_dir)
+    from repro.finish import missing_parts
+
     return Report(run_dir, _study_name(run_dir), _json(run_dir / "verification.json"),
                   _json(run_dir / "claims.json") or {}, tables, figures,
-                  gather_provenance(run_dir, manifests), stage_times(manifests))
+                  gather_provenance(run_dir, manifests), stage_times(manifests),
+                  missing_parts(run_dir) or [])
 
 
 def claim_rows(rep: Report) -> list[list[Any]]:
@@ -181,6 +186,11 @@ def _frame_rows(df: pd.DataFrame) -> list[list[Any]]:
 
 
 def _verdict_line(rep: Report) -> str:
+    from repro.finish import describe_missing
+
+    if rep.missing:
+        return ("**Incomplete run**: " + describe_missing(rep.missing).removeprefix("incomplete: ")
+                + ". Its numbers are partial and no verdict applies.")
     v = rep.verification
     if v is None:
         return f"Not verified yet: run `repro verify {rep.run_dir}`."

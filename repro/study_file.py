@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -59,10 +61,21 @@ def _build(cls: type, table: Any, where: str, **fixed: Any) -> Any:
         raise ReproError(f"study file: {where}: {exc}") from None
 
 
-def _resolve(path: str, base: Path) -> str:
-    """Relative local paths are relative to the study file; Hub ids stay as they are."""
-    if path.startswith((".", "/")):
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+def _resolve(path: str, base: Path, where: str = "") -> str:
+    """Local paths are relative to the study file (with or without ./); a path that names no
+    folder there is a Hub id, and must look like one (org/name); packaged sources stay."""
+    if path.startswith((".", "/", "~")):
+        return str((base / Path(path).expanduser()).resolve())
+    if path.startswith("package:") or not where:
+        return path
+    if (base / path).exists():
         return str((base / path).resolve())
+    _need(bool(HUB_ID.fullmatch(path)) and not path.endswith((".", "-")), where,
+          f"{path!r} is neither a folder (relative to the study file, {base}) nor a Hugging "
+          "Face Hub id (org/name); fix the path")
     return path
 
 
@@ -76,7 +89,7 @@ def _model(key: str, table: dict[str, Any], base: Path) -> ModelSpec:
         if sae.path:
             sae = PretrainedSae(path=_resolve(sae.path, base))
     if "source" in table:
-        table["source"] = _resolve(str(table["source"]), base)
+        table["source"] = _resolve(str(table["source"]), base, f"{where}.source")
     return _build(ModelSpec, table, where, key=key, pretrained_sae=sae)
 
 
@@ -178,13 +191,7 @@ def load_study(path: Path) -> Study:
     )
     seed = head.get("seed", 0)
     _need(isinstance(seed, int), "study", f"seed must be an integer, got {seed!r}")
-    thresholds = raw.get("thresholds", {})
-    _need(
-        isinstance(thresholds, dict)
-        and all(isinstance(v, int | float) for v in thresholds.values()),
-        "thresholds",
-        "must map names to numbers",
-    )
+    thresholds = _thresholds(raw.get("thresholds", {}))
     sae = _build(SaeSpec, raw.get("sae"), "sae")
     return Study(
         name=str(head.get("name", path.stem)),
@@ -196,8 +203,36 @@ def load_study(path: Path) -> Study:
         data=data,
         sae=sae,
         runs=_controls(_runs(raw, models, seed), sae),
-        thresholds={k: float(v) for k, v in thresholds.items()},
+        thresholds=thresholds,
     )
+
+
+THRESHOLDS = {
+    # name: (lowest, highest, whole number, what it is)
+    "viable_ce_score": (-math.inf, 1.0, False, "the CE-loss score an SAE must reach (RQ3)"),
+    "fragile_r": (-1.0, 1.0, False, "the Pearson r below which a feature is fragile (RQ4)"),
+    "frequency_bins": (2, 100, True, "firing-rate bins (RQ2, RQ5)"),
+    "causal_features_per_bin": (1, 10_000, True, "features ablated per bin (RQ5)"),
+    "causal_sequences": (0, 10**6, True, "eval sequences of the ablations, 0 for all (RQ5)"),
+    "sanity_l0_rel": (0.0, math.inf, False, "the shipped SAEs' L0 band (sanity gate)"),
+    "sanity_ev_abs": (0.0, 1.0, False, "the shipped SAEs' EV band (sanity gate)"),
+}
+
+
+def _thresholds(table: Any) -> dict[str, float]:
+    """[thresholds], each key known and each value a number in its range."""
+    _need(isinstance(table, dict), "thresholds", "must be a table of name = number")
+    out = {}
+    for key, value in table.items():
+        where = f"thresholds.{key}"
+        _need(key in THRESHOLDS, where, f"unknown threshold; use one of {', '.join(THRESHOLDS)}")
+        low, high, whole, what = THRESHOLDS[key]
+        _need(isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value) and (not whole or float(value).is_integer()), where,
+              f"must be a {'whole ' if whole else ''}number ({what}), got {value!r}")
+        _need(low <= value <= high, where, f"must be in [{low}, {high}] ({what}), got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 def profile_path(profile: str) -> Path:

@@ -23,13 +23,13 @@ from typing import Any
 from repro.errors import ReproError
 from repro.expected import (
     SANITY,
-    TOLERANCES,
     ClaimSpec,
     Tolerance,
     Tolerances,
     expected_dir,
     load_claims,
     load_tolerances,
+    tolerances_path,
 )
 from repro.numerics import comparable
 from repro.store import MANIFEST, atomic_write_text, read_manifest, sha256_file, write_json
@@ -318,17 +318,30 @@ def check_sanity(run_dir: Path) -> list[Check]:
                   if math.isfinite(g["value"]) else None, g["source"]) for g in gates]
 
 
-def has_expected(run_dir: Path) -> bool:
+def check_complete(run_dir: Path) -> list[Check]:
+    """A run folder of `repro all` that lacks runs or stages fails: its tables are partial."""
+    from repro.finish import describe_missing, missing_parts
+
+    missing = missing_parts(run_dir) if (run_dir / "study.toml").is_file() else None
+    if missing is None:  # a bare copy of tables, or a study nobody can read: nothing to count
+        return []
+    return [Check("completeness", "run", "fail" if missing else "pass", "every run and stage",
+                  f"{len(missing)} missing", "exact", None,
+                  describe_missing(missing) if missing else "")]
+
+
+def has_expected(run_dir: Path, expected: Path | None = None) -> bool:
     """Whether the run's study has expected outputs to verify against."""
-    return expected_dir(run_dir, None)[0].is_dir()
+    return expected_dir(run_dir, expected)[0].is_dir()
 
 
-def record_unverified(run_dir: Path) -> str:
+def record_unverified(run_dir: Path, expected: Path | None = None) -> str:
     """Write verification.json/.md saying the run is complete but has nothing to be verified
     against; return the one line that says so and how to bless it."""
-    exp_dir, profile = expected_dir(run_dir, None)
+    exp_dir, profile = expected_dir(run_dir, expected)
     line = (f"run complete, unverified: study {profile} has no expected outputs at {exp_dir}; "
-            f"to make this run the reference, `repro bless {run_dir}`")
+            f"to make this run the reference, `repro bless {run_dir} --expected {exp_dir}`, "
+            f"then verify later runs with `--expected {exp_dir}`")
     write_json(run_dir / "verification.json", {
         "run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir), "profile": profile,
         "unverified": True, "ok": None, "line": line})
@@ -345,8 +358,16 @@ def verify_run(run_dir: Path, expected: Path | None = None,
     if not exp_dir.is_dir():
         raise ReproError(f"no expected outputs at {exp_dir} (profile {profile}); create them "
                          f"with `repro bless {run_dir}` or pass --expected DIR")
-    tol_path = tolerances or exp_dir.parent / TOLERANCES
+    if tolerances is not None and not tolerances.is_file():
+        raise ReproError(f"--tolerances {tolerances}: no such file; pass an existing "
+                         "tolerances.toml or leave the option out")
+    tol_path = tolerances or tolerances_path(exp_dir)
     tols = load_tolerances(tol_path, profile)
+    known = {p.stem for p in exp_dir.glob("*.csv")} | {"claims"}
+    stray = sorted(set(tols.by_table) - known)
+    if stray:
+        raise ReproError(f"{tol_path}: [{profile}.{stray[0]}] names no expected table (there "
+                         f"are {', '.join(sorted(known - {'claims'}))}); fix or remove it")
     specs = load_claims(exp_dir)
     checks = check_sanity(run_dir)
     failed_gates = [c.name for c in checks if c.verdict == "fail"]
@@ -356,7 +377,7 @@ def verify_run(run_dir: Path, expected: Path | None = None,
                             "tables and claims not compared: " + "; ".join(failed_gates)))
     else:
         checks += verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, specs)
-    checks += check_numerics(run_dir, exp_dir)
+    checks += check_numerics(run_dir, exp_dir) + check_complete(run_dir)
     counts = {v: sum(c.verdict == v for c in checks)
               for v in ("pass", "fail", "inconclusive", "info")}
     result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir.resolve()),

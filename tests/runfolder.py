@@ -9,12 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from repro.bless import _claims_toml as bless_claims_toml
-from repro.expected import EXPECTED_ROOT
 from repro.store import run_stage
 
 TABLES = ("T1_pruning", "T2_seed_stability", "T3_survival", "T4_ratios", "T5_transfer",
@@ -89,13 +87,11 @@ def make_run(root: Path, edit: Callable[[Rows], None] | None = None,
     expected.mkdir(parents=True)
     for name, rows in tables.items():
         write_csv(expected / f"{name}.csv", rows)
-    (root / "expected" / "tolerances.toml").write_text(TOLERANCES)
-    (root / "expected" / "paper").mkdir()
-    shutil.copy(EXPECTED_ROOT / "paper" / "claims.toml", root / "expected" / "paper")
+    (expected / "tolerances.toml").write_text(TOLERANCES)
     (run / "claims.json").write_text(json.dumps(CLAIMS))
     # the blessed run's own claims are the profile's expected claims, as `repro bless` writes
     (expected / "claims.toml").write_text(
-        bless_claims_toml(run, expected, "tiny", root / "expected" / "tolerances.toml"))
+        bless_claims_toml(run, expected, "tiny", expected / "tolerances.toml"))
     if edit is not None:
         edit(tables)
     write_tables(run / "tables", tables, gates)

@@ -68,12 +68,20 @@ STUDY_EDITS = [
      "perplexity_range must be [low, high]"),
     ("SAE lr a string", ("lr = 1e-3", 'lr = "fast"'), "lr must be float"),
     ("SAE width zero", ("width = 512", "width = 0"), "must be positive"),
-    ("threshold not a number", ("fragile_r = 0.5", 'fragile_r = "half"'), "map names to numbers"),
+    ("threshold not a number", ("fragile_r = 0.5", 'fragile_r = "half"'),
+     "thresholds.fragile_r: must be a number"),
+    ("frequency bins zero", ("frequency_bins = 5", "frequency_bins = 0"),
+     "thresholds.frequency_bins: must be in [2, 100]"),
+    ("threshold misspelt", ("fragile_r = 0.5", "fragile = 0.5"),
+     "thresholds.fragile: unknown threshold"),
+    ("model path neither a folder nor a Hub id", (f'"{ASSETS}/models/llama-tiny"',
+                                                  '"my models/llama-tiny"'),
+     "'my models/llama-tiny' is neither a folder"),
     ("stream sampling unknown", ('sampling = "packed"', 'sampling = "random"'), "sampling must"),
     ("stream of zero sequences", ("n_sequences = 32", "n_sequences = 0"), "must be positive"),
     ("text source of an unknown kind", ('source = { kind = "tiny", split = "calibration" }',
                                         'source = { kind = "web", split = "calibration" }'),
-     "kind must be hub or tiny"),
+     "kind must be hub, tiny or package"),
     ("generated corpus missing", ('source = { kind = "tiny", split = "calibration" }',
                                   'source = { kind = "tiny", split = "calibration", '
                                   'path = "/nonexistent/corpus.json" }'), "corpus.json is missing"),
@@ -88,6 +96,7 @@ ARG_CASES = [
     ("CUDA asked, none present", ["--device", "cuda"], "needs a CUDA GPU"),
     ("option misspelt", ["--shrad", "0/2"], "unrecognized arguments"),
     ("study file missing", ["--study", "/no/such/study.toml"], "does not exist"),
+    ("output folder empty", ["--out", ""], "--out is empty"),
 ]
 
 
@@ -132,7 +141,78 @@ def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str], case:
     if "--study" not in args:
         args = ["--study", str(study), *args]
     before = _files(tmp_path)
-    code, err = _run_in_process(["all", *args, "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    code, err = _run_in_process(["all", *args, *out, "--quiet"], capsys)
+    _check_refused(code, err, message, tmp_path, before)
+
+
+def _gpt2(folder: Path) -> str:
+    import transformers
+
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=300, n_positions=128, n_embd=32, n_layer=6, n_head=4, bos_token_id=1,
+        eos_token_id=2)).save_pretrained(folder)
+    return "GPT2LMHeadModel"
+
+
+def _neox(folder: Path) -> str:
+    import transformers
+
+    transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        vocab_size=300, hidden_size=32, num_hidden_layers=6, num_attention_heads=4,
+        intermediate_size=64, bos_token_id=1, eos_token_id=2)).save_pretrained(folder)
+    return "GPTNeoXForCausalLM"
+
+
+def _truncated(folder: Path) -> str:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    return "LlamaForCausalLM"
+
+
+def _no_tokenizer(folder: Path) -> str:
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    return "LlamaForCausalLM"
+
+
+def _small_embedding(folder: Path) -> str:
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 50}))
+    return "LlamaForCausalLM"
+
+
+# (case, how the copy of the tiny Llama folder is spoilt, returning the architecture, message)
+MODEL_CASES = [
+    ("weights truncated", _truncated, "model.safetensors is truncated"),
+    ("no tokenizer files", _no_tokenizer, "no usable tokenizer in"),
+    ("tokenizer larger than the embedding", _small_embedding, "the model's embedding only 50"),
+    ("GPT-2 (layers at transformer.h)", _gpt2, "GPT2LMHeadModel has no model.layers"),
+    ("GPT-NeoX (layers at gpt_neox.layers)", _neox, "GPTNeoXForCausalLM has no model.layers"),
+]
+
+
+@pytest.mark.parametrize("case,spoil,message", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_bad_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str,
+                          spoil, message: str) -> None:
+    """Found in preflight, before the output folder exists or a token is computed."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(ASSETS / "models" / "llama-tiny", folder)
+    if spoil in (_gpt2, _neox):
+        (folder / "model.safetensors").unlink()
+        (folder / "config.json").unlink()
+    arch = spoil(folder)
+    capsys.readouterr()  # what making the folder printed
+    study = tmp_path / "bad.toml"
+    study.write_text(TINY.replace(f'"{ASSETS}/models/llama-tiny"', f'"{folder}"').replace(
+        'architecture = "LlamaForCausalLM"', f'architecture = "{arch}"'))
+    before = _files(tmp_path)
+    code, err = _run_in_process(
+        ["all", "--study", str(study), "--out", str(tmp_path / "out"), "--quiet"], capsys)
     _check_refused(code, err, message, tmp_path, before)
 
 
@@ -171,13 +251,15 @@ def test_malformed_tolerances_are_refused(tmp_path: Path,
     capsys.readouterr()
     cases = [("[tiny.T3_survival]\nsurvival = { abs = -0.1 }\n", "must be a finite number >= 0"),
              ("[tiny.T3_survival\n", "not valid TOML"),
-             ("[tiny.T3_survival]\nsurvival = { absolute = 0.1 }\n", "absolute")]
+             ("[tiny.T3_survival]\nsurvival = { absolute = 0.1 }\n", "absolute"),
+             ("[tiny.T3_survivl]\nsurvival = { abs = 0.1 }\n", "names no expected table")]
     for text, message in cases:
-        (expected.parent / "tolerances.toml").write_text(text)
+        (expected / "tolerances.toml").write_text(text)
         before = _files(tmp_path)
         code, err = _run_in_process(["verify", str(run), "--expected", str(expected)], capsys)
         _check_refused(code, err, message, tmp_path, before)
 
 
 def test_at_least_twenty_cases() -> None:
-    assert len(STUDY_EDITS) + len(ARG_CASES) + len(ENV_CASES) + 3 == 45  # as the README says
+    total = len(STUDY_EDITS) + len(ARG_CASES) + len(ENV_CASES) + len(MODEL_CASES) + 4
+    assert total == 55  # as the README says

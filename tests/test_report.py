@@ -74,3 +74,32 @@ def test_report_without_verification_says_so(tmp_path: Path) -> None:
     main(["report", str(run)])
     assert "Not verified yet" in (run / "report.md").read_text()
     assert "not verified" in (run / "report.html").read_text()
+
+
+def test_an_incomplete_run_says_so_at_the_top_and_fails_verification(tmp_path: Path,
+                                                                     capsys) -> None:
+    from repro.study_file import profile_path
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "study.toml").write_text(profile_path("tiny").read_text())  # killed before any stage
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    # 22 runs and 20 control SAEs without their last stage, analysis, tables, figures
+    assert "the run is incomplete: 45 part(s) missing (runs/gemma-3-tiny/dense/0/evaluate" in out
+    top = (run / "report.md").read_text().splitlines()[:6]
+    assert any(line.startswith("**Incomplete run**: 45 part(s) missing") for line in top)
+    assert main(["verify", str(run)]) == 1
+    assert "FAIL completeness" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 0
+    assert "incomplete: 1 part(s) missing (study.toml (nothing has run here" in \
+        capsys.readouterr().out
+
+
+def test_a_complete_run_is_not_called_incomplete(tmp_path: Path) -> None:
+    run, expected = make_run(tmp_path)
+    verify_run(run, expected)
+    assert main(["report", str(run)]) == 0
+    assert "Incomplete" not in (run / "report.md").read_text()

@@ -216,7 +216,7 @@ def test_malformed_tolerances_are_one_line_errors(tmp_path: Path, text: str,
 
 def test_malformed_tolerances_exit_2_through_the_cli(tmp_path: Path) -> None:
     run, expected = make_run(tmp_path)
-    (expected.parent / "tolerances.toml").write_text(
+    (expected / "tolerances.toml").write_text(
         "[tiny.T3_survival]\nsurvival = { rel = 'x' }\n")
     res = subprocess.run([sys.executable, "-m", "repro", "verify", str(run), "--expected",
                           str(expected)], capture_output=True, text=True, timeout=60)
@@ -233,9 +233,10 @@ def test_bless_then_verify_passes_and_tolerances_are_kept(tmp_path: Path, capsys
     prov = json.loads((fresh / "PROVENANCE.json").read_text())
     assert prov["code_version"] == "0.1.0+abc123" and prov["device"].startswith("cpu")
     assert prov["packages"]["pandas"] and set(prov["tables"]) == {f"{t}.csv" for t in TABLES}
-    tol = (fresh.parent / "tolerances.toml").read_text()
-    assert "[tiny.T3_survival]" in tol and "fresh" not in tol  # the existing file is kept
+    assert "rel = 1e-6" in (fresh / "tolerances.toml").read_text()  # a new folder: round-off
     assert main(["bless", str(run), "--expected", str(expected)]) == 0
+    tol = (expected / "tolerances.toml").read_text()
+    assert tol == runfolder.TOLERANCES  # an existing file is kept as it is
     assert verify_run(run, expected)["ok"]
 
 
@@ -271,7 +272,7 @@ def test_bless_refuses_a_run_from_uncommitted_code_unless_told(tmp_path: Path) -
 
 def test_bless_creates_default_tolerances_and_refuses_tampered_tables(tmp_path: Path) -> None:
     run, expected = make_run(tmp_path)
-    (expected.parent / "tolerances.toml").unlink()
+    (expected / "tolerances.toml").unlink()
     done = bless_run(run, expected)
     assert done["tolerances_created"]
     assert load_tolerances(done["tolerances"], "tiny").get("T1_pruning", "x").rel == 1e-6
@@ -287,3 +288,33 @@ def test_a_table_nobody_expects_is_reported_not_failed(tmp_path: Path) -> None:
     result = verify_run(run, expected)
     extra = next(c for c in result["checks"] if c["name"] == "T7_extra")
     assert result["ok"] and extra["verdict"] == "info"
+
+
+def test_bless_and_verify_round_trip_through_one_folder_of_ones_own(tmp_path: Path,
+                                                                      capsys) -> None:
+    """`bless RUN --expected DIR` puts tables, claims and tolerances into DIR, and nowhere
+    else; `verify RUN --expected DIR` then passes, and fails once a table is tampered with."""
+    run, _ = make_run(tmp_path)
+    mine = tmp_path / "mine" / "expected"
+    package_files = sorted(p for p in EXPECTED_ROOT.rglob("*") if p.is_file())
+    stamps = [p.stat().st_mtime_ns for p in package_files]
+    assert main(["bless", str(run), "--expected", str(mine), "--allow-dirty"]) == 0
+    assert {"tolerances.toml", "claims.toml", "PROVENANCE.json", "T1_pruning.csv"} <= {
+        p.name for p in mine.iterdir()}
+    assert not (mine.parent / "tolerances.toml").exists()
+    assert [p.stat().st_mtime_ns for p in package_files] == stamps  # the package untouched
+    assert main(["verify", str(run), "--expected", str(mine)]) == 0
+    path = run / "tables" / "T3_survival.csv"
+    path.write_text(path.read_text().replace("0.6", "0.7", 1))  # planted: a changed number
+    capsys.readouterr()
+    assert main(["verify", str(run), "--expected", str(mine)]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_a_missing_tolerances_file_is_one_line(tmp_path: Path, capsys) -> None:
+    run, expected = make_run(tmp_path)
+    code = main(["verify", str(run), "--expected", str(expected), "--tolerances",
+                 str(tmp_path / "nope.toml")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after make_run's own warnings
+    assert code == 2 and err.startswith("repro: error: --tolerances") and "no such file" in err
+    assert not (run / "verification.json").exists()
