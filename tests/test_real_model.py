@@ -100,15 +100,18 @@ def test_saes_reconstruct_and_every_stage_measured(run: Path) -> None:
 
 
 def test_bench_on_the_real_model_matches_its_references(run: Path, tmp_path: Path) -> None:
-    """`repro bench --only smollm2`: Wanda's masks equal the per-sequence reference's and the
-    probe hook's activations equal hidden_states[L + 1], on real weights (with many ties in
-    |W| from the 4-bit quantization, which a random model never has)."""
+    """`repro bench --only smollm2`: Wanda's masks equal the per-sequence reference's (at its
+    batch of one sequence; batched, GEMM rounding may flip a few near-ties among these 4-bit
+    weights: measured 3006 of 106M entries with 8 sequences) and the probe hook's activations
+    equal hidden_states[L + 1], on real weights."""
     from repro.bench import run_bench
 
     record = run_bench(torch.device("cpu"), tmp_path, quick=True, repeats=1,
                        only=("smollm2",), explicit=True)
     x = record["smollm2"]
-    assert x["wanda"]["masks_equal"], x["wanda"]["mask_entries_differing"]
+    w = x["wanda"]
+    assert w["masks_equal_at_batch_1"]  # the reference's arithmetic: identical masks
+    assert w["mask_entries_differing"] <= 1e-4 * w["mask_entries"]  # batched: rounding only
     assert x["capture"]["same_activations"]
     assert x["capture"]["ratio_vs_lm"]["median"] > 1.2  # stops at layer 15 of 30
     assert set(record["ratios"]) >= {"capture_smollm2", "sae_training_smollm2", "wanda_smollm2",
