@@ -25,11 +25,10 @@ import torch
 
 from repro import bench_estimate as be
 from repro import bench_paths as bp
+from repro import bench_real
 from repro.paper_configs import PAPER_ARCHS, build_model
 
 PARTS = ("capture", "paper", "tiny", "wanda", "match", "sae", "smollm2")
-OPTIONAL = {"smollm2": "needs `repro fetch --profile small` first"}
-"""Parts of the default run that are skipped (and said so) where their inputs are absent."""
 TINY_DIR = Path(__file__).resolve().parent / "assets" / "tiny" / "models"
 GOALS = {"capture": 1.8, "sae_training": 1.0}
 """Speed-ups the project aims for (issue 7); the others are reported without a goal."""
@@ -70,14 +69,6 @@ class Settings:
             tiny_seqs=256 if cuda else (64 if quick else 256))
 
 
-def _ids(n: int, seq_len: int, vocab: int, bos: int, seed: int = 0) -> torch.Tensor:
-    """Random token ids with a BOS in front (special-token masks then look like the study's)."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, min(vocab, 32000), (n, seq_len), generator=gen)
-    ids[:, 0] = bos
-    return ids
-
-
 def _log(msg: str, started: float) -> None:
     print(f"[bench {time.time() - started:6.1f}s] {msg}", flush=True)
 
@@ -90,7 +81,7 @@ def capture_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
     n_layers = arch.n_layers if not s.quick else 4
     model = build_model("gemma-3-1b", n_layers=n_layers, device=device, dtype=_dtype(device))
     layer = arch.probe_layer if not s.quick else 1
-    ids = _ids(1 if device.type == "cpu" else 8, s.seq_len, arch.values["vocab_size"], 2)
+    ids = bp.random_ids(1 if device.type == "cpu" else 8, s.seq_len, arch.values["vocab_size"], 2)
     with bp.autocast(device):
         got = bp.capture(model, ids, layer, s.repeats)
     del model
@@ -108,9 +99,9 @@ def paper_rates(s: Settings, device: torch.device, key: str) -> dict[str, Any]:
     model = build_model(key, n_layers=s.paper_layers, device=device, dtype=_dtype(device))
     vocab, bos = arch.values["vocab_size"], arch.values["bos_token_id"]
     with bp.autocast(device):
-        split = bp.forward_split(model, _ids(1, s.seq_len, vocab, bos), s.repeats)
+        split = bp.forward_split(model, bp.random_ids(1, s.seq_len, vocab, bos), s.repeats)
     masks = bp.mask_costs(model, 0.5)
-    calib = _ids(s.calib_seqs, s.seq_len, vocab, bos, seed=1)
+    calib = bp.random_ids(s.calib_seqs, s.seq_len, vocab, bos, seed=1)
     from repro import prune
 
     wanda_s = bp.timed(lambda: prune.prune_wanda(model, calib, 0.5, batch_size=8), device)[0]
@@ -150,13 +141,13 @@ def _tiny_one(folder: Path, s: Settings, device: torch.device) -> dict[str, Any]
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     model = model.to(device).eval().requires_grad_(False)
     cfg = model.config
-    ids = _ids(s.tiny_seqs, 128, cfg.vocab_size, cfg.bos_token_id)
+    ids = bp.random_ids(s.tiny_seqs, 128, cfg.vocab_size, cfg.bos_token_id)
     layer = cfg.num_hidden_layers // 2
     cap = [bp.timed(lambda: [activations.probe(model, ids[i:i + 32], layer)
                              for i in range(0, len(ids), 32)], device)[0]
            for _ in range(s.repeats)]
     dense = {n: m.weight.clone() for n, m in prune_targets(model).items()}
-    calib = _ids(32, 128, cfg.vocab_size, cfg.bos_token_id, seed=1)
+    calib = bp.random_ids(32, 128, cfg.vocab_size, cfg.bos_token_id, seed=1)
     wanda_s = bp.timed(lambda: prune.prune_wanda(model, calib, 0.5, batch_size=32), device)[0]
     restore(model, dense)
     sae = bp.random_sae(cfg.hidden_size, 512, 16, layer, device)
@@ -193,13 +184,13 @@ def wanda_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
     out = {}
     model = AutoModelForCausalLM.from_pretrained(str(TINY_DIR / "gemma-3-tiny"),
                                                  dtype=torch.float32).to(device).eval()
-    calib = _ids(32 if not s.quick else 8, 128, model.config.vocab_size, 2, seed=1)
+    calib = bp.random_ids(32 if not s.quick else 8, 128, model.config.vocab_size, 2, seed=1)
     out["gemma-3-tiny"] = bp.wanda(model.requires_grad_(False), calib, 0.5, batch_size=32,
                                    repeats=s.repeats)
     if not s.quick:
         model = build_model("gemma-3-1b", n_layers=s.paper_layers, device=device,
                             dtype=_dtype(device))
-        calib = _ids(s.calib_seqs, s.seq_len, 262144, 2, seed=1)
+        calib = bp.random_ids(s.calib_seqs, s.seq_len, 262144, 2, seed=1)
         out["gemma-3-1b"] = bp.wanda(model, calib, 0.5, batch_size=8, repeats=s.repeats)
     for r in out.values():
         r["ratio"] = bp.ratio_spread(r["times"]["reference"], r["times"]["project"])
@@ -222,7 +213,7 @@ def sae_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     model = model.to(device).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    ids = _ids(s.tiny_seqs, 128, model.config.vocab_size, tokenizer.bos_token_id, seed=2)
+    ids = bp.random_ids(s.tiny_seqs, 128, model.config.vocab_size, tokenizer.bos_token_id, seed=2)
     got = sae_training(model, tokenizer, ids, ids != tokenizer.bos_token_id, layer=3,
                        spec=SaeSpec(width=512, k=16, lr=1e-3, batch_tokens=1024),
                        seq_batch=32, repeats=s.repeats)
@@ -232,66 +223,12 @@ def sae_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
     return got
 
 
-def smollm2_ratios(s: Settings, device: torch.device) -> dict[str, Any]:
-    """The small profile's SmolLM2-135M with its real weights (`repro fetch --profile small`
-    first): capture, SAE training against the sae-lens runner and Wanda against the
-    reference, the small profile's sizes, plus what float32 vs bfloat16 matmuls cost here."""
-    from repro.bench_saelens import sae_training
-    from repro.models import load_model, load_tokenizer
-    from repro.study_file import load_study, profile_path
-
-    study = load_study(profile_path("small"))
-    spec = study.models["smollm2-135m"]
-    model = load_model(spec, dtype="float32", device=device)  # one line if not fetched
-    tokenizer = load_tokenizer(spec)
-    vocab, bos, layer = model.config.vocab_size, tokenizer.bos_token_id, spec.probe_layer
-    n = 2 if s.quick else 8
-    cap = bp.capture(model, _ids(n, 128, vocab, bos), layer, s.repeats)
-    ids = _ids(n * 4, 128, vocab, bos, seed=2)
-    width = study.sae.width if not s.quick else 256
-    sae = sae_training(model, tokenizer, ids, ids != bos, layer=layer,
-                       spec=type(study.sae)(**{**study.sae.__dict__, "width": width,
-                                               "epochs": 1}),
-                       seq_batch=8, repeats=s.repeats)
-    calib = _ids(n, 128, vocab, bos, seed=1)
-    wanda = bp.wanda(model, calib, 0.5, batch_size=8, repeats=s.repeats)
-    # MKL's portable GEMM rounds by shape: batched calibration moves norms in the last bits and
-    # flips near-ties at the cut of these 4-bit weights; at the reference's batch of one
-    # sequence the masks must be identical
-    exact = bp.wanda(model, calib, 0.5, batch_size=1, repeats=1)
-    wanda["masks_equal_at_batch_1"] = exact["masks_equal"]
-    wanda["mask_entries"] = sum(m.weight.numel() for m in prune_targets(model).values())
-    return {"model": spec.key, "probe_layer": layer, "n_layers": spec.n_layers,
-            "capture": {**cap, "ratio_vs_lm": bp.ratio_spread(cap["times"]["all_layers_lm"],
-                                                               cap["times"]["probe"]),
-                        "probe_tokens_per_s": bp.per_second(cap["tokens"],
-                                                            cap["times"]["probe"])},
-            "sae": {**sae, "ratio": bp.ratio_spread(sae["times"]["sae_lens"],
-                                                     sae["times"]["project"])},
-            "wanda": {**wanda, "ratio": bp.ratio_spread(wanda["times"]["reference"],
-                                                         wanda["times"]["project"])},
-            "matmul": bp.matmul_dtypes(1024, model.config.hidden_size,
-                                       model.config.intermediate_size, s.repeats, device)}
-
-
 def _dtype(device: torch.device) -> torch.dtype:
     """The study's dtype on CUDA (bf16); float32 on the CPU, as the tiny profile."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 # ---- the command ------------------------------------------------------------------------------
-
-def _absent(only: tuple[str, ...], explicit: bool) -> dict[str, str]:
-    """The optional parts of a default run whose inputs are not on this machine."""
-    from repro.models import is_cached
-    from repro.study_file import load_study, profile_path
-
-    if explicit or "smollm2" not in only:
-        return {}
-    if is_cached(load_study(profile_path("small")).models["smollm2-135m"]):
-        return {}
-    return {"smollm2": OPTIONAL["smollm2"]}
-
 
 def run_bench(device: torch.device, out: Path, *, repeats: int | None = None,
               quick: bool = False, only: tuple[str, ...] = PARTS, explicit: bool = False,
@@ -312,8 +249,8 @@ def run_bench(device: torch.device, out: Path, *, repeats: int | None = None,
         "paper": lambda: {k: paper_rates(s, device, k) for k in s.paper_models},
         "tiny": lambda: tiny_rates(s, device), "wanda": lambda: wanda_ratio(s, device),
         "match": lambda: match_ratio(s, device), "sae": lambda: sae_ratio(s, device),
-        "smollm2": lambda: smollm2_ratios(s, device)}
-    skipped = _absent(only, explicit)
+        "smollm2": lambda: bench_real.smollm2(s.quick, s.repeats, device)}
+    skipped = bench_real.absent(only, explicit)
     record["skipped"] = skipped
     for part in PARTS:
         if part in only and part not in skipped:
@@ -358,26 +295,7 @@ def _summarise(record: dict[str, Any]) -> None:
         r[f"wanda_{name}"] = {**x["ratio"], "goal": None, "check": x["masks_equal"],
                               "what": f"prune_wanda vs per-sequence reference, {name}"}
     if "smollm2" in record:
-        x = record["smollm2"]
-        r["capture_smollm2"] = {**x["capture"]["ratio_vs_lm"], "goal": GOALS["capture"],
-                                "check": x["capture"]["same_activations"],
-                                "what": f"probe hook vs all-layers LM forward, SmolLM2-135M "
-                                        f"(real weights), probe {x['probe_layer']} of "
-                                        f"{x['n_layers']}"}
-        r["sae_training_smollm2"] = {**x["sae"]["ratio"], "goal": GOALS["sae_training"],
-                                     "check": True, "what": "saes.train_sae vs the sae-lens "
-                                     "runner, SmolLM2-135M, the small profile's SAE"}
-        w = x["wanda"]
-        at_1 = "none" if w["masks_equal_at_batch_1"] else "SOME"
-        r["wanda_smollm2"] = {**w["ratio"], "goal": None, "check": w["masks_equal_at_batch_1"],
-                              "what": f"prune_wanda (batches of 8) vs per-sequence reference, "
-                                      f"SmolLM2-135M: {w['mask_entries_differing']} of "
-                                      f"{w['mask_entries']:,} mask entries differ at batch 8 "
-                                      f"(GEMM rounding), {at_1} at batch 1"}
-        m = x["matmul"]
-        r["matmul_bf16_vs_fp32"] = {**m["ratio"], "goal": None, "check": True,
-                                    "what": f"bfloat16 vs float32 matmul time, "
-                                            f"{m['shape']} (above 1: float32 is faster)"}
+        r.update(bench_real.ratios(record["smollm2"], GOALS))
     if "match" in record:
         x = record["match"]
         r["matching"] = {**x["ratio"], "goal": None, "check": x["same_assignment"],

@@ -61,6 +61,14 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 # ---- activation capture -------------------------------------------------------------------
 
+def random_ids(n: int, seq_len: int, vocab: int, bos: int, seed: int = 0) -> torch.Tensor:
+    """Random token ids with a BOS in front (special-token masks then look like the study's)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, min(vocab, 32000), (n, seq_len), generator=gen)
+    ids[:, 0] = bos
+    return ids
+
+
 def capture(model: nn.Module, ids: torch.Tensor, layer: int, repeats: int) -> dict[str, Any]:
     """The probe hook (stops after `layer`) vs plain forwards with output_hidden_states=True
     over all layers: the causal LM (with its LM head, what a user would call) and the bare

@@ -157,13 +157,13 @@ def cmd_bless(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from repro.finish import describe_missing, missing_parts
-    from repro.report import write_report
+    from repro.finish import describe_missing
+    from repro.report import gather, write
 
-    md, page = write_report(Path(args.run_dir))
-    missing = missing_parts(Path(args.run_dir)) or []
+    rep = gather(Path(args.run_dir))
+    md, page = write(rep)
     print(f"report written to {md} and {page}"
-          + (f"; the run is {describe_missing(missing)}" if missing else ""))
+          + (f"; the run is {describe_missing(rep.missing)}" if rep.missing else ""))
     return 0
 
 

@@ -286,7 +286,12 @@ def to_html(rep: Report) -> str:
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
     """Write report.md and report.html into the run folder; return their paths."""
-    rep = gather(run_dir)
+    return write(gather(run_dir))
+
+
+def write(rep: Report) -> tuple[Path, Path]:
+    """Write a gathered report's report.md and report.html; return their paths."""
+    run_dir = rep.run_dir
     md, page = run_dir / "report.md", run_dir / "report.html"
     atomic_write_text(md, markdown(rep))
     atomic_write_text(page, to_html(rep))

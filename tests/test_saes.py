@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -124,7 +125,7 @@ def test_epochs_replay_every_token_once_per_epoch_without_rerunning_the_model(
 def test_several_epochs_take_as_many_more_steps(model) -> None:
     ids = _ids()
     keep = ~torch.isin(ids, torch.tensor(SPECIAL))
-    spec = SaeSpec(**{**SPEC.__dict__, "epochs": 2})
+    spec = dataclasses.replace(SPEC, epochs=2)
     _, record = saes.train_sae(model, ids, keep, layer=2, spec=spec, seed=7, seq_batch=5,
                                metadata={"model_name": "random"})
     assert record["n_tokens"] == 24 * 11 - 1 and record["epochs"] == 2
