@@ -1,4 +1,5 @@
-"""The CPU arithmetic `repro` pins, so that a CPU profile gives the same bits on any x86-64.
+"""The CPU arithmetic `repro` pins, so that a CPU profile gives the same bits on one machine
+whatever its thread count and ISA settings, and nearly the same bits on any x86-64.
 
 Measured on the project's 2-core AMD EPYC (AVX-512) with the tiny profile (the dense,
 Wanda 50 % and magnitude 50 % runs of gemma-3-tiny), changing one setting at a time and
@@ -14,8 +15,8 @@ comparing every stage's output bytes with the run at the machine's own settings:
 Each of these is what another x86 CPU changes by itself (a CPU without AVX-512 takes other
 ATen, MKL and oneDNN kernels; a machine with other cores another thread count), and the
 SAE features, firing-rate bins and Hungarian matches amplify a last-bit difference into
-other table values: that made the tiny verdict depend on the machine. MKL honours only
-`COMPATIBLE` on AMD CPUs (with `MKL_CBWR=AVX2` its MKL_VERBOSE line says `CNR:AUTO`).
+other table values. MKL honours only `COMPATIBLE` on AMD CPUs (with `MKL_CBWR=AVX2` its
+MKL_VERBOSE line says `CNR:AUTO`).
 
 So a CPU run of `repro` sets, before torch runs any kernel: ATen's capability AVX2 (on every
 x86-64 CPU of the last decade), MKL's CNR branch COMPATIBLE with dynamic threading off,
@@ -23,7 +24,17 @@ oneDNN's ISA AVX2, and 2 intra-op threads whatever the machine's core count (a 1
 machine is slower, not different). What is in force goes into every manifest
 (`numerics()`), and `repro verify` reports a run whose numerics differ from the blessed
 run's. `REPRO_NUMERICS=native` leaves everything as the machine chooses (faster on many
-cores, not bit-stable); scripts/measure_spread.py uses it to show what the pins remove.
+cores, not bit-stable).
+
+What the pins do not hold: another CPU vendor. The tiny profile pinned on an Intel Xeon
+(Sapphire Rapids) and on the AMD EPYC gives the same perplexities to every printed digit (T1)
+and the same claims, but trained SAEs whose metrics differ from the 7th digit on (T5's MSE
+and explained variance), and from there survival statistics that move by up to 3 % (T3's
+feature-level Spearman rho of a condition near rho = 0, its p-value by 1 %).
+The stages call no oneDNN primitive and no numpy BLAS (OPENBLAS_CORETYPE changes nothing);
+MKL's SGEMM is the only outside kernel they run (MKL_VERBOSE), so its code path per vendor
+is the likely cause. The verdict's bands therefore come from runs perturbed in the last bits
+on purpose (scripts/measure_spread.py), not from runs the pins make identical.
 CUDA runs are not pinned: GPU kernels are another matter (see the README).
 """
 

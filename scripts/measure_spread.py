@@ -1,28 +1,35 @@
 """Measure how far a CPU profile's numbers move between machines, and rewrite its bands.
 
-    python scripts/measure_spread.py --work DIR [--profile tiny] [--bless] [--native]
+    python scripts/measure_spread.py --work DIR [--profile tiny] [--bless]
 
 Runs the profile once per setting below (same code, same clean commit), each into
-DIR/<setting>/, and takes per table column (and per claim) the largest |difference| from
-the first run, the one that is blessed. Each setting reproduces, on one machine, something
-another machine differs in; repro's pins (repro/numerics.py) are meant to make them all
-give the same bits:
+DIR/<setting>/ (a setting whose folder already holds a finished run is not run again:
+`repro all` resumes), and takes per table column (and per claim) the largest |difference|
+from the first run, the one that is blessed. Two kinds of setting:
 
-- blessed:   the plain environment of this machine.
-- one-core:  a 1-core machine: the process bound to one CPU, OMP/MKL told to use 1 thread.
-- other-isa: another CPU's instruction sets: ATen, MKL and oneDNN told to use AVX-512 or
-             their own choice, glibc's libm and numpy's SIMD dispatch without AVX2/FMA/AVX-512.
+- Pinned (repro's numerics pins in force, repro/numerics.py): what the pins must make
+  bit-identical on one machine. `one-core` is a 1-core machine (bound to one CPU, OMP/MKL
+  told to use 1 thread); `other-isa` asks ATen, MKL and oneDNN for AVX-512 or their own
+  choice (the pins override that) and masks glibc's libm and numpy's SIMD dispatch to a CPU
+  without AVX2/FMA/AVX-512 (not pinned). Their spread is expected to be 0.
+- Perturbed (REPRO_NUMERICS=native: the pins off): another thread count, ATen capability or
+  MKL code path. Each changes the last bits of the GEMMs and reductions from the first layer
+  on, which is what another CPU does to the parts the pins cannot hold: an Intel Sapphire
+  Rapids and an AMD EPYC, both pinned, trained SAEs that differ in the last bits (the pinned
+  forward passes agree), and survival statistics moved by up to 1 % (README, "The verdict").
+  Their spread is how far such a last-bit difference carries into each number.
 
-The bands written to expected_outputs/tolerances.toml are MULTIPLE x the spread, with a floor
-of abs FLOOR_ABS + rel FLOOR_REL (what a last-bit difference in a float can be), for every
-measured numeric column; columns exact by construction (the grid's sparsities and seeds, the
-sample sizes) get no band at all. `--native` adds three runs without the pins
-(REPRO_NUMERICS=native at 1 and 2 threads and AVX2) whose spread is reported, not used: it is
-what the pins remove. `--bless` then blesses the first run (a clean tree is required, as
-`repro bless` requires), so that the profile's expected claims carry the new bands.
+The bands written to expected_outputs/tolerances.toml are MULTIPLE x the largest spread over
+both kinds, with a floor of abs FLOOR_ABS + rel FLOOR_REL (what a last-bit difference in a
+float can be), for every measured numeric column; columns exact by construction (the grid's
+sparsities and seeds, the sample sizes) get no band at all. A perturbed setting whose run is
+byte-identical to the blessed one measured nothing: the script stops and says so. `--bless`
+then blesses the first run (a clean tree is required, as `repro bless` requires), so that
+the profile's expected claims carry the new bands.
 
-On the project's 2-core machine the tiny profile takes about 5 minutes a setting: 15 minutes
-for the three, 30 with --native. Writes DIR/spread.json and DIR/spread.md.
+On the project's 2-core machines the tiny profile takes 3.5-5 minutes a setting (the
+1-thread one about 7): about 30 minutes for the seven. Writes DIR/spread.json and
+DIR/spread.md.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ EXACT_BY_CONSTRUCTION = {"sparsity", "achieved_sparsity", "seed_a", "seed_b", "n
 EXACT_CLAIMS = {"C1.of"}
 """The number of conditions: the study file's, never computed."""
 NO_ISA = ("-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX2,-FMA,-AVX_Fast_Unaligned_Load")
-SETTINGS: dict[str, dict[str, str]] = {
+PINNED: dict[str, dict[str, str]] = {
     "blessed": {},
     "one-core": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "REPRO_SPREAD_CPUS": "0"},
     "other-isa": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO",
@@ -58,12 +65,18 @@ SETTINGS: dict[str, dict[str, str]] = {
                   "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX "
                                               "AVX512_CNL AVX512_ICL AVX512_SPR AVX2 FMA3"},
 }
-NATIVE: dict[str, dict[str, str]] = {
-    "native-2-threads": {"REPRO_NUMERICS": "native", "OMP_NUM_THREADS": "2"},
-    "native-1-thread": {"REPRO_NUMERICS": "native", "OMP_NUM_THREADS": "1"},
-    "native-avx2": {"REPRO_NUMERICS": "native", "OMP_NUM_THREADS": "2",
-                    "ATEN_CPU_CAPABILITY": "avx2"},
+_UNPINNED = {"REPRO_NUMERICS": "native", "OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "avx2",
+             "MKL_CBWR": "COMPATIBLE", "MKL_DYNAMIC": "FALSE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+"""The pins' own values with the pins off: each perturbed setting changes one of them."""
+PERTURBED: dict[str, dict[str, str]] = {
+    "perturbed-1-thread": {**_UNPINNED, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    "perturbed-avx512": {**_UNPINNED, "ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO",
+                         "ONEDNN_MAX_CPU_ISA": "ALL"},
+    "perturbed-default": {**_UNPINNED, "ATEN_CPU_CAPABILITY": "default"},
+    "perturbed-mkl-avx512": {**_UNPINNED, "MKL_CBWR": "AVX512"},
 }
+MIN_PERTURBING = 2
+"""Perturbed settings that must change some bit: fewer, and the spread measured too little."""
 
 
 def run_profile(profile: str, out: Path, env: dict[str, str]) -> float:
@@ -136,8 +149,8 @@ def band(spread: float) -> tuple[float, float]:
 
 def _entry(spread: float, settings: list[str]) -> str:
     lo, rel = band(spread)
-    note = (f"spread {spread:.3g} over {', '.join(settings)}; band {MULTIPLE:g}x spread, "
-            f"floor abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}")
+    note = (f"spread {spread:.3g} over {len(settings)} pinned and perturbed settings; band "
+            f"{MULTIPLE:g}x spread, floor abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}")
     return f'{{ abs = {lo:.3g}, rel = {rel:g}, note = "{note}" }}'
 
 
@@ -182,26 +195,46 @@ def keep_other_profiles(text: str, profile: str) -> str:
     return "\n".join(kept).rstrip() + "\n\n" + text
 
 
-def markdown(spread: dict, claims: dict, native: dict | None, walls: dict) -> str:
-    out = ["| table | column | spread (pinned settings) | band abs | spread (native) |",
+def stage_outputs(run: Path) -> dict[str, dict]:
+    """Every stage folder's recorded output sha256s, by folder relative to the run."""
+    return {str(m.parent.relative_to(run)): json.loads(m.read_text())["outputs"]
+            for m in sorted(run.rglob("manifest.json"))}
+
+
+def unchanged(base: Path, run: Path) -> bool:
+    """Whether `run` wrote exactly the bytes `base` did in every stage folder."""
+    return stage_outputs(base) == stage_outputs(run)
+
+
+def markdown(spread: dict, claims: dict, by_kind: dict, walls: dict) -> str:
+    out = ["| table | column | spread (pinned) | spread (perturbed) | band abs |",
            "|---|---|---|---|---|"]
     for table, cols in spread.items():
         for col, v in cols.items():
             lo = "exact" if col in EXACT_BY_CONSTRUCTION else f"{band(v)[0]:.3g}"
-            nat = f"{native[table][col]:.3g}" if native else "—"
-            out.append(f"| {table} | {col} | {v:.3g} | {lo} | {nat} |")
-    out += ["", "| claim | spread |", "|---|---|"]
-    out += [f"| {k} | {v:.3g} |" for k, v in claims.items()]
+            kinds = [f"{by_kind[k]['tables'][table][col]:.3g}" for k in ("pinned", "perturbed")]
+            out.append(f"| {table} | {col} | {kinds[0]} | {kinds[1]} | {lo} |")
+    out += ["", "| claim | spread (pinned) | spread (perturbed) |", "|---|---|---|"]
+    out += [f"| {k} | {by_kind['pinned']['claims'][k]:.3g} | "
+            f"{by_kind['perturbed']['claims'][k]:.3g} |" for k in claims]
     out += ["", "| setting | wall seconds |", "|---|---|"]
     out += [f"| {k} | {v:.0f} |" for k, v in walls.items()]
     return "\n".join(out) + "\n"
+
+
+def _worst(*spreads: dict) -> dict:
+    """Key by key (nested one level for tables), the largest of several spreads."""
+    first = spreads[0]
+    if all(isinstance(v, dict) for v in first.values()):
+        return {k: _worst(*(s[k] for s in spreads)) for k in first}
+    return {k: max((s[k] for s in spreads), key=lambda d: math.inf if math.isnan(d) else d)
+            for k in first}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", required=True, type=Path, help="folder for the runs")
     p.add_argument("--profile", default="tiny")
-    p.add_argument("--native", action="store_true", help="also measure the unpinned spread")
     p.add_argument("--bless", action="store_true", help="bless the first run afterwards")
     p.add_argument("--allow-dirty", action="store_true", help="passed on to repro bless")
     args = p.parse_args()
@@ -211,20 +244,29 @@ def main() -> None:
         sys.exit("measure_spread: the tree has uncommitted changes; commit first "
                  "(or --allow-dirty)")
     walls = {}
-    runs = {**SETTINGS, **(NATIVE if args.native else {})}
-    for name, env in runs.items():
+    for name, env in {**PINNED, **PERTURBED}.items():
         walls[name] = run_profile(args.profile, args.work / name, env)
         print(f"{name}: {walls[name]:.0f} s", flush=True)
-    base, pinned = args.work / "blessed", [args.work / n for n in SETTINGS if n != "blessed"]
-    spread, claims = table_spread(base, pinned), claim_spread(base, pinned)
-    native = (table_spread(args.work / "native-2-threads",
-                           [args.work / n for n in NATIVE if n != "native-2-threads"])
-              if args.native else None)
+    base = args.work / "blessed"
+    idle = [n for n in PERTURBED if unchanged(base, args.work / n)]
+    for name in idle:
+        print(f"measure_spread: {name} wrote the blessed run's bytes: on this machine it "
+              "perturbs nothing", flush=True)
+    if len(PERTURBED) - len(idle) < MIN_PERTURBING:
+        sys.exit(f"measure_spread: only {len(PERTURBED) - len(idle)} perturbed setting(s) "
+                 f"changed any bit, fewer than {MIN_PERTURBING}; the spread would measure "
+                 "nothing")
+    kinds = {"pinned": [n for n in PINNED if n != "blessed"], "perturbed": list(PERTURBED)}
+    by_kind = {kind: {"tables": table_spread(base, [args.work / n for n in names]),
+                      "claims": claim_spread(base, [args.work / n for n in names])}
+               for kind, names in kinds.items()}
+    spread = _worst(*(k["tables"] for k in by_kind.values()))
+    claims = _worst(*(k["claims"] for k in by_kind.values()))
     (args.work / "spread.json").write_text(json.dumps(
-        {"commit": commit, "pinned": spread, "claims": claims, "native": native,
+        {"commit": commit, "by_kind": by_kind, "idle_settings": idle,
          "wall_seconds": walls}, indent=1) + "\n")
-    (args.work / "spread.md").write_text(markdown(spread, claims, native, walls))
-    settings = [n for n in SETTINGS if n != "blessed"]
+    (args.work / "spread.md").write_text(markdown(spread, claims, by_kind, walls))
+    settings = [*kinds["pinned"], *kinds["perturbed"]]
     text = tolerances_text(args.profile, spread, claims, settings, commit)
     TOLERANCES.write_text(keep_other_profiles(text, args.profile))
     tomllib.loads(TOLERANCES.read_text())  # what was written must read back
