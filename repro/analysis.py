@@ -179,10 +179,8 @@ class Analysis:
         rate = self.dense_firing_rate(v)
         alive = rate > 0
         cos, maxcos = m.cosine[alive], np.asarray(m.max_cosine)[alive]
-        binned = stats.binned_survival(rate[alive], cos >= self.tau, self.n_bins)
-        fs = stats.feature_spearman(
-            rate[alive], cos, n_resamples=self.bootstrap, seed=self.study.seed
-        )
+        effect = self.frequency_effect(rate[alive], cos)
+        binned, fs = effect.binned, effect.feature
         self.features[f"{v.id}|firing_rate"] = rate[alive]
         self.features[f"{v.id}|matched_cosine"] = cos
         row = {
@@ -191,7 +189,7 @@ class Analysis:
             "method": v.method,
             "sparsity": v.sparsity,
             "n_alive": int(alive.sum()),
-            "survival": float(np.mean(cos >= self.tau)),
+            "survival": effect.survival,
             "mean_matched_cosine": float(np.mean(cos)),
             "survival_max_cosine": float(np.mean(maxcos >= self.tau)),
         }
@@ -205,11 +203,15 @@ class Analysis:
                 "feature_ci_high": fs.ci_high,
                 # latent i of the dense SAE paired with latent i of the pruned one: what a
                 # shared initialisation and data order make Hungarian matching do
-                "identity_rate": _identity_rate(m, alive),
+                "identity_rate": match.identity_rate(m, alive),
             }
         )
         row.update(self.seed_control(v, rate, alive))
         return row
+
+    def frequency_effect(self, rate: np.ndarray, cos: np.ndarray) -> stats.FrequencyEffect:
+        return stats.frequency_effect(rate, cos, tau=self.tau, n_bins=self.n_bins,
+                                      n_resamples=self.bootstrap, seed=self.study.seed)
 
     def seed_control(self, v: Variant, rate: np.ndarray, alive: np.ndarray) -> dict:
         """RQ2 again against the control-seed SAEs (DESIGN.md, "Seed control"): survival
@@ -221,14 +223,13 @@ class Analysis:
         if control is None or dense_control is None:
             return {}
         cos = control.cosine[alive]
-        binned = stats.binned_survival(rate[alive], cos >= self.tau, self.n_bins)
-        fs = stats.feature_spearman(rate[alive], cos, n_resamples=self.bootstrap,
-                                    seed=self.study.seed)
+        effect = self.frequency_effect(rate[alive], cos)
+        binned, fs = effect.binned, effect.feature
         self.features[f"{v.id}|control_cosine"] = cos
-        row = {"survival_control": float(np.mean(cos >= self.tau)),
+        row = {"survival_control": effect.survival,
                "seed_floor": float(np.mean(dense_control.cosine[alive] >= self.tau)),
                "binned_rho_control": binned.rho, "feature_rho_control": fs.rho,
-               "identity_rate_control": _identity_rate(control, alive)}
+               "identity_rate_control": match.identity_rate(control, alive)}
         row.update({f"survival_control_bin{i + 1}": float(r) for i, r in enumerate(binned.rate)})
         drift = self.init_drift(v.model)
         if drift is not None:
@@ -353,11 +354,6 @@ def _init_drift(run_folder: Path) -> np.ndarray | None:
     den = np.linalg.norm(init, axis=1) * np.linalg.norm(final, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return 1.0 - np.where(den > 0, num / den, np.nan)
-
-
-def _identity_rate(m: match.Match, alive: np.ndarray) -> float:
-    """Fraction of alive features matched to the latent with their own index."""
-    return float(np.mean(m.index[alive] == np.flatnonzero(alive)))
 
 
 def _gate(name: str, value: float, low: float, high: float, source: str) -> dict:

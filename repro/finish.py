@@ -1,4 +1,5 @@
-"""The study-level end of `repro all`: analysis -> tables -> figures -> report -> verify.
+"""The study-level end of `repro all`: analysis -> tables -> figures -> method controls ->
+verify -> report.
 
 These need every run of the study. A sharded or `--runs` invocation that leaves runs
 unfinished says which ones and stops before the analysis; the last shard to finish (or a
@@ -11,9 +12,10 @@ from pathlib import Path
 
 from repro.codehash import stage_code
 from repro.pipeline import Context
-from repro.store import StageOutcome, fingerprint, read_manifest, run_stage
+from repro.store import StageOutcome, fingerprint, read_manifest, run_stage, write_json
 
 FIGURES_VERSION = 1
+METHOD_CONTROLS_VERSION = 1
 
 
 def unfinished_runs(ctx: Context) -> list[str]:
@@ -74,6 +76,23 @@ def figures_stage(ctx: Context) -> StageOutcome:
     )
 
 
+def method_controls_stage(ctx: Context) -> StageOutcome:
+    """The synthetic positive and negative controls of the whole method (repro.method_controls):
+    the same for every profile, seconds on one CPU thread, read by the report."""
+    from repro.method_controls import FILE, run_controls
+
+    inputs = {"version": METHOD_CONTROLS_VERSION,
+              "code": stage_code("repro.method_controls", __name__)}
+
+    def work(tmp: Path) -> dict:
+        result = run_controls()
+        write_json(tmp / FILE, result)
+        return {"ok": result["ok"]}
+
+    return run_stage(ctx.out / "method_controls", inputs, work, provenance=ctx.provenance(),
+                     force=ctx.force)
+
+
 def finish(ctx: Context, report_stage) -> int | None:
     """Run the study-level stages; return verify's exit code, or None if runs are missing."""
     from repro.tables import analysis_stage, tables_stage
@@ -91,6 +110,7 @@ def finish(ctx: Context, report_stage) -> int | None:
     report_stage("analysis", analysis_stage(ctx, evaluated))
     report_stage("tables", tables_stage(ctx))
     report_stage("figures", figures_stage(ctx))
+    report_stage("method_controls", method_controls_stage(ctx))
     return verify_and_report(ctx)
 
 

@@ -172,3 +172,10 @@ def shared_fraction(matched_cos: np.ndarray, tau: float = SURVIVAL_TAU) -> float
     """Fraction of features that survive; NaN for an empty set (no features, no fraction)."""
     alive = survival(matched_cos, tau)
     return float(alive.mean()) if alive.size else float("nan")
+
+
+def identity_rate(m: Match, alive: np.ndarray) -> float:
+    """Fraction of the `alive` rows of `a` matched to the row of `b` with their own index:
+    what a shared initialisation and data order make Hungarian matching do (DESIGN.md,
+    "Seed control")."""
+    return float(np.mean(m.index[alive] == np.flatnonzero(alive)))

@@ -101,47 +101,25 @@ class ProbeCapture:
             yield batch.to(device)
 
 
-class ActivationStream:
-    """sae-lens data provider: shuffled (batch_tokens, d_model) float32 batches, `epochs` passes.
+class ShuffledStream:
+    """sae-lens data provider: shuffled (batch_tokens, d_model) float32 batches drawn from a
+    source of activation batches through a seeded shuffle buffer.
 
     `prime()` fills the first shuffle buffer without consuming it, so the activation norm
     scaling factor is estimated without spending training tokens (sae-lens's own estimate
     would draw its batches from the same iterator and lose them for training).
     """
 
-    def __init__(self, model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *,
-                 layer: int, batch_tokens: int, seq_batch: int, seed: int,
-                 captured: ProbeCapture | None = None, epochs: int = 1) -> None:
-        self.model, self.ids, self.keep, self.layer = model, input_ids, keep, layer
-        self.batch_tokens, self.seq_batch = batch_tokens, seq_batch
+    def __init__(self, source: Iterator[torch.Tensor], n_tokens: int, *, batch_tokens: int,
+                 seed: int, epochs: int = 1) -> None:
+        self.batch_tokens = batch_tokens
         self.generator = torch.Generator().manual_seed(seed)
-        self.n_tokens = int(keep.sum())
+        self.n_tokens = n_tokens
+        """Activations per epoch."""
         self.epochs = epochs
-        device = next(model.parameters()).device
-        if epochs > 1 and captured is None:  # later epochs replay the first one's activations
-            captured = ProbeCapture()
-        if captured is not None and captured.complete:
-            source = captured.replay(device)  # another seed already ran the model
-        else:
-            source = self._probe_batches()
-            if captured is not None:
-                source = captured.recording(source)
-        if epochs > 1:  # each epoch reshuffles: the pool is drawn afresh from the generator
-            source = itertools.chain(source, *(_lazy(captured.replay, device)
-                                               for _ in range(epochs - 1)))
         self._source = (acts.float() for acts in source)
         self._pool: torch.Tensor | None = None
         self._batches: Iterator[torch.Tensor] | None = None
-
-    def _probe_batches(self) -> Iterator[torch.Tensor]:
-        device = next(self.model.parameters()).device
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                    else contextlib.nullcontext())
-        for start in range(0, len(self.ids), self.seq_batch):
-            with autocast:
-                acts = probe(self.model, self.ids[start:start + self.seq_batch], self.layer)
-            keep = self.keep[start:start + self.seq_batch].to(acts.device)
-            yield acts[keep]
 
     def prime(self) -> torch.Tensor:
         """The first buffer of activations (kept for training), filling it on first call."""
@@ -167,13 +145,57 @@ class ActivationStream:
         pool = pool[torch.randperm(len(pool), generator=self.generator).to(pool.device)]
         yield from pool.split(self.batch_tokens)
 
-    def __iter__(self) -> ActivationStream:
+    def __iter__(self) -> ShuffledStream:
         return self
 
     def __next__(self) -> torch.Tensor:
         if self._batches is None:
             self._batches = self._shuffled()
         return next(self._batches)
+
+
+class ActivationStream(ShuffledStream):
+    """The shuffled stream of a model's probe activations over the non-special tokens of
+    `input_ids`, `epochs` passes (the model runs once; later epochs replay its activations)."""
+
+    def __init__(self, model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *,
+                 layer: int, batch_tokens: int, seq_batch: int, seed: int,
+                 captured: ProbeCapture | None = None, epochs: int = 1) -> None:
+        self.model, self.ids, self.keep, self.layer = model, input_ids, keep, layer
+        self.seq_batch = seq_batch
+        device = next(model.parameters()).device
+        if epochs > 1 and captured is None:  # later epochs replay the first one's activations
+            captured = ProbeCapture()
+        if captured is not None and captured.complete:
+            source = captured.replay(device)  # another seed already ran the model
+        else:
+            source = self._probe_batches()
+            if captured is not None:
+                source = captured.recording(source)
+        if epochs > 1:  # each epoch reshuffles: the pool is drawn afresh from the generator
+            source = itertools.chain(source, *(_lazy(captured.replay, device)
+                                               for _ in range(epochs - 1)))
+        super().__init__(source, int(keep.sum()), batch_tokens=batch_tokens, seed=seed,
+                         epochs=epochs)
+
+    def _probe_batches(self) -> Iterator[torch.Tensor]:
+        device = next(self.model.parameters()).device
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                    else contextlib.nullcontext())
+        for start in range(0, len(self.ids), self.seq_batch):
+            with autocast:
+                acts = probe(self.model, self.ids[start:start + self.seq_batch], self.layer)
+            keep = self.keep[start:start + self.seq_batch].to(acts.device)
+            yield acts[keep]
+
+
+def tensor_stream(acts: torch.Tensor, *, batch_tokens: int, seed: int,
+                  epochs: int = 1) -> ShuffledStream:
+    """The same shuffled stream over activations already in memory (no model): what the
+    synthetic method controls (repro.method_controls) train their SAEs on."""
+    chunk = BUFFER_BATCHES * batch_tokens
+    source = itertools.chain.from_iterable(acts.split(chunk) for _ in range(epochs))
+    return ShuffledStream(source, len(acts), batch_tokens=batch_tokens, seed=seed, epochs=epochs)
 
 
 def _lazy(make: Callable[..., Iterator[torch.Tensor]], *args: Any) -> Iterator[torch.Tensor]:
@@ -187,21 +209,8 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
               on_init: Callable[[Any], None] | None = None) -> tuple[Any, dict]:
     """Train a sae-lens TopK SAE for `spec.epochs` epochs over the non-special tokens of
     `input_ids` (the model runs once; later epochs replay its activations, reshuffled).
-
-    Seeded: the same model, tokens and seed give the same SAE (initialisation through the
-    global torch seed, shuffling through its own generator). Activations are rescaled to
-    mean norm sqrt(d_model) during training, as sae-lens's `expected_average_only_in`
-    does, and the factor is folded back into the weights when training ends. b_dec starts
-    at the activations' mean (as in Gao et al.'s TopK SAEs, which use their geometric
-    median): residual streams carry a large shared component, and from b_dec = 0 the same
-    k latents win on every token and the rest never fire.
+    What the training does: `fit_sae`.
     """
-    from sae_lens import LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.saes.sae import SAEMetadata
-    from sae_lens.training import sae_trainer as trainer_module
-
-    device = next(model.parameters()).device
     if spec.epochs > 1 and captured is None and not ProbeCapture.fits(
             int(keep.sum()), model.config.hidden_size, torch.float32):
         raise ReproError(f"sae.epochs = {spec.epochs} keeps the SAE-training activations in "
@@ -212,6 +221,28 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
     if stream.n_tokens < spec.batch_tokens:
         raise ReproError(f"SAE training stream has {stream.n_tokens} usable tokens, fewer than "
                          f"batch_tokens={spec.batch_tokens}; raise data.sae_train.n_sequences")
+    return fit_sae(stream, spec=spec, seed=seed, device=next(model.parameters()).device,
+                   layer=layer, metadata=metadata, on_init=on_init)
+
+
+def fit_sae(stream: ShuffledStream, *, spec: SaeSpec, seed: int, device: torch.device,
+            layer: int, metadata: dict[str, Any],
+            on_init: Callable[[Any], None] | None = None) -> tuple[Any, dict]:
+    """Train a sae-lens TopK SAE on `stream` (`spec.epochs` passes already in it).
+
+    Seeded: the same activations and seed give the same SAE (initialisation through the
+    global torch seed, shuffling through the stream's own generator). Activations are
+    rescaled to mean norm sqrt(d_model) during training, as sae-lens's
+    `expected_average_only_in` does, and the factor is folded back into the weights when
+    training ends. b_dec starts at the activations' mean (as in Gao et al.'s TopK SAEs, which
+    use their geometric median): residual streams carry a large shared component, and from
+    b_dec = 0 the same k latents win on every token and the rest never fire.
+    """
+    from sae_lens import LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.training import sae_trainer as trainer_module
+
     first = stream.prime()
     scaling = math.sqrt(first.shape[1]) / float(first.norm(dim=-1).double().mean())
     seed_everything(seed)

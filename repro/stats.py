@@ -187,6 +187,32 @@ def feature_spearman(firing_rate: np.ndarray, score: np.ndarray, *, n_resamples:
                           n=len(x))
 
 
+@dataclass(frozen=True)
+class FrequencyEffect:
+    """RQ2's survival over a set of features and its dependence on their firing rate (C1)."""
+
+    survival: float
+    """Fraction of the features whose matched cosine is at least tau."""
+    binned: BinnedSurvival
+    """Survival per equal-count firing-rate bin and the bin-rank rho."""
+    feature: SpearmanResult
+    """Feature-level Spearman of firing rate vs matched cosine, p-value and bootstrap CI."""
+
+
+def frequency_effect(firing_rate: np.ndarray, matched_cosine: np.ndarray, *, tau: float,
+                     n_bins: int = N_BINS, n_resamples: int = 1000,
+                     seed: int = 0) -> FrequencyEffect:
+    """RQ2's frequency analysis of one matching, in one place: the study's analysis and the
+    synthetic method controls (repro.method_controls) both call it, so a control that
+    passes vouches for the code the tables come from. Give it the alive features only."""
+    cos = np.asarray(matched_cosine)
+    survived = cos >= tau
+    return FrequencyEffect(
+        survival=float(np.mean(survived)),
+        binned=binned_survival(firing_rate, survived, n_bins),
+        feature=feature_spearman(firing_rate, cos, n_resamples=n_resamples, seed=seed))
+
+
 def wanda_magnitude_ratio(survival_wanda: float | np.ndarray,
                           survival_magnitude: float | np.ndarray) -> float | np.ndarray:
     """C2: survival(wanda) / survival(magnitude) at the same model and sparsity.
