@@ -34,6 +34,7 @@ from repro.errors import ReproError
 from repro.seeding import seed_everything
 from repro.store import write_json
 from repro.study import SaeSpec
+from repro.training_curves import CurveRecorder
 
 BUFFER_BATCHES = 64
 """Shuffle buffer size in training batches; half of it is emitted at each refill."""
@@ -184,7 +185,8 @@ def _lazy(make: Callable[..., Iterator[torch.Tensor]], *args: Any) -> Iterator[t
 def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
               spec: SaeSpec, seed: int, seq_batch: int, metadata: dict[str, Any],
               captured: ProbeCapture | None = None,
-              on_init: Callable[[Any], None] | None = None) -> tuple[Any, dict]:
+              on_init: Callable[[Any], None] | None = None,
+              curve: CurveRecorder | None = None) -> tuple[Any, dict]:
     """Train a sae-lens TopK SAE for `spec.epochs` epochs over the non-special tokens of
     `input_ids` (the model runs once; later epochs replay its activations, reshuffled).
 
@@ -194,7 +196,8 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
     does, and the factor is folded back into the weights when training ends. b_dec starts
     at the activations' mean (as in Gao et al.'s TopK SAEs, which use their geometric
     median): residual streams carry a large shared component, and from b_dec = 0 the same
-    k latents win on every token and the rest never fire.
+    k latents win on every token and the rest never fire. `curve` records the training curve
+    from the steps' own outputs; the SAE is the same with or without it.
     """
     from sae_lens import LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
@@ -237,7 +240,8 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
     trainer.activation_scaler.scaling_factor = scaling
     started = time.time()
     # sae-lens draws a progress bar; keep it for terminals, off in logs and CI.
-    with patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)):
+    with (patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)),
+          curve.attached(trainer, steps) if curve is not None else contextlib.nullcontext()):
         sae = trainer.fit()
     return sae, {"n_tokens": stream.n_tokens, "epochs": spec.epochs,
                  "steps": trainer.n_training_steps,
