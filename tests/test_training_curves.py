@@ -41,7 +41,7 @@ def test_recording_leaves_the_sae_bit_identical(model) -> None:
     assert curve.points  # and the recorder did record
 
 
-def test_the_recorder_detaches_and_returns_each_step_output_unchanged() -> None:
+def test_the_recorder_detaches_after_training() -> None:
     class Trainer:
         n_training_steps, n_training_samples = 0, 0
 
@@ -121,3 +121,12 @@ def test_too_few_points_are_not_judged() -> None:
     assert ev_gain(_points([0.1, 0.5, 0.6])) is None
     assert summarize({"points": []})["flattened"] is None
     assert training_curves.load_curve(training_curves.Path("/nonexistent/curve.json")) is None
+
+
+def test_a_study_file_may_set_the_threshold_within_its_range() -> None:
+    from repro.errors import ReproError
+    from repro.study_file import _thresholds
+
+    assert _thresholds({"curve_flat_ev_gain": 0.02}) == {"curve_flat_ev_gain": 0.02}
+    with pytest.raises(ReproError, match="curve_flat_ev_gain"):
+        _thresholds({"curve_flat_ev_gain": 2.0})
