@@ -2,9 +2,10 @@
 
 A reader should not have to open twenty files to judge a run: the report gathers the claim
 verdicts (from verification.json, when `repro verify` has run), every table, every figure with
-its caption, the provenance (code revision, packages, device) and the wall time of each stage
-summed over all manifests. The HTML is self-contained (figures embedded as base64 PNG), so it
-can be mailed or attached as a CI artifact.
+its caption, every SAE's training curve with a warning for any that has not flattened
+(repro.report_curves), the provenance (code revision, packages, device) and the wall time of
+each stage summed over all manifests. The HTML is self-contained (figures embedded as base64
+PNG), so it can be mailed or attached as a CI artifact.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from repro import report_curves
 from repro.errors import ReproError
 from repro.expected import run_profile
 from repro.store import MANIFEST, atomic_write_text, read_manifest
@@ -59,6 +61,10 @@ class Report:
     """What the run folder still lacks (repro.finish.missing_parts); empty when complete."""
     method_controls: dict[str, Any] | None = None
     """The synthetic controls of the method (repro.method_controls); None when not run."""
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each SAE's training curve (repro.report_curves), by its folder under runs/."""
+    flat_gain: float = report_curves.FLAT_EV_GAIN
+    """The study's curve_flat_ev_gain: below it, an SAE's curve counts as flattened."""
 
 
 def _json(path: Path) -> Any:
@@ -131,7 +137,8 @@ def gather(run_dir: Path) -> Report:
     return Report(run_dir, _study_name(run_dir), _json(run_dir / "verification.json"),
                   _json(run_dir / "claims.json") or {}, tables, figures,
                   gather_provenance(run_dir, manifests), stage_times(manifests),
-                  missing_parts(run_dir) or [], _json(run_dir / METHOD_CONTROLS))
+                  missing_parts(run_dir) or [], _json(run_dir / METHOD_CONTROLS),
+                  report_curves.gather_curves(run_dir), report_curves.flat_gain(run_dir))
 
 
 def claim_rows(rep: Report) -> list[list[Any]]:
@@ -257,7 +264,10 @@ def _provenance_lines(rep: Report) -> list[str]:
 def markdown(rep: Report) -> str:
     """report.md: figures referenced by relative path, so it reads inside the run folder."""
     out = [f"# Report: {rep.study} run", "", f"Run folder `{rep.run_dir}`.", "",
-           _verdict_line(rep), "", "## Claims", ""]
+           _verdict_line(rep), ""]
+    training = report_curves.summary_line(rep.curves, rep.flat_gain)
+    out += [f"**{training}**", ""] if training else []
+    out += ["## Claims", ""]
     out += _md_grid(CLAIM_HEADER, claim_rows(rep))
     failing = failing_rows(rep)
     if failing:
@@ -276,6 +286,7 @@ def markdown(rep: Report) -> str:
         pdf = path.with_suffix(".pdf")
         link = f" ([PDF]({pdf.relative_to(rep.run_dir).as_posix()}))" if pdf.is_file() else ""
         out += [f"![{path.stem}]({rel})", "", f"**{path.stem}.** {caption}{link}", ""]
+    out += report_curves.markdown(rep.curves, rep.flat_gain, _md_grid)
     out += ["## Provenance", "", *_provenance_lines(rep), "", "## Wall time per stage", ""]
     out += _md_grid(STAGE_HEADER, _stage_rows(rep))
     return "\n".join(out) + "\n"
@@ -312,8 +323,11 @@ def to_html(rep: Report) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
              f"<style>{CSS}</style></head><body><h1>{title}</h1>",
              f"<p>Run folder <code>{html.escape(str(rep.run_dir))}</code>.</p>",
-             f"<p>{_md_inline(_verdict_line(rep))}</p><h2>Claims</h2>",
-             _html_grid(CLAIM_HEADER, claim_rows(rep), verdict_col=5)]
+             f"<p>{_md_inline(_verdict_line(rep))}</p>"]
+    training = report_curves.summary_line(rep.curves, rep.flat_gain)
+    if training:
+        parts.append(f'<p class="inconclusive">{html.escape(training)}</p>')
+    parts += ["<h2>Claims</h2>", _html_grid(CLAIM_HEADER, claim_rows(rep), verdict_col=5)]
     failing = failing_rows(rep)
     if failing:
         parts += ["<h2>Failing checks</h2>", _html_grid(FAILING_HEADER, failing, verdict_col=1)]
@@ -330,6 +344,7 @@ def to_html(rep: Report) -> str:
                   f'<div class="wide">{_html_grid(list(df.columns), _frame_rows(df))}</div>']
     parts.append("<h2>Figures</h2>")
     parts += [_html_figure(path, caption) for path, caption in rep.figures]
+    parts += report_curves.html(rep.run_dir, rep.curves, rep.flat_gain, _html_grid, _html_figure)
     parts.append("<h2>Provenance</h2><ul>")
     parts += [f"<li>{_md_inline(line[2:])}</li>" for line in _provenance_lines(rep)]
     parts += ["</ul><h2>Wall time per stage</h2>",
@@ -346,6 +361,8 @@ def write(rep: Report) -> tuple[Path, Path]:
     """Write a gathered report's report.md and report.html; return their paths."""
     run_dir = rep.run_dir
     md, page = run_dir / "report.md", run_dir / "report.html"
+    if rep.curves:  # the page embeds it, so it is drawn first
+        report_curves.draw(rep.curves, run_dir / report_curves.FIGURE)
     atomic_write_text(md, markdown(rep))
     atomic_write_text(page, to_html(rep))
     return md, page

@@ -19,6 +19,11 @@ runs/<run id>/sae/ (every run)
 - training.json: n_tokens, steps, batch_tokens, width, k, lr, seed, norm_scaling_factor,
   dead_feature_window_steps, train_l0, dead_at_end, alive_on_eval (train_seconds is in
   the manifest's result).
+- curve.json: the training curve (repro.training_curves), recorded from the training steps
+  themselves: {"run", "batch_tokens", "dead_feature_window_steps", "every_steps", "steps",
+  "points": [{"step", "tokens", "explained_variance", "l0", "dead_fraction"}]}, tokens
+  seen so far, EV and L0 over the training batches since the previous point, the fraction
+  of latents silent for the dead-feature window at that step.
 
 runs/<run id>/evaluate/
 - transfer.json (every run): {"run", "variant", "role": "dense" | "pruned" | "extra_seed",
@@ -54,7 +59,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from repro import data, evaluate, pretrained_saes, saes
+from repro import data, evaluate, pretrained_saes, saes, training_curves
 from repro.codehash import stage_code
 from repro.errors import ReproError
 from repro.pipeline import (
@@ -132,12 +137,17 @@ def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
             save_file({"W_dec": sae.W_dec.detach().float().cpu().contiguous()},
                       str(tmp / "init_decoder.safetensors"))
 
+        curve = training_curves.CurveRecorder()
         sae, record = saes.train_sae(
             model, ids, data.special_token_mask(ids, tokenizer),
             layer=spec.probe_layer, spec=s, seed=run.seed, seq_batch=ctx.batch_size,
             metadata={"model_name": spec.source, "context_size": int(ids.shape[1]),
-                      "repro_run": run.id}, captured=captured, on_init=keep_init)
+                      "repro_run": run.id}, captured=captured, on_init=keep_init, curve=curve)
         saes.save_sae(sae, tmp)
+        training_curves.save_curve(curve.curve(run=run.id, batch_tokens=s.batch_tokens,
+                                               dead_feature_window_steps=record[
+                                                   "dead_feature_window_steps"]),
+                                   tmp / training_curves.CURVE_FILE)
         rates = saes.firing_rates(saes.load_sae(tmp, ctx.device),
                                   ctx.variant_dir(run.variant, "activations"),
                                   special_ids(tokenizer))

@@ -34,6 +34,7 @@ from repro.errors import ReproError
 from repro.seeding import seed_everything
 from repro.store import write_json
 from repro.study import SaeSpec
+from repro.training_curves import CurveRecorder
 
 BUFFER_BATCHES = 64
 """Shuffle buffer size in training batches; half of it is emitted at each refill."""
@@ -206,10 +207,12 @@ def _lazy(make: Callable[..., Iterator[torch.Tensor]], *args: Any) -> Iterator[t
 def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
               spec: SaeSpec, seed: int, seq_batch: int, metadata: dict[str, Any],
               captured: ProbeCapture | None = None,
-              on_init: Callable[[Any], None] | None = None) -> tuple[Any, dict]:
+              on_init: Callable[[Any], None] | None = None,
+              curve: CurveRecorder | None = None) -> tuple[Any, dict]:
     """Train a sae-lens TopK SAE for `spec.epochs` epochs over the non-special tokens of
     `input_ids` (the model runs once; later epochs replay its activations, reshuffled).
-    What the training does: `fit_sae`.
+    What the training does: `fit_sae`; `curve` records the training curve from the steps'
+    own outputs (the SAE is the same with or without it).
     """
     if spec.epochs > 1 and captured is None and not ProbeCapture.fits(
             int(keep.sum()), model.config.hidden_size, torch.float32):
@@ -222,12 +225,13 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
         raise ReproError(f"SAE training stream has {stream.n_tokens} usable tokens, fewer than "
                          f"batch_tokens={spec.batch_tokens}; raise data.sae_train.n_sequences")
     return fit_sae(stream, spec=spec, seed=seed, device=next(model.parameters()).device,
-                   layer=layer, metadata=metadata, on_init=on_init)
+                   layer=layer, metadata=metadata, on_init=on_init, curve=curve)
 
 
 def fit_sae(stream: ShuffledStream, *, spec: SaeSpec, seed: int, device: torch.device,
             layer: int, metadata: dict[str, Any],
-            on_init: Callable[[Any], None] | None = None) -> tuple[Any, dict]:
+            on_init: Callable[[Any], None] | None = None,
+            curve: CurveRecorder | None = None) -> tuple[Any, dict]:
     """Train a sae-lens TopK SAE on `stream` (`spec.epochs` passes already in it).
 
     Seeded: the same activations and seed give the same SAE (initialisation through the
@@ -268,7 +272,8 @@ def fit_sae(stream: ShuffledStream, *, spec: SaeSpec, seed: int, device: torch.d
     trainer.activation_scaler.scaling_factor = scaling
     started = time.time()
     # sae-lens draws a progress bar; keep it for terminals, off in logs and CI.
-    with patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)):
+    with (patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)),
+          curve.attached(trainer, steps) if curve is not None else contextlib.nullcontext()):
         sae = trainer.fit()
     return sae, {"n_tokens": stream.n_tokens, "epochs": spec.epochs,
                  "steps": trainer.n_training_steps,

@@ -216,6 +216,8 @@ THRESHOLDS = {
     "causal_sequences": (0, 10**6, True, "eval sequences of the ablations, 0 for all (RQ5)"),
     "sanity_l0_rel": (0.0, math.inf, False, "the shipped SAEs' L0 band (sanity gate)"),
     "sanity_ev_abs": (0.0, 1.0, False, "the shipped SAEs' EV band (sanity gate)"),
+    "curve_flat_ev_gain": (0.0, 1.0, False, "the EV an SAE may still gain over its last "
+                           "quarter of training and count as trained enough (report warning)"),
 }
 
 

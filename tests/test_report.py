@@ -103,3 +103,48 @@ def test_a_complete_run_is_not_called_incomplete(tmp_path: Path) -> None:
     verify_run(run, expected)
     assert main(["report", str(run)]) == 0
     assert "Incomplete" not in (run / "report.md").read_text()
+
+
+def _curve(run: Path, sae: str, ev: list[float]) -> None:
+    folder = run / "runs" / sae / "sae"
+    folder.mkdir(parents=True)
+    points = [{"step": i + 1, "tokens": (i + 1) * 100, "explained_variance": v, "l0": 4.0,
+               "dead_fraction": 0.1} for i, v in enumerate(ev)]
+    (folder / "curve.json").write_text(json.dumps({"run": sae, "points": points}))
+
+
+def test_training_curves_are_drawn_and_a_still_rising_sae_is_warned_about(tmp_path: Path) -> None:
+    """Negative control: of two SAEs, the one planted still rising is named, the flat one not."""
+    run, expected = make_run(tmp_path)
+    verify_run(run, expected)
+    _curve(run, "gemma-3-tiny/dense/0", [0.8] * 40)
+    _curve(run, "gemma-3-tiny/wanda/50", [0.02 * i for i in range(40)])
+    _curve(run, ".x.partial/dense/0", [0.0] * 40)  # unfinished work is not shown
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    warned = [line for line in md.splitlines() if line.startswith("- **Warning**: SAE")]
+    assert len(warned) == 1 and "gemma-3-tiny/wanda/50" in warned[0]
+    assert "| gemma-3-tiny/dense/0 | 4000 | 40 | 0.8 | 4 | 0.1 |" in md and "| NO |" in md
+    assert ".x.partial" not in md and "Verification PASS" in md  # the verdict is untouched
+    assert "**Training: 1 of 2 SAEs had not flattened" in md.split("## Claims")[0]
+    png = (run / "report_training_curves.png").read_bytes()
+    page = (run / "report.html").read_text()
+    assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
+    assert page.count("Warning: SAE") == 1
+
+
+def test_a_run_without_curves_says_so(tmp_path: Path) -> None:
+    run, _ = make_run(tmp_path)
+    main(["report", str(run)])
+    assert "No SAE of this run recorded a training curve" in (run / "report.md").read_text()
+    assert not (run / "report_training_curves.png").exists()
+    assert "had not flattened" not in (run / "report.md").read_text()
+
+
+def test_the_flattening_threshold_is_the_study_files(tmp_path: Path) -> None:
+    run, _ = make_run(tmp_path)
+    _curve(run, "gemma-3-tiny/wanda/50", [0.02 * i for i in range(40)])
+    assert len(gather(run).curves) == 1 and gather(run).flat_gain == 0.01
+    (run / "study.toml").write_text("[thresholds]\ncurve_flat_ev_gain = 0.5\n")
+    main(["report", str(run)])
+    assert "Warning" not in (run / "report.md").read_text()  # a gain of 0.2 is below 0.5
