@@ -1,6 +1,7 @@
 """Measure how far a CPU profile's numbers move between machines, and rewrite its bands.
 
-    python scripts/measure_spread.py --work DIR [--profile tiny] [--bless]
+    python scripts/measure_spread.py --work DIR [--profile tiny] [--bless] [--reuse]
+                                     [--skip SETTING ...]
 
 Runs the profile once per setting below (same code, same clean commit), each into
 DIR/<setting>/ (a setting whose folder already holds a finished run is not run again:
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from repro.bless import code_versions
 from repro.expected import load_claims
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +159,7 @@ def _entry(spread: float, settings: list[str]) -> str:
 def tolerances_text(profile: str, spread: dict, claims: dict, settings: list[str],
                     commit: str) -> str:
     """This profile's sections of tolerances.toml; other profiles' sections are kept."""
-    lines = [f"# [{profile}.*] written by scripts/measure_spread.py at {commit}: spread over the",
+    lines = [f"# [{profile}.*] written by scripts/measure_spread.py ({commit}): spread over the",
              f"# settings {', '.join(settings)} (see that script), each band {MULTIPLE:g}x "
              "the spread with a floor;",
              "# columns exact by construction have no entry and must match exactly.", ""]
@@ -183,7 +185,7 @@ def tolerances_text(profile: str, spread: dict, claims: dict, settings: list[str
 def keep_other_profiles(text: str, profile: str) -> str:
     """The existing tolerances.toml without this profile's sections (kept verbatim)."""
     if not TOLERANCES.is_file():
-        return ""
+        return text
     kept, skipping = [], False
     for line in TOLERANCES.read_text().splitlines():
         if line.startswith("["):
@@ -193,6 +195,26 @@ def keep_other_profiles(text: str, profile: str) -> str:
         if not skipping:
             kept.append(line)
     return "\n".join(kept).rstrip() + "\n\n" + text
+
+
+def stage_seconds(run: Path) -> float:
+    """A finished run's stage wall times, summed over its manifests."""
+    if not (run / "tables" / "manifest.json").is_file():
+        sys.exit(f"measure_spread: --reuse, but {run} holds no finished run")
+    return sum(json.loads(m.read_text()).get("wall_seconds", 0.0)
+               for m in run.rglob("manifest.json"))
+
+
+def run_commits(work: Path, names: list[str]) -> str:
+    """The code versions the reused runs were made at, for the bands' note. The blessed run
+    must be of one clean commit (`repro bless` refuses anything else); a perturbed or pinned
+    run of another one is named, so that a reader can check the science code was the same."""
+    versions = {n: code_versions(work / n) for n in names}
+    for name, found in versions.items():
+        if name != "blessed" and found != versions["blessed"]:
+            print(f"measure_spread: {name} was made at {', '.join(sorted(found))}, the blessed "
+                  f"run at {', '.join(sorted(versions['blessed']))}", flush=True)
+    return "runs at " + ", ".join(sorted(set().union(*versions.values())))
 
 
 def stage_outputs(run: Path) -> dict[str, dict]:
@@ -237,7 +259,19 @@ def main() -> None:
     p.add_argument("--profile", default="tiny")
     p.add_argument("--bless", action="store_true", help="bless the first run afterwards")
     p.add_argument("--allow-dirty", action="store_true", help="passed on to repro bless")
+    p.add_argument("--reuse", action="store_true",
+                   help="take the finished runs in --work as they are (the bands' note names "
+                        "the code versions they were made at) instead of running them")
+    p.add_argument("--skip", action="append", default=[], metavar="SETTING",
+                   help="leave a pinned or perturbed setting out (the bands' header lists "
+                        "those used)")
     args = p.parse_args()
+    unknown = set(args.skip) - {*PINNED, *PERTURBED} | ({"blessed"} & set(args.skip))
+    if unknown:
+        sys.exit(f"measure_spread: --skip {sorted(unknown)}: not a setting that can be left out")
+    for name in args.skip:
+        PINNED.pop(name, None)
+        PERTURBED.pop(name, None)
     commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                             capture_output=True, text=True).stdout.strip()
     if commit.endswith("-dirty") and not args.allow_dirty:
@@ -245,8 +279,11 @@ def main() -> None:
                  "(or --allow-dirty)")
     walls = {}
     for name, env in {**PINNED, **PERTURBED}.items():
-        walls[name] = run_profile(args.profile, args.work / name, env)
+        walls[name] = (stage_seconds(args.work / name) if args.reuse
+                       else run_profile(args.profile, args.work / name, env))
         print(f"{name}: {walls[name]:.0f} s", flush=True)
+    made_at = (run_commits(args.work, [*PINNED, *PERTURBED]) if args.reuse
+               else f"runs at {commit}")
     base = args.work / "blessed"
     idle = [n for n in PERTURBED if unchanged(base, args.work / n)]
     for name in idle:
@@ -263,11 +300,11 @@ def main() -> None:
     spread = _worst(*(k["tables"] for k in by_kind.values()))
     claims = _worst(*(k["claims"] for k in by_kind.values()))
     (args.work / "spread.json").write_text(json.dumps(
-        {"commit": commit, "by_kind": by_kind, "idle_settings": idle,
+        {"commit": made_at, "by_kind": by_kind, "idle_settings": idle,
          "wall_seconds": walls}, indent=1) + "\n")
     (args.work / "spread.md").write_text(markdown(spread, claims, by_kind, walls))
     settings = [*kinds["pinned"], *kinds["perturbed"]]
-    text = tolerances_text(args.profile, spread, claims, settings, commit)
+    text = tolerances_text(args.profile, spread, claims, settings, made_at)
     TOLERANCES.write_text(keep_other_profiles(text, args.profile))
     tomllib.loads(TOLERANCES.read_text())  # what was written must read back
     print(f"wrote {TOLERANCES} and {args.work / 'spread.md'}")
