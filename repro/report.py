@@ -77,7 +77,7 @@ def _json(path: Path) -> Any:
         raise ReproError(f"{path}: not valid JSON ({exc})") from None
 
 
-def _manifests(run_dir: Path) -> list[dict[str, Any]]:
+def finished_manifests(run_dir: Path) -> list[dict[str, Any]]:
     """Every finished stage's manifest; hidden .partial/.old folders are unfinished work."""
     found = []
     for path in sorted(run_dir.rglob(MANIFEST)):
@@ -131,7 +131,7 @@ def gather(run_dir: Path) -> Report:
     captions = _json(run_dir / "figures" / "captions.json") or {}
     pngs = sorted((run_dir / "figures").glob("*.png"))
     figures = [(p, str(captions.get(p.stem, ""))) for p in pngs]
-    manifests = _manifests(run_dir)
+    manifests = finished_manifests(run_dir)
     from repro.finish import missing_parts
 
     return Report(run_dir, _study_name(run_dir), _json(run_dir / "verification.json"),

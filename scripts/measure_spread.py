@@ -55,6 +55,8 @@ import pandas as pd
 
 from repro.bless import code_versions
 from repro.expected import load_claims
+from repro.numerics import PINNED_ENV, PINNED_THREADS
+from repro.report import finished_manifests, stage_times
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCES = ROOT / "expected_outputs" / "tolerances.toml"
@@ -73,8 +75,7 @@ PINNED: dict[str, dict[str, str]] = {
                   "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX "
                                               "AVX512_CNL AVX512_ICL AVX512_SPR AVX2 FMA3"},
 }
-_UNPINNED = {"REPRO_NUMERICS": "native", "OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "avx2",
-             "MKL_CBWR": "COMPATIBLE", "MKL_DYNAMIC": "FALSE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+_UNPINNED = {**PINNED_ENV, "REPRO_NUMERICS": "native", "OMP_NUM_THREADS": str(PINNED_THREADS)}
 """The pins' own values with the pins off: each perturbed setting changes one of them."""
 PERTURBED: dict[str, dict[str, str]] = {
     "perturbed-1-thread": {**_UNPINNED, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
@@ -211,8 +212,7 @@ def stage_seconds(run: Path) -> float:
     """A finished run's stage wall times, summed over its manifests."""
     if not (run / "tables" / "manifest.json").is_file():
         sys.exit(f"measure_spread: --reuse, but {run} holds no finished run")
-    return sum(json.loads(m.read_text()).get("wall_seconds", 0.0)
-               for m in run.rglob("manifest.json"))
+    return sum(seconds for _, _, seconds in stage_times(finished_manifests(run)))
 
 
 def run_commits(work: Path, names: list[str]) -> str:
