@@ -16,7 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from repro.models import StopForward, decoder_layers
+from repro.families import decoder_layers, stack
+from repro.models import StopForward
 
 
 @contextmanager
@@ -40,7 +41,7 @@ def probe(model: nn.Module, input_ids: torch.Tensor, layer: int) -> torch.Tensor
     """Residual stream after `layer` for one batch, shape (batch, seq, d_model)."""
     device = next(model.parameters()).device
     with probe_hook(model, layer) as seen, suppress(StopForward):
-        model.model(input_ids=input_ids.to(device), use_cache=False)
+        stack(model)(input_ids=input_ids.to(device), use_cache=False)
     return seen[0]
 
 

@@ -26,6 +26,7 @@ import torch
 from repro import bench_estimate as be
 from repro import bench_paths as bp
 from repro import bench_real
+from repro.families import prunable_matrices
 from repro.paper_configs import PAPER_ARCHS, build_model
 
 PARTS = ("capture", "paper", "tiny", "wanda", "match", "sae", "smollm2")
@@ -146,7 +147,7 @@ def _tiny_one(folder: Path, s: Settings, device: torch.device) -> dict[str, Any]
     cap = [bp.timed(lambda: [activations.probe(model, ids[i:i + 32], layer)
                              for i in range(0, len(ids), 32)], device)[0]
            for _ in range(s.repeats)]
-    dense = {n: m.weight.clone() for n, m in prune_targets(model).items()}
+    dense = {n: m.weight.clone() for n, m in prunable_matrices(model).items()}
     calib = bp.random_ids(32, 128, cfg.vocab_size, cfg.bos_token_id, seed=1)
     wanda_s = bp.timed(lambda: prune.prune_wanda(model, calib, 0.5, batch_size=32), device)[0]
     restore(model, dense)
@@ -164,15 +165,9 @@ def _tiny_one(folder: Path, s: Settings, device: torch.device) -> dict[str, Any]
             "probe_layer": layer, "layers": cfg.num_hidden_layers}
 
 
-def prune_targets(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
-    from repro.models import prunable_linears
-
-    return prunable_linears(model)
-
-
 def restore(model: torch.nn.Module, dense: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
-        for n, m in prune_targets(model).items():
+        for n, m in prunable_matrices(model).items():
             m.weight.copy_(dense[n])
 
 

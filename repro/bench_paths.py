@@ -18,7 +18,16 @@ import torch
 from torch import nn
 
 from repro import activations, match, prune
-from repro.models import decoder_layers, layer_linears, layers_swapped
+from repro.families import (
+    decoder_layers,
+    family_of,
+    in_features,
+    layer_matrices,
+    out_in,
+    prunable_matrices,
+    stack,
+)
+from repro.models import layers_swapped
 
 
 def sync(device: torch.device) -> None:
@@ -72,7 +81,7 @@ def random_ids(n: int, seq_len: int, vocab: int, bos: int, seed: int = 0) -> tor
 def capture(model: nn.Module, ids: torch.Tensor, layer: int, repeats: int) -> dict[str, Any]:
     """The probe hook (stops after `layer`) vs plain forwards with output_hidden_states=True
     over all layers: the causal LM (with its LM head, what a user would call) and the bare
-    decoder stack `model.model` (no LM head)."""
+    decoder stack (no LM head)."""
     device = device_of(model)
     ids = ids.to(device)
 
@@ -86,8 +95,8 @@ def capture(model: nn.Module, ids: torch.Tensor, layer: int, repeats: int) -> di
 
     def plain_stack() -> torch.Tensor:
         with torch.no_grad():
-            return model.model(input_ids=ids, output_hidden_states=True,
-                               use_cache=False).hidden_states[layer + 1]
+            return stack(model)(input_ids=ids, output_hidden_states=True,
+                                use_cache=False).hidden_states[layer + 1]
 
     same = bool(torch.equal(ours(), plain_stack()))
     times = alternate({"probe": ours, "all_layers_lm": plain_lm,
@@ -98,41 +107,61 @@ def capture(model: nn.Module, ids: torch.Tensor, layer: int, repeats: int) -> di
 # ---- Wanda --------------------------------------------------------------------------------
 
 class _Catch(nn.Module):
-    """The reference's Catcher, for every layer: keeps the call's input and keyword arguments
-    (Gemma 2/3 give each layer its own mask and rotary table) and passes the input on."""
+    """The reference's Catcher, for every layer: keeps the call's input and the other
+    arguments (Gemma 2/3 give each layer its own mask and rotary table, GPT-2 passes some
+    positionally) and passes the input on."""
 
     def __init__(self) -> None:
         super().__init__()
         self.inputs: list[torch.Tensor] = []
+        self.args: tuple = ()
         self.kwargs: dict[str, Any] = {}
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if args:
-            raise TypeError("decoder layers are expected to get keyword arguments only")
         self.inputs.append(hidden_states)
-        self.kwargs = kwargs
+        self.args, self.kwargs = args, kwargs
         return hidden_states
+
+
+def _reference_mask(module: nn.Module, sq_sums: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Pruned entries (True) of one matrix, in its own weight layout and with no transposing:
+    an nn.Linear holds (out, in), a row per output; GPT-2's Conv1D holds (in, out), a column
+    per output."""
+    weight = module.weight.abs().to(sq_sums.dtype)
+    pruned = torch.zeros_like(weight, dtype=torch.bool)
+    if isinstance(module, nn.Linear):
+        metric = weight * sq_sums.sqrt().reshape(1, -1)
+        lowest = torch.sort(metric, dim=1, stable=True)[1][:, :int(weight.shape[1] * sparsity)]
+        pruned.scatter_(1, lowest, True)
+    else:
+        metric = weight * sq_sums.sqrt().reshape(-1, 1)
+        lowest = torch.sort(metric, dim=0, stable=True)[1][:int(weight.shape[0] * sparsity)]
+        pruned.scatter_(0, lowest, True)
+    return pruned
 
 
 @torch.no_grad()
 def reference_wanda(model: nn.Module, calibration: torch.Tensor, sparsity: float) -> dict:
     """locuslab/wanda's `prune_wanda` spelled out: one calibration sequence at a time, per
-    layer sum ||x_j||^2 of every Linear's input, score |W| * sqrt(sum), torch.sort each row
-    (stable), zero the lowest int(in_features * sparsity), then rerun the pruned layer to get
-    the next layer's inputs. Norms are plain sums (the DESIGN's definition), not the
+    layer sum ||x_j||^2 of every matrix's input, score |W| * sqrt(sum), sort each output's
+    scores (stable), zero the lowest int(in_features * sparsity), then rerun the pruned layer
+    to get the next layer's inputs. Norms are plain sums (the DESIGN's definition), not the
     reference's running mean, so the masks can be compared bit for bit."""
     device = device_of(model)
     catchers = [_Catch() for _ in decoder_layers(model)]
     with layers_swapped(model, dict(enumerate(catchers))):
         for seq in calibration:
-            model.model(input_ids=seq[None].to(device), use_cache=False)
+            stack(model)(input_ids=seq[None].to(device), use_cache=False)
     inps = catchers[0].inputs
     masks = {}
+    prefix = family_of(model).layers_path
     for i, layer in enumerate(decoder_layers(model)):
-        subset = layer_linears(layer)
-        sums = {n: torch.zeros(m.in_features, dtype=torch.promote_types(m.weight.dtype,
-                                                                         torch.float32),
-                               device=device) for n, m in subset.items()}
+        subset = layer_matrices(layer)
+        sums = {}
+        for n, m in subset.items():
+            n_in = m.weight.shape[1 if isinstance(m, nn.Linear) else 0]
+            sums[n] = torch.zeros(n_in, device=device,
+                                  dtype=torch.promote_types(m.weight.dtype, torch.float32))
 
         def add_batch(name: str, sums: dict = sums) -> Callable:
             def hook(_m: nn.Module, inp: tuple, _out: torch.Tensor) -> None:
@@ -142,19 +171,16 @@ def reference_wanda(model: nn.Module, calibration: torch.Tensor, sparsity: float
 
         handles = [m.register_forward_hook(add_batch(n)) for n, m in subset.items()]
         for x in inps:
-            layer(x, **catchers[i].kwargs)
+            layer(x, *catchers[i].args, **catchers[i].kwargs)
         for h in handles:
             h.remove()
-        for name, lin in subset.items():
-            metric = lin.weight.abs().to(sums[name].dtype) * sums[name].sqrt().reshape(1, -1)
-            pruned = torch.zeros_like(metric, dtype=torch.bool)
-            order = torch.sort(metric, dim=-1, stable=True)[1]
-            pruned.scatter_(1, order[:, :int(lin.weight.shape[1] * sparsity)], True)
-            lin.weight[pruned] = 0
-            masks[f"model.layers.{i}.{name}"] = ~pruned
+        for name, mod in subset.items():
+            pruned = _reference_mask(mod, sums[name], sparsity)
+            mod.weight[pruned] = 0
+            masks[f"{prefix}.{i}.{name}"] = ~pruned
         outs = []
         for x in inps:
-            out = layer(x, **catchers[i].kwargs)
+            out = layer(x, *catchers[i].args, **catchers[i].kwargs)
             outs.append(out[0] if isinstance(out, tuple) else out)
         inps = outs
     return masks
@@ -165,8 +191,7 @@ def wanda(model: nn.Module, calibration: torch.Tensor, sparsity: float, *, batch
     """prune.prune_wanda vs `reference_wanda` on the same model and calibration tokens; the
     dense weights are restored before every call."""
     device = device_of(model)
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)
-               and n.startswith("model.layers.")}
+    linears = prunable_matrices(model)
     dense = {n: m.weight.detach().clone() for n, m in linears.items()}
 
     def restore() -> None:
@@ -199,11 +224,11 @@ def mask_costs(model: nn.Module, sparsity: float) -> dict[str, float]:
     on the layer's first matrix, and scaled to the whole layer by element count (a sort is
     close to linear at these sizes)."""
     device = device_of(model)
-    linears = layer_linears(decoder_layers(model)[0])
+    linears = layer_matrices(decoder_layers(model)[0])
     one = next(iter(linears.values()))
     scale = sum(m.weight.numel() for m in linears.values()) / one.weight.numel()
-    norms = torch.ones(one.in_features, device=device)
-    sort_s = timed(lambda: prune.wanda_mask(one.weight, norms, sparsity), device)[0]
+    norms = torch.ones(in_features(one), device=device)
+    sort_s = timed(lambda: prune.wanda_mask(out_in(one), norms, sparsity), device)[0]
     mag_s = timed(lambda: prune.magnitude_mask(one.weight, sparsity), device)[0]
     return {"mask_seconds_per_layer": sort_s * scale, "magnitude_seconds_per_layer": mag_s * scale}
 

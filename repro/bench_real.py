@@ -37,7 +37,8 @@ def absent(only: tuple[str, ...], explicit: bool) -> dict[str, str]:
 def smollm2(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
     """The measurements, at the small profile's SAE size (width 256 with --quick)."""
     from repro.bench_saelens import sae_training
-    from repro.models import load_model, load_tokenizer, prunable_linears
+    from repro.families import prunable_matrices
+    from repro.models import load_model, load_tokenizer
 
     study = _small_study()
     spec = study.models[MODEL]
@@ -57,7 +58,7 @@ def smollm2(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
     # sequence the masks must be identical
     exact = bp.wanda(model, calib, 0.5, batch_size=1, repeats=1)
     wanda["masks_equal_at_batch_1"] = exact["masks_equal"]
-    wanda["mask_entries"] = sum(m.weight.numel() for m in prunable_linears(model).values())
+    wanda["mask_entries"] = sum(m.weight.numel() for m in prunable_matrices(model).values())
     return {"model": spec.key, "probe_layer": layer, "n_layers": spec.n_layers,
             "capture": {**cap, "ratio_vs_lm": bp.ratio_spread(cap["times"]["all_layers_lm"],
                                                                cap["times"]["probe"]),

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from repro.bench_paths import device_of, timed
-from repro.models import decoder_layers
+from repro.families import decoder_layers, embeddings, family_of
 from repro.saes import MAX_DEAD_WINDOW, ProbeCapture, hook_name, train_sae
 from repro.study import SaeSpec
 
@@ -31,7 +31,7 @@ class _TokenCounter:
 
     def __init__(self, model: nn.Module) -> None:
         self.count = 0
-        self.handle = model.get_input_embeddings().register_forward_pre_hook(self._hook)
+        self.handle = embeddings(model).register_forward_pre_hook(self._hook)
 
     def _hook(self, _mod: nn.Module, inputs: tuple) -> None:
         self.count += inputs[0].numel()
@@ -49,7 +49,7 @@ def _runner(model: nn.Module, tokenizer: Any, ids: torch.Tensor, *, layer: int, 
     from sae_lens.load_model import HookedProxyLM
 
     device = str(device_of(model))
-    module = f"model.layers.{layer}"
+    module = f"{family_of(model).layers_path}.{layer}"
     steps = math.ceil(n_tokens / spec.batch_tokens)
     buffer_batches = max(2, -(-64 * spec.batch_tokens // (seq_batch * ids.shape[1])))
     cfg = LanguageModelSAERunnerConfig(
@@ -92,7 +92,8 @@ def sae_training(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torc
                 seq_batch=seq_batch, seed=seed, special=special, rounds=rounds,
                 times=times, lm_tokens=lm_tokens, trained=trained)
     return {"times": times, "trained_tokens": trained, "model_tokens": lm_tokens,
-            "hook": {"project": hook_name(layer), "sae_lens": f"model.layers.{layer}"},
+            "hook": {"project": hook_name(layer),
+                     "sae_lens": f"{family_of(model).layers_path}.{layer}"},
             "n_layers": n_layers, "width": spec.width, "k": spec.k,
             "batch_tokens": spec.batch_tokens}
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from repro import footprint, hubcache
 from repro.study import ModelSpec, Study
@@ -62,9 +63,10 @@ def preflight(study: Study, profile_arg: str) -> None:
         if not path.exists():
             raise ReproError(f"{path} is missing; restore it (git checkout) or run `repro "
                              "build-tiny-assets`, or fix the path in the study file")
+    longest = max(getattr(study.data, f.name).seq_len for f in fields(study.data))
     for spec in study.models.values():
         check_access(spec)
-        _check_config(spec)
+        _check_config(spec, longest)
     for name in hubcache.packaged_sources(study)[1]:
         from repro.packaged import is_fetched, text_file
 
@@ -86,13 +88,15 @@ def preflight(study: Study, profile_arg: str) -> None:
                              f"run {fetch}")
 
 
-def _check_config(spec: ModelSpec) -> None:
+def _check_config(spec: ModelSpec, longest: int) -> None:
     """The model folder, when it is on disk: the study's architecture and layer count against
-    its config (models.load_model checks the loaded model again), its weights complete, its
-    tokenizer loadable and no larger than the embedding."""
+    its config (models.load_model checks the loaded model again), a layout repro knows, the
+    longest stream within the model's positions, its weights complete, its tokenizer loadable
+    and no larger than the embedding."""
     import json
 
     from repro.errors import ReproError
+    from repro.families import decoder_layers
     from repro.models import location
 
     folder = (Path(location(spec)) if spec.is_local or spec.is_packaged
@@ -109,7 +113,15 @@ def _check_config(spec: ModelSpec) -> None:
     if arch != spec.architecture:
         raise ReproError(f"model {spec.key}: config.json says {arch}, the study says "
                          f"{spec.architecture}; fix models.{spec.key}.architecture")
-    layers = _meta_layers(spec, folder)
+    model = _meta_model(spec, folder)
+    try:
+        layers = len(decoder_layers(model))
+    except ReproError as exc:
+        raise ReproError(f"model {spec.key}: {exc}") from None
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and longest > positions:
+        raise ReproError(f"model {spec.key}: a token stream has seq_len {longest}, the model "
+                         f"takes at most {positions} positions; lower data.*.seq_len")
     if layers != spec.n_layers:
         raise ReproError(f"model {spec.key}: config.json has {layers} decoder layers, the study "
                          f"says {spec.n_layers}; fix models.{spec.key}.n_layers")
@@ -117,14 +129,13 @@ def _check_config(spec: ModelSpec) -> None:
     _check_tokenizer(spec, folder, cfg.get("vocab_size", text.get("vocab_size")))
 
 
-def _meta_layers(spec: ModelSpec, folder: Path) -> int:
-    """The decoder layers of the model built from its config on the meta device (no weights
-    read): a family without layers where repro looks for them is refused here."""
+def _meta_model(spec: ModelSpec, folder: Path) -> Any:
+    """The model built from its config on the meta device: its layout without reading a
+    weight."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from repro.errors import ReproError
-    from repro.models import decoder_layers
 
     try:
         config = AutoConfig.from_pretrained(folder)
@@ -134,10 +145,7 @@ def _meta_layers(spec: ModelSpec, folder: Path) -> int:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ReproError(f"model {spec.key}: transformers cannot build a causal LM from "
                          f"{folder}/config.json ({first}); check the model folder") from None
-    try:
-        return len(decoder_layers(model))
-    except ReproError as exc:
-        raise ReproError(f"model {spec.key}: {exc}") from None
+    return model
 
 
 def _check_weights(spec: ModelSpec, folder: Path) -> None:

@@ -1,9 +1,10 @@
-"""Loading the study's language models, and the one place that knows how they are laid out.
+"""Loading the study's language models, and running them one decoder layer at a time.
 
-Any Hugging Face causal LM whose decoder layers sit at `model.model.layers` and return their
-hidden states works; family differences (rotary tables, sliding-window masks) are never
-special-cased here because layers are always called with the keyword arguments the model
-itself passes them (see `record_layer_calls`).
+Any Hugging Face causal LM of a family in `repro.families` works (where the layers, embeddings,
+final norm and head sit is known there and nowhere else). Differences inside a family (rotary
+tables, sliding-window masks, GPT-2's positional arguments) are never special-cased because
+layers are always called with the arguments the model itself passes them (see
+`record_layer_calls`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from repro.errors import ReproError
+from repro.families import decoder_layers, stack
 from repro.study import ModelSpec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -148,31 +150,6 @@ def _load_failure(spec: ModelSpec, exc: Exception) -> str:
     )
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    try:
-        layers = model.model.layers
-    except AttributeError:
-        raise ReproError(
-            f"{type(model).__name__} has no model.layers; only decoder-only causal "
-            "LMs with decoder layers at model.model.layers are supported"
-        ) from None
-    return layers
-
-
-def layer_linears(layer: nn.Module) -> dict[str, nn.Linear]:
-    """Every nn.Linear inside one decoder layer: the matrices that pruning touches."""
-    return {name: mod for name, mod in layer.named_modules() if isinstance(mod, nn.Linear)}
-
-
-def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """All pruned matrices by their full module name (embeddings, lm_head, norms excluded)."""
-    out: dict[str, nn.Linear] = {}
-    for i, layer in enumerate(decoder_layers(model)):
-        for name, mod in layer_linears(layer).items():
-            out[f"model.layers.{i}.{name}"] = mod
-    return out
-
-
 class StopForward(Exception):
     """Raised by a hook to end a forward pass once what is needed has been seen."""
 
@@ -225,7 +202,7 @@ def record_layer_calls(
     """
     recorders = [_Recorder() for _ in decoder_layers(model)]
     with layers_swapped(model, dict(enumerate(recorders))), torch.no_grad():
-        model.model(input_ids=input_ids, use_cache=False)
+        stack(model)(input_ids=input_ids, use_cache=False)
     return recorders[0].inputs[0], [rec.calls[0] for rec in recorders]
 
 

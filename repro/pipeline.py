@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from repro import activations, data, models, prune, saes
 from repro.codehash import stage_code
 from repro.errors import ReproError
+from repro.families import prunable_matrices
 from repro.locks import writer_lock
 from repro.perplexity import perplexity
 from repro.provenance import provenance
@@ -177,7 +178,7 @@ class ModelHolder:
             self.model = models.load_model(spec, dtype=self.ctx.study.dtype, device=self.ctx.device)
             self.key = spec.key
             self.dense = {
-                n: m.weight.detach().clone() for n, m in models.prunable_linears(self.model).items()
+                n: m.weight.detach().clone() for n, m in prunable_matrices(self.model).items()
             }
         else:
             self.restore()
@@ -186,7 +187,7 @@ class ModelHolder:
 
     def restore(self) -> None:
         with torch.no_grad():
-            for name, mod in models.prunable_linears(self.model).items():
+            for name, mod in prunable_matrices(self.model).items():
                 mod.weight.copy_(self.dense[name])
 
     def variant_model(self, variant: Variant) -> torch.nn.Module:

@@ -1,11 +1,12 @@
-"""Unstructured magnitude and Wanda pruning of every nn.Linear inside the decoder layers.
+"""Unstructured magnitude and Wanda pruning of every matrix inside the decoder layers.
 
 `repro prune --profile tiny --run gemma-3-tiny/wanda/50 --out DIR` prunes one run's model.
 Definitions (DESIGN.md): magnitude zeroes exactly floor(s * numel) smallest |W| per matrix;
 Wanda (Sun et al. 2023, reference locuslab/wanda) scores |W_ij| * ||X_j||_2 and zeroes
 exactly floor(s * in_features) lowest scores per output row, ties to the lower column (stable
 sort), layer by layer, each layer's inputs coming from the already pruned layers before it.
-Masks are True where a weight is kept.
+Masks are True where a weight is kept, shaped as the module's own weight (GPT-2's Conv1D
+stores (in, out); Wanda compares within each output, `families.out_in`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from repro.models import decoder_layers, layer_linears, record_layer_calls, run_layer
+from repro.families import (
+    decoder_layers,
+    family_of,
+    in_features,
+    layer_matrices,
+    out_in,
+    prunable_matrices,
+    to_weight_shape,
+)
+from repro.models import record_layer_calls, run_layer
 
 Masks = dict[str, torch.Tensor]
 SHAPES_KEY = "shapes"
@@ -66,21 +76,20 @@ def apply_masks(model: nn.Module, masks: Masks) -> None:
 
 def prune_magnitude(model: nn.Module, sparsity: float) -> Masks:
     """Prune the model in place; return the keep-masks by module name."""
-    masks: Masks = {}
-    for i, layer in enumerate(decoder_layers(model)):
-        for name, lin in layer_linears(layer).items():
-            masks[f"model.layers.{i}.{name}"] = magnitude_mask(lin.weight, sparsity)
+    masks = {name: magnitude_mask(mod.weight, sparsity)
+             for name, mod in prunable_matrices(model).items()}
     apply_masks(model, masks)
     return masks
 
 
 def _accumulate_input_norms(
-    linears: dict[str, nn.Linear],
+    matrices: dict[str, nn.Module],
 ) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
-    """Forward hooks summing x_j^2 over every token each Linear sees; returns (sums, remove)."""
+    """Forward hooks summing x_j^2 over every token each matrix sees; returns (sums, remove)."""
     sums = {
-        name: torch.zeros(lin.in_features, dtype=_score_dtype(lin.weight), device=lin.weight.device)
-        for name, lin in linears.items()
+        name: torch.zeros(in_features(mod), dtype=_score_dtype(mod.weight),
+                          device=mod.weight.device)
+        for name, mod in matrices.items()
     }
 
     def hook_for(name: str) -> Callable:
@@ -90,7 +99,7 @@ def _accumulate_input_norms(
 
         return hook
 
-    handles = [lin.register_forward_hook(hook_for(name)) for name, lin in linears.items()]
+    handles = [mod.register_forward_hook(hook_for(name)) for name, mod in matrices.items()]
     return sums, lambda: [h.remove() for h in handles]
 
 
@@ -101,7 +110,7 @@ def prune_wanda(
     """Wanda, sequentially over layers, in place; returns the keep-masks by module name.
 
     Each layer is run twice over the calibration batches: dense, to accumulate the input norms
-    of all its Linears, then pruned, to produce the next layer's inputs (as the reference does).
+    of all its matrices, then pruned, to produce the next layer's inputs (as the reference does).
     """
     device = next(model.parameters()).device
     batches = [
@@ -113,20 +122,19 @@ def prune_wanda(
         hidden.append(h)
         calls.append(c)
     masks: Masks = {}
+    prefix = family_of(model).layers_path
     for i, layer in enumerate(decoder_layers(model)):
-        linears = layer_linears(layer)
-        sums, remove = _accumulate_input_norms(linears)
+        matrices = layer_matrices(layer)
+        sums, remove = _accumulate_input_norms(matrices)
         try:
             for b, h in enumerate(hidden):
                 run_layer(layer, h, calls[b][i])
         finally:
             remove()
-        layer_masks = {
-            name: wanda_mask(lin.weight, sums[name], sparsity) for name, lin in linears.items()
-        }
-        for name, lin in linears.items():
-            lin.weight.mul_(layer_masks[name].to(lin.weight.dtype))
-            masks[f"model.layers.{i}.{name}"] = layer_masks[name]
+        for name, mod in matrices.items():
+            keep = wanda_mask(out_in(mod), sums[name], sparsity)
+            out_in(mod).mul_(keep.to(mod.weight.dtype))
+            masks[f"{prefix}.{i}.{name}"] = to_weight_shape(mod, keep)
         hidden = [run_layer(layer, h, calls[b][i]) for b, h in enumerate(hidden)]
     return masks
 
@@ -134,15 +142,10 @@ def prune_wanda(
 def sparsity_report(model: nn.Module) -> dict:
     """Achieved sparsity, measured as exact zeros in the weights: per matrix and overall."""
     per_matrix, zeros, total = {}, 0, 0
-    for i, layer in enumerate(decoder_layers(model)):
-        for name, lin in layer_linears(layer).items():
-            z = int((lin.weight == 0).sum())
-            per_matrix[f"model.layers.{i}.{name}"] = {
-                "zeros": z,
-                "numel": lin.weight.numel(),
-                "sparsity": z / lin.weight.numel(),
-            }
-            zeros, total = zeros + z, total + lin.weight.numel()
+    for name, mod in prunable_matrices(model).items():
+        z, n = int((mod.weight == 0).sum()), mod.weight.numel()
+        per_matrix[name] = {"zeros": z, "numel": n, "sparsity": z / n}
+        zeros, total = zeros + z, total + n
     return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_matrix": per_matrix}
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: small random models of the three architecture classes the study uses."""
+"""Shared fixtures: small random models of the study's three architecture classes and of the
+other families repro supports (repro.families): Qwen2 (Llama-like), GPT-NeoX and GPT-2."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from repro.numerics import pin_cpu
 # compute what the pipeline computes, and the CLI called in-process finds the pins in place.
 pin_cpu()
 
-ARCHS = ("Gemma3ForCausalLM", "Gemma2ForCausalLM", "LlamaForCausalLM")
+ARCHS = ("Gemma3ForCausalLM", "Gemma2ForCausalLM", "LlamaForCausalLM", "Qwen2ForCausalLM",
+         "GPTNeoXForCausalLM", "GPT2LMHeadModel")
 
 
 def make_model(
@@ -23,7 +25,8 @@ def make_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
 ) -> torch.nn.Module:
-    """A randomly initialised model of `arch` with sliding-window layers where it has them."""
+    """A randomly initialised model of `arch` with sliding-window layers where it has them
+    (GPT-2 with its Conv1D matrices, GPT-NeoX with partial rotary and parallel residuals)."""
     import transformers
 
     common = dict(
@@ -48,8 +51,19 @@ def make_model(
         config = transformers.Gemma2Config(
             **common, sliding_window=6, query_pre_attn_scalar=hidden // 4
         )
+    elif arch == "GPTNeoXForCausalLM":
+        config = transformers.GPTNeoXConfig(
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+            num_hidden_layers=n_layers, num_attention_heads=4, rotary_pct=0.5,
+            max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+        )
+    elif arch == "GPT2LMHeadModel":
+        config = transformers.GPT2Config(
+            vocab_size=vocab, n_embd=hidden, n_layer=n_layers, n_head=4, n_positions=128,
+            bos_token_id=1, eos_token_id=2,
+        )
     else:
-        config = transformers.LlamaConfig(**common)
+        config = getattr(transformers, arch.replace("ForCausalLM", "Config"))(**common)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = getattr(transformers, arch)(config).to(dtype).eval().requires_grad_(False)

@@ -6,7 +6,8 @@ import torch
 from conftest import make_model, random_ids
 
 from repro import activations
-from repro.models import decoder_layers, record_layer_calls, run_layer
+from repro.families import decoder_layers, final_norm, stack
+from repro.models import record_layer_calls, run_layer
 from repro.perplexity import perplexity
 
 
@@ -34,8 +35,8 @@ def test_layer_by_layer_replay_equals_forward(arch: str) -> None:
     h, calls = record_layer_calls(model, ids)
     for layer, call in zip(decoder_layers(model), calls, strict=True):
         h = run_layer(layer, h, call)
-    expected = model.model(input_ids=ids).last_hidden_state
-    torch.testing.assert_close(model.model.norm(h), expected, rtol=0, atol=1e-12)
+    expected = stack(model)(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(final_norm(model)(h), expected, rtol=0, atol=1e-12)
 
 
 def test_chunks_round_trip(tmp_path, arch: str) -> None:

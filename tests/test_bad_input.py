@@ -146,22 +146,24 @@ def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str], case:
     _check_refused(code, err, message, tmp_path, before)
 
 
-def _gpt2(folder: Path) -> str:
+def _opt(folder: Path) -> str:
+    """A layout repro does not know: OPT keeps its layers at model.decoder.layers."""
+    import transformers
+
+    transformers.OPTForCausalLM(transformers.OPTConfig(
+        vocab_size=2048, hidden_size=32, num_hidden_layers=6, ffn_dim=64,
+        num_attention_heads=4, word_embed_proj_dim=32)).save_pretrained(folder)
+    return "OPTForCausalLM"
+
+
+def _short_gpt2(folder: Path) -> str:
+    """A supported family whose learned positions end before the study's seq_len of 128."""
     import transformers
 
     transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=300, n_positions=128, n_embd=32, n_layer=6, n_head=4, bos_token_id=1,
+        vocab_size=2048, n_positions=64, n_embd=32, n_layer=6, n_head=4, bos_token_id=1,
         eos_token_id=2)).save_pretrained(folder)
     return "GPT2LMHeadModel"
-
-
-def _neox(folder: Path) -> str:
-    import transformers
-
-    transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
-        vocab_size=300, hidden_size=32, num_hidden_layers=6, num_attention_heads=4,
-        intermediate_size=64, bos_token_id=1, eos_token_id=2)).save_pretrained(folder)
-    return "GPTNeoXForCausalLM"
 
 
 def _truncated(folder: Path) -> str:
@@ -189,8 +191,10 @@ MODEL_CASES = [
     ("weights truncated", _truncated, "model.safetensors is truncated"),
     ("no tokenizer files", _no_tokenizer, "no usable tokenizer in"),
     ("tokenizer larger than the embedding", _small_embedding, "the model's embedding only 50"),
-    ("GPT-2 (layers at transformer.h)", _gpt2, "GPT2LMHeadModel has no model.layers"),
-    ("GPT-NeoX (layers at gpt_neox.layers)", _neox, "GPTNeoXForCausalLM has no model.layers"),
+    ("unknown layout (OPT, layers at model.decoder.layers)", _opt,
+     "OPTForCausalLM has none of the decoder layouts repro knows (looked for model.layers"),
+    ("streams longer than the model's positions (GPT-2)", _short_gpt2,
+     "a token stream has seq_len 128, the model takes at most 64 positions"),
 ]
 
 
@@ -202,7 +206,7 @@ def test_bad_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca
 
     folder = tmp_path / "model"
     shutil.copytree(ASSETS / "models" / "llama-tiny", folder)
-    if spoil in (_gpt2, _neox):
+    if spoil in (_opt, _short_gpt2):
         (folder / "model.safetensors").unlink()
         (folder / "config.json").unlink()
     arch = spoil(folder)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro import models
+from repro import families
 from repro.activations import read_chunks
 from repro.errors import ReproError
 from repro.locks import WRITERS, writer_lock
@@ -157,7 +157,7 @@ def test_activations_retry_with_smaller_batches_on_out_of_memory(tmp_path: Path)
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     model = holder.variant_model(dense)
-    handle = models.decoder_layers(model)[0].register_forward_pre_hook(fail_big, with_kwargs=True)
+    handle = families.decoder_layers(model)[0].register_forward_pre_hook(fail_big, with_kwargs=True)
     ctx.force = True
     try:
         outcome = activations_stage(ctx, holder, dense)
@@ -171,7 +171,7 @@ def test_activations_retry_with_smaller_batches_on_out_of_memory(tmp_path: Path)
     def fail_all(_module, args, kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    handle = models.decoder_layers(model)[0].register_forward_pre_hook(fail_all, with_kwargs=True)
+    handle = families.decoder_layers(model)[0].register_forward_pre_hook(fail_all, with_kwargs=True)
     try:
         with pytest.raises(ReproError, match="out of GPU memory even at batch size 1"):
             activations_stage(ctx, holder, dense)

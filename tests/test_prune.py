@@ -11,15 +11,23 @@ import torch
 from conftest import make_model, random_ids
 
 from repro import prune
-from repro.models import StopForward, decoder_layers, layer_linears, prunable_linears
+from repro.families import (
+    decoder_layers,
+    embeddings,
+    family_of,
+    final_norm,
+    layer_matrices,
+    prunable_matrices,
+)
+from repro.models import StopForward
 
 
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.6])
 def test_magnitude_zeroes_exactly_floor_s_numel_smallest(arch: str, sparsity: float) -> None:
     model = make_model(arch)
-    before = {n: m.weight.clone() for n, m in prunable_linears(model).items()}
+    before = {n: m.weight.clone() for n, m in prunable_matrices(model).items()}
     prune.prune_magnitude(model, sparsity)
-    for name, lin in prunable_linears(model).items():
+    for name, lin in prunable_matrices(model).items():
         w, w0 = lin.weight, before[name]
         zeroed = w == 0
         assert int(zeroed.sum()) == math.floor(sparsity * w.numel()), name
@@ -36,11 +44,13 @@ def test_magnitude_breaks_ties_by_position() -> None:
 def test_non_linear_parameters_untouched(arch: str) -> None:
     model = make_model(arch)
     calib = random_ids(4, 16)
-    linear_params = {f"{n}.weight" for n in prunable_linears(model)}
+    linear_params = {f"{n}.weight" for n in prunable_matrices(model)}
     before = {n: p.clone() for n, p in model.named_parameters() if n not in linear_params}
     prune.prune_wanda(model, calib, 0.5, batch_size=2)
     after = dict(model.named_parameters())
-    assert {"model.embed_tokens.weight", "model.norm.weight"} <= before.keys()
+    outside = [*embeddings(model).parameters(), *final_norm(model).parameters()]
+    named = {n for n, p in model.named_parameters() if any(p is q for q in outside)}
+    assert named and named <= before.keys()
     for name, p in before.items():
         assert torch.equal(p, after[name]), name
 
@@ -48,12 +58,16 @@ def test_non_linear_parameters_untouched(arch: str) -> None:
 def slow_wanda(model: torch.nn.Module, calibration: torch.Tensor, sparsity: float) -> dict:
     """The reference algorithm spelled out: for layer i, rebuild its inputs from scratch by
     running the whole model (layers < i already pruned) on one sequence at a time, sum x_j^2
-    token by token, then sort every row's scores with Python's sorted (ties: lower column)."""
+    token by token, then sort every output's scores with Python's sorted (ties: lower input).
+    GPT-2's Conv1D holds its weight as (in, out): its outputs are the weight's columns."""
     model = copy.deepcopy(model)
+    prefix = family_of(model).layers_path
     masks = {}
     for i, layer in enumerate(decoder_layers(model)):
-        linears = layer_linears(layer)
-        sq = {name: [0.0] * lin.in_features for name, lin in linears.items()}
+        linears = layer_matrices(layer)
+        per_output = {name: lin.weight.T if type(lin).__name__ == "Conv1D" else lin.weight
+                      for name, lin in linears.items()}
+        sq = {name: [0.0] * w.shape[1] for name, w in per_output.items()}
 
         def make_hook(name: str, sq: dict = sq):
             def hook(_m, inputs, _o):
@@ -70,21 +84,19 @@ def slow_wanda(model: torch.nn.Module, calibration: torch.Tensor, sparsity: floa
         handles.append(layer.register_forward_hook(stop))
         for seq in calibration:
             with contextlib.suppress(StopForward):
-                model.model(input_ids=seq[None], use_cache=False)
+                model(input_ids=seq[None], use_cache=False)
         for h in handles:
             h.remove()
-        for name, lin in linears.items():
-            w = lin.weight.tolist()
-            keep = torch.ones_like(lin.weight, dtype=torch.bool)
-            k = math.floor(sparsity * lin.in_features)
-            for r, row in enumerate(w):
+        for name, w in per_output.items():
+            keep = torch.ones_like(w, dtype=torch.bool)
+            k = math.floor(sparsity * w.shape[1])
+            for r, row in enumerate(w.tolist()):
                 scores = [abs(row[j]) * math.sqrt(sq[name][j]) for j in range(len(row))]
                 for j in sorted(range(len(row)), key=lambda j: (scores[j], j))[:k]:
                     keep[r, j] = False
-            masks[f"model.layers.{i}.{name}"] = keep
-        with torch.no_grad():
-            for name, lin in linears.items():
-                lin.weight.mul_(masks[f"model.layers.{i}.{name}"].to(lin.weight.dtype))
+            with torch.no_grad():
+                w.mul_(keep.to(w.dtype))
+            masks[f"{prefix}.{i}.{name}"] = keep if w is linears[name].weight else keep.T
     return masks
 
 
@@ -98,8 +110,9 @@ def test_wanda_equals_slow_twin(arch: str, sparsity: float) -> None:
     assert got.keys() == expected.keys()
     for name in got:
         assert torch.equal(got[name], expected[name]), name
-        row_zeros = (~got[name]).sum(dim=1)
-        assert (row_zeros == math.floor(sparsity * got[name].shape[1])).all(), name
+        per_output = got[name].T if ".c_" in name else got[name]  # GPT-2's Conv1D: (in, out)
+        row_zeros = (~per_output).sum(dim=1)
+        assert (row_zeros == math.floor(sparsity * per_output.shape[1])).all(), name
 
 
 def test_wanda_differs_from_magnitude_and_uses_activations(arch: str) -> None:

@@ -1,0 +1,109 @@
+"""The family registry: each supported layout is found from the model's own modules, its parts
+compose the model's forward, its prunable matrices are exactly the Linear/Conv1D modules of
+its layers, GPT-2's Conv1D is pruned as the nn.Linear it equals, and an unknown layout is
+refused in one line naming what was looked for."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import ARCHS, make_model, random_ids
+from torch import nn
+
+from repro import families, prune
+from repro.errors import ReproError
+from repro.models import record_layer_calls, run_layer
+
+FAMILY = {"Gemma3ForCausalLM": "llama-like", "Gemma2ForCausalLM": "llama-like",
+          "LlamaForCausalLM": "llama-like", "Qwen2ForCausalLM": "llama-like",
+          "GPTNeoXForCausalLM": "gpt-neox", "GPT2LMHeadModel": "gpt-2"}
+MATRICES_PER_LAYER = {"llama-like": 7, "gpt-neox": 4, "gpt-2": 4}
+
+
+def test_every_test_architecture_has_its_family() -> None:
+    assert set(FAMILY) == set(ARCHS)
+
+
+def test_family_and_parts_are_the_models_own(arch: str) -> None:
+    model = make_model(arch, n_layers=3)
+    assert families.family_of(model).name == FAMILY[arch]
+    assert families.embeddings(model) is model.get_input_embeddings()
+    assert families.head(model) is model.get_output_embeddings()
+    assert len(families.decoder_layers(model)) == 3
+
+
+def test_layers_final_norm_and_head_compose_the_forward(arch: str) -> None:
+    """Layer by layer from the recorded calls, then the registry's final norm and head, gives
+    the model's own logits: the registry names the parts the model really uses."""
+    model = make_model(arch, n_layers=3)
+    ids = random_ids(2, 16)
+    h, calls = record_layer_calls(model, ids)
+    for layer, call in zip(families.decoder_layers(model), calls, strict=True):
+        h = run_layer(layer, h, call)
+    logits = families.head(model)(families.final_norm(model)(h))
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:  # Gemma 2 soft-caps its logits after the head
+        logits = torch.tanh(logits / cap) * cap
+    torch.testing.assert_close(logits, model(input_ids=ids).logits, rtol=0, atol=1e-12)
+
+
+def test_prunable_matrices_are_every_linear_or_conv1d_of_the_layers(arch: str) -> None:
+    model = make_model(arch, n_layers=2)
+    found = families.prunable_matrices(model)
+    modules = dict(model.named_modules())
+    prefix = families.family_of(model).layers_path
+    expected = {n for n, m in modules.items() if n.startswith(prefix + ".")
+                and type(m).__name__ in ("Linear", "Conv1D")}
+    assert set(found) == expected
+    assert len(found) == 2 * MATRICES_PER_LAYER[FAMILY[arch]]
+    assert all(modules[n] is m for n, m in found.items())
+    assert families.head(model) not in found.values()
+
+
+def _as_linears(model: nn.Module) -> nn.Module:
+    """The same GPT-2 with every Conv1D replaced by the nn.Linear it equals (weight.T)."""
+    twin = copy.deepcopy(model)
+    for name, mod in list(twin.named_modules()):
+        if type(mod).__name__ == "Conv1D":
+            lin = nn.Linear(mod.weight.shape[0], mod.weight.shape[1], dtype=mod.weight.dtype)
+            with torch.no_grad():
+                lin.weight.copy_(mod.weight.T)
+                lin.bias.copy_(mod.bias)
+            parent, _, child = name.rpartition(".")
+            setattr(twin.get_submodule(parent), child, lin)
+    return twin
+
+
+@pytest.mark.parametrize("method", ["wanda", "magnitude"])
+def test_conv1d_is_pruned_as_the_linear_it_equals(method: str) -> None:
+    model = make_model("GPT2LMHeadModel", n_layers=3)
+    twin = _as_linears(model)
+    ids = random_ids(4, 16)
+    torch.testing.assert_close(twin(input_ids=ids).logits, model(input_ids=ids).logits,
+                               rtol=0, atol=1e-12)
+    if method == "wanda":
+        got = prune.prune_wanda(model, ids, 0.5, batch_size=2)
+        want = prune.prune_wanda(twin, ids, 0.5, batch_size=2)
+    else:
+        got, want = prune.prune_magnitude(model, 0.5), prune.prune_magnitude(twin, 0.5)
+    assert got.keys() == want.keys() and len(got) == 12
+    for name in got:
+        assert torch.equal(got[name], want[name].T), name
+    torch.testing.assert_close(twin(input_ids=ids).logits, model(input_ids=ids).logits,
+                               rtol=0, atol=1e-12)
+
+
+def test_an_unknown_layout_is_refused_naming_what_was_looked_for() -> None:
+    import transformers
+
+    config = transformers.OPTConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2,
+                                    ffn_dim=64, num_attention_heads=4, word_embed_proj_dim=32)
+    model = transformers.OPTForCausalLM(config)  # layers at model.decoder.layers
+    with pytest.raises(ReproError) as err:
+        families.decoder_layers(model)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("OPTForCausalLM has none of")
+    for path in ("model.layers", "gpt_neox.layers", "transformer.h"):
+        assert path in message
