@@ -17,7 +17,7 @@ from repro.errors import ReproError
 
 
 def _study(args: argparse.Namespace):
-    from repro.study_file import load_study, profile_path
+    from repro.study.reader import load_study, profile_path
 
     return load_study(Path(args.study) if args.study else profile_path(args.profile))
 
@@ -28,10 +28,10 @@ def _profile_arg(args: argparse.Namespace) -> str:
 
 
 def _context(args: argparse.Namespace, study):
-    from repro.launch import launched_device
-    from repro.models import resolve_device
-    from repro.numerics import pin_cpu
-    from repro.pipeline import Context
+    from repro.inputs.models import resolve_device
+    from repro.science.numerics import pin_cpu
+    from repro.stages.context import Context
+    from repro.stages.launch import launched_device
 
     device = resolve_device(study.device, launched_device(args.device, study.device))
     if device.type == "cpu":
@@ -44,7 +44,7 @@ def _context(args: argparse.Namespace, study):
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from repro.study_file import select_runs
+    from repro.study.reader import select_runs
 
     study = _study(args)
     runs = select_runs(study, args.runs, args.shard)
@@ -79,17 +79,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    from repro.doctor import preflight
-    from repro.launch import launched_shard
-    from repro.pipeline import run_all
-    from repro.study_file import select_runs
+    from repro.inputs.doctor import preflight
+    from repro.outputs.finish import finish
+    from repro.stages.launch import launched_shard
+    from repro.stages.run import run_all
+    from repro.study.reader import select_runs
 
     study = _study(args)
     runs = select_runs(study, args.runs, launched_shard(args.shard))
     ctx = _context(args, study)
     preflight(study, _profile_arg(args))
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
-    counts = run_all(ctx, runs)
+    counts = run_all(ctx, runs, finish)
     if counts["done"] == 0:
         print(
             f"everything is already done in {ctx.out} ({counts['skipped']} stages); "
@@ -99,7 +100,8 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from repro.pipeline import ModelHolder, check_output_dir, prune_stage, tokens_stage
+    from repro.stages.context import ModelHolder, check_output_dir
+    from repro.stages.pipeline import prune_stage, tokens_stage
 
     study = _study(args)
     run = study.run(args.run)
@@ -128,8 +130,8 @@ def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from repro.verify import verify_run
-    from repro.verify_text import summary
+    from repro.outputs.verify import verify_run
+    from repro.outputs.verify_text import summary
 
     result = verify_run(
         Path(args.run_dir),
@@ -141,7 +143,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bless(args: argparse.Namespace) -> int:
-    from repro.bless import bless_run
+    from repro.outputs.bless import bless_run
 
     done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None,
                      allow_dirty=args.allow_dirty)
@@ -158,8 +160,8 @@ def cmd_bless(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from repro.finish import describe_missing
-    from repro.report import gather, write
+    from repro.outputs.completeness import describe_missing
+    from repro.outputs.report import gather, write
 
     rep = gather(Path(args.run_dir))
     md, page = write(rep)
@@ -169,8 +171,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from repro.fetch import fetch
-    from repro.hubcache import hf_home
+    from repro.inputs.fetch import fetch
+    from repro.inputs.hubcache import hf_home
 
     study = _study(args)
     sizes = fetch(study)
@@ -184,7 +186,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from repro.doctor import run_checks
+    from repro.inputs.doctor import run_checks
 
     checks = run_checks(_study(args), Path(args.out), _profile_arg(args))
     for check in checks:
@@ -195,10 +197,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from repro.bench import PARTS, run_bench
-    from repro.bench_report import markdown
-    from repro.models import resolve_device
-    from repro.numerics import pin_cpu
+    from repro.bench.report import markdown
+    from repro.bench.run import PARTS, run_bench
+    from repro.inputs.models import resolve_device
+    from repro.science.numerics import pin_cpu
 
     device = resolve_device("cpu", args.device)
     if device.type == "cpu":

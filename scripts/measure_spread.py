@@ -8,7 +8,7 @@ DIR/<setting>/ (a setting whose folder already holds a finished run is not run a
 `repro all` resumes), and takes per table column (and per claim) the largest |difference|
 from the first run, the one that is blessed. Three kinds of setting:
 
-- Pinned (repro's numerics pins in force, repro/numerics.py): what the pins must make
+- Pinned (repro's numerics pins in force, repro/science/numerics.py): what the pins must make
   bit-identical on one machine. `one-core` is a 1-core machine (bound to one CPU, OMP/MKL
   told to use 1 thread); `other-isa` asks ATen, MKL and oneDNN for AVX-512 or their own
   choice (the pins override that) and masks glibc's libm and numpy's SIMD dispatch to a CPU
@@ -53,10 +53,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro.bless import code_versions
-from repro.expected import load_claims
-from repro.numerics import PINNED_ENV, PINNED_THREADS
-from repro.report import finished_manifests, stage_times
+from repro.outputs.bless import code_versions
+from repro.outputs.expected import load_claims
+from repro.outputs.report import finished_manifests, stage_times
+from repro.science.numerics import PINNED_ENV, PINNED_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCES = ROOT / "expected_outputs" / "tolerances.toml"

@@ -1,12 +1,12 @@
 """Shared fixtures: small random models of the study's three architecture classes and of the
-other families repro supports (repro.families): Qwen2 (Llama-like), GPT-NeoX and GPT-2."""
+other families repro supports (repro.inputs.families): Qwen2 (Llama-like), GPT-NeoX and GPT-2."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from repro.numerics import pin_cpu
+from repro.science.numerics import pin_cpu
 
 # The same CPU arithmetic as `repro all`, before any test runs a kernel: in-process tests
 # compute what the pipeline computes, and the CLI called in-process finds the pins in place.

@@ -2,7 +2,7 @@
 
     python tests/edit_code.py MODULE RUN_DIR   (prints the stage folders redone, as JSON)
 
-The module's source is copied with a comment appended, and repro.codehash reads that copy
+The module's source is copied with a comment appended, and repro.stages.codehash reads that copy
 for it: to the stage cache this is an edited file, while the code that runs is unchanged,
 so every stage that is redone must give the same bytes. Used by tests/test_end_to_end.py.
 """
@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from repro import codehash
 from repro.cli import main
+from repro.stages import codehash
 
 
 def manifests(run_dir: Path) -> dict[str, bytes]:

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from repro import analysis, research_stages, stats
-from repro.numerics import pin_cpu
+from repro.outputs import analysis
+from repro.science import stats
+from repro.science.numerics import pin_cpu
+from repro.stages import run_stages
 
 PRUNED_REEVALUATED = ("gemma-3-tiny/wanda/50", "gemma-3-tiny/magnitude/50")
 """Runs whose evaluate stage a mistake in that stage redoes (enough to show in T5)."""
@@ -116,12 +118,12 @@ def plant(mistake: str, run_dir: Path) -> dict:
     pin_cpu()
     import torch
 
-    from repro.expected import run_profile
-    from repro.finish import last_stage
-    from repro.pipeline import Context, ModelHolder
-    from repro.study_file import load_study, profile_path
-    from repro.tables import analysis_stage, tables_stage
-    from repro.verify import verify_run
+    from repro.outputs.completeness import last_stage
+    from repro.outputs.expected import run_profile
+    from repro.outputs.tables import analysis_stage, tables_stage
+    from repro.outputs.verify import verify_run
+    from repro.stages.context import Context, ModelHolder
+    from repro.study.reader import load_study, profile_path
 
     study = load_study(profile_path(run_profile(run_dir)))
     ctx = Context(study=study, out=run_dir, device=torch.device("cpu"), force=True, quiet=True)
@@ -129,7 +131,7 @@ def plant(mistake: str, run_dir: Path) -> dict:
         EVALUATE_PATCHES[mistake](ctx)
         holder = ModelHolder(ctx)
         for run_id in PRUNED_REEVALUATED:
-            research_stages.evaluate_stage(ctx, holder, study.run(run_id))
+            run_stages.evaluate_stage(ctx, holder, study.run(run_id))
     else:
         for owner, name, value in patch(mistake):
             setattr(owner, name, value)

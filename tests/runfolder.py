@@ -1,6 +1,6 @@
 """Synthetic run folders for the verify, bless and report tests: the contract's shape, tiny.
 
-Tables are written through `repro.store.run_stage`, so their manifest holds real sha256s
+Tables are written through `repro.stages.store.run_stage`, so their manifest holds real sha256s
 exactly as the tables stage of a real run would record them.
 """
 
@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from repro.bless import _claims_toml as bless_claims_toml
-from repro.store import run_stage
+from repro.outputs.bless import _claims_toml as bless_claims_toml
+from repro.stages.store import run_stage
 
 TABLES = ("T1_pruning", "T2_seed_stability", "T3_survival", "T4_ratios", "T5_transfer",
           "T6_fragility_causal")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from conftest import make_model, random_ids
 
-from repro import activations
-from repro.families import decoder_layers, final_norm, stack
-from repro.models import record_layer_calls, run_layer
-from repro.perplexity import perplexity
+from repro.inputs.families import decoder_layers, final_norm, stack
+from repro.inputs.models import record_layer_calls, run_layer
+from repro.science import activations
+from repro.science.perplexity import perplexity
 
 
 def test_probe_equals_hidden_states(arch: str) -> None:

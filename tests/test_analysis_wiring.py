@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from repro.analysis import Analysis
-from repro.study import Variant
-from repro.study_file import load_study, profile_path
+from repro.outputs.analysis import Analysis
+from repro.study.reader import load_study, profile_path
+from repro.study.spec import Variant
 
 W = 20
 RATE = (np.arange(W) + 1) / 100.0  # dense firing rates: latent 0 is the rarest

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from repro import cli
-from repro.study_file import PROFILES_DIR, profile_path
+from repro.study.reader import PROFILES_DIR, profile_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from runfolder import make_run  # noqa: E402
 
-ASSETS = (PROFILES_DIR.parent / "assets" / "tiny").resolve()
-TINY = profile_path("tiny").read_text().replace('"../assets/tiny', f'"{ASSETS}')
+ASSETS = (PROFILES_DIR.parents[1] / "assets" / "tiny").resolve()
+TINY = profile_path("tiny").read_text().replace('"../../assets/tiny', f'"{ASSETS}')
 
 # (case, (text to replace, replacement) in the tiny study, what the one line must say)
 STUDY_EDITS = [

@@ -12,12 +12,12 @@ import pytest
 import torch
 from conftest import make_model, random_ids
 
-from repro import bench_estimate as be
-from repro import bench_paths as bp
-from repro import match, prune
-from repro.footprint import KNOWN_MODELS
-from repro.paper_configs import PAPER_ARCHS, build_config, layer_params, param_count
-from repro.study_file import load_study, profile_path
+from repro.bench import estimate as be
+from repro.bench import paths as bp
+from repro.bench.paper_configs import PAPER_ARCHS, build_config, layer_params, param_count
+from repro.inputs.footprint import KNOWN_MODELS
+from repro.science import match, prune
+from repro.study.reader import load_study, profile_path
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.5])
@@ -48,7 +48,7 @@ def test_one_shot_and_blockwise_matching_agree() -> None:
 
 
 def test_quick_bench_writes_json_and_markdown(tmp_path) -> None:
-    from repro.bench import run_bench
+    from repro.bench.run import run_bench
 
     record = run_bench(torch.device("cpu"), tmp_path, quick=True, repeats=1,
                        only=("tiny", "match"), match_size=256)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repro import stats
-from repro.claims import c4_evidence
-from repro.expected import EXPECTED_ROOT, load_claims
-from repro.study_file import load_study, profile_path
-from repro.verify import check_claim
+from repro.outputs.claims import c4_evidence
+from repro.outputs.expected import EXPECTED_ROOT, load_claims
+from repro.outputs.verify import check_claim
+from repro.science import stats
+from repro.study.reader import load_study, profile_path
 
 C4 = next(c for c in load_claims(EXPECTED_ROOT / "paper") if c.name == "C4")
 PAPER_FEATURES = 5 * int(load_study(profile_path("paper")).thresholds["causal_features_per_bin"])

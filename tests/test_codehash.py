@@ -10,23 +10,27 @@ import sys
 from pathlib import Path
 
 import repro
-from repro.codehash import code_hash, imported_modules
+from repro.stages.codehash import code_hash, imported_modules
 
 PACKAGE = Path(repro.__file__).resolve().parent
-SCIENCE = ("repro.data", "repro.prune", "repro.perplexity", "repro.activations", "repro.saes",
-           "repro.evaluate", "repro.analysis", "repro.claims", "repro.tables", "repro.figures")
+SCIENCE = ("repro.inputs.data", "repro.science.prune", "repro.science.perplexity",
+           "repro.science.activations", "repro.science.saes", "repro.science.evaluate",
+           "repro.outputs.analysis", "repro.outputs.claims", "repro.outputs.tables",
+           "repro.outputs.figures")
 
 
 def test_a_science_module_covers_what_it_imports_and_not_the_cli() -> None:
-    evaluate = imported_modules("repro.evaluate")
-    assert {"repro.evaluate", "repro.saes", "repro.activations", "repro.models"} <= set(evaluate)
-    assert not {"repro.cli", "repro.verify", "repro.report", "repro.analysis"} & set(evaluate)
-    assert "repro.stats" in imported_modules("repro.analysis")
-    assert code_hash("repro.evaluate") != code_hash("repro.analysis")
+    evaluate = imported_modules("repro.science.evaluate")
+    assert {"repro.science.evaluate", "repro.science.saes", "repro.science.activations",
+            "repro.inputs.models"} <= set(evaluate)
+    assert not {"repro.cli", "repro.outputs.verify", "repro.outputs.report",
+                "repro.outputs.analysis"} & set(evaluate)
+    assert "repro.science.stats" in imported_modules("repro.outputs.analysis")
+    assert code_hash("repro.science.evaluate") != code_hash("repro.outputs.analysis")
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    code = ("import json, sys; from repro.codehash import code_hash; "
+    code = ("import json, sys; from repro.stages.codehash import code_hash; "
             f"print(json.dumps({{m: code_hash(m) for m in {list(SCIENCE)!r}}}))")
     out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(root)}, cwd=root,
                          capture_output=True, text=True, check=True)
@@ -36,9 +40,10 @@ def _hashes(root: Path) -> dict[str, str]:
 def test_an_edit_changes_the_hash_of_exactly_its_importers(tmp_path: Path) -> None:
     shutil.copytree(PACKAGE, tmp_path / "repro", ignore=shutil.ignore_patterns("assets"))
     before = _hashes(tmp_path)
-    stats = tmp_path / "repro" / "stats.py"
+    stats = tmp_path / "repro" / "science" / "stats.py"
     stats.write_text(stats.read_text() + "\n# an edit\n")
     after = _hashes(tmp_path)
     changed = sorted(m for m in SCIENCE if after[m] != before[m])
-    expected = sorted(m for m in SCIENCE if "repro.stats" in imported_modules(m))
-    assert changed == expected and "repro.analysis" in changed and "repro.prune" not in changed
+    expected = sorted(m for m in SCIENCE if "repro.science.stats" in imported_modules(m))
+    assert changed == expected and "repro.outputs.analysis" in changed
+    assert "repro.science.prune" not in changed

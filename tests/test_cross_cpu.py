@@ -2,8 +2,8 @@
 
 tests/data/cross_cpu/<cpu>/ holds the six tables of a pinned tiny run made on a CPU other
 than the one the expected outputs were blessed on (see its SOURCE.md). The pins make a run
-bit-identical on one machine, not across CPU vendors (repro/numerics.py): these tables differ
-from the blessed ones in the last bits of the SAEs and, from there, in survival statistics.
+bit-identical on one machine, not across CPU vendors (repro/science/numerics.py): these tables
+differ from the blessed ones in the last bits of the SAEs and, from there, in survival statistics.
 The bands of expected_outputs/tolerances.toml come from runs perturbed on one machine
 (scripts/measure_spread.py); this test is their check on a real second machine.
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from repro.expected import Tolerance, Tolerances, load_tolerances
-from repro.verify import compare_tables, read_table
+from repro.outputs.expected import Tolerance, Tolerances, load_tolerances
+from repro.outputs.verify import compare_tables, read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = ROOT / "expected_outputs" / "tiny"

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import word_tokenizer
 
-from repro import data
 from repro.errors import ReproError
-from repro.study import StreamSpec, TextSource
+from repro.inputs import data
+from repro.study.spec import StreamSpec, TextSource
 
 WORDS = [f"w{i}" for i in range(50)]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from edit_code import manifests
 
-from repro.study_file import load_study, profile_path
-from repro.tables import TITLES
+from repro.outputs.tables import TITLES
+from repro.study.reader import load_study, profile_path
 
 pytestmark = pytest.mark.slow
 
@@ -104,8 +104,8 @@ def test_planted_mistakes_fail_verification(run_dir: Path, tmp_path: Path, mista
 
 
 @pytest.mark.parametrize("module,redone", [
-    ("repro.analysis", ["analysis", "figures", "tables"]),
-    ("repro.figures", ["figures"]),
+    ("repro.outputs.analysis", ["analysis", "figures", "tables"]),
+    ("repro.outputs.figures", ["figures"]),
 ])
 def test_an_edited_module_redoes_exactly_its_stages(run_dir: Path, tmp_path: Path,
                                                     module: str, redone: list[str]) -> None:

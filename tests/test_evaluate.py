@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from conftest import make_model, random_ids
 from test_saes import random_sae
 
-from repro import activations, evaluate
-from repro.families import decoder_layers
+from repro.inputs.families import decoder_layers
+from repro.science import activations, evaluate
 
 SPECIAL = [0, 1, 2]
 LAYER = 1
@@ -260,16 +260,16 @@ def test_bf16_ranks_agree_with_float32_when_the_ablation_runs_in_float32() -> No
     """RQ5 on the tiny gemma-3 model and its shipped SAE, on held-out tiny text: the ranks of
     the CE rise with float32 weights against those with bf16 weights, once with the ablated
     residual cast back to bf16 (the old path) and once with the layers above the probe in
-    float32 (what research_stages runs for a bf16 study). Measured: see the printed line."""
+    float32 (what repro.stages.run_stages runs for a bf16 study). Measured: see the printed line."""
     import copy
     import json
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import repro.tiny
-    from repro import saes, stats
+    from repro.inputs.tiny_corpus import CorpusParams, documents
+    from repro.science import saes, stats
     from repro.tiny.build import SEQ_LEN
-    from repro.tiny.corpus import CorpusParams, documents
     from repro.tiny.train import pack_sequences
 
     assets = Path(repro.tiny.__file__).resolve().parent.parent / "assets" / "tiny"

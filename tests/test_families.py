@@ -12,9 +12,10 @@ import torch
 from conftest import ARCHS, make_model, random_ids
 from torch import nn
 
-from repro import families, prune
 from repro.errors import ReproError
-from repro.models import record_layer_calls, run_layer
+from repro.inputs import families
+from repro.inputs.models import record_layer_calls, run_layer
+from repro.science import prune
 
 FAMILY = {"Gemma3ForCausalLM": "llama-like", "Gemma2ForCausalLM": "llama-like",
           "LlamaForCausalLM": "llama-like", "Qwen2ForCausalLM": "llama-like",

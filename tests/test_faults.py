@@ -15,21 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro import families
-from repro.activations import read_chunks
 from repro.errors import ReproError
-from repro.locks import WRITERS, writer_lock
-from repro.pipeline import (
-    STREAMS,
-    Context,
-    ModelHolder,
-    activations_stage,
-    prune_stage,
-    tokens_stage,
-)
-from repro.store import MANIFEST, read_manifest, run_stage
-from repro.study import Variant
-from repro.study_file import load_study, profile_path
+from repro.inputs import families
+from repro.science.activations import read_chunks
+from repro.stages.context import STREAMS, Context, ModelHolder
+from repro.stages.locks import WRITERS, writer_lock
+from repro.stages.pipeline import activations_stage, prune_stage, tokens_stage
+from repro.stages.store import MANIFEST, read_manifest, run_stage
+from repro.study.reader import load_study, profile_path
+from repro.study.spec import Variant
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +54,7 @@ def test_second_writer_of_a_stage_waits_then_finds_it_done(tmp_path: Path) -> No
 HOLDER = """
 import sys, time
 from pathlib import Path
-from repro.locks import writer_lock
+from repro.stages.locks import writer_lock
 with writer_lock(Path(sys.argv[1]), sys.argv[2:]):
     print("held", flush=True)
     time.sleep(120)
@@ -199,7 +193,7 @@ def test_truncated_manifest_is_reported_and_redone(tmp_path: Path,
 
 def test_kill_points_only_fire_when_asked(tmp_path: Path) -> None:
     """REPRO_KILL_AT really kills (SIGKILL) at the matching event and nowhere else."""
-    script = ("from pathlib import Path\nfrom repro.store import atomic_write_text\n"
+    script = ("from pathlib import Path\nfrom repro.files import atomic_write_text\n"
               "import sys\natomic_write_text(Path(sys.argv[1]) / 'a.txt', 'x' * 100)\n"
               "atomic_write_text(Path(sys.argv[1]) / 'b.txt', 'y' * 100)\n")
     env = {**os.environ, "REPRO_KILL_AT": "write:*/b.txt"}

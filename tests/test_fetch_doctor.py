@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import make_model, word_tokenizer
 
-from repro import cli, data, doctor, fetch, footprint, hubcache
+from repro import cli
 from repro.errors import ReproError
-from repro.study import StreamSpec, TextSource
-from repro.study_file import load_study, profile_path
+from repro.inputs import data, doctor, fetch, footprint, hubcache
+from repro.study.reader import load_study, profile_path
+from repro.study.spec import StreamSpec, TextSource
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [f"w{i}" for i in range(40)]
@@ -70,8 +71,8 @@ batch_tokens = 64
 @pytest.fixture
 def local_study(tmp_path: Path) -> Path:
     """A study whose model and corpus parameters are shipped files with a SHA256SUMS."""
+    from repro.inputs.tiny_corpus import CorpusParams
     from repro.tiny.build import write_sha256sums
-    from repro.tiny.corpus import CorpusParams
 
     assets = tmp_path / "assets"
     make_model("LlamaForCausalLM", n_layers=2).save_pretrained(assets / "models" / "m")
@@ -84,7 +85,7 @@ def local_study(tmp_path: Path) -> Path:
 
 def hub_study(tmp_path: Path, source: str = "google/gemma-2-2b") -> Path:
     """A study of one gated Hub model (its text is the generated corpus, nothing to fetch)."""
-    from repro.tiny.corpus import CorpusParams
+    from repro.inputs.tiny_corpus import CorpusParams
 
     corpus = tmp_path / "corpus.json"
     corpus.write_text(json.dumps(CorpusParams().to_dict()))

@@ -12,8 +12,8 @@ import pytest
 from matplotlib import rc_context
 
 from repro.errors import ReproError
-from repro.figure_style import RC, load_run
-from repro.figures import FIGURES, write_figures
+from repro.outputs.figure_style import RC, load_run
+from repro.outputs.figures import FIGURES, write_figures
 
 PAPER_GRID = {"gemma-3-1b": {"magnitude": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
                              "wanda": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]},
@@ -163,7 +163,7 @@ def test_saved_figures_are_the_same_bytes_twice(tmp_path) -> None:
     """No timestamp inside the PNG or the PDF: a rerun gives byte-identical figures."""
     import matplotlib.pyplot as plt
 
-    from repro.figure_style import save
+    from repro.outputs.figure_style import save
 
     for run in ("a", "b"):
         fig, ax = plt.subplots()

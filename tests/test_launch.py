@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from repro.errors import ReproError
-from repro.launch import launched_device, launched_shard
+from repro.stages.launch import launched_device, launched_shard
 
 
 def test_rank_and_world_size_choose_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:

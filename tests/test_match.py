@@ -1,4 +1,5 @@
-"""repro.match against slow obvious twins: brute-force assignment, one-shot cosine products."""
+"""repro.science.match against slow obvious twins: brute-force assignment, one-shot cosine
+products."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from repro.match import (
+from repro.science.match import (
     Match,
     cosine_matrix,
     hungarian_from_cosine,

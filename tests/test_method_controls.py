@@ -1,7 +1,7 @@
-"""The synthetic controls of the whole method (repro.method_controls): the pipeline recovers a
-planted frequency effect and finds none where none is planted, under both seed protocols, and
-planted breaks of the method (random or identity matching, shuffled or leaked firing rates)
-turn the verdict to FAIL. One SAE training for the whole file (the module fixture)."""
+"""The synthetic controls of the whole method (repro.science.method_controls): the pipeline recovers
+a planted frequency effect and finds none where none is planted, under both seed protocols, and
+planted breaks of the method (random or identity matching, shuffled or leaked firing rates) turn the
+verdict to FAIL. One SAE training for the whole file (the module fixture)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from runfolder import make_run
 
-from repro import match, method_controls, stats
-from repro.finish import method_controls_stage
-from repro.report import METHOD_CONTROLS, gather, markdown, to_html
+from repro.outputs.finish import method_controls_stage
+from repro.outputs.report import METHOD_CONTROLS, gather, markdown, to_html
+from repro.science import match, method_controls, stats
 
 SPEC = method_controls.ControlSpec()
 

@@ -11,13 +11,13 @@ import sys
 import pytest
 
 from repro.errors import ReproError
-from repro.numerics import comparable, mode
+from repro.science.numerics import comparable, mode
 
 # A little of everything the pipeline's arithmetic uses: GEMMs (MKL, oneDNN), vectorised
 # exp/log and reductions (ATen), a softmax, in float32; its bytes' sha256 is printed.
 WORK = """
 import hashlib, json, torch
-from repro.numerics import pin_cpu
+from repro.science.numerics import pin_cpu
 record = pin_cpu()
 g = torch.Generator().manual_seed(0)
 x, w = torch.randn(1031, 97, generator=g), torch.randn(97, 515, generator=g)
@@ -58,10 +58,11 @@ def test_native_mode_leaves_the_machine_its_choice() -> None:
 
 
 def test_pinning_after_a_kernel_ran_fails_loudly() -> None:
-    code = ("import torch; torch.ones(3).exp(); from repro.numerics import pin_cpu; pin_cpu()")
+    code = ("import torch; torch.ones(3).exp(); "
+            "from repro.science.numerics import pin_cpu; pin_cpu()")
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode != 0 and "before repro.numerics.pin_cpu() ran" in done.stderr
+    assert done.returncode != 0 and "before repro.science.numerics.pin_cpu() ran" in done.stderr
 
 
 def test_mode_and_comparison(monkeypatch: pytest.MonkeyPatch) -> None:

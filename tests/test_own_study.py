@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from repro.study_file import PROFILES_DIR
+from repro.study.reader import PROFILES_DIR
 
 pytestmark = pytest.mark.slow
-TOKENIZER = (PROFILES_DIR.parent / "assets" / "tiny" / "models" / "llama-tiny").resolve()
+TOKENIZER = (PROFILES_DIR.parents[1] / "assets" / "tiny" / "models" / "llama-tiny").resolve()
 
 STUDY = """\
 [study]
@@ -150,8 +150,9 @@ def test_other_families_run_end_to_end_with_wanda_as_the_slow_twin(
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from repro import bench_paths, prune
-    from repro.families import prunable_matrices
+    from repro.bench import paths as bench_paths
+    from repro.inputs.families import prunable_matrices
+    from repro.science import prune
 
     _save_model(tmp_path / "models" / f"{key}-tiny", arch)
     study = (STUDY.replace("qwen2", key).replace("Qwen2ForCausalLM", arch))

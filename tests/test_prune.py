@@ -10,8 +10,7 @@ import pytest
 import torch
 from conftest import make_model, random_ids
 
-from repro import prune
-from repro.families import (
+from repro.inputs.families import (
     decoder_layers,
     embeddings,
     family_of,
@@ -19,7 +18,8 @@ from repro.families import (
     layer_matrices,
     prunable_matrices,
 )
-from repro.models import StopForward
+from repro.inputs.models import StopForward
+from repro.science import prune
 
 
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.6])

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repro.study_file import load_study
+from repro.study.reader import load_study
 
 STUDY = Path(__file__).parent / "data" / "smollm2-ci.toml"
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def _table(run: Path, name: str) -> pd.DataFrame:
 def test_the_model_is_trained_loss_far_below_the_same_tokens_shuffled(run: Path) -> None:
     from safetensors.torch import load_file
 
-    from repro.models import load_model, load_tokenizer
+    from repro.inputs.models import load_model, load_tokenizer
 
     spec = load_study(STUDY).models["smollm2-135m"]
     model = load_model(spec, dtype="float32", device=torch.device("cpu"))
@@ -104,7 +104,7 @@ def test_bench_on_the_real_model_matches_its_references(run: Path, tmp_path: Pat
     batch of one sequence; batched, GEMM rounding may flip a few near-ties among these 4-bit
     weights: measured 3006 of 106M entries with 8 sequences) and the probe hook's activations
     equal hidden_states[L + 1], on real weights."""
-    from repro.bench import run_bench
+    from repro.bench.run import run_bench
 
     record = run_bench(torch.device("cpu"), tmp_path, quick=True, repeats=1,
                        only=("smollm2",), explicit=True)

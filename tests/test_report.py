@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from runfolder import IDS, TABLES, make_run  # noqa: E402
 
 from repro.cli import main  # noqa: E402
-from repro.report import gather  # noqa: E402
-from repro.verify import verify_run  # noqa: E402
+from repro.outputs.report import gather  # noqa: E402
+from repro.outputs.verify import verify_run  # noqa: E402
 
 CAPTION = "Survival rate per firing-rate bin, one line per condition."
 PAPER_C1 = "Rare SAE features survive pruning better than frequent ones"
@@ -78,7 +78,7 @@ def test_report_without_verification_says_so(tmp_path: Path) -> None:
 
 def test_an_incomplete_run_says_so_at_the_top_and_fails_verification(tmp_path: Path,
                                                                      capsys) -> None:
-    from repro.study_file import profile_path
+    from repro.study.reader import profile_path
 
     run = tmp_path / "run"
     run.mkdir()

@@ -63,7 +63,7 @@ SHARD_0 = [
 def _invoke(out: Path, shard: str, kill: Kill | None) -> tuple[int, str, str]:
     """One `repro all --shard` invocation, killed as `kill` says; (returncode, stdout, stderr)."""
     # another machine's settings: 1 thread, AVX-512 kernels and MKL's own dispatch asked for;
-    # repro's pins (repro/numerics.py) must make this run verify against the blessed one
+    # repro's pins (repro/science/numerics.py) must make this run verify against the blessed one
     env = {**os.environ, "HF_TOKEN": SENTINEL, "OMP_NUM_THREADS": "1",
            "ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}
     env.pop("REPRO_KILL_AT", None)

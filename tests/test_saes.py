@@ -10,9 +10,9 @@ import torch
 from conftest import make_model, random_ids
 from safetensors.torch import save_file
 
-from repro import activations, pretrained_saes, saes
 from repro.errors import ReproError
-from repro.study import PretrainedSae, SaeSpec
+from repro.science import activations, pretrained_saes, saes
+from repro.study.spec import PretrainedSae, SaeSpec
 
 SPECIAL = [0, 1, 2]
 SPEC = SaeSpec(width=48, k=4, lr=1e-3, batch_tokens=32)
@@ -88,7 +88,7 @@ def test_stream_yields_every_usable_token_once(model, monkeypatch) -> None:
     stream = saes.ActivationStream(model, ids, keep, layer=1, batch_tokens=16, seq_batch=5,
                                    seed=0)
     got = torch.cat(list(stream))
-    # captured in the stream's batches of 5 sequences: MKL's portable GEMM (repro.numerics)
+    # captured in the stream's batches of 5 sequences: MKL's portable GEMM (repro.science.numerics)
     # rounds differently for another batch size, so a single batch is not bit-identical
     expected = torch.cat([activations.probe(model, ids[s:s + 5], 1)
                           for s in range(0, len(ids), 5)])[keep]
@@ -240,8 +240,8 @@ def test_gemma_scope_2_loads_from_the_offline_cache(tmp_path, monkeypatch) -> No
 
 def test_published_stats_come_from_the_installed_sae_lens_registry(tmp_path) -> None:
     """The sanity gates' reference values: sae-lens's own registry, read as it ships."""
-    from repro.pretrained_saes import published_stats
-    from repro.study import PretrainedSae
+    from repro.science.pretrained_saes import published_stats
+    from repro.study.spec import PretrainedSae
 
     scope2 = published_stats(PretrainedSae(release="gemma-scope-2-1b-pt-res",
                                            sae_id="layer_13_width_16k_l0_medium"))

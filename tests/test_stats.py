@@ -1,4 +1,4 @@
-"""repro.stats against planted effects and scipy/numpy computed the slow, obvious way."""
+"""repro.science.stats against planted effects and scipy/numpy computed the slow, obvious way."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from repro.stats import (
+from repro.science.stats import (
     ColumnPearson,
     _code_ranks,
     binned_survival,

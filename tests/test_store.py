@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from repro.store import MANIFEST, check_done, hash_inputs, run_stage
+from repro.stages.store import MANIFEST, check_done, hash_inputs, run_stage
 
 
 def writer(text: str, calls: list):

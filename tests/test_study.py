@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.study_file import load_study, profile_path, select_runs
+from repro.study.reader import load_study, profile_path, select_runs
 
 TINY = profile_path("tiny").read_text()
 

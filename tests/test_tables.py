@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from repro.analysis import Analysis
-from repro.claims import _highest_viable, claims
-from repro.study_file import load_study, profile_path
-from repro.tables import to_csv, to_markdown
+from repro.outputs.analysis import Analysis
+from repro.outputs.claims import _highest_viable, claims
+from repro.outputs.tables import to_csv, to_markdown
+from repro.study.reader import load_study, profile_path
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import repro.tiny
+from repro.inputs.tiny_corpus import CONSTRUCTIONS, CorpusParams, annotated_documents, documents
 from repro.tiny.build import MODELS, SEQ_LEN, build_tiny_assets, write_sha256sums
-from repro.tiny.corpus import CONSTRUCTIONS, CorpusParams, annotated_documents, documents
 from repro.tiny.train import heldout_loss, pack_sequences, unigram_entropy
 
 ASSETS = Path(repro.tiny.__file__).resolve().parent.parent / "assets" / "tiny"
@@ -61,7 +61,7 @@ def test_corpus_is_deterministic_per_split() -> None:
 
 
 def test_corpus_is_identical_in_a_fresh_process() -> None:
-    code = ("import json; from repro.tiny.corpus import CorpusParams, documents; "
+    code = ("import json; from repro.inputs.tiny_corpus import CorpusParams, documents; "
             "print(json.dumps(documents(CorpusParams(), 'eval', 30)))")
     root = Path(repro.tiny.__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

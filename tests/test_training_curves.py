@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import make_model, random_ids
 
-from repro import saes, training_curves
-from repro.study import SaeSpec
-from repro.training_curves import CurveRecorder, ev_gain, record_every, summarize
+from repro.science import saes, training_curves
+from repro.science.training_curves import CurveRecorder, ev_gain, record_every, summarize
+from repro.study.spec import SaeSpec
 
 SPEC = SaeSpec(width=48, k=4, lr=1e-3, batch_tokens=16)
 
@@ -73,7 +73,7 @@ def test_final_point_agrees_with_the_trained_sae_on_its_training_tokens(model) -
     curve = CurveRecorder()
     sae, _ = _train(model, curve, dataclasses.replace(SPEC, batch_tokens=64))
     ids = random_ids(24, 12)
-    from repro.activations import probe
+    from repro.science.activations import probe
 
     with torch.no_grad():
         x = probe(model, ids, 2)[ids > 2].float()
@@ -125,7 +125,7 @@ def test_too_few_points_are_not_judged() -> None:
 
 def test_a_study_file_may_set_the_threshold_within_its_range() -> None:
     from repro.errors import ReproError
-    from repro.study_file import _thresholds
+    from repro.study.reader import _thresholds
 
     assert _thresholds({"curve_flat_ev_gain": 0.02}) == {"curve_flat_ev_gain": 0.02}
     with pytest.raises(ReproError, match="curve_flat_ev_gain"):

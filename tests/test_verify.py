@@ -13,11 +13,11 @@ import pytest
 import runfolder
 from runfolder import TABLES, Rows, make_run, row
 
-from repro.bless import bless_run
 from repro.cli import main
 from repro.errors import ReproError
-from repro.expected import EXPECTED_ROOT, load_claims, load_tolerances
-from repro.verify import check_claim, verify_run
+from repro.outputs.bless import bless_run
+from repro.outputs.expected import EXPECTED_ROOT, load_claims, load_tolerances
+from repro.outputs.verify import check_claim, verify_run
 
 RID = "gemma-3-tiny/wanda/50"
 SURVIVAL = 0.77  # T3_survival's value at RID in runfolder.base_tables()

@@ -28,7 +28,7 @@ import torch
 import transformers
 from transformers import Gemma2Config, Gemma3TextConfig, LlamaConfig, PretrainedConfig
 
-from repro.tiny.corpus import CorpusParams, documents
+from repro.inputs.tiny_corpus import CorpusParams, documents
 from repro.tiny.tokenizer import save_tokenizer, train_tokenizer
 from repro.tiny.train import (
     TrainParams,
@@ -167,8 +167,9 @@ def _train_one(name: str, config: PretrainedConfig, data: dict[str, Any], folder
 
 
 def _build_saes(out: Path, quick: bool) -> dict[str, Any]:
-    """The SAEs that play the public pre-trained SAEs of the tiny models (see repro.saes)."""
-    from repro.pretrained_saes import SHIPPED_MODELS, build_shipped_sae
+    """The SAEs that play the public pre-trained SAEs of the tiny models (see
+    repro.science.saes)."""
+    from repro.science.pretrained_saes import SHIPPED_MODELS, build_shipped_sae
 
     settings = {"n_sequences": 64, "width": 256} if quick else None
     return {name: build_shipped_sae(out / "models" / name, out / "saes" / name,

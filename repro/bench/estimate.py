@@ -1,0 +1,180 @@
+"""The full-study budget: `repro bench --estimate --profile paper`.
+
+Per-stage wall time = work units of the study (tokens, layers, runs, pairs; read from the
+study file) x measured seconds per unit (from `repro bench` on this device). The work model
+follows what each stage runs (repro/stages/pipeline.py, repro/stages/run_stages.py):
+  prune        magnitude: sort every matrix (s/layer); Wanda: two passes of every layer over
+               the calibration tokens + the row sorts (s/layer);
+  perplexity   full forward with the LM head over the perplexity tokens, per variant;
+  activations  forward up to the probe layer over the eval tokens, per variant;
+  sae          forward up to the probe layer + one TopK SAE step per token, per run;
+  evaluate     CE-loss scores: clean, zero-ablated and one pass per SAE (own, dense for pruned
+               runs, pre-trained) through the layers above the probe and the head; RQ5 (dense
+               runs): one more such pass per sampled feature over the groups where it fires,
+               bounded here by all groups (an upper bound);
+  analyze      one Hungarian matching per condition and per pair of RQ1 seeds (CPU, scipy).
+Seconds per layer-token are measured at short sequences; attention's share grows with the
+sequence (2048 for calibration and perplexity), which this model leaves out.
+
+The H100/H200-class figure is computed, not measured: FLOPs per unit / (peak x utilisation),
+with the constants below; matching stays on the CPU and keeps its measured time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from repro.bench.paper_configs import PAPER_ARCHS, layer_params
+from repro.study.spec import Study
+
+H100_BF16_FLOPS = 989e12
+"""Dense bf16 tensor-core peak of an H100 SXM (H200: same compute, more and faster memory)."""
+H100_FP32_FLOPS = 67e12
+"""FP32 (non-tensor-core) peak: sae-lens trains its SAEs in float32 without TF32."""
+MFU_MODEL = 0.35
+"""Assumed utilisation of model forwards (bf16, batches of 16 x 1024 tokens)."""
+MFU_SAE = 0.6
+"""Assumed utilisation of SAE steps (three large float32 matmuls per step)."""
+SAE_FLOPS_PER_TOKEN_PER_WEIGHT = 6
+"""Forward (2) + backward (4) FLOPs per weight and token, for encoder and decoder each."""
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured seconds per unit of work of one model on the current device."""
+
+    layer_s_per_token: float
+    head_s_per_token: float
+    wanda_mask_s_per_layer: float
+    magnitude_s_per_layer: float
+    sae_s_per_token: float
+
+
+def study_work(study: Study) -> dict[str, dict[str, Any]]:
+    """Work units per model of the study: variants by method, runs by role, token counts."""
+    d = study.data
+    out: dict[str, dict[str, Any]] = {}
+    for key, spec in study.models.items():
+        variants = [v for v in study.variants if v.model == key]
+        controls = sum(1 for r in study.runs if r.variant.model == key and r.is_control)
+        runs = [r for r in study.runs if r.variant.model == key and not r.is_control]
+        seeds_dense = sum(1 for r in runs if r.variant.is_dense)
+        n_pretrained = 1 if spec.pretrained_sae is not None else 0
+        sae_passes = 0
+        for r in runs:
+            if r.is_extra_seed:
+                sae_passes += 1
+            elif r.variant.is_dense:
+                sae_passes += 1 + n_pretrained
+            else:
+                sae_passes += 2 + n_pretrained
+        extra = sum(1 for r in runs if r.is_extra_seed)
+        out[key] = {
+            "n_layers": spec.n_layers, "probe_layer": spec.probe_layer,
+            "variants": len(variants),
+            "magnitude": sum(v.method == "magnitude" for v in variants),
+            "wanda": sum(v.method == "wanda" for v in variants),
+            "runs": len(runs), "ce_passes": 2 * (len(runs) - extra) + 2 * extra + sae_passes,
+            "dense_runs": seeds_dense - extra,
+            # a control SAE replays its variant's recorded activations: training only
+            "control_saes": controls,
+            "match_pairs": len(variants) - 1 + seeds_dense * (seeds_dense - 1) // 2 + controls,
+            "calibration_tokens": d.calibration.n_tokens, "sae_tokens": d.sae_train.n_tokens,
+            "eval_tokens": d.eval.n_tokens, "ppl_tokens": d.perplexity.n_tokens,
+            "causal_features": int(study.thresholds.get("causal_features_per_bin", 20))
+            * int(study.thresholds.get("frequency_bins", 5)),
+        }
+    return out
+
+
+def stage_seconds(w: dict[str, Any], r: Rates, match_s: float) -> dict[str, float]:
+    """Seconds per stage for one model's share of the study (module docstring)."""
+    L, p = w["n_layers"], w["probe_layer"]
+    full = L * r.layer_s_per_token + r.head_s_per_token
+    upper = (L - p - 1) * r.layer_s_per_token + r.head_s_per_token
+    to_probe = (p + 1) * r.layer_s_per_token
+    return {
+        "prune": w["magnitude"] * L * r.magnitude_s_per_layer + w["wanda"] * L * (
+            2 * w["calibration_tokens"] * r.layer_s_per_token + r.wanda_mask_s_per_layer),
+        "perplexity": w["variants"] * w["ppl_tokens"] * full,
+        "activations": w["variants"] * w["eval_tokens"] * to_probe,
+        "sae": w["runs"] * w["sae_tokens"] * (to_probe + r.sae_s_per_token)
+        + w.get("control_saes", 0) * w["sae_tokens"] * r.sae_s_per_token,
+        "evaluate": w["eval_tokens"] * upper * (
+            w["ce_passes"] + w["dense_runs"] * (1 + w["causal_features"])),
+        "analyze": w["match_pairs"] * match_s,
+    }
+
+
+def gpu_rates(key: str, width: int, bf16_flops: float = H100_BF16_FLOPS,
+              fp32_flops: float = H100_FP32_FLOPS) -> Rates:
+    """Rates of an H100/H200-class GPU from FLOP counts (2 FLOPs per weight and token)."""
+    v = PAPER_ARCHS[key].values
+    model = bf16_flops * MFU_MODEL
+    layer = 2 * layer_params(key) / model
+    head = 2 * v["vocab_size"] * v["hidden_size"] / model
+    sae = 2 * SAE_FLOPS_PER_TOKEN_PER_WEIGHT * width * v["hidden_size"] / (fp32_flops * MFU_SAE)
+    # sorting a layer's scores on the GPU: memory-bound, ~1 ms per layer at these sizes
+    return Rates(layer, head, 1e-3, 1e-3, sae)
+
+
+def estimate(study: Study, rates: dict[str, Rates], match_s: float) -> dict[str, Any]:
+    """Per stage and in total: seconds on the measured device, and on an H100/H200 class GPU."""
+    work = study_work(study)
+    measured = {k: stage_seconds(w, rates[k], match_s) for k, w in work.items()}
+    gpu = {k: stage_seconds(w, gpu_rates(k, study.sae.width), match_s)
+           for k, w in work.items()}
+
+    def by_stage(per_model: dict[str, dict[str, float]]) -> dict[str, float]:
+        stages = next(iter(per_model.values())).keys()
+        return {s: sum(m[s] for m in per_model.values()) for s in stages}
+
+    here, h100 = by_stage(measured), by_stage(gpu)
+    return {"work": work, "per_model": measured, "stages": here,
+            "total_s": sum(here.values()), "h100_class_stages": h100,
+            "h100_class_total_s": sum(h100.values()),
+            "assumptions": {"bf16_peak_flops": H100_BF16_FLOPS,
+                            "fp32_peak_flops": H100_FP32_FLOPS, "mfu_model": MFU_MODEL,
+                            "mfu_sae": MFU_SAE,
+                            "matching": "scipy on the CPU, measured time per 16384^2 pair",
+                            "causal": "every group rerun for every sampled feature (bound)"}}
+
+
+def footprint(study: Study) -> dict[str, float]:
+    """GPU memory and disk of the study, from repro.inputs.footprint's derivations."""
+    from repro.inputs import footprint as fp
+    facts = {k: fp.KNOWN_MODELS.get(s.source, fp.ASSUMED) for k, s in study.models.items()}
+    disk = fp.out_bytes(study, facts)
+    return {"gpu_gib": fp.gpu_need_gib(study) or fp.GPU_NEED_GIB.get(study.name, 0.0),
+            "disk_gb": sum(disk.values()) / 1e9,
+            "download_gb": sum(f.download_bytes for f in facts.values()) / 1e9}
+
+
+def hms(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def lines(est: dict[str, Any], fp: dict[str, float], device: str) -> list[str]:
+    """The estimate as a Markdown table with its derivation."""
+    out = [f"| stage | measured rates, {device} | H100/H200 class (computed) |",
+           "|---|---:|---:|"]
+    for stage, s in est["stages"].items():
+        out.append(f"| {stage} | {hms(s)} | {hms(est['h100_class_stages'][stage])} |")
+    out.append(f"| **total** | **{hms(est['total_s'])}** | "
+               f"**{hms(est['h100_class_total_s'])}** |")
+    a = est["assumptions"]
+    out += ["", f"GPU memory (peak, repro.inputs.footprint): {fp['gpu_gib']:.0f} GiB; "
+            "disk under --out: "
+            f"{fp['disk_gb']:.1f} GB; downloads: {fp['download_gb']:.1f} GB.",
+            f"H100/H200 column: FLOPs / (peak x utilisation): bf16 {a['bf16_peak_flops']:.3g} "
+            f"FLOP/s x {a['mfu_model']} for model passes, fp32 {a['fp32_peak_flops']:.3g} "
+            f"FLOP/s x {a['mfu_sae']} for SAE steps; matching: {a['matching']}; "
+            f"RQ5: {a['causal']}."]
+    return out

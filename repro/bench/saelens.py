@@ -1,0 +1,144 @@
+"""SAE training, the project's `saes.train_sae` vs sae-lens's own `LanguageModelSAETrainingRunner`.
+
+Both train the same TopK SAE (width, k, lr, batch) on the same model, hook point and tokens,
+from activations produced on the fly by the model. sae-lens gets the HF model wrapped in its
+`HookedProxyLM` with the hook at the probe layer's module, a pre-tokenized in-memory dataset,
+no wandb, no checkpoints, no evals, and the smallest norm-estimation budget it accepts
+(1 batch; the project's stream estimates the norm from its first shuffle buffer without
+spending extra forward passes), and the project's dead-latent windows. Tokens that reach the
+model are counted for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from repro.bench.paths import device_of, timed
+from repro.inputs.families import decoder_layers, embeddings, family_of
+from repro.science.saes import MAX_DEAD_WINDOW, ProbeCapture, hook_name, train_sae
+from repro.study.spec import SaeSpec
+
+
+class _TokenCounter:
+    """Counts the input tokens of every model forward (a pre-hook on the embeddings)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.count = 0
+        self.handle = embeddings(model).register_forward_pre_hook(self._hook)
+
+    def _hook(self, _mod: nn.Module, inputs: tuple) -> None:
+        self.count += inputs[0].numel()
+
+
+def _runner(model: nn.Module, tokenizer: Any, ids: torch.Tensor, *, layer: int, spec: SaeSpec,
+            n_tokens: int, seq_batch: int, special: list[int], seed: int, out: str) -> Any:
+    from datasets import Dataset
+    from sae_lens import (
+        LanguageModelSAERunnerConfig,
+        LanguageModelSAETrainingRunner,
+        LoggingConfig,
+        TopKTrainingSAEConfig,
+    )
+    from sae_lens.load_model import HookedProxyLM
+
+    device = str(device_of(model))
+    module = f"{family_of(model).layers_path}.{layer}"
+    steps = math.ceil(n_tokens / spec.batch_tokens)
+    buffer_batches = max(2, -(-64 * spec.batch_tokens // (seq_batch * ids.shape[1])))
+    cfg = LanguageModelSAERunnerConfig(
+        sae=TopKTrainingSAEConfig(d_in=model.config.hidden_size, d_sae=spec.width, k=spec.k,
+                                  normalize_activations="expected_average_only_in",
+                                  device=device, dtype="float32"),
+        model_name="repro-bench", model_class_name="AutoModelForCausalLM", hook_name=module,
+        dataset_path="", is_dataset_tokenized=True, streaming=False,
+        context_size=int(ids.shape[1]), training_tokens=n_tokens,
+        train_batch_size_tokens=spec.batch_tokens, store_batch_size_prompts=seq_batch,
+        n_batches_in_buffer=buffer_batches, lr=spec.lr, lr_end=spec.lr,
+        lr_scheduler_name="constant", device=device, seed=seed, dtype="float32",
+        prepend_bos=False, exclude_special_tokens=special, n_batches_for_norm_estimate=1,
+        autocast_lm=device.startswith("cuda"),
+        # the project's dead-latent windows (saes.train_sae), so both do the same TopK work
+        dead_feature_window=max(1, min(MAX_DEAD_WINDOW, steps // 8)),
+        feature_sampling_window=steps + 1,
+        logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0, checkpoint_path=None,
+        output_path=out, save_final_checkpoint=False, verbose=False)
+    proxy = HookedProxyLM(model, tokenizer, hook_names=[module])
+    dataset = Dataset.from_dict({"input_ids": ids.tolist()})
+    return LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=proxy)
+
+
+def sae_training(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
+                 layer: int, spec: SaeSpec, seq_batch: int, repeats: int,
+                 seed: int = 0) -> dict[str, Any]:
+    """Seconds and model tokens of both trainers, `repeats` rounds side by side."""
+    n_layers = len(decoder_layers(model))
+    special = sorted({int(t) for t in ids[~keep].unique()})
+    times: dict[str, list[float]] = {"project": [], "project_replay": [], "sae_lens": []}
+    lm_tokens: dict[str, int] = {}
+    trained: dict[str, int] = {}
+    # "project_replay": a further seed of the same run, replaying the recorded probe activations
+    logging.getLogger("sae_lens").setLevel(logging.ERROR)
+    # one untimed round on a few sequences: imports and first-call costs of both trainers
+    warm = max(2, -(-2 * spec.batch_tokens // ids.shape[1]))
+    for rounds, seqs in ((1, warm), (repeats, len(ids))):
+        _rounds(model, tokenizer, ids[:seqs], keep[:seqs], layer=layer, spec=spec,
+                seq_batch=seq_batch, seed=seed, special=special, rounds=rounds,
+                times=times, lm_tokens=lm_tokens, trained=trained)
+    return {"times": times, "trained_tokens": trained, "model_tokens": lm_tokens,
+            "hook": {"project": hook_name(layer),
+                     "sae_lens": f"{family_of(model).layers_path}.{layer}"},
+            "n_layers": n_layers, "width": spec.width, "k": spec.k,
+            "batch_tokens": spec.batch_tokens}
+
+
+def _rounds(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
+            layer: int, spec: SaeSpec, seq_batch: int, seed: int, special: list[int],
+            rounds: int, times: dict, lm_tokens: dict, trained: dict) -> None:
+    device = device_of(model)
+    for name in times:
+        times[name].clear()
+    captured = ProbeCapture()  # recorded once, untimed: what a second seed of a run replays
+    train_sae(model, ids, keep, layer=layer, spec=spec, seed=seed, seq_batch=seq_batch,
+              metadata={"model_name": "repro-bench"}, captured=captured)
+    for _ in range(rounds):
+        seconds, _ = timed(lambda: train_sae(
+            model, ids, keep, layer=layer, spec=spec, seed=seed + 1, seq_batch=seq_batch,
+            metadata={"model_name": "repro-bench"}, captured=captured), device)
+        times["project_replay"].append(seconds)
+        counter = _TokenCounter(model)
+        seconds, (_, record) = timed(lambda: train_sae(
+            model, ids, keep, layer=layer, spec=spec, seed=seed, seq_batch=seq_batch,
+            metadata={"model_name": "repro-bench"}), device)
+        counter.handle.remove()
+        times["project"].append(seconds)
+        lm_tokens["project"], trained["project"] = counter.count, record["n_tokens"]
+        with tempfile.TemporaryDirectory() as out, _quiet_warnings():
+            counter = _TokenCounter(model)
+
+            def run_sae_lens(out: str = out, n_tokens: int = record["n_tokens"]) -> Any:
+                runner = _runner(model, tokenizer, ids, layer=layer, spec=spec,
+                                 n_tokens=n_tokens, seq_batch=seq_batch,
+                                 special=special, seed=seed, out=out)
+                return runner.run()
+
+            seconds, _ = timed(run_sae_lens, device)
+            counter.handle.remove()
+        times["sae_lens"].append(seconds)
+        lm_tokens["sae_lens"] = counter.count
+        trained["sae_lens"] = record["n_tokens"]
+
+
+@contextlib.contextmanager
+def _quiet_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

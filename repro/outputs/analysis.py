@@ -1,0 +1,396 @@
+"""The five research questions across runs: the rows of Tables 1-6 and the four claims.
+
+Run by `repro all` after every run's sae and evaluate stages (stage folder `analysis/`).
+Reads only files: prune/perplexity manifests, each run's SAE decoder and firing rates, and
+the evaluate stage's transfer/fragility/causal files (formats in repro/stages/run_stages.py).
+
+Survival (RQ2) is measured over the features alive on the dense model (firing rate > 0 on
+the evaluation tokens): a feature that never fires has no behaviour for pruning to keep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from repro.science import match, stats
+from repro.study.spec import Run, Study, Variant
+
+N_BINS = 5
+"""Firing-rate bins when the study file sets no `frequency_bins`."""
+
+
+def decoder(run_folder: Path) -> np.ndarray:
+    """The SAE's decoder rows (width x d_model) as saved by sae-lens."""
+    weights = load_file(str(run_folder / "sae" / "sae_weights.safetensors"))
+    return weights["W_dec"].astype(np.float32)
+
+
+def firing_rate(run_folder: Path) -> np.ndarray:
+    return load_file(str(run_folder / "sae" / "firing_rates.safetensors"))["firing_rate"]
+
+
+def _manifest_result(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "manifest.json").read_text())["result"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _num(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+class Analysis:
+    """Reads a run folder once and computes every table row from it."""
+
+    def __init__(self, study: Study, out: Path, bootstrap: int = 1000) -> None:
+        self.study, self.out, self.bootstrap = study, out, bootstrap
+        self.tau = study.sae.survival_threshold
+        self.n_bins = int(study.thresholds.get("frequency_bins", N_BINS))
+        self._matches: dict[str, match.Match] = {}
+        self._read: dict[tuple[str, str], np.ndarray] = {}
+        self.features: dict[str, np.ndarray] = {}
+        """Per-feature arrays behind the rows, keyed 'ID|name', for the figures."""
+
+    def run_folder(self, run: Run) -> Path:
+        return self.out / "runs" / run.id
+
+    def _once(self, what: str, run: Run, read: Callable[[Path], Any]) -> Any:
+        """Read a run's file once: every condition re-reads its model's dense run."""
+        key = (what, run.id)
+        if key not in self._read:
+            self._read[key] = read(self.run_folder(run))
+        return self._read[key]
+
+    def decoder_of(self, run: Run) -> np.ndarray:
+        return self._once("decoder", run, decoder)
+
+    def rates_of(self, run: Run) -> np.ndarray:
+        return self._once("firing_rate", run, firing_rate)
+
+    def dense_run(self, model: str, seed: int | None = None) -> Run:
+        seed = self.study.seed if seed is None else seed
+        return next(
+            r
+            for r in self.study.runs
+            if r.variant == Variant(model, "dense", 0.0) and r.seed == seed
+        )
+
+    def condition_run(self, variant: Variant) -> Run:
+        return next(r for r in self.study.runs if r.variant == variant
+                    and not r.is_extra_seed and not r.is_control)
+
+    def control_run(self, variant: Variant) -> Run | None:
+        """The variant's control-seed SAE run, when the study declares a control_seed."""
+        return next((r for r in self.study.runs if r.variant == variant and r.is_control), None)
+
+    def control_match(self, variant: Variant) -> match.Match | None:
+        """Dense-SAE features (study seed) matched into the variant's control-seed SAE: the
+        two share no initial weights and no data order."""
+        run = self.control_run(variant)
+        if run is None:
+            return None
+        key = f"{variant.id}|control"
+        if key not in self._matches:
+            dense = self.decoder_of(self.dense_run(variant.model))
+            self._matches[key] = match.hungarian_match(dense, self.decoder_of(run))
+        return self._matches[key]
+
+    def survival_match(self, variant: Variant) -> match.Match:
+        """Dense-SAE features (same seed) matched one to one into the pruned run's SAE."""
+        if variant.id not in self._matches:
+            dense = self.decoder_of(self.dense_run(variant.model))
+            pruned = self.decoder_of(self.condition_run(variant))
+            self._matches[variant.id] = match.hungarian_match(dense, pruned)
+        return self._matches[variant.id]
+
+    def dense_firing_rate(self, variant: Variant) -> np.ndarray:
+        """Per latent of the dense SAE, its firing rate on the dense model: what RQ2's bins
+        and RQ4's rate correlation rank features by, for every condition of the model."""
+        return self.rates_of(self.dense_run(variant.model))
+
+    # ---- T1 --------------------------------------------------------------------------------
+    def t1_pruning(self) -> list[dict]:
+        rows = []
+        variants = self.out / "variants"
+        for v in self.study.variants:
+            dense = variants / Variant(v.model, "dense", 0.0).id
+            dense_ppl = _num(_manifest_result(dense / "perplexity").get("perplexity"))
+            ppl = _num(_manifest_result(variants / v.id / "perplexity").get("perplexity"))
+            achieved = _manifest_result(variants / v.id / "prune").get("achieved_sparsity")
+            rows.append(
+                {
+                    "id": v.id,
+                    "model": v.model,
+                    "method": v.method,
+                    "sparsity": v.sparsity,
+                    "achieved_sparsity": _num(achieved),
+                    "dense_perplexity": dense_ppl,
+                    "perplexity": ppl,
+                    "perplexity_ratio": ppl / dense_ppl,
+                }
+            )
+        return rows
+
+    # ---- T2 (RQ1) --------------------------------------------------------------------------
+    def t2_seed_stability(self) -> list[dict]:
+        rows = []
+        for model in self.study.models:
+            seeds = sorted(
+                r.seed for r in self.study.runs
+                if r.variant == Variant(model, "dense", 0.0) and not r.is_control
+            )
+            for a, b in combinations(seeds, 2):
+                run_a = self.dense_run(model, a)
+                m = match.hungarian_match(
+                    self.decoder_of(run_a), self.decoder_of(self.dense_run(model, b))
+                )
+                # over seed a's features alive on the dense model: RQ2's denominator
+                alive = self.rates_of(run_a) > 0
+                cos = m.cosine[alive]
+                pair = f"{model}/dense/0/seed-{a}-vs-seed-{b}"
+                self.features[f"{pair}|matched_cosine"] = cos
+                rows.append(
+                    {
+                        "id": pair,
+                        "model": model,
+                        "seed_a": a,
+                        "seed_b": b,
+                        "n_alive": int(alive.sum()),
+                        "n_dead": int((~alive).sum()),
+                        "shared_fraction": float(np.mean(cos >= self.tau)),
+                        "mean_matched_cosine": float(np.mean(cos)),
+                        "mean_max_cosine": float(np.mean(np.asarray(m.max_cosine)[alive])),
+                    }
+                )
+        return rows
+
+    # ---- T3 (RQ2) --------------------------------------------------------------------------
+    def survival_row(self, v: Variant) -> dict:
+        m = self.survival_match(v)
+        rate = self.dense_firing_rate(v)
+        alive = rate > 0
+        cos, maxcos = m.cosine[alive], np.asarray(m.max_cosine)[alive]
+        effect = self.frequency_effect(rate[alive], cos)
+        binned, fs = effect.binned, effect.feature
+        self.features[f"{v.id}|firing_rate"] = rate[alive]
+        self.features[f"{v.id}|matched_cosine"] = cos
+        row = {
+            "id": v.id,
+            "model": v.model,
+            "method": v.method,
+            "sparsity": v.sparsity,
+            "n_alive": int(alive.sum()),
+            "survival": effect.survival,
+            "mean_matched_cosine": float(np.mean(cos)),
+            "survival_max_cosine": float(np.mean(maxcos >= self.tau)),
+        }
+        row.update({f"survival_bin{i + 1}": float(r) for i, r in enumerate(binned.rate)})
+        row.update(
+            {
+                "binned_rho": binned.rho,
+                "feature_rho": fs.rho,
+                "feature_p": fs.pvalue,
+                "feature_ci_low": fs.ci_low,
+                "feature_ci_high": fs.ci_high,
+                # latent i of the dense SAE paired with latent i of the pruned one: what a
+                # shared initialisation and data order make Hungarian matching do
+                "identity_rate": match.identity_rate(m, alive),
+            }
+        )
+        row.update(self.seed_control(v, rate, alive))
+        return row
+
+    def frequency_effect(self, rate: np.ndarray, cos: np.ndarray) -> stats.FrequencyEffect:
+        return stats.frequency_effect(rate, cos, tau=self.tau, n_bins=self.n_bins,
+                                      n_resamples=self.bootstrap, seed=self.study.seed)
+
+    def seed_control(self, v: Variant, rate: np.ndarray, alive: np.ndarray) -> dict:
+        """RQ2 again against the control-seed SAEs (DESIGN.md, "Seed control"): survival
+        into the pruned model's control SAE, its frequency effect, the seed-to-seed floor
+        (dense vs the dense model's control SAE, the same alive features), and each
+        firing-rate bin's drift of the dense SAE from its initial decoder."""
+        control = self.control_match(v)
+        dense_control = self.control_match(Variant(v.model, "dense", 0.0))
+        if control is None or dense_control is None:
+            return {}
+        cos = control.cosine[alive]
+        effect = self.frequency_effect(rate[alive], cos)
+        binned, fs = effect.binned, effect.feature
+        self.features[f"{v.id}|control_cosine"] = cos
+        row = {"survival_control": effect.survival,
+               "seed_floor": float(np.mean(dense_control.cosine[alive] >= self.tau)),
+               "binned_rho_control": binned.rho, "feature_rho_control": fs.rho,
+               "identity_rate_control": match.identity_rate(control, alive)}
+        row.update({f"survival_control_bin{i + 1}": float(r) for i, r in enumerate(binned.rate)})
+        drift = self.init_drift(v.model)
+        if drift is not None:
+            per_bin = stats.binned_survival(rate[alive], drift[alive], self.n_bins).rate
+            row.update({f"init_drift_bin{i + 1}": float(d) for i, d in enumerate(per_bin)})
+        return row
+
+    def init_drift(self, model: str) -> np.ndarray | None:
+        """Per latent of the dense SAE, 1 - cosine between its trained and its initial
+        decoder row (0: never moved); None for an SAE saved without its initial decoder."""
+        return self._once("init_drift", self.dense_run(model), _init_drift)
+
+    def t3_survival(self) -> list[dict]:
+        return [self.survival_row(v) for v in self.study.conditions]
+
+    # ---- T4 (C2) ---------------------------------------------------------------------------
+    def t4_ratios(self, t3: list[dict]) -> list[dict]:
+        by = {(r["model"], r["method"], r["sparsity"]): r for r in t3}
+        rows = []
+        for (model, method, s), wanda in by.items():
+            if method != "wanda" or (model, "magnitude", s) not in by:
+                continue
+            mag = by[(model, "magnitude", s)]
+            row = {"id": f"{model}/{round(s * 100, 6):g}", "model": model, "sparsity": s}
+            for suffix in ("", "_control"):
+                if f"survival{suffix}" not in wanda:
+                    continue
+                w, m = wanda[f"survival{suffix}"], mag[f"survival{suffix}"]
+                row.update({f"survival_wanda{suffix}": w, f"survival_magnitude{suffix}": m,
+                            f"ratio{suffix}": float(stats.wanda_magnitude_ratio(w, m))})
+            rows.append(row)
+        return rows
+
+    # ---- T5 (RQ3) --------------------------------------------------------------------------
+    def t5_transfer(self) -> list[dict]:
+        threshold = self.study.thresholds.get("viable_ce_score", 0.9)
+        rows = []
+        for v in self.study.variants:
+            run = self.condition_run(v)
+            transfer = json.loads((self.run_folder(run) / "evaluate" / "transfer.json").read_text())
+            row: dict[str, Any] = {
+                "id": v.id,
+                "model": v.model,
+                "method": v.method,
+                "sparsity": v.sparsity,
+            }
+            for name in ("dense", "pretrained"):
+                m = transfer["saes"][name]
+                for key in ("explained_variance", "mse", "l0", "dead_fraction", "ce_loss_score"):
+                    row[f"{name}_{key}"] = _num(m[key])
+                row[f"{name}_viable"] = bool(_num(m["ce_loss_score"]) >= threshold)
+            stand_in = transfer["saes"]["pretrained"].get("stand_in", False)
+            row["pretrained_is_stand_in"] = bool(stand_in)
+            rows.append(row)
+        return rows
+
+    # ---- T6 (RQ4, RQ5) ---------------------------------------------------------------------
+    def fragility_row(self, v: Variant) -> dict:
+        return {"id": v.id, "model": v.model, "method": v.method, "sparsity": v.sparsity,
+                **self._fragility(v), **self._causal(v)}
+
+    def _fragility(self, v: Variant) -> dict:
+        """RQ4 over the dense model's alive features, the silenced ones counted as fragile."""
+        fragile_r = self.study.thresholds.get("fragile_r", 0.5)
+        evaluated = self.run_folder(self.condition_run(v)) / "evaluate"
+        frag = load_file(str(evaluated / "fragility.safetensors"))
+        r = frag["pearson_r"]
+        rate = self.dense_firing_rate(v)
+        ok = np.isfinite(r)
+        # alive on the dense model and never firing on the pruned one: r is undefined, but
+        # such a feature is the most fragile of all, so it counts as fragile
+        silenced = (frag["fires_dense"] > 0) & (frag["fires_pruned"] == 0)
+        n_fragile = int(np.sum(r[ok] < fragile_r)) + int(silenced.sum())
+        rho_rate = stats.feature_spearman(
+            rate[ok], r[ok], n_resamples=self.bootstrap, seed=self.study.seed
+        )
+        self.features.update({f"{v.id}|pearson_r": r[ok], f"{v.id}|pearson_rate": rate[ok]})
+        return {
+            "n_defined": int(ok.sum()),
+            "n_silenced": int(silenced.sum()),
+            "fragile_fraction": n_fragile / max(1, int(ok.sum()) + int(silenced.sum())),
+            "mean_r": float(np.mean(r[ok])),
+            "median_r": float(np.median(r[ok])),
+            "rho_rate_vs_r": rho_rate.rho,
+        }
+
+    def _causal(self, v: Variant) -> dict:
+        """RQ5: causal importance (total and per firing token) against survival, with the
+        split-half reliability of each and their correlation with the firing rate."""
+        dense_eval = self.run_folder(self.dense_run(v.model)) / "evaluate"
+        causal = load_file(str(dense_eval / "causal.safetensors"))
+        survival_score = self.survival_match(v).cosine[causal["feature"]]
+        rate = self.dense_firing_rate(v)[causal["feature"]]
+        row: dict[str, Any] = {"n_causal": int(len(causal["feature"]))}
+        for suffix, key in (("", "delta_ce"), ("_per_firing", "delta_ce_per_firing")):
+            if key not in causal:  # a causal file from before the per-firing form
+                continue
+            cs = stats.feature_spearman(causal[key], survival_score,
+                                        n_resamples=self.bootstrap, seed=self.study.seed)
+            halves = causal.get(key.replace("delta_ce", "delta_ce_halves"))
+            row.update({f"causal_rho{suffix}": cs.rho, f"causal_p{suffix}": cs.pvalue,
+                        f"causal_ci_low{suffix}": cs.ci_low,
+                        f"causal_ci_high{suffix}": cs.ci_high,
+                        f"causal_reliability{suffix}": stats.spearman(halves[:, 0], halves[:, 1])
+                        if halves is not None else float("nan"),
+                        f"causal_rate_rho{suffix}": stats.spearman(rate, causal[key])})
+        self.features.update({f"{v.id}|causal_delta_ce": causal["delta_ce"],
+                              f"{v.id}|causal_survival": survival_score})
+        return row
+
+    def t6_fragility_causal(self) -> list[dict]:
+        return [self.fragility_row(v) for v in self.study.conditions]
+
+
+def _init_drift(run_folder: Path) -> np.ndarray | None:
+    path = run_folder / "sae" / "init_decoder.safetensors"
+    if not path.is_file():
+        return None
+    init = load_file(str(path))["W_dec"].astype(np.float64)
+    final = decoder(run_folder).astype(np.float64)
+    num = (init * final).sum(1)
+    den = np.linalg.norm(init, axis=1) * np.linalg.norm(final, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - np.where(den > 0, num / den, np.nan)
+
+
+def _gate(name: str, value: float, low: float, high: float, source: str) -> dict:
+    ok = math.isfinite(value) and low <= value <= high
+    return {"gate": name, "value": value, "low": low, "high": high, "ok": ok, "source": source}
+
+
+def sanity_gates(a: Analysis, t1: list[dict]) -> list[dict]:
+    """What a run must show before its numbers are worth comparing (`repro verify` stops
+    at a failed gate): each dense model's perplexity inside the study file's
+    `perplexity_range`, and each pre-trained SAE's L0 and explained variance on its dense
+    model near what its publisher recorded (`pretrained_saes.published_stats`): L0 within
+    `sanity_l0_rel` (default 25 %) of it, explained variance within `sanity_ev_abs`
+    (default 0.05) where the publisher recorded one.
+    """
+    rel = a.study.thresholds.get("sanity_l0_rel", 0.25)
+    ev_abs = a.study.thresholds.get("sanity_ev_abs", 0.05)
+    gates = []
+    for model, spec in a.study.models.items():
+        dense = a.dense_run(model)
+        if spec.perplexity_range is not None:
+            ppl = next(r["perplexity"] for r in t1 if r["id"] == dense.variant.id)
+            gates.append(_gate(f"{model}: dense perplexity", ppl, *spec.perplexity_range,
+                               "study file: perplexity_range"))
+        if spec.pretrained_sae is None:
+            continue
+        transfer = json.loads((a.run_folder(dense) / "evaluate" / "transfer.json").read_text())
+        measured = transfer["saes"]["pretrained"]
+        published = measured.get("published") or {}
+        if published.get("l0") is not None:
+            l0 = float(published["l0"])
+            gates.append(_gate(f"{model}: pre-trained SAE L0 on the dense model",
+                               _num(measured["l0"]), l0 * (1 - rel), l0 * (1 + rel),
+                               f"{published['source']}: L0 {l0:g}, band {rel:.0%}"))
+        if published.get("explained_variance") is not None:
+            ev = float(published["explained_variance"])
+            gates.append(_gate(f"{model}: pre-trained SAE explained variance on the dense model",
+                               _num(measured["explained_variance"]), ev - ev_abs, ev + ev_abs,
+                               f"{published['source']}: {ev:g}, band +-{ev_abs:g}"))
+    return gates

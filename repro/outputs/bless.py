@@ -1,0 +1,171 @@
+"""Accept a run as the new expected outputs: `repro bless RUN_DIR [--expected DIR] [--allow-dirty]`.
+
+For maintainers after a deliberate change: the run's tables/*.csv replace the profile's
+expected tables, with a PROVENANCE.json saying which run, code, device, numerics and packages
+made them. Every stage of the run must come from one clean commit (`--allow-dirty` to
+override, and the provenance says so). For any profile but the paper's, the run's own claims
+become the profile's expected claims (claims.toml): a CPU profile checks that C1-C4 come out
+as they did when blessed, not as the paper found them on real models. Their bands, like the
+tables', come from the measured spread (`[<profile>.claims]` in tolerances.toml, written by
+scripts/measure_spread.py); a claim with no band must come out exactly. Tolerances are left
+alone; only when there is no tolerances.toml at all is a commented default written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from repro.errors import ReproError
+from repro.files import atomic_write_text, sha256_file, write_json
+from repro.outputs.expected import (
+    BASE_CLAIMS_PROFILE,
+    CLAIMS,
+    EXPECTED_ROOT,
+    expected_dir,
+    load_claims,
+    load_tolerances,
+    tolerances_path,
+)
+from repro.outputs.verify import check_integrity, read_table
+from repro.stages.store import MANIFEST, read_manifest
+
+PROVENANCE = "PROVENANCE.json"
+
+DEFAULT_HEADER = """\
+# Tolerances for `repro verify`, per profile, table and column.
+#
+#   [<profile>.<table>]
+#   <column> = { abs = <float>, rel = <float>, note = "<where the numbers come from>" }
+#   "*"      = { ... }   # every other numeric column of the table
+#
+# A number passes when |got - expected| <= abs + rel * |expected|; NaN equals only NaN.
+# Ids and text columns, and numeric columns with no entry (and no "*"), must match exactly.
+#
+# Written by `repro bless` because no tolerances file existed. The "*" entries below allow
+# float round-off only; they are not measured. Replace them with a stated multiple of the
+# spread measured across thread counts and other sources of nondeterminism, and write that
+# spread in each entry's note.
+"""
+
+
+def default_tolerances(profile: str, tables: list[str]) -> str:
+    """A tolerances file allowing only round-off for every table of `profile`."""
+    lines = [DEFAULT_HEADER]
+    for table in tables:
+        lines += [f'["{profile}"."{table}"]',
+                  '"*" = { abs = 1e-9, rel = 1e-6, note = "round-off default, not measured" }',
+                  ""]
+    return "\n".join(lines)
+
+
+def _run_tables(run_dir: Path) -> list[Path]:
+    """The run's tables, refused unless each still matches its manifest and parses."""
+    _checks, bad = check_integrity(run_dir)
+    if bad:
+        what = "tables/manifest.json is missing" if "*" in bad else \
+            f"{', '.join(sorted(bad))} differ from tables/manifest.json"
+        raise ReproError(f"refusing to bless {run_dir}: {what}; rerun the tables stage")
+    tables = sorted((run_dir / "tables").glob("*.csv"))
+    if not tables:
+        raise ReproError(f"{run_dir / 'tables'} holds no CSV tables to bless")
+    for path in tables:
+        if read_table(path).duplicates:
+            raise ReproError(f"refusing to bless {path}: its ids are not unique")
+    return tables
+
+
+def code_versions(run_dir: Path) -> set[str]:
+    """The code versions recorded by every stage manifest of a run folder."""
+    found = set()
+    for path in run_dir.rglob(MANIFEST):
+        manifest = read_manifest(path.parent) or {}
+        version = (manifest.get("provenance") or {}).get("code_version")
+        if version:
+            found.add(str(version))
+    return found
+
+
+def _check_clean(run_dir: Path) -> None:
+    versions = code_versions(run_dir)
+    dirty = sorted(v for v in versions if v.endswith("-dirty"))
+    if dirty or len(versions) > 1:
+        what = (f"stages were made from an uncommitted tree ({', '.join(dirty)})" if dirty
+                else f"stages come from {len(versions)} code versions "
+                     f"({', '.join(sorted(versions))})")
+        raise ReproError(f"refusing to bless {run_dir}: {what}; commit, rerun `repro all "
+                         "--force` from the clean tree, or pass --allow-dirty")
+
+
+def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> str:
+    """The profile's expected claims: the paper's checks, with this run's values as expected."""
+    try:
+        found = json.loads((run_dir / "claims.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReproError(f"refusing to bless {run_dir}: claims.json unreadable ({exc})") from None
+    bands = load_tolerances(tol_path, profile).by_table.get("claims", {})
+    lines = [f"# Expected claims of the {profile} profile, written by `repro bless` from",
+             f"# {run_dir.resolve()}: each of the paper's checks, with the value this",
+             "# profile's blessed run found as the expected one. Bands: [" + profile +
+             ".claims] of tolerances.toml (measured spread), else exact.", ""]
+    for spec in load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE):
+        entry = found.get(spec.claim)
+        value = (entry or {}).get(spec.field)
+        if value is None and spec.informational:
+            continue  # e.g. the seed control's claims in a study without a control_seed
+        if entry is None:
+            raise ReproError(f"refusing to bless {run_dir}: claims.json has no {spec.claim}")
+        if value is None:  # e.g. C3 where no SAE is viable: nothing to hold later runs to
+            said = "Not measurable in the blessed run (no value); the paper: " + spec.statement
+            lines += [f"[{spec.name}]", "informational = true",
+                      f"statement = {json.dumps(said)}", ""]
+            continue
+        band = bands.get(spec.name)
+        lines += [f"[{spec.name}]", f"expected = {json.dumps(value)}", 'compare = "near"',
+                  f"abs = {band.abs if band else 0.0!r}", f"rel = {band.rel if band else 0.0!r}",
+                  f"statement = {json.dumps('As blessed; the paper: ' + spec.statement)}",
+                  f"reconstructed = {json.dumps(band.note if band else 'no band: exact')}",
+                  'inconclusive_field = ""', "requires = {}", "informational = false", ""]
+    return "\n".join(lines)
+
+
+def bless_run(run_dir: Path, expected: Path | None = None,
+              allow_dirty: bool = False) -> dict[str, Any]:
+    """Copy the run's tables (and, but for the paper, its claims) into the expected folder."""
+    if not run_dir.is_dir():
+        raise ReproError(f"run folder {run_dir} does not exist")
+    exp_dir, profile = expected_dir(run_dir, expected)
+    tables = _run_tables(run_dir)
+    if not allow_dirty:
+        _check_clean(run_dir)
+    tol_path = tolerances_path(exp_dir)
+    load_tolerances(tol_path, profile)  # a malformed file is reported before anything changes
+    claims = (None if profile == BASE_CLAIMS_PROFILE
+              else _claims_toml(run_dir, exp_dir, profile, tol_path))
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    names = {p.name for p in tables}
+    removed = sorted(p.name for p in exp_dir.glob("*.csv") if p.name not in names)
+    for name in removed:
+        (exp_dir / name).unlink()
+    for path in tables:
+        shutil.copyfile(path, exp_dir / path.name)
+    manifest = read_manifest(run_dir / "tables") or {}
+    prov = manifest.get("provenance", {})
+    record = {"source_run": str(run_dir.resolve()), "profile": profile,
+              "blessed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "code_version": prov.get("code_version"), "device": prov.get("device"),
+              "packages": prov.get("packages"), "tables_made_at": manifest.get("started"),
+              "tables": {p.name: sha256_file(p) for p in tables}}
+    record["numerics"] = prov.get("numerics")
+    record["allow_dirty"] = allow_dirty
+    write_json(exp_dir / PROVENANCE, record)
+    if claims is not None:
+        atomic_write_text(exp_dir / CLAIMS, claims)
+    created = not tol_path.exists()
+    if created:
+        atomic_write_text(tol_path, default_tolerances(profile, [p.stem for p in tables]))
+    return {"expected_dir": exp_dir, "tables": sorted(names), "removed": removed,
+            "tolerances": tol_path, "tolerances_created": created}

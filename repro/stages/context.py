@@ -1,0 +1,191 @@
+"""What every stage module shares, at the bottom of the stages: no stage module imports another.
+
+`Context` is where a run writes, on what device, and how it reports; `ModelHolder` keeps one
+dense model loaded and turns it into any variant; `load_tokens` and `upstream` read what an
+earlier stage left; `retry_smaller_on_oom` halves the batch on CUDA out-of-memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from repro.errors import ReproError
+from repro.inputs import models
+from repro.inputs.families import prunable_matrices
+from repro.science import prune, saes
+from repro.stages.provenance import provenance
+from repro.stages.store import fingerprint
+from repro.study.spec import ModelSpec, Study, Variant
+
+STAGE_VERSION = {
+    "tokens": 1,
+    "prune": 2,
+    "perplexity": 1,
+    "activations": 1,
+    "sae": 2,
+    "evaluate": 2,
+}
+STREAMS = ("calibration", "sae_train", "eval", "perplexity")
+
+
+@dataclass
+class Context:
+    """Everything a stage needs besides its own inputs: where, on what, and how to report."""
+
+    study: Study
+    out: Path
+    device: torch.device
+    force: bool = False
+    quiet: bool = False
+    started: float = field(default_factory=time.time)
+    shrink: int = 1
+    """Divides the batch size while a stage retries after running out of GPU memory."""
+    expected: Path | None = None
+    """The expected outputs to verify against (--expected), else the package's for the study."""
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{time.time() - self.started:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    def provenance(self, **extra: object) -> dict:
+        return provenance(self.device, study=self.study.name, **extra)
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per forward pass; small on CPU, where larger batches do not pay."""
+        return max(1, (16 if self.device.type == "cuda" else 32) // self.shrink)
+
+    def tokens_dir(self, model: str, stream: str) -> Path:
+        return self.out / "tokens" / model / stream
+
+    def variant_dir(self, variant: Variant, stage: str) -> Path:
+        return self.out / "variants" / variant.id / stage
+
+
+def check_output_dir(out: Path) -> None:
+    """The output folder must be creatable and writable; say so in one line if not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{id(out)}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ReproError(
+            f"cannot write to output folder {out} ({exc.strerror}); choose another --out"
+        ) from None
+
+
+def load_tokens(ctx: Context, model: str, stream: str) -> torch.Tensor:
+    return load_file(str(ctx.tokens_dir(model, stream) / "tokens.safetensors"))["input_ids"]
+
+
+def upstream(folder: Path) -> str:
+    """Downstream stages depend on an upstream stage through its fingerprint."""
+    found = fingerprint(folder)
+    if found is None:
+        raise ReproError(f"{folder} has no manifest; rerun `repro all` to rebuild it")
+    return found
+
+
+class ModelHolder:
+    """Keeps one dense model loaded and turns it into any of its variants on demand.
+
+    The dense weights of the pruned matrices are kept aside, so switching from one variant to
+    the next restores them and applies the next masks instead of reloading from disk.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.key: str | None = None
+        self.model: torch.nn.Module | None = None
+        self.tokenizers: dict[str, object] = {}
+        self.dense: dict[str, torch.Tensor] = {}
+        self.current: Variant | None = None
+        self.capture: tuple[tuple, saes.ProbeCapture] | None = None
+
+    def probe_capture(self, variant: Variant, tokens: str, n_tokens: int,
+                      d_model: int) -> saes.ProbeCapture | None:
+        """The SAE-training activations of `variant` to record or replay, when more than one
+        run (seed) of the study trains on them and they fit in host memory; else None."""
+        key = (variant, tokens)
+        if self.capture is not None and self.capture[0] == key:
+            return self.capture[1]
+        self.capture = None  # another variant's stream: free it
+        seeds = sum(r.variant == variant for r in self.ctx.study.runs)
+        dtype = models.DTYPES[self.ctx.study.dtype]
+        if seeds < 2 or not saes.ProbeCapture.fits(n_tokens, d_model, dtype):
+            return None
+        self.capture = (key, saes.ProbeCapture())
+        return self.capture[1]
+
+    def tokenizer_for(self, spec: ModelSpec):
+        if spec.key not in self.tokenizers:
+            self.tokenizers[spec.key] = models.load_tokenizer(spec)
+        return self.tokenizers[spec.key]
+
+    def dense_model(self, spec: ModelSpec) -> torch.nn.Module:
+        if self.key != spec.key:
+            self.model = models.load_model(spec, dtype=self.ctx.study.dtype, device=self.ctx.device)
+            self.key = spec.key
+            self.dense = {
+                n: m.weight.detach().clone() for n, m in prunable_matrices(self.model).items()
+            }
+        else:
+            self.restore()
+        self.current = None
+        return self.model
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, mod in prunable_matrices(self.model).items():
+                mod.weight.copy_(self.dense[name])
+
+    def variant_model(self, variant: Variant) -> torch.nn.Module:
+        """The model with this variant's stored masks applied."""
+        if self.current == variant:
+            return self.model
+        model = self.dense_model(self.ctx.study.models[variant.model])
+        if not variant.is_dense:
+            masks = prune.load_masks(self.ctx.variant_dir(variant, "prune") / "masks.safetensors")
+            prune.apply_masks(model, masks)
+        self.current = variant
+        return model
+
+
+def retry_smaller_on_oom(ctx: Context, what: str,
+                         work: Callable[[Path], dict | None]) -> Callable[[Path], dict | None]:
+    """`work` that, on CUDA out-of-memory, starts again with half the batch size, down to 1.
+
+    The outputs of the failed attempt are deleted first; the batch size used is recorded in the
+    manifest's result. A stage that does not fit at batch size 1 stops with a one-line error.
+    """
+
+    def attempt(tmp: Path) -> dict | None:
+        try:
+            while True:
+                try:
+                    extra = work(tmp) or {}
+                    return {**extra, "batch_size": ctx.batch_size} if ctx.shrink > 1 else extra
+                except torch.OutOfMemoryError:
+                    if ctx.batch_size == 1:
+                        raise ReproError(f"{what}: out of GPU memory even at batch size 1; free "
+                                         "the GPU or use one with more memory") from None
+                    shutil.rmtree(tmp)
+                    tmp.mkdir()
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    ctx.shrink *= 2
+                    ctx.log(f"{what}: out of GPU memory; retrying with batch size "
+                            f"{ctx.batch_size}")
+        finally:
+            ctx.shrink = 1
+
+    return attempt

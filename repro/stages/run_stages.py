@@ -1,0 +1,321 @@
+"""Per-run stages: train the run's SAE, then measure SAEs on the eval tokens (RQ1-RQ5 inputs).
+
+Run by `repro all` (repro.stages.run.run_all) after the per-variant stages, dense runs of a
+model first, since a pruned run's evaluation reads the dense run's SAE. Each stage writes
+one folder of the artifact store, done when its manifest.json is valid.
+
+runs/<run id>/sae/ (every run)
+- cfg.json, sae_weights.safetensors: the sae-lens TopK SAE in inference form (decoder rows
+  unit-norm); `repro.science.saes.load_sae(folder, device)` or `sae_lens.SAE.load_from_disk(folder)`
+  reads it. W_dec is (width, d_model); cfg.json's metadata.hook_name is
+  blocks.<probe_layer>.hook_resid_post.
+- firing_rates.safetensors: firing_rate float64 [width] (fraction of non-special eval tokens
+  with f_i > 0, on the model the SAE was trained on), fire_count int64 [width],
+  n_tokens int64 [] (non-special eval tokens).
+- The seeds of one variant (RQ1's extra seeds) share one pass of the model: the first records
+  the probe activations of the SAE-training stream in host memory (saes.ProbeCapture, held
+  by the ModelHolder while it stays on that variant) and the others replay them; the
+  manifest's result says `replayed_activations`.
+- training.json: n_tokens, steps, batch_tokens, width, k, lr, seed, norm_scaling_factor,
+  dead_feature_window_steps, train_l0, dead_at_end, alive_on_eval (train_seconds is in
+  the manifest's result).
+- curve.json: the training curve (repro.science.training_curves), recorded from the training steps
+  themselves: {"run", "batch_tokens", "dead_feature_window_steps", "every_steps", "steps",
+  "points": [{"step", "tokens", "explained_variance", "l0", "dead_fraction"}]}, tokens
+  seen so far, EV and L0 over the training batches since the previous point, the fraction
+  of latents silent for the dead-feature window at that step.
+
+runs/<run id>/evaluate/
+- transfer.json (every run): {"run", "variant", "role": "dense" | "pruned" | "extra_seed",
+  "saes": {NAME: METRICS}}. NAME is "own" (the run's SAE on its model), and except for
+  extra seeds "dense" (the dense run's SAE, same model and seed, on this run's model) and
+  "pretrained" (the public or shipped SAE on this run's model). METRICS: explained_variance,
+  mse (squared error summed over dimensions, mean over tokens), l0, dead_fraction (latents
+  active on no eval token), n_tokens, ce_loss_score, ce_loss_with_sae, ce_loss_without_sae,
+  ce_loss_with_ablation, source (where the SAE came from), and for "pretrained" stand_in
+  (true where the model has no public SAE and the dense SAE's numbers stand in). For a dense
+  run "own" and "dense" are the same SAE and hold the same numbers.
+- fragility.safetensors (pruned runs; RQ4): pearson_r float64 [width] (Pearson r of the dense
+  SAE's f_i on dense vs pruned activations of the same eval tokens; NaN where f_i is never
+  active on one of the two), fires_dense int64 [width], fires_pruned int64 [width],
+  n_tokens int64 [].
+- causal.safetensors (dense runs of the base seed; RQ5): feature int64 [n], stratum int64
+  [n] (0 = rarest of n_bins equal-count bins of the features active in the RQ5 sequences,
+  ranked by their firing rate over all eval tokens), firing_rate float64 [n], delta_ce
+  float64 [n] (mean rise in next-token CE over the predictions of the RQ5 sequences when
+  f_i * W_dec_i is removed where f_i fires, at the probe layer of the dense model).
+- causal.json: clean_ce, n_predictions, per_bin, n_bins, n_sequences (0 = all), seed,
+  n_features. Strata come from the firing rates over all eval tokens; CE from the first
+  n_sequences sequences.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from repro.errors import ReproError
+from repro.files import sha256_file, write_json
+from repro.inputs import data
+from repro.science import evaluate, pretrained_saes, saes, training_curves
+from repro.science.seeding import seed_everything
+from repro.stages.codehash import stage_code
+from repro.stages.context import (
+    STAGE_VERSION,
+    Context,
+    ModelHolder,
+    load_tokens,
+    retry_smaller_on_oom,
+    upstream,
+)
+from repro.stages.store import StageOutcome, run_stage
+from repro.study.spec import ModelSpec, Run
+
+CAUSAL_PER_BIN = 20
+"""Features sampled per firing-rate stratum for RQ5 (study threshold causal_features_per_bin)."""
+CAUSAL_SEQUENCES = 0
+"""Eval sequences RQ5 ablates on, from the first; 0 = all (study threshold causal_sequences).
+Each sampled feature costs a forward over the sequences it fires in, above the probe layer."""
+N_BINS = 5
+"""Equal-count firing-rate bins, as RQ2 (study threshold frequency_bins)."""
+
+
+def run_dir(ctx: Context, run: Run, stage: str) -> Path:
+    return ctx.out / "runs" / run.id / stage
+
+
+def special_ids(tokenizer: Any) -> list[int]:
+    """BOS/EOS/PAD ids: positions every SAE measurement skips (see data.special_token_mask)."""
+    return [t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+            if t is not None]
+
+
+def dense_reference(ctx: Context, run: Run) -> Run:
+    """The dense run of the same model and seed, whose SAE a pruned run is compared with."""
+    ref = run.dense_reference
+    if ref not in ctx.study.runs:
+        raise ReproError(f"run {run.id} has no dense reference run {ref.id} in the study; "
+                         "add the model's dense run")
+    return ref
+
+
+def _needs(ctx: Context, run: Run, folder: Path) -> str:
+    """Upstream hash, or a one-line error naming the run that has to be done first."""
+    try:
+        return upstream(folder)
+    except ReproError:
+        dense = dense_reference(ctx, run).id
+        raise ReproError(f"run {run.id} needs {folder.relative_to(ctx.out)}; run `repro all` "
+                         f"with the dense run {dense} selected too") from None
+
+
+# ---- sae ---------------------------------------------------------------------------------
+
+def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
+    """Train the run's SAE on its variant's sae_train activations; add eval firing rates."""
+    spec = ctx.study.models[run.variant.model]
+    s = ctx.study.sae
+    inputs = {"version": STAGE_VERSION["sae"], "code": stage_code("repro.science.saes", __name__),
+              "seed": run.seed, "layer": spec.probe_layer,
+              "sae": {"width": s.width, "k": s.k, "lr": s.lr, "batch_tokens": s.batch_tokens,
+                      "epochs": s.epochs},
+              "prune": upstream(ctx.variant_dir(run.variant, "prune")),
+              "tokens": upstream(ctx.tokens_dir(spec.key, "sae_train")),
+              "activations": upstream(ctx.variant_dir(run.variant, "activations"))}
+
+    def work(tmp: Path) -> dict:
+        tokenizer = holder.tokenizer_for(spec)
+        ids = load_tokens(ctx, spec.key, "sae_train")
+        model = holder.variant_model(run.variant)
+        captured = holder.probe_capture(run.variant, inputs["tokens"], ids.numel(),
+                                        model.config.hidden_size)
+        replayed = captured is not None and captured.complete
+        def keep_init(sae: Any) -> None:  # the seed control's drift from initialisation
+            save_file({"W_dec": sae.W_dec.detach().float().cpu().contiguous()},
+                      str(tmp / "init_decoder.safetensors"))
+
+        curve = training_curves.CurveRecorder()
+        sae, record = saes.train_sae(
+            model, ids, data.special_token_mask(ids, tokenizer),
+            layer=spec.probe_layer, spec=s, seed=run.seed, seq_batch=ctx.batch_size,
+            metadata={"model_name": spec.source, "context_size": int(ids.shape[1]),
+                      "repro_run": run.id}, captured=captured, on_init=keep_init, curve=curve)
+        saes.save_sae(sae, tmp)
+        training_curves.save_curve(curve.curve(run=run.id, batch_tokens=s.batch_tokens,
+                                               dead_feature_window_steps=record[
+                                                   "dead_feature_window_steps"]),
+                                   tmp / training_curves.CURVE_FILE)
+        rates = saes.firing_rates(saes.load_sae(tmp, ctx.device),
+                                  ctx.variant_dir(run.variant, "activations"),
+                                  special_ids(tokenizer))
+        saes.save_firing_rates(rates, tmp / "firing_rates.safetensors")
+        record["alive_on_eval"] = int((rates["fire_count"] > 0).sum())
+        saes.save_training_record(record, tmp / "training.json")
+        return {**{k: record[k] for k in ("n_tokens", "steps", "alive_on_eval", "train_seconds")},
+                "replayed_activations": replayed}
+
+    return run_stage(run_dir(ctx, run, "sae"), inputs, work,
+                     provenance=ctx.provenance(run=run.id, seed=run.seed), force=ctx.force)
+
+
+# ---- evaluate ----------------------------------------------------------------------------
+
+def _role(run: Run) -> str:
+    if run.is_extra_seed:
+        return "extra_seed"
+    return "dense" if run.variant.is_dense else "pruned"
+
+
+def _pretrained_key(spec: ModelSpec) -> str | None:
+    """What identifies the pre-trained SAE: its release/id, or the hash of its local files."""
+    p = spec.pretrained_sae
+    if p is None:
+        return None
+    if p.release:
+        return f"{p.release}/{p.sae_id}"
+    files = [Path(p.path) / n for n in ("cfg.json", "sae_weights.safetensors")]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ReproError(f"pretrained SAE of {spec.key}: {missing[0]} is missing; run "
+                         "`repro build-tiny-assets` or fix pretrained_sae.path")
+    return ":".join(sha256_file(f) for f in files)
+
+
+def _causal_settings(ctx: Context, seed: int) -> dict[str, int]:
+    t = ctx.study.thresholds
+    return {"per_bin": int(t.get("causal_features_per_bin", CAUSAL_PER_BIN)),
+            "n_bins": int(t.get("frequency_bins", N_BINS)),
+            "n_sequences": int(t.get("causal_sequences", CAUSAL_SEQUENCES)), "seed": seed}
+
+
+def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
+    """Measure the run's SAEs on its model's eval tokens (transfer, fragility, causal)."""
+    spec = ctx.study.models[run.variant.model]
+    role = _role(run)
+    inputs: dict[str, Any] = {
+        "version": STAGE_VERSION["evaluate"],
+        "code": stage_code("repro.science.evaluate", __name__),
+        "role": role, "layer": spec.probe_layer,
+        "sae": upstream(run_dir(ctx, run, "sae")),
+        "activations": upstream(ctx.variant_dir(run.variant, "activations"))}
+    if role != "extra_seed":
+        ref = dense_reference(ctx, run)
+        inputs["dense_sae"] = _needs(ctx, run, run_dir(ctx, ref, "sae"))
+        inputs["dense_activations"] = _needs(ctx, run, ctx.variant_dir(ref.variant, "activations"))
+        inputs["pretrained"] = _pretrained_key(spec)
+    if role == "dense":
+        inputs["causal"] = _causal_settings(ctx, run.seed)
+
+    def work(tmp: Path) -> dict:
+        seed_everything(run.seed)
+        transfer = _transfer(ctx, holder, run, role)
+        write_json(tmp / "transfer.json", transfer)
+        result = {f"{name}_ce_loss_score": m["ce_loss_score"]
+                  for name, m in transfer["saes"].items()}
+        if role == "pruned":
+            result.update(_write_fragility(ctx, holder, run, tmp))
+        if role == "dense":
+            result.update(_write_causal(ctx, holder, run, tmp))
+        return result
+
+    return run_stage(run_dir(ctx, run, "evaluate"), inputs,
+                     retry_smaller_on_oom(ctx, f"{run.id} evaluate", work),
+                     provenance=ctx.provenance(run=run.id, seed=run.seed), force=ctx.force)
+
+
+def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[str, Any]:
+    """RQ3 numbers of the run's SAEs on its model: reconstruction, then CE-loss scores."""
+    spec = ctx.study.models[run.variant.model]
+    special = special_ids(holder.tokenizer_for(spec))
+    folder = ctx.variant_dir(run.variant, "activations")
+    paths = {"own": run_dir(ctx, run, "sae")}
+    if role == "pruned":
+        paths["dense"] = run_dir(ctx, dense_reference(ctx, run), "sae")
+    loaded = {name: saes.load_sae(path, ctx.device) for name, path in paths.items()}
+    sources = {name: str(path.relative_to(ctx.out)) for name, path in paths.items()}
+    p = spec.pretrained_sae
+    if role != "extra_seed" and p is not None:
+        loaded["pretrained"] = pretrained_saes.load_pretrained(p, ctx.device, spec.probe_layer)
+        sources["pretrained"] = p.path or f"{p.release}/{p.sae_id}"
+    ids, acts = evaluate.load_eval(folder)
+    scores = evaluate.ce_loss_scores(
+        holder.variant_model(run.variant), loaded, ids, acts,
+        data.special_token_mask(ids, holder.tokenizer_for(spec)), layer=spec.probe_layer,
+        batch_size=max(1, ctx.batch_size // 4))
+    out = {name: {**evaluate.reconstruction_metrics(
+        sae, (a for a, _ in saes.masked_chunks(folder, special))), **scores[name],
+        "source": sources[name]} for name, sae in loaded.items()}
+    if role == "dense":
+        out["dense"] = out["own"]
+    if role != "extra_seed":
+        out["pretrained"] = ({**out["pretrained"], "stand_in": False,
+                              "published": pretrained_saes.published_stats(p)} if p is not None
+                             else {**out["dense"], "stand_in": True})
+    return {"run": run.id, "variant": run.variant.id, "role": role, "saes": out}
+
+
+def _write_fragility(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> dict[str, Any]:
+    spec = ctx.study.models[run.variant.model]
+    ref = dense_reference(ctx, run)
+    special = special_ids(holder.tokenizer_for(spec))
+    sae = saes.load_sae(run_dir(ctx, ref, "sae"), ctx.device)
+    got = evaluate.fragility(
+        sae, saes.masked_chunks(ctx.variant_dir(ref.variant, "activations"), special),
+        saes.masked_chunks(ctx.variant_dir(run.variant, "activations"), special))
+    save_file({k: v.contiguous() for k, v in got.items()}, str(tmp / "fragility.safetensors"))
+    r = got["pearson_r"]
+    defined = torch.isfinite(r)
+    return {"fragility_defined": int(defined.sum()),
+            "fragility_mean_r": float(r[defined].mean()) if defined.any() else None}
+
+
+def _write_causal(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> dict[str, Any]:
+    """RQ5 on the first n_sequences eval sequences, features stratified by firing rate.
+
+    Only features active somewhere in those sequences are drawn, so that a feature's zero
+    is a measured absence of effect, never an artefact of looking at too few tokens.
+    """
+    spec = ctx.study.models[run.variant.model]
+    settings = _causal_settings(ctx, run.seed)
+    sae_dir = run_dir(ctx, run, "sae")
+    sae = saes.load_sae(sae_dir, ctx.device)
+    rates = saes.load_firing_rates(sae_dir / "firing_rates.safetensors")["firing_rate"].numpy()
+    ids, acts = evaluate.load_eval(ctx.variant_dir(run.variant, "activations"))
+    if settings["n_sequences"] > 0:
+        ids, acts = ids[:settings["n_sequences"]], acts[:settings["n_sequences"]]
+    keep = data.special_token_mask(ids, holder.tokenizer_for(spec))
+    active = sum(((f > 0).sum(0) for _, f in saes.encode(sae, acts[keep]))).cpu().numpy() > 0
+    features, strata = evaluate.stratified_sample(np.where(active, rates, 0.0),
+                                                  settings["per_bin"], settings["n_bins"],
+                                                  settings["seed"])
+    model = holder.variant_model(run.variant)
+    if next(model.parameters()).dtype != torch.float32:
+        # bf16 ablations round the subtracted term away and reorder small effects: a float32
+        # copy of the layers above the probe keeps the arithmetic exact enough to rank
+        model = copy.deepcopy(model).float()
+    got = evaluate.causal_importance(
+        model, sae, ids, acts, keep, layer=spec.probe_layer,
+        features=features, batch_size=max(1, ctx.batch_size // 4))
+    save_file({"feature": torch.from_numpy(features).long(),
+               "stratum": torch.from_numpy(strata).long(),
+               "firing_rate": torch.from_numpy(rates[features]).double(),
+               "delta_ce": torch.from_numpy(np.asarray(got["delta_ce"])).double(),
+               "delta_ce_halves": torch.from_numpy(got["delta_ce_halves"]).double(),
+               "delta_ce_per_firing": torch.from_numpy(got["delta_ce_per_firing"]).double(),
+               "delta_ce_halves_per_firing":
+                   torch.from_numpy(got["delta_ce_halves_per_firing"]).double(),
+               "n_firing": torch.from_numpy(got["n_firing"]).long()},
+              str(tmp / "causal.safetensors"))
+    write_json(tmp / "causal.json", {"clean_ce": got["clean_ce"],
+                                     "n_predictions": got["n_predictions"],
+                                     "n_features": len(features), **settings})
+    return {"causal_features": len(features), "clean_ce": got["clean_ce"]}
+
+
+RUN_STAGES = (("sae", sae_stage), ("evaluate", evaluate_stage))
+"""The per-run stages in order, as repro.stages.run.run_all runs them."""

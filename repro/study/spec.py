@@ -1,0 +1,333 @@
+"""Study files: every model, condition, run and hyper-parameter of a profile, in one TOML file.
+
+`repro list --profile paper` prints what a study holds; `--study FILE` loads any other file.
+Everything the paper's abstract leaves open is declared as data; repro/study/reader.py reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from repro.errors import ReproError
+
+METHODS = ("dense", "magnitude", "wanda")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _need(cond: bool, where: str, problem: str) -> None:
+    if not cond:
+        raise ReproError(f"study file: {where}: {problem}")
+
+
+@dataclass(frozen=True)
+class PretrainedSae:
+    """A public (paper) or shipped (tiny) SAE that plays the pre-trained SAE of RQ3."""
+
+    release: str = ""
+    """sae-lens release name (e.g. gemma-scope-2b-pt-res-canonical); empty for a local SAE."""
+    sae_id: str = ""
+    """sae-lens SAE id inside the release (e.g. layer_12/width_16k/canonical)."""
+    path: str = ""
+    """Folder of an SAE saved by sae-lens (`SAE.load_from_disk`); absolute once loaded."""
+
+    def __post_init__(self) -> None:
+        _need(
+            bool(self.path) != bool(self.release),
+            "pretrained_sae",
+            "give either path, or release and sae_id",
+        )
+        _need(
+            bool(self.release) == bool(self.sae_id),
+            "pretrained_sae",
+            "release and sae_id go together",
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One language model of the study and where its residual stream is probed."""
+
+    key: str
+    """Short name used in run ids (e.g. gemma-3-1b)."""
+    source: str
+    """Hugging Face Hub id (org/name), a local folder (absolute once loaded), or
+    `package:<name>`, a model repro.inputs.packaged installs by package name."""
+    architecture: str
+    """Expected transformers class, checked on load (e.g. Gemma3ForCausalLM)."""
+    probe_layer: int
+    """Decoder layer L whose output is probed: HF hidden_states[L + 1]."""
+    n_layers: int
+    """Number of decoder layers, to check probe_layer and the loaded config."""
+    gated: bool = False
+    """Whether the Hub repository needs an accepted licence and HF_TOKEN."""
+    revision: str = "main"
+    """Hub revision (branch, tag or commit) to pin."""
+    pretrained_sae: PretrainedSae | None = None
+    """The pre-trained SAE for RQ3, or None (the dense-trained SAE stands in)."""
+    perplexity_range: tuple[float, float] | None = None
+    """[low, high] the dense model's perplexity must land in: a sanity gate of the verdict
+    (a model loaded wrong, e.g. without its BOS token, lands far outside)."""
+
+    def __post_init__(self) -> None:
+        where = f"models.{self.key}"
+        if self.perplexity_range is not None:
+            r = self.perplexity_range
+            _need(isinstance(r, list | tuple) and len(r) == 2
+                  and all(isinstance(x, int | float) and not isinstance(x, bool) for x in r)
+                  and 0 < r[0] < r[1], where,
+                  f"perplexity_range must be [low, high] with 0 < low < high, got {r!r}")
+            object.__setattr__(self, "perplexity_range", (float(r[0]), float(r[1])))
+        _need(bool(self.source), where, "source is empty")
+        _need(self.n_layers > 0, where, f"n_layers must be positive, got {self.n_layers}")
+        _need(
+            0 <= self.probe_layer < self.n_layers,
+            where,
+            f"probe_layer {self.probe_layer} is outside 0..{self.n_layers - 1}",
+        )
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.source).is_absolute()
+
+    @property
+    def is_packaged(self) -> bool:
+        """A model installed by package name (`package:<name>`, see repro.inputs.packaged)."""
+        return self.source.startswith("package:")
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Where a token stream's text comes from."""
+
+    kind: str
+    """'hub' (a `datasets` dataset), 'tiny' (the project's generated corpus) or 'package'
+    (a text repro.inputs.packaged installs by package name; path names it, split picks
+    documents)."""
+    path: str = ""
+    """Dataset id or local folder/file for `datasets.load_dataset`; unused for 'tiny'."""
+    name: str = ""
+    """Dataset configuration (e.g. wikitext-2-raw-v1); empty for none."""
+    split: str = "train"
+    """Dataset split, or the generated corpus's split name for 'tiny'."""
+    data_files: str = ""
+    """Optional data file pattern inside the dataset (e.g. one C4 shard)."""
+    text_field: str = "text"
+    """Column holding the text."""
+    streaming: bool = False
+    """Stream the dataset instead of downloading it whole."""
+
+    def __post_init__(self) -> None:
+        _need(
+            self.kind in ("hub", "tiny", "package"),
+            "text source",
+            f"kind must be hub, tiny or package, got {self.kind!r}",
+        )
+        _need(self.kind == "tiny" or bool(self.path), "text source",
+              f"a {self.kind} source needs path")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A deterministic token stream: n_sequences x seq_len tokens."""
+
+    source: TextSource
+    """Text the stream is cut from."""
+    n_sequences: int
+    """Number of sequences."""
+    seq_len: int
+    """Tokens per sequence."""
+    sampling: str = "packed"
+    """'windows': random windows of random long documents (the Wanda reference's C4
+    calibration); 'packed': documents in order, each opened by BOS, concatenated and cut
+    into sequences (SAE training and evaluation); 'joined': all texts joined by blank lines,
+    tokenized once and cut into consecutive sequences (the reference's WikiText-2 perplexity)."""
+    seed: int = 0
+    """Seed of the document and window choice."""
+    skip_documents: int = 0
+    """Documents skipped first, so that streams drawn from one source do not overlap."""
+
+    def __post_init__(self) -> None:
+        _need(
+            self.n_sequences > 0, "stream", f"n_sequences must be positive, got {self.n_sequences}"
+        )
+        _need(self.seq_len > 1, "stream", f"seq_len must be at least 2, got {self.seq_len}")
+        _need(
+            self.sampling in ("windows", "packed", "joined"),
+            "stream",
+            f"sampling must be windows, packed or joined, got {self.sampling!r}",
+        )
+        _need(self.skip_documents >= 0, "stream", "skip_documents must be >= 0")
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_sequences * self.seq_len
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The four token streams of a study."""
+
+    calibration: StreamSpec
+    """Wanda calibration (paper: C4, 128 x 2048, seed 0)."""
+    sae_train: StreamSpec
+    """SAE training tokens, identical for every run of a model."""
+    eval: StreamSpec
+    """Evaluation tokens: firing rates, fragility, transfer, causal importance."""
+    perplexity: StreamSpec
+    """Perplexity tokens (paper: WikiText-2 test)."""
+
+
+@dataclass(frozen=True)
+class SaeSpec:
+    """Hyper-parameters of the SAEs the project trains (sae-lens TopK)."""
+
+    width: int
+    """Number of latents (paper: 16384)."""
+    k: int
+    """Active latents per token (TopK)."""
+    lr: float
+    """Adam learning rate."""
+    batch_tokens: int
+    """Activations per training step."""
+    epochs: int = 1
+    """Passes over the SAE-training activations (paper: 1; the model runs once, later epochs
+    replay its activations reshuffled, for budgets where more tokens cost too much)."""
+    survival_threshold: float = 0.7
+    """Matched decoder cosine at or above which a feature survives (tau)."""
+    control_seed: int | None = None
+    """Seed of the control SAEs: every variant (dense and pruned) gets one more SAE from this
+    seed, so survival can be measured between SAEs that share no initialisation and no data
+    order (the seed control of RQ2); None trains none."""
+
+    def __post_init__(self) -> None:
+        _need(self.width > 0 and self.k > 0, "sae", "width and k must be positive")
+        _need(self.control_seed is None or (isinstance(self.control_seed, int)
+                                            and not isinstance(self.control_seed, bool)),
+              "sae", f"control_seed must be an integer, got {self.control_seed!r}")
+        _need(self.k <= self.width, "sae", f"k ({self.k}) must not exceed width ({self.width})")
+        _need(self.lr > 0, "sae", f"lr must be positive, got {self.lr}")
+        _need(self.batch_tokens > 0, "sae", "batch_tokens must be positive")
+        _need(isinstance(self.epochs, int) and not isinstance(self.epochs, bool)
+              and self.epochs >= 1, "sae",
+              f"epochs must be a positive integer, got {self.epochs!r}")
+        _need(0 < self.survival_threshold <= 1, "sae", "survival_threshold must be in (0, 1]")
+
+
+@dataclass(frozen=True, order=True)
+class Variant:
+    """One model as it is analysed: dense, or pruned by one method at one sparsity."""
+
+    model: str
+    """Model key."""
+    method: str
+    """'dense', 'magnitude' or 'wanda'."""
+    sparsity: float
+    """Fraction of weights removed per pruned matrix, in [0, 1); 0 for dense."""
+
+    def __post_init__(self) -> None:
+        where = f"condition {self.model}/{self.method}"
+        _need(self.method in METHODS, where, f"method must be one of {', '.join(METHODS)}")
+        _need(
+            0.0 <= self.sparsity < 1.0,
+            where,
+            f"sparsity {self.sparsity} is outside [0, 1); write 0.5 for 50 %",
+        )
+        _need(
+            (self.method == "dense") == (self.sparsity == 0.0),
+            where,
+            "dense runs have sparsity 0 and pruned runs a sparsity above 0",
+        )
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/{self.method}/{round(self.sparsity * 100, 6):g}"
+
+    @property
+    def is_dense(self) -> bool:
+        return self.method == "dense"
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    """One SAE training: a variant and a seed. The 22 runs of the paper are these."""
+
+    variant: Variant
+    """The model variant the SAE is trained on."""
+    seed: int
+    """SAE initialisation and shuffling seed."""
+    is_extra_seed: bool = False
+    """True for the additional seeds of the dense model (RQ1)."""
+    is_control: bool = False
+    """True for a control SAE (the study's control_seed): trained, matched, never evaluated."""
+
+    @property
+    def id(self) -> str:
+        if self.is_control:
+            return f"{self.variant.id}/control-seed-{self.seed}"
+        return self.variant.id + (f"/seed-{self.seed}" if self.is_extra_seed else "")
+
+    @property
+    def dense_reference(self) -> Run:
+        """The dense run of the same model and seed, whose SAE a pruned run is compared with."""
+        return Run(Variant(self.variant.model, "dense", 0.0), self.seed)
+
+    @property
+    def is_evaluated(self) -> bool:
+        """Whether the run has an evaluate stage (every run but the control SAEs)."""
+        return not self.is_control
+
+
+@dataclass(frozen=True)
+class Study:
+    """A whole profile: models, data, SAE settings and the list of runs."""
+
+    name: str
+    """Profile name (paper, tiny or a user's)."""
+    path: Path
+    """The study file it was read from."""
+    device: str
+    """'cuda' or 'cpu': where the profile is meant to run."""
+    dtype: str
+    """Model dtype for pruning and capture (bfloat16 on GPU, float32 on CPU)."""
+    seed: int
+    """Base seed of the study."""
+    models: dict[str, ModelSpec]
+    """Model registry of the study, by key."""
+    data: DataSpec
+    """Token streams."""
+    sae: SaeSpec
+    """SAE hyper-parameters."""
+    runs: tuple[Run, ...]
+    """Every run, dense references first for each model."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Analysis thresholds (e.g. viable_ce_score, fragile_r)."""
+
+    def __post_init__(self) -> None:
+        _need(
+            self.device in ("cuda", "cpu"),
+            "study",
+            f"device must be cuda or cpu, got {self.device!r}",
+        )
+        _need(self.dtype in DTYPES, "study", f"dtype must be one of {', '.join(DTYPES)}")
+        ids = [r.id for r in self.runs]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        _need(not dupes, "runs", f"duplicate run ids: {', '.join(dupes)}")
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        """Distinct variants in run order: each is pruned and captured once."""
+        return tuple(dict.fromkeys(r.variant for r in self.runs))
+
+    @property
+    def conditions(self) -> tuple[Variant, ...]:
+        """Pruned variants: the paper's experimental conditions."""
+        return tuple(v for v in self.variants if not v.is_dense)
+
+    def run(self, run_id: str) -> Run:
+        for r in self.runs:
+            if r.id == run_id:
+                return r
+        raise ReproError(
+            f"unknown run id {run_id!r}; `repro list --study {self.path}` shows the ids"
+        )

@@ -1,0 +1,134 @@
+"""The layout is the architecture: imports run one way, from the top of the data's journey down.
+
+Every import in repro/ is read from the source (those inside functions too, with the same
+parser the stage code hash uses), and each must go to a lower layer or stay in its own
+subpackage; no two modules may reach each other through imports (no cycle), and the README's
+map must name exactly the subpackages on disk.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+import repro
+from repro.stages.codehash import _imported
+
+PACKAGE = Path(repro.__file__).resolve().parent
+README = PACKAGE.parent / "README.md"
+
+FOUNDATIONS = {"repro", "repro.errors", "repro.files"}
+"""What every layer may import: the package itself, its one error type, atomic file writes."""
+RANK = {"study": 1, "inputs": 2, "science": 3, "stages": 4, "outputs": 5, "bench": 5, "tiny": 5}
+"""Subpackages in the order a run's data passes through them; a module may import its own
+subpackage and any of lower rank (bench and tiny are tools beside the outputs)."""
+TOP = {"repro.cli", "repro.__main__"}
+"""The entry points: they may import anything, and nothing imports them."""
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if "assets" in parts:
+            continue
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str) -> set[str]:
+    """The repro modules `name` imports, `from repro.x import f` resolved to module repro.x."""
+    path = MODULES[name]
+    raw = _imported(name, ast.parse(path.read_text(encoding="utf-8")),
+                    path.name == "__init__.py")
+    return {m for m in raw if m in MODULES} - {name}
+
+
+def _layer(name: str) -> str:
+    if name in FOUNDATIONS:
+        return "foundation"
+    if name in TOP:
+        return "top"
+    return name.split(".")[1]
+
+
+def test_every_module_belongs_to_a_known_layer() -> None:
+    assert {_layer(m) for m in MODULES} == {"foundation", "top", *RANK}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_run_downward(name: str) -> None:
+    layer = _layer(name)
+    for target in sorted(_imports(name)):
+        to = _layer(target)
+        if target in FOUNDATIONS or layer == "top":
+            continue
+        assert to != "top", f"{name} imports the entry point {target}"
+        assert layer != "foundation", f"foundation {name} imports {target}"
+        if to == layer:
+            continue
+        assert RANK[to] < RANK[layer], f"{name} ({layer}) imports {target} ({to}): upward"
+
+
+def _cycle() -> list[str] | None:
+    graph = {m: _imports(m) for m in MODULES}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state and (found := visit(n)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_module_reaches_itself_through_imports() -> None:
+    assert _cycle() is None, " -> ".join(_cycle() or [])
+
+
+def test_the_rule_catches_an_upward_import_and_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: planted in the parsed sources, an upward import and a two-module
+    loop are both found."""
+    planted = {"repro.science.prune": {"repro.stages.store"},
+               "repro.stages.store": {"repro.stages.locks"},
+               "repro.stages.locks": {"repro.stages.store"}}
+    original = globals()["_imports"]
+    monkeypatch.setitem(globals(), "_imports", lambda m: original(m) | planted.get(m, set()))
+    with pytest.raises(AssertionError, match="upward"):
+        test_imports_run_downward("repro.science.prune")
+    assert set(_cycle() or []) == {"repro.stages.store", "repro.stages.locks"}
+
+
+def test_every_subpackage_says_what_it_holds_and_may_import() -> None:
+    for pkg in RANK:
+        doc = ast.get_docstring(ast.parse((PACKAGE / pkg / "__init__.py").read_text()))
+        assert doc and "import" in doc.lower(), pkg
+
+
+def test_the_readme_map_matches_the_tree() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
+    mapped = set(re.findall(r"`repro/([a-z_]+)/`", section))
+    on_disk = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert mapped == on_disk
+    order = [m for m in re.findall(r"`repro/([a-z_]+)/`", section) if m in RANK]
+    firsts = list(dict.fromkeys(order))
+    assert [RANK[m] for m in firsts] == sorted(RANK[m] for m in firsts)
