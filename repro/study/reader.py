@@ -252,7 +252,7 @@ def select_runs(study: Study, run_ids: list[str] | None, shard: str | None) -> t
     """The runs a command works on: --runs picks by id, --shard i/n takes every n-th variant.
 
     Shards split variants, not runs, so that no two shards prune or capture the same variant
-    (except the dense runs a shard's pruned runs are evaluated against; repro.stages.pipeline runs
+    (except the dense runs a shard's pruned runs are evaluated against; repro.stages.run runs
     those under stage locks, so whichever shard gets there first does them).
     """
     runs = tuple(study.run(r) for r in run_ids) if run_ids else study.runs
