@@ -63,6 +63,32 @@ def test_prunable_matrices_are_every_linear_or_conv1d_of_the_layers(arch: str) -
     assert families.head(model) not in found.values()
 
 
+OTHER_LLAMA_LIKE = ("MistralForCausalLM", "Phi3ForCausalLM", "OlmoForCausalLM",
+                    "Olmo2ForCausalLM", "Qwen3ForCausalLM", "GemmaForCausalLM")
+"""The other families the README names as llama-like: found, composed and pruned the same."""
+
+
+@pytest.mark.parametrize("arch", OTHER_LLAMA_LIKE)
+def test_other_llama_like_families_are_found_and_compose(arch: str) -> None:
+    import transformers
+
+    config = getattr(transformers, arch.replace("ForCausalLM", "Config"))(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = getattr(transformers, arch)(config).double().eval().requires_grad_(False)
+    assert families.family_of(model).name == "llama-like"
+    ids = random_ids(2, 12)
+    h, calls = record_layer_calls(model, ids)
+    for layer, call in zip(families.decoder_layers(model), calls, strict=True):
+        h = run_layer(layer, h, call)
+    logits = families.head(model)(families.final_norm(model)(h))
+    torch.testing.assert_close(logits, model(input_ids=ids).logits, rtol=0, atol=1e-12)
+    masks = prune.prune_wanda(model, ids, 0.5, batch_size=2)
+    assert set(masks) == set(families.prunable_matrices(model)) and masks
+
+
 def _as_linears(model: nn.Module) -> nn.Module:
     """The same GPT-2 with every Conv1D replaced by the nn.Linear it equals (weight.T)."""
     twin = copy.deepcopy(model)
