@@ -35,11 +35,8 @@ def test_family_and_parts_are_the_models_own(arch: str) -> None:
     assert len(families.decoder_layers(model)) == 3
 
 
-def test_layers_final_norm_and_head_compose_the_forward(arch: str) -> None:
-    """Layer by layer from the recorded calls, then the registry's final norm and head, gives
-    the model's own logits: the registry names the parts the model really uses."""
-    model = make_model(arch, n_layers=3)
-    ids = random_ids(2, 16)
+def _logits_from_parts(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Layer by layer from the recorded calls, then the registry's final norm and head."""
     h, calls = record_layer_calls(model, ids)
     for layer, call in zip(families.decoder_layers(model), calls, strict=True):
         h = run_layer(layer, h, call)
@@ -47,7 +44,16 @@ def test_layers_final_norm_and_head_compose_the_forward(arch: str) -> None:
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:  # Gemma 2 soft-caps its logits after the head
         logits = torch.tanh(logits / cap) * cap
-    torch.testing.assert_close(logits, model(input_ids=ids).logits, rtol=0, atol=1e-12)
+    return logits
+
+
+def test_layers_final_norm_and_head_compose_the_forward(arch: str) -> None:
+    """The registry's parts give the model's own logits: they are the parts the model really
+    uses."""
+    model = make_model(arch, n_layers=3)
+    ids = random_ids(2, 16)
+    torch.testing.assert_close(_logits_from_parts(model, ids), model(input_ids=ids).logits,
+                               rtol=0, atol=1e-12)
 
 
 def test_prunable_matrices_are_every_linear_or_conv1d_of_the_layers(arch: str) -> None:
@@ -80,11 +86,8 @@ def test_other_llama_like_families_are_found_and_compose(arch: str) -> None:
     model = getattr(transformers, arch)(config).double().eval().requires_grad_(False)
     assert families.family_of(model).name == "llama-like"
     ids = random_ids(2, 12)
-    h, calls = record_layer_calls(model, ids)
-    for layer, call in zip(families.decoder_layers(model), calls, strict=True):
-        h = run_layer(layer, h, call)
-    logits = families.head(model)(families.final_norm(model)(h))
-    torch.testing.assert_close(logits, model(input_ids=ids).logits, rtol=0, atol=1e-12)
+    torch.testing.assert_close(_logits_from_parts(model, ids), model(input_ids=ids).logits,
+                               rtol=0, atol=1e-12)
     masks = prune.prune_wanda(model, ids, 0.5, batch_size=2)
     assert set(masks) == set(families.prunable_matrices(model)) and masks
 

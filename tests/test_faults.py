@@ -18,7 +18,7 @@ import torch
 from repro.errors import ReproError
 from repro.inputs import families
 from repro.science.activations import read_chunks
-from repro.stages.context import STREAMS, Context, ModelHolder
+from repro.stages.context import Context, ModelHolder
 from repro.stages.locks import WRITERS, writer_lock
 from repro.stages.pipeline import activations_stage, prune_stage, tokens_stage
 from repro.stages.store import MANIFEST, read_manifest, run_stage
@@ -138,7 +138,7 @@ def test_activations_retry_with_smaller_batches_on_out_of_memory(tmp_path: Path)
     holder = ModelHolder(ctx)
     spec = ctx.study.models["gemma-3-tiny"]
     dense = Variant("gemma-3-tiny", "dense", 0.0)
-    for stream in STREAMS:
+    for stream in ctx.study.data.streams:
         tokens_stage(ctx, spec, stream, lambda: holder.tokenizer_for(spec))
     prune_stage(ctx, holder, dense)
     activations_stage(ctx, holder, dense)

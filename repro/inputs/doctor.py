@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ def preflight(study: Study, profile_arg: str) -> None:
         if not path.exists():
             raise ReproError(f"{path} is missing; restore it (git checkout) or run `repro "
                              "build-tiny-assets`, or fix the path in the study file")
-    longest = max(getattr(study.data, f.name).seq_len for f in fields(study.data))
+    longest = max(s.seq_len for s in study.data.streams.values())
     for spec in study.models.values():
         check_access(spec)
         _check_config(spec, longest)

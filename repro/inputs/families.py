@@ -14,6 +14,7 @@ itself passes them (`repro.inputs.models.record_layer_calls`), whatever they are
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -85,19 +86,22 @@ def stack(model: nn.Module) -> nn.Module:
     return getattr(model, family_of(model).stack)
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
+def _in_stack(model: nn.Module, part: str) -> nn.Module:
+    """The stack's module named by the family's field `part` (layers, embeddings, ...)."""
     family = family_of(model)
-    return getattr(getattr(model, family.stack), family.layers)
+    return getattr(getattr(model, family.stack), getattr(family, part))
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return _in_stack(model, "layers")
 
 
 def embeddings(model: nn.Module) -> nn.Module:
-    family = family_of(model)
-    return getattr(getattr(model, family.stack), family.embeddings)
+    return _in_stack(model, "embeddings")
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    family = family_of(model)
-    return getattr(getattr(model, family.stack), family.final_norm)
+    return _in_stack(model, "final_norm")
 
 
 def head(model: nn.Module) -> nn.Module:
@@ -106,6 +110,7 @@ def head(model: nn.Module) -> nn.Module:
 
 # ---- prunable matrices ----------------------------------------------------------------------
 
+@functools.cache  # asked for every module of every layer; imported once
 def _conv1d() -> type:
     from transformers.pytorch_utils import Conv1D
 

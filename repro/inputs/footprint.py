@@ -101,7 +101,7 @@ def out_bytes(study: Study, facts: dict[str, ModelFacts]) -> dict[str, int]:
     keep-masks; the count includes the embeddings, so it is an upper bound); saes: encoder and
     decoder, width x d_model float32 each, per run.
     """
-    streams = [getattr(study.data, n) for n in ("calibration", "sae_train", "eval", "perplexity")]
+    streams = study.data.streams.values()
     act_bytes = _DTYPE_BYTES[study.dtype]
     parts = {"tokens": 8 * sum(s.n_tokens for s in streams) * len(study.models),
              "activations": 0, "masks": 0, "saes": 0}
@@ -134,5 +134,4 @@ def cache_bytes(study: Study, facts: dict[str, ModelFacts], missing_models: list
 
 
 def _streamed(study: Study) -> list[StreamSpec]:
-    return [getattr(study.data, n) for n in ("calibration", "sae_train", "eval", "perplexity")
-            if getattr(study.data, n).source.streaming]
+    return [s for s in study.data.streams.values() if s.source.streaming]

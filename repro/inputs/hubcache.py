@@ -82,9 +82,7 @@ def model_items(study: Study) -> list[HubItem]:
 def packaged_sources(study: Study) -> tuple[list[str], list[str]]:
     """The study's packaged models (their sources) and packaged texts (their names)."""
     models = [spec.source for spec in study.models.values() if spec.is_packaged]
-    texts = [getattr(study.data, name).source.path
-             for name in ("calibration", "sae_train", "eval", "perplexity")
-             if getattr(study.data, name).source.kind == "package"]
+    texts = [s.source.path for s in study.data.streams.values() if s.source.kind == "package"]
     return models, list(dict.fromkeys(texts))
 
 
@@ -167,8 +165,7 @@ def folder_bytes(folder: Path) -> int:
 def hub_sources(study: Study) -> dict[TextSource, list[tuple[str, StreamSpec]]]:
     """Each distinct Hub text source with the (stream name, stream) pairs that read it."""
     out: dict[TextSource, list[tuple[str, StreamSpec]]] = {}
-    for name in ("calibration", "sae_train", "eval", "perplexity"):
-        stream: StreamSpec = getattr(study.data, name)
+    for name, stream in study.data.streams.items():
         if stream.source.kind == "hub" and not Path(stream.source.path).is_absolute():
             out.setdefault(stream.source, []).append((name, stream))
     return out
@@ -231,8 +228,8 @@ def local_paths(study: Study) -> list[Path]:
     paths = [Path(s.source) for s in study.models.values() if s.is_local]
     paths += [Path(s.pretrained_sae.path) for s in study.models.values()
               if s.pretrained_sae is not None and s.pretrained_sae.path]
-    for name in ("calibration", "sae_train", "eval", "perplexity"):
-        source = getattr(study.data, name).source
+    for stream in study.data.streams.values():
+        source = stream.source
         if source.kind == "tiny":
             paths.append(Path(source.path) if source.path else _default_corpus())
         elif Path(source.path).is_absolute():

@@ -132,8 +132,9 @@ def prune_wanda(
         finally:
             remove()
         for name, mod in matrices.items():
-            keep = wanda_mask(out_in(mod), sums[name], sparsity)
-            out_in(mod).mul_(keep.to(mod.weight.dtype))
+            weight = out_in(mod)
+            keep = wanda_mask(weight, sums[name], sparsity)
+            weight.mul_(keep.to(weight.dtype))
             masks[f"{prefix}.{i}.{name}"] = to_weight_shape(mod, keep)
         hidden = [run_layer(layer, h, calls[b][i]) for b, h in enumerate(hidden)]
     return masks

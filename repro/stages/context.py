@@ -33,7 +33,6 @@ STAGE_VERSION = {
     "sae": 2,
     "evaluate": 2,
 }
-STREAMS = ("calibration", "sae_train", "eval", "perplexity")
 
 
 @dataclass

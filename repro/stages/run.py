@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from repro.files import write_text_if_changed
-from repro.stages.context import STREAMS, Context, ModelHolder, check_output_dir
+from repro.stages.context import Context, ModelHolder, check_output_dir
 from repro.stages.locks import writer_lock
 from repro.stages.pipeline import VARIANT_STAGES, tokens_stage
 from repro.stages.run_stages import RUN_STAGES
@@ -48,7 +48,7 @@ def _run_selected(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[s
     variants = tuple(dict.fromkeys(r.variant for r in needed))
     for key in dict.fromkeys(v.model for v in variants):
         spec = ctx.study.models[key]
-        for stream in STREAMS:
+        for stream in ctx.study.data.streams:
             outcome = tokens_stage(ctx, spec, stream, lambda spec=spec: holder.tokenizer_for(spec))
             _report(ctx, counts, f"[{key}] tokens/{stream}", outcome)
     for i, variant in enumerate(variants, 1):

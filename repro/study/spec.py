@@ -6,7 +6,7 @@ Everything the paper's abstract leaves open is declared as data; repro/study/rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from repro.errors import ReproError
@@ -176,6 +176,11 @@ class DataSpec:
     """Evaluation tokens: firing rates, fragility, transfer, causal importance."""
     perplexity: StreamSpec
     """Perplexity tokens (paper: WikiText-2 test)."""
+
+    @property
+    def streams(self) -> dict[str, StreamSpec]:
+        """The four streams by name, in the order above (the order they are tokenized in)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
