@@ -55,7 +55,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             else "extra seed (RQ1)" if r.is_extra_seed
             else "dense reference" if r.variant.is_dense
             else "condition"
-        )
+        ) + (f", replicate {r.replicate}" if r.replicate else "")
         rows.append(
             (
                 r.id,
@@ -69,11 +69,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    controls = sum(r.is_control for r in runs)
+    base = [r for r in runs if r.replicate == 0]
+    controls = sum(r.is_control for r in base)
     extra = f" + {controls} control-seed SAEs" if controls else ""
+    reps = study.verdict.replicates
+    again = (f", each again in {reps - 1} more replicate(s): {len(runs)} SAEs in all"
+             if reps > 1 else "")
     print(
-        f"{len(runs) - controls} runs{extra} ({len(study.conditions)} conditions, "
-        f"{len(study.models)} models) in {study.path}"
+        f"{len(base) - controls} runs{extra} ({len(study.conditions)} conditions, "
+        f"{len(study.models)} models){again} in {study.path}"
     )
     return 0
 

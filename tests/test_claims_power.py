@@ -1,8 +1,8 @@
 """C4 can fail for the right reason: simulated causal scores through the paper's C4 check.
 
-C4 says survival does not predict causal importance, a null claim. It must PASS only on
+C4 says survival does not predict causal importance, a null claim. It must HOLD only on
 evidence (every condition's CI of rho inside +-0.3, from a causal score that measures
-something), FAIL on a real correlation, and never PASS a causal score that is noise.
+something), NOT HOLD on a real correlation, and never HOLD for a causal score that is noise.
 Conditions share one causal sample (one dense SAE per model), as in the pipeline.
 """
 
@@ -13,7 +13,7 @@ import pytest
 
 from repro.outputs.claims import c4_evidence
 from repro.outputs.expected import EXPECTED_ROOT, load_claims
-from repro.outputs.verify import check_claim
+from repro.outputs.verify_claims import reproduce_claim
 from repro.science import stats
 from repro.study.reader import load_study, profile_path
 
@@ -37,22 +37,22 @@ def simulate(rng: np.random.Generator, n: int, kind: str, conditions: int = 17) 
         rows.append({"id": str(c), "causal_rho": cs.rho, "causal_ci_low": cs.ci_low,
                      "causal_ci_high": cs.ci_high,
                      "causal_reliability": stats.spearman(halves[:, 0], halves[:, 1])})
-    return check_claim(C4, {"C4": c4_evidence(rows)}).verdict
+    return reproduce_claim(C4, {"C4": c4_evidence(rows)}).verdict
 
 
-def test_the_paper_sample_lets_a_true_null_pass() -> None:
+def test_the_paper_sample_lets_a_true_null_hold() -> None:
     rng = np.random.default_rng(0)
     assert PAPER_FEATURES >= 400
-    assert [simulate(rng, PAPER_FEATURES, "null") for _ in range(3)] == ["pass"] * 3
+    assert [simulate(rng, PAPER_FEATURES, "null") for _ in range(3)] == ["holds"] * 3
 
 
 @pytest.mark.parametrize("n", [20, 100, PAPER_FEATURES])
 def test_a_noise_causal_score_never_passes(n: int) -> None:
     rng = np.random.default_rng(n)
     verdicts = {simulate(rng, n, "noise") for _ in range(10)}
-    assert "pass" not in verdicts and verdicts <= {"inconclusive", "fail"}
+    assert "holds" not in verdicts and verdicts <= {"undecided", "does not hold"}
 
 
 def test_a_real_correlation_fails() -> None:
     rng = np.random.default_rng(1)
-    assert [simulate(rng, PAPER_FEATURES, "correlated") for _ in range(3)] == ["fail"] * 3
+    assert [simulate(rng, PAPER_FEATURES, "correlated") for _ in range(3)] == ["does not hold"] * 3

@@ -44,7 +44,8 @@ def test_report_embeds_tables_figures_verdicts_and_stage_times(tmp_path: Path, c
     for rid in IDS:
         assert page.count(f"<td>{rid}</td>") == len(TABLES)
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
-    assert CAPTION in page and 'class="pass">PASS</td>' in page
+    assert CAPTION in page and 'class="pass">PASS (' in page
+    assert 'class="holds">HOLDS</td>' in page
     assert "<td>F3_survival_by_frequency</td>" in page and PAPER_C1 in page
     assert "Verification PASS" in page and "0.1.0+abc123" in page
     md = (run / "report.md").read_text()
@@ -73,7 +74,7 @@ def test_report_without_verification_says_so(tmp_path: Path) -> None:
     run, _ = make_run(tmp_path)
     main(["report", str(run)])
     assert "Not verified yet" in (run / "report.md").read_text()
-    assert "not verified" in (run / "report.html").read_text()
+    assert "NOT VERIFIED" in (run / "report.html").read_text()
 
 
 def test_an_incomplete_run_says_so_at_the_top_and_fails_verification(tmp_path: Path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,11 @@ TINY = profile_path("tiny").read_text()
 
 @pytest.mark.parametrize("profile", ["paper", "tiny"])
 def test_profiles_hold_22_runs_17_conditions(profile: str) -> None:
-    """The paper's 22 runs, plus one control-seed SAE per variant (20) beside them."""
-    study = load_study(profile_path(profile))
+    """The paper's 22 runs, plus one control-seed SAE per variant (20) beside them, in
+    replicate 0; further replicates repeat every one of them with other seeds."""
+    full = load_study(profile_path(profile))
+    study = replace(full, runs=full.replicate_runs(0))
+    assert len(full.runs) == 42 * full.verdict.replicates
     paper_runs = [r for r in study.runs if not r.is_control]
     assert len(paper_runs) == 22 and len(study.conditions) == 17 and len(study.variants) == 20
     first = next(iter(study.models))

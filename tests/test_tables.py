@@ -39,12 +39,14 @@ def test_highest_viable_stops_at_the_first_failure(levels, expected) -> None:
 
 
 def t3_row(model: str, method: str, s: float, survival: float, rho: float) -> dict:
+    """A T3 row of 1000 alive features."""
     return {
         "id": f"{model}/{method}/{round(s * 100)}",
         "model": model,
         "method": method,
         "sparsity": s,
         "survival": survival,
+        "n_survived": round(survival * 1000),
         "binned_rho": rho,
     }
 
@@ -55,12 +57,17 @@ def test_claims_from_rows(study) -> None:
         t3_row("gemma-3-tiny", "magnitude", 0.5, 0.2, -0.9),
         t3_row("gemma-2-tiny", "wanda", 0.5, 0.3, -1.0),
         t3_row("gemma-2-tiny", "magnitude", 0.5, 0.0, -1.0),
+        # a ratio of 8 that rests on 8 and 1 features: reported, never used by C2
+        t3_row("llama-tiny", "wanda", 0.5, 0.008, 0.5),
+        t3_row("llama-tiny", "magnitude", 0.5, 0.001, 0.5),
     ]
     t4 = Analysis(study, profile_path("tiny").parent).t4_ratios(t3)
     assert {r["id"]: r["ratio"] for r in t4} == {
         "gemma-3-tiny/50": pytest.approx(3.0),
         "gemma-2-tiny/50": math.inf,
+        "llama-tiny/50": pytest.approx(8.0),
     }
+    assert [r["ratio_usable"] for r in t4] == [True, False, False]
     t5 = [
         {"model": "gemma-3-tiny", "method": "wanda", "sparsity": s, "pretrained_viable": v}
         for s, v in [(0.1, True), (0.2, True), (0.3, False)]
@@ -79,9 +86,10 @@ def test_claims_from_rows(study) -> None:
          "causal_reliability": 0.9},
     ]
     c = claims(study, t3, t4, t5, t6)
-    assert c["C1"] == {"value": 3, "of": 4}
-    # inf is kept out of the maximum and counted beside it
-    assert c["C2"] == {"value": pytest.approx(3.0), "where": "gemma-3-tiny/50", "n_infinite": 1}
+    assert c["C1"] == {"value": 3, "of": 6}
+    # inf and the ratio of a handful of features are kept out of the maximum, counted beside
+    assert c["C2"] == {"value": pytest.approx(3.0), "where": "gemma-3-tiny/50", "n_infinite": 1,
+                       "n_unusable": 2, "of": 3}
     assert c["C3"] == {"value": 0.2, "model": "gemma-3-tiny"}  # the weakest model limits it
     assert c["C4"]["value"] == pytest.approx(0.4) and len(c["C4"]["per_condition"]) == 3
     # the widest CI bound in absolute value over the defined conditions, the least reliable

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,8 @@ from repro.cli import main
 from repro.errors import ReproError
 from repro.outputs.bless import bless_run
 from repro.outputs.expected import EXPECTED_ROOT, load_claims, load_tolerances
-from repro.outputs.verify import check_claim, verify_run
+from repro.outputs.verify import verify_run
+from repro.outputs.verify_claims import agree_claim, reproduce_claim
 
 RID = "gemma-3-tiny/wanda/50"
 SURVIVAL = 0.77  # T3_survival's value at RID in runfolder.base_tables()
@@ -33,6 +33,7 @@ def test_untouched_run_passes_and_writes_both_files(tmp_path: Path, capsys) -> N
     assert main(["verify", str(run), "--expected", str(expected)]) == 0
     out = capsys.readouterr().out
     assert "verification PASS" in out and "C1 pass" in out
+    assert "decided by agreement with the expected outputs" in out
     result = json.loads((run / "verification.json").read_text())
     assert result["ok"] and result["counts"]["fail"] == 0 and result["counts"]["info"] == 0
     assert {c["name"] for c in result["checks"] if c["kind"] == "table"} == set(TABLES)
@@ -133,52 +134,116 @@ PAPER = {c.name: c for c in load_claims(EXPECTED_ROOT / "paper")}
 ])
 def test_each_paper_claim_flips_at_its_threshold(claim: str, inside: float,
                                                  outside: float | None) -> None:
+    """One replicate: the interval is the point, and the answer flips at the bound."""
     spec = PAPER[claim]
 
-    def verdict(value: float | None) -> str:
-        return check_claim(spec, {spec.claim: {spec.field: value}}).verdict
-    assert (verdict(inside), verdict(outside)) == ("pass", "fail")
-    assert check_claim(spec, None).verdict == "fail"
+    def answer(value: float | None) -> str:
+        return reproduce_claim(spec, {spec.claim: {spec.field: value}}).verdict
+    assert (answer(inside), answer(outside)) == ("holds", "does not hold" if outside is not
+                                                 None else "undecided")
+    assert reproduce_claim(spec, None).verdict == "undecided"
 
 
-@pytest.mark.parametrize("point,ci_high,reliability,verdict", [
-    (0.10, 0.29, 0.9, "pass"),           # every CI inside +-0.3, a score that measures
-    (0.10, 0.31, 0.9, "inconclusive"),   # small point estimate, CI too wide to tell
-    (0.35, 0.60, 0.9, "fail"),           # a correlation above the bound
-    (0.10, 0.20, 0.4, "inconclusive"),   # unreliable causal score: nothing to conclude
-    (0.10, 0.20, None, "inconclusive"),  # no reliability measured
+def _with_interval(value: float, low: float, high: float, field: str = "value") -> dict:
+    return {field: value, "spread": {field: {"n": 3, "ci_low": low, "ci_high": high}}}
+
+
+@pytest.mark.parametrize("value,low,high,answer", [
+    (11.0, 10.0, 12.0, "holds"),            # the whole interval inside 11 +- 2
+    (11.0, 8.0, 14.0, "undecided"),         # straddles the bound: this run cannot tell
+    (4.0, 3.0, 5.0, "does not hold"),       # entirely outside
+    (13.5, 12.5, 14.5, "undecided"),        # the mean outside, the interval still reaching in
 ])
-def test_c4_passes_only_on_evidence_of_a_small_correlation(point, ci_high, reliability,
-                                                            verdict) -> None:
+def test_reproduction_reads_the_interval_not_the_point(value, low, high, answer) -> None:
+    check = reproduce_claim(PAPER["C1"], {"C1": _with_interval(value, low, high)})
+    assert check.verdict == answer and check.interval == [low, high]
+
+
+@pytest.mark.parametrize("point,ci_high,reliability,answer", [
+    (0.10, 0.29, 0.9, "holds"),          # every CI inside +-0.3, a score that measures
+    (0.10, 0.31, 0.9, "undecided"),      # small point estimate, CI too wide to tell
+    (0.35, 0.60, 0.9, "does not hold"),  # a correlation above the bound
+    (0.10, 0.20, 0.4, "undecided"),      # unreliable causal score: nothing to conclude
+    (0.10, 0.20, None, "undecided"),     # no reliability measured
+])
+def test_c4_holds_only_on_evidence_of_a_small_correlation(point, ci_high, reliability,
+                                                           answer) -> None:
     entry = {"value": point, "abs_rho_ci_high": ci_high, "reliability": reliability}
-    check = check_claim(PAPER["C4"], {"C4": entry})
+    check = reproduce_claim(PAPER["C4"], {"C4": entry})
+    assert check.verdict == answer
+    assert answer == "holds" or "cannot tell" in check.detail or check.margin < 0
+
+
+def test_c4_reliability_must_hold_over_its_whole_interval() -> None:
+    entry = {"value": 0.1, "abs_rho_ci_high": 0.2, "reliability": 0.7,
+             "spread": {"reliability": {"n": 3, "ci_low": 0.3, "ci_high": 1.1}}}
+    assert reproduce_claim(PAPER["C4"], {"C4": entry}).verdict == "undecided"
+    entry["spread"]["reliability"]["ci_low"] = 0.55
+    assert reproduce_claim(PAPER["C4"], {"C4": entry}).verdict == "holds"
+
+
+def _blessed(expected: float, band: float, contrary: str = "") -> object:
+    from dataclasses import replace
+
+    from repro.outputs.expected import Tolerance
+    return replace(PAPER["C2"], expected=expected, tolerance=Tolerance(abs=band),
+                   contrary=contrary, inconclusive_field="", requires=())
+
+
+@pytest.mark.parametrize("value,low,high,verdict", [
+    (2.1, 1.5, 2.7, "pass"),          # the mean inside the band
+    (3.0, 2.8, 3.2, "fail"),          # the whole interval outside: excluded
+    (2.7, 2.4, 3.0, "inconclusive"),  # the mean outside, its interval reaching the band
+])
+def test_agreement_passes_inside_the_band_and_fails_when_the_interval_excludes_it(
+        value, low, high, verdict) -> None:
+    check = agree_claim(_blessed(2.0, 0.5), {"C2": _with_interval(value, low, high)})
     assert check.verdict == verdict
-    assert verdict == "pass" or "cannot tell" in check.detail or check.margin < 0
 
 
-def test_inconclusive_fails_the_verification(tmp_path: Path, capsys) -> None:
+def test_a_band_that_would_pass_the_inverse_ratio_is_inconclusive() -> None:
+    """C2 at 1.5 with a band of 1.0: the inverse 0.67 (magnitude better) would pass too."""
+    claims = {"C2": _with_interval(1.5, 1.4, 1.6)}
+    assert agree_claim(_blessed(1.5, 1.0, "inverse"), claims).verdict == "inconclusive"
+    assert agree_claim(_blessed(1.5, 0.5, "inverse"), claims).verdict == "pass"
+    assert agree_claim(_blessed(1.5, 1.0), claims).verdict == "pass"  # not a ratio: no rule
+
+
+def _decided_by_reproduction(run: Path) -> None:
+    (run / "study.toml").write_text('[study]\nname = "tiny"\n[verdict]\n'
+                                    'decides = "reproduction"\n')
+
+
+def test_undecided_fails_a_profile_decided_by_reproduction(tmp_path: Path, capsys) -> None:
+    """The paper profile's exit code: every paper claim must hold, an undecided one fails."""
     run, expected = make_run(tmp_path)
-    shutil.copy(EXPECTED_ROOT / "paper" / "claims.toml", expected / "claims.toml")
+    _decided_by_reproduction(run)
     claims = json.loads((run / "claims.json").read_text())
     claims["C1"]["value"], claims["C2"]["value"], claims["C3"]["value"] = 11, 3.7, 0.5
-    claims["C4"].update(value=0.1, abs_rho_ci_high=0.42)
+    claims["C4"].update(value=0.1, abs_rho_ci_high=0.2)
     claims["C4_per_firing"].update(value=0.1, abs_rho_ci_high=0.2, reliability=0.9)
+    (run / "claims.json").write_text(json.dumps(claims))
+    assert main(["verify", str(run), "--expected", str(expected)]) == 0
+    assert "decided by the paper's claims in this run" in capsys.readouterr().out
+    claims["C4"].update(abs_rho_ci_high=0.42)  # planted: a CI too wide to tell
     (run / "claims.json").write_text(json.dumps(claims))
     assert main(["verify", str(run), "--expected", str(expected)]) == 1
     out = capsys.readouterr().out
-    assert "1 inconclusive" in out and "INCONCLUSIVE C4" in out and "cannot tell" in out
+    assert "1 undecided" in out and "UNDECIDED C4" in out and "cannot tell" in out
 
 
 def test_informational_claims_report_without_failing(tmp_path: Path) -> None:
-    """The paper profile's seed-control claims: a verdict in the detail, never a failure."""
+    """The seed-control claims have no paper number: an answer in the detail, never a
+    failure of the reproduction verdict."""
     run, expected = make_run(tmp_path)
-    shutil.copy(EXPECTED_ROOT / "paper" / "claims.toml", expected / "claims.toml")
+    _decided_by_reproduction(run)
     claims = json.loads((run / "claims.json").read_text())
     claims["C1_control"]["value"] = 2  # far from the paper's 11
     (run / "claims.json").write_text(json.dumps(claims))
-    checks = {c["name"]: c for c in verify_run(run, expected)["checks"] if c["kind"] == "claim"}
+    checks = {c["name"]: c for c in verify_run(run, expected)["checks"]
+              if c["kind"] == "reproduction"}
     assert checks["C1_control"]["verdict"] == "info"
-    assert checks["C1_control"]["detail"].startswith("not met (fail)")
+    assert checks["C1_control"]["detail"].startswith("does not hold")
     assert checks["C2_control"]["verdict"] == "info"
 
 

@@ -30,7 +30,9 @@ N_BINS = 5
 def decoder(run_folder: Path) -> np.ndarray:
     """The SAE's decoder rows (width x d_model) as saved by sae-lens."""
     weights = load_file(str(run_folder / "sae" / "sae_weights.safetensors"))
-    return weights["W_dec"].astype(np.float32)
+    # float64 from here on: cosines, matching and statistics add no rounding of their own,
+    # so two machines that trained the same SAE bits get the same tables
+    return weights["W_dec"].astype(np.float64)
 
 
 def firing_rate(run_folder: Path) -> np.ndarray:
@@ -51,8 +53,11 @@ def _num(x: Any) -> float:
 class Analysis:
     """Reads a run folder once and computes every table row from it."""
 
-    def __init__(self, study: Study, out: Path, bootstrap: int = 1000) -> None:
+    def __init__(self, study: Study, out: Path, bootstrap: int = 1000,
+                 replicate: int = 0) -> None:
         self.study, self.out, self.bootstrap = study, out, bootstrap
+        self.runs = study.replicate_runs(replicate)
+        """The runs this analysis reads: one replicate's (repro.outputs.replicates)."""
         self.tau = study.sae.survival_threshold
         self.n_bins = int(study.thresholds.get("frequency_bins", N_BINS))
         self._matches: dict[str, match.Match] = {}
@@ -76,21 +81,17 @@ class Analysis:
     def rates_of(self, run: Run) -> np.ndarray:
         return self._once("firing_rate", run, firing_rate)
 
-    def dense_run(self, model: str, seed: int | None = None) -> Run:
-        seed = self.study.seed if seed is None else seed
-        return next(
-            r
-            for r in self.study.runs
-            if r.variant == Variant(model, "dense", 0.0) and r.seed == seed
-        )
+    def dense_run(self, model: str) -> Run:
+        """The model's dense run of the study's base seed (in this replicate)."""
+        return self.condition_run(Variant(model, "dense", 0.0))
 
     def condition_run(self, variant: Variant) -> Run:
-        return next(r for r in self.study.runs if r.variant == variant
+        return next(r for r in self.runs if r.variant == variant
                     and not r.is_extra_seed and not r.is_control)
 
     def control_run(self, variant: Variant) -> Run | None:
         """The variant's control-seed SAE run, when the study declares a control_seed."""
-        return next((r for r in self.study.runs if r.variant == variant and r.is_control), None)
+        return next((r for r in self.runs if r.variant == variant and r.is_control), None)
 
     def control_match(self, variant: Variant) -> match.Match | None:
         """Dense-SAE features (study seed) matched into the variant's control-seed SAE: the
@@ -144,15 +145,11 @@ class Analysis:
     def t2_seed_stability(self) -> list[dict]:
         rows = []
         for model in self.study.models:
-            seeds = sorted(
-                r.seed for r in self.study.runs
-                if r.variant == Variant(model, "dense", 0.0) and not r.is_control
-            )
-            for a, b in combinations(seeds, 2):
-                run_a = self.dense_run(model, a)
-                m = match.hungarian_match(
-                    self.decoder_of(run_a), self.decoder_of(self.dense_run(model, b))
-                )
+            seeds = sorted((r for r in self.runs if r.variant == Variant(model, "dense", 0.0)
+                            and not r.is_control), key=lambda r: r.seed)
+            for run_a, run_b in combinations(seeds, 2):
+                a, b = run_a.base_seed, run_b.base_seed
+                m = match.hungarian_match(self.decoder_of(run_a), self.decoder_of(run_b))
                 # over seed a's features alive on the dense model: RQ2's denominator
                 alive = self.rates_of(run_a) > 0
                 cos = m.cosine[alive]
@@ -190,6 +187,7 @@ class Analysis:
             "sparsity": v.sparsity,
             "n_alive": int(alive.sum()),
             "survival": effect.survival,
+            "n_survived": int(np.sum(cos >= self.tau)),
             "mean_matched_cosine": float(np.mean(cos)),
             "survival_max_cosine": float(np.mean(maxcos >= self.tau)),
         }
@@ -227,6 +225,7 @@ class Analysis:
         binned, fs = effect.binned, effect.feature
         self.features[f"{v.id}|control_cosine"] = cos
         row = {"survival_control": effect.survival,
+               "n_survived_control": int(np.sum(cos >= self.tau)),
                "seed_floor": float(np.mean(dense_control.cosine[alive] >= self.tau)),
                "binned_rho_control": binned.rho, "feature_rho_control": fs.rho,
                "identity_rate_control": match.identity_rate(control, alive)}
@@ -258,8 +257,12 @@ class Analysis:
                 if f"survival{suffix}" not in wanda:
                     continue
                 w, m = wanda[f"survival{suffix}"], mag[f"survival{suffix}"]
+                fewest = min(wanda[f"n_survived{suffix}"], mag[f"n_survived{suffix}"])
                 row.update({f"survival_wanda{suffix}": w, f"survival_magnitude{suffix}": m,
-                            f"ratio{suffix}": float(stats.wanda_magnitude_ratio(w, m))})
+                            f"ratio{suffix}": float(stats.wanda_magnitude_ratio(w, m)),
+                            # a rate of a handful of features moves by a third with one of
+                            # them: such a ratio is reported, never used by C2
+                            f"ratio{suffix}_usable": fewest >= self.study.verdict.min_features})
             rows.append(row)
         return rows
 

@@ -1,14 +1,18 @@
 """Accept a run as the new expected outputs: `repro bless RUN_DIR [--expected DIR] [--allow-dirty]`.
 
-For maintainers after a deliberate change: the run's tables/*.csv replace the profile's
-expected tables, with a PROVENANCE.json saying which run, code, device, numerics and packages
-made them. Every stage of the run must come from one clean commit (`--allow-dirty` to
-override, and the provenance says so). For any profile but the paper's, the run's own claims
-become the profile's expected claims (claims.toml): a CPU profile checks that C1-C4 come out
-as they did when blessed, not as the paper found them on real models. Their bands, like the
-tables', come from the measured spread (`[<profile>.claims]` in tolerances.toml, written by
-scripts/measure_spread.py); a claim with no band must come out exactly. Tolerances are left
-alone; only when there is no tolerances.toml at all is a commented default written.
+For maintainers after a deliberate change: the run's tables (means over its replicates)
+replace the profile's expected tables, with a PROVENANCE.json saying which run, code,
+device, numerics and packages made them. Every stage of the run must come from one clean
+commit (`--allow-dirty` to override, and the provenance says so). For any profile but the
+paper's, the run's own claims become the profile's expected claims (claims.toml): a CPU
+profile checks that C1-C4 come out as they did when blessed, not as the paper found them.
+
+Bands: a run of 3 or more replicates gets its profile's bands from its own replicate spread
+(repro.outputs.bands: a stated multiple of the pooled sd, the multiple measured by
+leave-one-out), written into the tolerances file in place of that profile's old sections.
+A run of fewer replicates leaves the tolerances alone (the tiny profile's come from
+scripts/measure_spread.py); only when there is no tolerances file at all is a commented
+round-off default written. A claim with no band must come out exactly.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, sha256_file, write_json
+from repro.outputs import bands
 from repro.outputs.expected import (
     BASE_CLAIMS_PROFILE,
     CLAIMS,
     EXPECTED_ROOT,
+    SPREAD,
     expected_dir,
     load_claims,
     load_tolerances,
@@ -69,7 +75,7 @@ def _run_tables(run_dir: Path) -> list[Path]:
         what = "tables/manifest.json is missing" if "*" in bad else \
             f"{', '.join(sorted(bad))} differ from tables/manifest.json"
         raise ReproError(f"refusing to bless {run_dir}: {what}; rerun the tables stage")
-    tables = sorted((run_dir / "tables").glob("*.csv"))
+    tables = sorted(p for p in (run_dir / "tables").glob("*.csv") if p.name != SPREAD)
     if not tables:
         raise ReproError(f"{run_dir / 'tables'} holds no CSV tables to bless")
     for path in tables:
@@ -106,7 +112,7 @@ def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> 
         found = json.loads((run_dir / "claims.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReproError(f"refusing to bless {run_dir}: claims.json unreadable ({exc})") from None
-    bands = load_tolerances(tol_path, profile).by_table.get("claims", {})
+    found_bands = load_tolerances(tol_path, profile).by_table.get("claims", {})
     lines = [f"# Expected claims of the {profile} profile, written by `repro bless` from",
              f"# {run_dir.resolve()}: each of the paper's checks, with the value this",
              "# profile's blessed run found as the expected one. Bands: [" + profile +
@@ -123,12 +129,13 @@ def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> 
             lines += [f"[{spec.name}]", "informational = true",
                       f"statement = {json.dumps(said)}", ""]
             continue
-        band = bands.get(spec.name)
+        band = found_bands.get(spec.name)
         lines += [f"[{spec.name}]", f"expected = {json.dumps(value)}", 'compare = "near"',
                   f"abs = {band.abs if band else 0.0!r}", f"rel = {band.rel if band else 0.0!r}",
                   f"statement = {json.dumps('As blessed; the paper: ' + spec.statement)}",
                   f"reconstructed = {json.dumps(band.note if band else 'no band: exact')}",
-                  'inconclusive_field = ""', "requires = {}", "informational = false", ""]
+                  'inconclusive_field = ""', "requires = {}", "informational = false",
+                  f"contrary = {json.dumps(spec.contrary)}", ""]
     return "\n".join(lines)
 
 
@@ -143,6 +150,13 @@ def bless_run(run_dir: Path, expected: Path | None = None,
         _check_clean(run_dir)
     tol_path = tolerances_path(exp_dir)
     load_tolerances(tol_path, profile)  # a malformed file is reported before anything changes
+    measured = replicate_bands(run_dir, profile)
+    if measured is not None:
+        text = measured["text"]
+        if tol_path.is_file():
+            text = bands.keep_other_profiles(tol_path.read_text(encoding="utf-8"), profile) \
+                + "\n" + text
+        atomic_write_text(tol_path, text)
     claims = (None if profile == BASE_CLAIMS_PROFILE
               else _claims_toml(run_dir, exp_dir, profile, tol_path))
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +175,8 @@ def bless_run(run_dir: Path, expected: Path | None = None,
               "tables": {p.name: sha256_file(p) for p in tables}}
     record["numerics"] = prov.get("numerics")
     record["allow_dirty"] = allow_dirty
+    if measured is not None:
+        record["bands"] = {k: v for k, v in measured.items() if k != "text"}
     write_json(exp_dir / PROVENANCE, record)
     if claims is not None:
         atomic_write_text(exp_dir / CLAIMS, claims)
@@ -168,4 +184,44 @@ def bless_run(run_dir: Path, expected: Path | None = None,
     if created:
         atomic_write_text(tol_path, default_tolerances(profile, [p.stem for p in tables]))
     return {"expected_dir": exp_dir, "tables": sorted(names), "removed": removed,
-            "tolerances": tol_path, "tolerances_created": created}
+            "tolerances": tol_path, "tolerances_created": created,
+            "bands": record.get("bands")}
+
+
+def read_replicates(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Each replicate's tables and claims, as the analysis stage wrote them."""
+    folder = run_dir / "analysis" / "replicates"
+    reps = sorted((p for p in folder.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+    tables, claims = [], []
+    for rep in reps:
+        try:
+            tables.append(json.loads((rep / "tables.json").read_text(encoding="utf-8")))
+            claims.append(json.loads((rep / "claims.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise ReproError(f"refusing to bless {run_dir}: {rep} unreadable ({exc}); rerun "
+                             "the analysis stage") from None
+    return tables, claims
+
+
+def replicate_bands(run_dir: Path, profile: str) -> dict[str, Any] | None:
+    """The profile's bands from the run's replicates (None below MIN_REPLICATES): the
+    tolerances text, the multiple and its leave-one-out failure rates."""
+    tables, claims = read_replicates(run_dir)
+    if len(tables) < MIN_REPLICATES:
+        return None
+    specs = load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE)
+    multiple, trials = bands.choose_multiple(tables, claims, specs)
+    if not multiple < float("inf"):
+        worst = "; ".join(trials[-1].worst)
+        raise ReproError(f"refusing to bless {run_dir}: even {trials[-1].multiple:g}x the "
+                         f"replicate spread fails leave-one-out ({worst}); the replicates "
+                         "disagree more than their spread says: find out why first")
+    text = bands.tolerances_text(profile, tables, claims, specs, multiple, trials,
+                                 str(run_dir.resolve()))
+    return {"replicates": len(tables), "multiple": multiple, "text": text,
+            "leave_one_out": [{"multiple": t.multiple, "checked": t.checked,
+                               "failed": t.failed, "worst": t.worst} for t in trials]}
+
+
+MIN_REPLICATES = 3
+"""Fewest replicates whose spread gives bands: leave-one-out needs two to take an sd from."""

@@ -44,11 +44,13 @@ def claims(study: Study, t3: list[dict], t4: list[dict], t5: list[dict], t6: lis
 
 
 def _c2(t4: list[dict], column: str) -> dict:
-    """The largest finite Wanda / magnitude ratio, with the infinite ones counted beside."""
-    finite = [r for r in t4 if math.isfinite(r[column])]
-    best = max(finite, key=lambda r: r[column], default=None)
+    """The largest Wanda / magnitude ratio whose two survival rates each rest on enough
+    features (T4's `ratio_usable`), with the infinite and the unusable ones counted beside."""
+    usable = [r for r in t4 if r.get(f"{column}_usable", True) and math.isfinite(r[column])]
+    best = max(usable, key=lambda r: r[column], default=None)
     return {"value": best[column] if best else None, "where": best["id"] if best else None,
-            "n_infinite": sum(1 for r in t4 if math.isinf(r[column]))}
+            "n_infinite": sum(1 for r in t4 if math.isinf(r[column])),
+            "n_unusable": len(t4) - len(usable), "of": len(t4)}
 
 
 def c4_evidence(t6: list[dict], form: str = "") -> dict:

@@ -35,6 +35,9 @@ BASE_CLAIMS_PROFILE = "paper"
 COMPARES = ("near", "at_least", "at_most")
 SANITY = "sanity.json"
 """The run's sanity gates, written beside its tables (repro.outputs.analysis.sanity_gates)."""
+SPREAD = "spread.csv"
+"""tables/spread.csv: every cell's mean, sd, 95 % interval and replicate values; not a table
+that is blessed or compared (its bands are what bless derives from the replicates)."""
 
 
 def run_profile(run_dir: Path) -> str:
@@ -50,6 +53,23 @@ def run_profile(run_dir: Path) -> str:
     if not isinstance(name, str) or not name:
         raise ReproError(f"{path}: [study] name must be a non-empty string")
     return name
+
+
+def run_verdict(run_dir: Path) -> dict[str, Any]:
+    """The run's [verdict] settings as its study.toml records them: which answer decides the
+    exit code and how many replicates it has (agreement and 1 for a bare copy of tables)."""
+    verdict: dict[str, Any] = {"decides": "agreement", "replicates": 1}
+    try:
+        raw = tomllib.loads((run_dir / "study.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return verdict
+    given = raw.get("verdict") if isinstance(raw, dict) else None
+    if isinstance(given, dict):
+        if given.get("decides") in ("agreement", "reproduction"):
+            verdict["decides"] = given["decides"]
+        if isinstance(given.get("replicates"), int) and not isinstance(given["replicates"], bool):
+            verdict["replicates"] = given["replicates"]
+    return verdict
 
 
 def expected_dir(run_dir: Path, given: Path | None) -> tuple[Path, str]:
@@ -186,11 +206,15 @@ class ClaimSpec:
     requires: tuple[tuple[str, float], ...] = ()
     """(field, minimum) pairs the evidence must meet before the claim can pass (e.g. the
     causal score's split-half reliability); below one, the verdict is INCONCLUSIVE."""
+    contrary: str = ""
+    """'inverse' for a ratio whose opposite finding is its inverse (C2: Wanda / magnitude):
+    a band wide enough to pass the inverse too cannot tell the finding from its opposite,
+    and the agreement check says INCONCLUSIVE instead of PASS."""
 
 
 def _claim(name: str, raw: dict[str, Any], where: str) -> ClaimSpec:
     allowed = {"claim", "field", "expected", "compare", "abs", "rel", "statement", "source",
-               "reconstructed", "informational", "inconclusive_field", "requires"}
+               "reconstructed", "informational", "inconclusive_field", "requires", "contrary"}
     unknown = set(raw) - allowed
     if unknown:
         raise ReproError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -213,10 +237,13 @@ def _claim(name: str, raw: dict[str, Any], where: str) -> ClaimSpec:
     if not isinstance(requires, dict):
         raise ReproError(f"{where}: requires must be a table like {{ reliability = 0.5 }}")
     required = tuple((str(k), _signed(v, f"{where}.requires.{k}")) for k, v in requires.items())
+    contrary = raw.get("contrary", "")
+    if contrary not in ("", "inverse"):
+        raise ReproError(f"{where}: contrary must be \"inverse\" or left out, got {contrary!r}")
     return ClaimSpec(name, str(raw.get("claim", name)), str(raw.get("field", "value")),
                      float(expected), compare, tol, str(raw["statement"]), source,
                      raw.get("informational", False), str(raw.get("inconclusive_field", "")),
-                     required)
+                     required, contrary)
 
 
 def _signed(value: Any, where: str) -> float:

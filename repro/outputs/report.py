@@ -32,6 +32,8 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f
 td:first-child,th:first-child{text-align:left}figure{margin:1.5em 0}img{max-width:100%}
 figcaption{font-size:.9em;color:#444}.pass{color:#176117;font-weight:bold}
 .fail{color:#b00020;font-weight:bold}.inconclusive{color:#a35a00;font-weight:bold}
+.holds{color:#176117;font-weight:bold}.does-not-hold{color:#b00020;font-weight:bold}
+.undecided{color:#a35a00;font-weight:bold}
 .info{color:#555}code{background:#f5f5f5;padding:0 .2em}.wide{overflow-x:auto;max-width:100%}
 td.text{text-align:left}"""
 CLAIM_FIGURES = {"C1": "F3_survival_by_frequency", "C1_of": "F3_survival_by_frequency",
@@ -144,29 +146,38 @@ def gather(run_dir: Path) -> Report:
 
 
 def claim_rows(rep: Report) -> list[list[Any]]:
-    """One line per claim: what it says, what this run found, the band, the verdict, its
-    margin, the figure that shows it and the detail; verdicts only where verify has run."""
-    checks = {c["name"]: c for c in (rep.verification or {}).get("checks", [])
-              if c["kind"] == "claim"}
+    """One line per claim: what it says, the paper's number, this run's value with its 95 %
+    interval over replicates, the two answers (does the paper's claim hold here? does this
+    run agree with its expected outputs?), the figure that shows it and the detail."""
+    from repro.outputs.verify_text import interval_text
+
+    checks = (rep.verification or {}).get("checks", [])
+    reproduced = {c["name"]: c for c in checks if c["kind"] == "reproduction"}
+    agreed = {c["name"]: c for c in checks if c["kind"] == "claim"}
+    if not reproduced and not agreed:  # verify has not run: the run's numbers, no answers
+        return [[name, "", "—", _cell(entry.get("value")) if isinstance(entry, dict) else
+                 _cell(entry), "NOT VERIFIED", "NOT VERIFIED", CLAIM_FIGURES.get(name, ""), ""]
+                for name, entry in sorted(rep.claims.items())]
     rows = []
-    for name in sorted(set(rep.claims) | set(checks)):
-        entry = rep.claims.get(name) or {}
-        check = checks.get(name, {})
-        got = entry.get("value") if isinstance(entry, dict) else entry
-        extras = "; ".join(f"{k}={v}" for k, v in entry.items()
-                           if k != "value" and not isinstance(v, dict | list)) \
-            if isinstance(entry, dict) else ""
-        rows.append([name, check.get("statement", ""), check.get("got", got),
-                     check.get("expected"), check.get("tolerance"),
-                     str(check.get("verdict", "not verified")).upper(), check.get("margin"),
-                     CLAIM_FIGURES.get(name, ""), check.get("detail") or extras])
+    for name in sorted(set(reproduced) | set(agreed)):
+        r, a = reproduced.get(name, {}), agreed.get(name, {})
+        shown = r or a
+        agreement = (f"{a['verdict'].upper()} ({_cell(a['expected'])} {a['tolerance']})" if a
+                     else "—")
+        rows.append([name, shown.get("statement", ""),
+                     f"{_cell(r['expected'])} ({r['tolerance']})" if r else "—",
+                     interval_text(shown), str(r.get("verdict", "—")).upper(), agreement,
+                     CLAIM_FIGURES.get(name, ""), "; ".join(x for x in (r.get("detail"),
+                                                                      a.get("detail")) if x)])
     return rows
 
 
 def failing_rows(rep: Report, limit: int = 50) -> list[list[Any]]:
     """The checks that failed (or were inconclusive), smallest margin first."""
-    bad = [c for c in (rep.verification or {}).get("checks", [])
-           if c["verdict"] in ("fail", "inconclusive") and c["kind"] != "table"]
+    from repro.outputs.verify_text import failing
+
+    bad = [c for c in failing(rep.verification) if c["kind"] != "table"] \
+        if rep.verification and "checks" in rep.verification else []
     bad.sort(key=lambda c: (c["margin"] is None, c["margin"] or 0.0))
     return [[c["name"], c["verdict"].upper(), c["expected"], c["got"], c["tolerance"],
              c["margin"], c["detail"]] for c in bad[:limit]]
@@ -210,8 +221,8 @@ def _stage_rows(rep: Report) -> list[list[Any]]:
     return rows + [["total", sum(s[1] for s in rep.stages), f"{sum(s[2] for s in rep.stages):.1f}"]]
 
 
-CLAIM_HEADER = ["claim", "says", "this run", "expected", "band", "verdict", "margin", "figure",
-                "detail"]
+CLAIM_HEADER = ["claim", "says", "paper (accepts)", "this run [95 % interval]",
+                "paper's claim here", "agrees with expected (band)", "figure", "detail"]
 FAILING_HEADER = ["check", "verdict", "expected", "got", "band", "margin", "detail"]
 STAGE_HEADER = ["stage", "folders", "wall seconds"]
 
@@ -246,10 +257,10 @@ def _verdict_line(rep: Report) -> str:
         return f"Not verified yet: run `repro verify {rep.run_dir}`."
     if v.get("unverified"):
         return f"Unverified: {v['line'].removeprefix('run complete, unverified: ')}."
-    c = v["counts"]
-    return (f"Verification {'PASS' if v['ok'] else 'FAIL'}: {c['pass']} checks pass, "
-            f"{c['fail']} fail, {c.get('inconclusive', 0)} inconclusive, {c['info']} "
-            "informational (see verification.md); exit code 0 on PASS, 1 on FAIL.")
+    from repro.outputs.verify_text import headline
+
+    return (f"{headline(v)[0].upper()}{headline(v)[1:]} (see verification.md); exit code 0 on "
+            "PASS, 1 on FAIL.")
 
 
 def _provenance_lines(rep: Report) -> list[str]:
@@ -294,13 +305,21 @@ def markdown(rep: Report) -> str:
     return "\n".join(out) + "\n"
 
 
-def _html_grid(header: list[str], rows: list[list[Any]], verdict_col: int | None = None) -> str:
+def _verdict_class(text: Any) -> str:
+    """PASS (band) -> pass, DOES NOT HOLD -> does-not-hold: the CSS class of an answer."""
+    words = str(text).split(" (")[0].lower()
+    return html.escape(words.replace(" ", "-"))
+
+
+def _html_grid(header: list[str], rows: list[list[Any]],
+               verdict_col: int | tuple[int, ...] | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    marked = (verdict_col,) if isinstance(verdict_col, int) else verdict_col or ()
     body = []
     for row in rows:
         cells = []
         for i, v in enumerate(row):
-            cls = f' class="{html.escape(str(v).lower())}"' if i == verdict_col else ""
+            cls = f' class="{_verdict_class(v)}"' if i in marked else ""
             cells.append(f"<td{cls}>{html.escape(_cell(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -329,7 +348,7 @@ def to_html(rep: Report) -> str:
     training = report_curves.summary_line(rep.curves, rep.flat_gain)
     if training:
         parts.append(f'<p class="inconclusive">{html.escape(training)}</p>')
-    parts += ["<h2>Claims</h2>", _html_grid(CLAIM_HEADER, claim_rows(rep), verdict_col=5)]
+    parts += ["<h2>Claims</h2>", _html_grid(CLAIM_HEADER, claim_rows(rep), verdict_col=(4, 5))]
     failing = failing_rows(rep)
     if failing:
         parts += ["<h2>Failing checks</h2>", _html_grid(FAILING_HEADER, failing, verdict_col=1)]

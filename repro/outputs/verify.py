@@ -22,35 +22,21 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, sha256_file, write_json
+from repro.outputs.check import Check
 from repro.outputs.expected import (
     SANITY,
-    ClaimSpec,
+    SPREAD,
     Tolerance,
     Tolerances,
     expected_dir,
-    load_claims,
     load_tolerances,
+    run_verdict,
     tolerances_path,
 )
+from repro.outputs.verify_claims import verify_claims
 from repro.outputs.verify_text import markdown
 from repro.science.numerics import comparable
 from repro.stages.store import MANIFEST, read_manifest
-
-
-@dataclass(frozen=True)
-class Check:
-    """One verdict: what was expected, what the run has, and how far inside the tolerance."""
-
-    name: str
-    kind: str
-    verdict: str
-    expected: Any
-    got: Any
-    tolerance: str
-    margin: float | None
-    detail: str = ""
-    statement: str = ""
-    """For a claim: what it says, in words (the report's first column)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +170,7 @@ def verify_tables(run_dir: Path, expected: Path, tols: Tolerances) -> list[Check
     expected_names = {p.name for p in expected.glob("*.csv")}
     if expected_names:  # a table nobody expects yet is news, not an error: bless adds it
         for path in sorted((run_dir / "tables").glob("*.csv")):
-            if path.name not in expected_names:
+            if path.name not in expected_names and path.name != SPREAD:
                 checks.append(Check(path.stem, "table", "info", None, "present", "exact", None,
                                     "not in the expected outputs"))
     return checks
@@ -202,79 +188,6 @@ def _table_summary(table: str, cell_checks: list[Check], n_exp: int, n_got: int)
     head = Check(table, "table", "fail" if failed else "pass", f"{n_exp} rows", f"{n_got} rows",
                  "per column", worst.margin if worst else None, detail)
     return [head, *cell_checks]
-
-
-def _claim_margin(spec: ClaimSpec, got: Any) -> float | None:
-    """How far inside its bound a claim's number is (negative: outside); None if no number."""
-    if not isinstance(got, int | float) or isinstance(got, bool) or not math.isfinite(got):
-        return None
-    allowance = spec.tolerance.allowance(spec.expected)
-    return {"near": allowance - abs(got - spec.expected),
-            "at_least": got - (spec.expected - allowance),
-            "at_most": spec.expected + allowance - got}[spec.compare]
-
-
-def _unmet_requirements(spec: ClaimSpec, entry: dict) -> list[str]:
-    unmet = []
-    for field, minimum in spec.requires:
-        value = entry.get(field)
-        if not isinstance(value, int | float) or isinstance(value, bool) \
-                or not math.isfinite(value) or value < minimum:
-            unmet.append(f"{field} {value} < {minimum:g}")
-    return unmet
-
-
-def check_claim(spec: ClaimSpec, claims: dict[str, Any] | None) -> Check:
-    """Compare one number of claims.json with its expected value: PASS, FAIL or INCONCLUSIVE.
-
-    INCONCLUSIVE (a failure, with its reason) when the evidence cannot tell: a requirement
-    of `spec.requires` is unmet, or `field` misses the bound while `inconclusive_field`
-    meets it. Informational claims are reported and never fail.
-    """
-    entry = (claims or {}).get(spec.claim)
-    entry = entry if isinstance(entry, dict) else {}
-    got = entry.get(spec.field)
-    allowance = spec.tolerance.allowance(spec.expected)
-    tol = {"near": f"±{allowance:g}", "at_least": f">= {spec.expected - allowance:g}",
-           "at_most": f"<= {spec.expected + allowance:g}"}[spec.compare]
-    details = [f"{k}={v}" for k, v in entry.items()
-               if k != spec.field and not isinstance(v, dict | list)]
-    if isinstance(entry.get("per_condition"), dict):
-        details.append(f"{len(entry['per_condition'])} conditions")
-    if claims is None:
-        details = ["claims.json is missing"]
-    elif got is None and spec.field in entry:
-        details.append("the run reports no value (null)")
-    margin = _claim_margin(spec, got)
-    met = margin is not None and margin >= 0
-    verdict = "pass" if met else "fail"
-    unmet = _unmet_requirements(spec, entry) if claims is not None else []
-    if unmet:
-        verdict = "inconclusive"
-        details.insert(0, "the evidence cannot tell: " + "; ".join(unmet))
-    elif not met and spec.inconclusive_field:
-        loose = _claim_margin(spec, entry.get(spec.inconclusive_field))
-        if loose is not None and loose >= 0:
-            verdict = "inconclusive"
-            details.insert(0, f"the sample cannot tell: {spec.inconclusive_field}="
-                              f"{entry.get(spec.inconclusive_field)} meets the bound, "
-                              f"{spec.field}={got} does not")
-    if spec.informational:
-        details.insert(0, "met" if verdict == "pass" else f"not met ({verdict})")
-        verdict = "info"
-    return Check(spec.name, "claim", verdict, spec.expected, got, tol, margin, "; ".join(details),
-                 spec.statement)
-
-
-def verify_claims(run_dir: Path, specs: list[ClaimSpec]) -> list[Check]:
-    path = run_dir / "claims.json"
-    try:
-        claims = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (ValueError, OSError, UnicodeDecodeError):
-        claims = None
-    if claims is not None and not isinstance(claims, dict):
-        claims = None
-    return [check_claim(spec, claims) for spec in specs]
 
 
 def check_numerics(run_dir: Path, expected: Path) -> list[Check]:
@@ -369,7 +282,6 @@ def verify_run(run_dir: Path, expected: Path | None = None,
     if stray:
         raise ReproError(f"{tol_path}: [{profile}.{stray[0]}] names no expected table (there "
                          f"are {', '.join(sorted(known - {'claims'}))}); fix or remove it")
-    specs = load_claims(exp_dir)
     checks = check_sanity(run_dir)
     failed_gates = [c.name for c in checks if c.verdict == "fail"]
     if failed_gates:  # a model or SAE that loaded wrong: its numbers mean nothing
@@ -377,15 +289,41 @@ def verify_run(run_dir: Path, expected: Path | None = None,
                             f"{len(failed_gates)} failed", "exact", None,
                             "tables and claims not compared: " + "; ".join(failed_gates)))
     else:
-        checks += verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, specs)
+        checks += verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, exp_dir)
     checks += check_numerics(run_dir, exp_dir) + check_complete(run_dir)
-    counts = {v: sum(c.verdict == v for c in checks)
-              for v in ("pass", "fail", "inconclusive", "info")}
     result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir.resolve()),
               "profile": profile, "tolerances": str(tols.source) if tols.source else None,
               "expected_tables": sorted(p.stem for p in exp_dir.glob("*.csv")),
-              "ok": counts["fail"] == 0 and counts["inconclusive"] == 0, "counts": counts,
+              **answers(checks, run_verdict(run_dir)),
               "checks": [asdict(c) for c in checks]}
     write_json(run_dir / "verification.json", result)
     atomic_write_text(run_dir / "verification.md", markdown(result))
     return result
+
+
+AGREEMENT_VERDICTS = ("pass", "fail", "inconclusive", "info")
+REPRODUCTION_VERDICTS = ("holds", "does not hold", "undecided", "info")
+
+
+def answers(checks: list[Check], verdict: dict[str, Any]) -> dict[str, Any]:
+    """The two answers and which of them is the run's verdict (`ok`, the exit code).
+
+    Agreement: no check but the reproduction ones failed (tables, agreement claims, gates,
+    integrity, completeness). Reproduction: every paper claim that is not informational
+    holds, and no gate, integrity or completeness check failed (a run whose files cannot be
+    trusted reproduces nothing).
+    """
+    agreement = [c for c in checks if c.kind != "reproduction"]
+    reproduction = [c for c in checks if c.kind == "reproduction"]
+    a_counts = {v: sum(c.verdict == v for c in agreement) for v in AGREEMENT_VERDICTS}
+    r_counts = {v: sum(c.verdict == v for c in reproduction) for v in REPRODUCTION_VERDICTS}
+    trusted = not any(c.verdict == "fail" for c in agreement
+                      if c.kind in ("sanity", "integrity", "run"))
+    a_ok = a_counts["fail"] == 0 and a_counts["inconclusive"] == 0
+    r_ok = bool(reproduction) and trusted and r_counts["does not hold"] == 0 \
+        and r_counts["undecided"] == 0
+    decides = verdict["decides"]
+    return {"decides": decides, "replicates": verdict["replicates"],
+            "ok": a_ok if decides == "agreement" else r_ok, "counts": a_counts,
+            "agreement": {"ok": a_ok, "counts": a_counts},
+            "reproduction": {"ok": r_ok, "counts": r_counts}}

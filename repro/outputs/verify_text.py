@@ -11,7 +11,8 @@ from typing import Any
 
 MAX_LISTED = 200
 FAILING = ("fail", "inconclusive")
-"""Verdicts that make a verification fail: INCONCLUSIVE is a failure with its reason."""
+"""Agreement verdicts that make a verification fail: INCONCLUSIVE is a failure with its
+reason. A reproduction answer other than HOLDS fails only the paper profile's verdict."""
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -19,6 +20,43 @@ def _counts(counts: dict[str, int]) -> str:
     if counts.get("inconclusive"):
         text += f", {counts['inconclusive']} inconclusive"
     return text + (f", {counts['info']} informational" if counts.get("info") else "")
+
+
+def _reproduction_counts(counts: dict[str, int]) -> str:
+    text = (f"{counts['holds']} hold, {counts['does not hold']} do not hold, "
+            f"{counts['undecided']} undecided")
+    return text + (f", {counts['info']} informational" if counts.get("info") else "")
+
+
+DECIDES = {"agreement": "agreement with the expected outputs",
+           "reproduction": "the paper's claims in this run"}
+
+
+def failing(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The checks that make this verification fail: agreement failures, and for a profile
+    decided by reproduction also the paper's claims that do not hold or are undecided."""
+    by_reproduction = result.get("decides") == "reproduction"
+    return [c for c in result["checks"] if c["verdict"] in FAILING
+            or (by_reproduction and c["verdict"] in ("does not hold", "undecided"))]
+
+
+def headline(result: dict[str, Any]) -> str:
+    """The one line that ends `repro verify` and `repro all`."""
+    decides = result.get("decides", "agreement")
+    counts = (_counts(result["counts"]) if decides == "agreement"
+              else _reproduction_counts(result["reproduction"]["counts"]))
+    return (f"verification {'PASS' if result['ok'] else 'FAIL'} (profile {result['profile']}, "
+            f"decided by {DECIDES[decides]}): {counts}")
+
+
+def interval_text(c: dict[str, Any]) -> str:
+    """A claim's value with its interval, as the report and verification.md print it."""
+    got, iv = c.get("got"), c.get("interval")
+    if not isinstance(got, int | float) or isinstance(got, bool):
+        return fmt(got)
+    if not iv or iv[0] == iv[1]:
+        return f"{got:.4g}"
+    return f"{got:.4g} [{iv[0]:.4g}, {iv[1]:.4g}]"
 
 
 def fmt(value: Any) -> str:
@@ -49,11 +87,17 @@ def markdown(result: dict[str, Any]) -> str:
     """The human-readable verification: verdict, claims, tables, integrity, failures."""
     checks, counts = result["checks"], result["counts"]
     verdict = "PASS" if result["ok"] else "FAIL"
+    reproduction = result.get("reproduction", {}).get("counts")
     out = [f"# Verification: {verdict}", "",
+           f"- {headline(result)}",
            f"- run folder: `{result['run_dir']}`",
            f"- profile: `{result['profile']}`; expected outputs: `{result['expected_dir']}`",
+           f"- replicates: {result.get('replicates', 1)} (every number is their mean; a "
+           "claim's interval is the 95 % t-interval of that mean)",
            f"- tolerances: `{result['tolerances'] or 'none (every number exact)'}`",
-           f"- checks: {_counts(counts)}",
+           f"- agreement with the expected outputs: {_counts(counts)}",
+           *([f"- the paper's claims in this run: {_reproduction_counts(reproduction)}"]
+             if reproduction else []),
            *[f"- numerics: {c['detail']}" for c in checks if c["kind"] == "numerics"], "",
            "Margin = allowance - |got - expected| (positive: inside the tolerance).", "",
            "## Sanity gates", ""]
@@ -61,11 +105,18 @@ def markdown(result: dict[str, Any]) -> str:
     out += (_grid(["gate", "verdict", "range", "run", "source"],
                   [[c["name"], c["verdict"].upper(), c["tolerance"], c["got"], c["detail"]]
                    for c in gates]) if gates else ["None declared for this profile."])
-    out += ["", "## Claims", ""]
+    out += ["", "## The paper's claims in this run (reproduction)", ""]
+    out += _grid(["claim", "answer", "paper", "this run [95 % interval]", "accepts", "detail"],
+                 [[c["name"], c["verdict"].upper(), c["expected"], interval_text(c),
+                   c["tolerance"], c["detail"]]
+                  for c in checks if c["kind"] == "reproduction"])
+    out += ["", "## Agreement with the expected claims", ""]
     claims = [c for c in checks if c["kind"] == "claim"]
-    out += _grid(["claim", "verdict", "expected", "run", "tolerance", "margin", "detail"],
-                 [[c["name"], c["verdict"].upper(), c["expected"], c["got"], c["tolerance"],
-                   c["margin"], c["detail"]] for c in claims])
+    out += (_grid(["claim", "verdict", "expected", "this run [95 % interval]", "band", "margin",
+                   "detail"],
+                  [[c["name"], c["verdict"].upper(), c["expected"], interval_text(c),
+                    c["tolerance"], c["margin"], c["detail"]] for c in claims])
+            if claims else ["No blessed claims for this profile: agreement is not asked."])
     out += ["", "## Tables", ""]
     tables = [c for c in checks if c["kind"] == "table"]
     if tables:
@@ -80,7 +131,7 @@ def markdown(result: dict[str, Any]) -> str:
     out += ["", "## Integrity", "",
             f"{len(integrity) - len(bad)} of {len(integrity)} recorded table files match the "
             "sha256 in tables/manifest.json."]
-    failures = [c for c in checks if c["verdict"] in FAILING]
+    failures = failing(result)
     if failures:
         out += ["", f"## Failures ({len(failures)})", ""]
         out += [f"- {_failure_line(c)}" for c in failures[:MAX_LISTED]]
@@ -91,20 +142,21 @@ def markdown(result: dict[str, Any]) -> str:
 
 def summary(result: dict[str, Any], max_failures: int = 20) -> str:
     """What `repro verify` prints: one count line per kind, then the first failures."""
-    checks, counts = result["checks"], result["counts"]
-    lines = [f"verification {'PASS' if result['ok'] else 'FAIL'} "
-             f"(profile {result['profile']}): {_counts(counts)}"]
-    for kind, label in (("sanity", "sanity gates"), ("table", "tables"), ("claim", "claims"),
+    checks = result["checks"]
+    lines = [headline(result)]
+    for kind, label in (("sanity", "sanity gates"), ("table", "tables"),
+                        ("claim", "claims agree"), ("reproduction", "paper's claims here"),
                         ("integrity", "files")):
         of_kind = [c for c in checks if c["kind"] == kind]
         if of_kind:
-            parts = [f"{c['name']} {c['verdict']}" for c in of_kind] if kind == "claim" else [
+            parts = [f"{c['name']} {c['verdict']}" for c in of_kind] \
+                if kind in ("claim", "reproduction") else [
                 f"{sum(c['verdict'] == 'pass' for c in of_kind)}/{len(of_kind)} pass"]
             lines.append(f"  {label}: {', '.join(parts)}")
     if not result["expected_tables"]:
         lines.append(f"  tables: none expected yet for profile {result['profile']} "
                      f"(in {result['expected_dir']}); only claims and file integrity checked")
-    failures = [c for c in checks if c["verdict"] in FAILING]
+    failures = failing(result)
     lines += [f"  {c['verdict'].upper()} {_failure_line(c)}" for c in failures[:max_failures]]
     if len(failures) > max_failures:
         lines.append(f"  … and {len(failures) - max_failures} more")

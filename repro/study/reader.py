@@ -14,6 +14,7 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.study.spec import (
+    REPLICATE_SEED_STRIDE,
     DataSpec,
     ModelSpec,
     PretrainedSae,
@@ -23,6 +24,7 @@ from repro.study.spec import (
     Study,
     TextSource,
     Variant,
+    VerdictSpec,
     _need,
 )
 
@@ -161,6 +163,16 @@ def _controls(runs: tuple[Run, ...], sae: SaeSpec) -> tuple[Run, ...]:
     return runs + tuple(Run(v, sae.control_seed, is_control=True) for v in variants)
 
 
+def _replicates(runs: tuple[Run, ...], verdict: VerdictSpec) -> tuple[Run, ...]:
+    """Every run again in each further replicate, from seeds no base run uses."""
+    if verdict.replicates > 1:
+        wide = sorted({r.seed for r in runs if not 0 <= r.seed < REPLICATE_SEED_STRIDE})
+        _need(not wide, "verdict", f"seeds {wide} would collide with replicate seeds (seed + "
+              f"r * {REPLICATE_SEED_STRIDE}); with replicates, keep every seed in "
+              f"[0, {REPLICATE_SEED_STRIDE})")
+    return runs + tuple(r.replicated(i) for i in range(1, verdict.replicates) for r in runs)
+
+
 def load_study(path: Path) -> Study:
     """Read and validate a study file; every problem is a one-line ReproError."""
     path = Path(path)
@@ -175,7 +187,8 @@ def load_study(path: Path) -> Study:
         raw,
         None,
         "top level",
-        extra=("study", "models", "conditions", "extra_seeds", "sae", "thresholds", "data"),
+        extra=("study", "models", "conditions", "extra_seeds", "sae", "thresholds", "data",
+               "verdict"),
     )
     head = raw.get("study", {})
     _need(isinstance(head, dict), "study", "must be a table")
@@ -193,6 +206,7 @@ def load_study(path: Path) -> Study:
     _need(isinstance(seed, int), "study", f"seed must be an integer, got {seed!r}")
     thresholds = _thresholds(raw.get("thresholds", {}))
     sae = _build(SaeSpec, raw.get("sae"), "sae")
+    verdict = _build(VerdictSpec, raw.get("verdict", {}), "verdict")
     return Study(
         name=str(head.get("name", path.stem)),
         path=path.resolve(),
@@ -202,8 +216,9 @@ def load_study(path: Path) -> Study:
         models=models,
         data=data,
         sae=sae,
-        runs=_controls(_runs(raw, models, seed), sae),
+        runs=_replicates(_controls(_runs(raw, models, seed), sae), verdict),
         thresholds=thresholds,
+        verdict=verdict,
     )
 
 

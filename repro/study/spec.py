@@ -13,6 +13,10 @@ from repro.errors import ReproError
 
 METHODS = ("dense", "magnitude", "wanda")
 DTYPES = ("float32", "bfloat16", "float16")
+DECIDES = ("agreement", "reproduction")
+REPLICATE_SEED_STRIDE = 100_000
+"""Replicate r of a run trains from the run's seed + r * this: far from every seed a study
+names, so the SAEs of two replicates never share an initialisation or a data order."""
 
 
 def _need(cond: bool, where: str, problem: str) -> None:
@@ -219,6 +223,33 @@ class SaeSpec:
         _need(0 < self.survival_threshold <= 1, "sae", "survival_threshold must be in (0, 1]")
 
 
+@dataclass(frozen=True)
+class VerdictSpec:
+    """How a run reaches its verdict: how often every SAE is trained, and which answer decides."""
+
+    replicates: int = 1
+    """Times every SAE of the study is trained and measured, each time from other seeds
+    (replicate 0 is the study's own seeds): every number of the tables and claims is the mean
+    over replicates, with its standard deviation and a 95 % interval beside it."""
+    decides: str = "agreement"
+    """Which of the two answers sets the exit code: 'agreement' (does this run agree with the
+    stored expected outputs? the CPU profiles) or 'reproduction' (do the paper's claims hold
+    in this run? the paper profile)."""
+    min_features: int = 10
+    """Fewest features a survival rate may rest on before a ratio of two rates (C2) uses it:
+    a rate of 2 of 1,639 features moves by half with one feature."""
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.replicates, int) and not isinstance(self.replicates, bool)
+              and 1 <= self.replicates <= 100, "verdict",
+              f"replicates must be a whole number in [1, 100], got {self.replicates!r}")
+        _need(self.decides in DECIDES, "verdict",
+              f"decides must be one of {', '.join(DECIDES)}, got {self.decides!r}")
+        _need(isinstance(self.min_features, int) and not isinstance(self.min_features, bool)
+              and self.min_features >= 1, "verdict",
+              f"min_features must be a whole number >= 1, got {self.min_features!r}")
+
+
 @dataclass(frozen=True, order=True)
 class Variant:
     """One model as it is analysed: dense, or pruned by one method at one sparsity."""
@@ -265,17 +296,33 @@ class Run:
     """True for the additional seeds of the dense model (RQ1)."""
     is_control: bool = False
     """True for a control SAE (the study's control_seed): trained, matched, never evaluated."""
+    replicate: int = 0
+    """0 for the study's own run; r > 0 for its r-th replicate, which trains from seed
+    base seed + r * REPLICATE_SEED_STRIDE (the `seed` above) and is measured the same way."""
+
+    @property
+    def base_seed(self) -> int:
+        """The seed the study names for this run (replicate 0's seed)."""
+        return self.seed - self.replicate * REPLICATE_SEED_STRIDE
 
     @property
     def id(self) -> str:
         if self.is_control:
-            return f"{self.variant.id}/control-seed-{self.seed}"
-        return self.variant.id + (f"/seed-{self.seed}" if self.is_extra_seed else "")
+            name = f"{self.variant.id}/control-seed-{self.base_seed}"
+        else:
+            name = self.variant.id + (f"/seed-{self.base_seed}" if self.is_extra_seed else "")
+        return name + (f"/replicate-{self.replicate}" if self.replicate else "")
+
+    def replicated(self, replicate: int) -> Run:
+        """The same run in replicate `replicate` (its own seed, its own folder)."""
+        return Run(self.variant, self.base_seed + replicate * REPLICATE_SEED_STRIDE,
+                   self.is_extra_seed, self.is_control, replicate)
 
     @property
     def dense_reference(self) -> Run:
-        """The dense run of the same model and seed, whose SAE a pruned run is compared with."""
-        return Run(Variant(self.variant.model, "dense", 0.0), self.seed)
+        """The dense run of the same model, seed and replicate, whose SAE a pruned run is
+        compared with."""
+        return Run(Variant(self.variant.model, "dense", 0.0), self.seed, replicate=self.replicate)
 
     @property
     def is_evaluated(self) -> bool:
@@ -307,6 +354,8 @@ class Study:
     """Every run, dense references first for each model."""
     thresholds: dict[str, float] = field(default_factory=dict)
     """Analysis thresholds (e.g. viable_ce_score, fragile_r)."""
+    verdict: VerdictSpec = field(default_factory=VerdictSpec)
+    """Replicates and which answer decides the exit code."""
 
     def __post_init__(self) -> None:
         _need(
@@ -318,6 +367,10 @@ class Study:
         ids = [r.id for r in self.runs]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         _need(not dupes, "runs", f"duplicate run ids: {', '.join(dupes)}")
+
+    def replicate_runs(self, replicate: int) -> tuple[Run, ...]:
+        """The runs of one replicate (0: the study's own seeds), in study order."""
+        return tuple(r for r in self.runs if r.replicate == replicate)
 
     @property
     def variants(self) -> tuple[Variant, ...]:

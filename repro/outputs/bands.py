@@ -1,0 +1,215 @@
+"""Bands from replicates: how far another correct run's numbers may lie from the blessed ones.
+
+`repro bless` calls `replicate_bands` on a run with `[verdict] replicates >= 3`. Every SAE of
+such a run was trained N times from other seeds, so each table cell and claim has N values.
+Their spread is the noise a correct run carries whatever machine it runs on: another CPU or a
+GPU changes the SAEs' last bits, and SAE training, TopK selection and Hungarian matching turn
+that into a different draw of the same noise, never into more of it.
+
+- Table columns: the pooled standard deviation over the column's rows (the root mean square
+  of each row's sd over replicates): N = 3 replicates give each row's sd from two degrees of
+  freedom, far too few to bound anything, while the pooled sd of a column of 6-17 rows rests
+  on 12-34. Band = MULTIPLE x pooled sd, never below the round-off floor.
+- Claims: the sd of the claim's N values (no rows to pool over), never below the claim's
+  resolution: C1 counts conditions, so one condition is the least it can move by.
+- MULTIPLE is measured, not assumed (`choose_multiple`): each replicate in turn is verified
+  against bands made from the others (leave one out) and the smallest multiple of
+  `MULTIPLES` at which no cell and no claim fails is taken, never below MIN_MULTIPLE. That
+  is stricter than the verdict it protects: leave-one-out compares one replicate with the
+  mean of N - 1 (sd x sqrt(1 + 1/(N - 1)), 1.22 sd for N = 3), `repro verify` compares a
+  run's mean of N with the blessed mean of N (sd x sqrt(2 / N), 0.82 sd).
+
+Columns the replicates do not move (perplexities, masks, the grid) keep the round-off floor,
+and columns exact by construction (the grid's sparsities and seeds, sample sizes) no band.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from repro.outputs.expected import ClaimSpec
+
+FLOOR_ABS, FLOOR_REL = 1e-9, 1e-6
+"""What a last-bit difference in a float can move a number by."""
+MULTIPLES = (2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+MIN_MULTIPLE = 3.0
+EXACT_BY_CONSTRUCTION = {"sparsity", "achieved_sparsity", "seed_a", "seed_b", "n_causal"}
+"""Grid values and sample sizes: set by the study file, never computed from data."""
+EXACT_CLAIMS = {"C1.of", "C2.of", "C2_control.of"}
+"""Numbers of conditions: the study file's, never computed."""
+RESOLUTION = {"C1.value": 1.0, "C1_control.value": 1.0}
+"""The least a claim can move by: C1 counts conditions with binned rho = -1."""
+
+Tables = dict[str, list[dict]]
+
+
+def _number(x: object) -> float:
+    if x is None:
+        return math.nan
+    if isinstance(x, bool | int | float):
+        return float(x)
+    raise TypeError
+
+
+def _sd(values: list[float]) -> float:
+    """Sample sd of the finite values (a NaN replicate, e.g. a rho of constant bins, is left
+    out as the mean leaves it out); 0 below two of them."""
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < 2:
+        return 0.0
+    mean = math.fsum(finite) / len(finite)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+
+
+def _columns(tables: Tables) -> dict[tuple[str, str], None]:
+    out: dict[tuple[str, str], None] = {}
+    for name, rows in tables.items():
+        for row in rows:
+            for col, value in row.items():
+                if col != "id" and col not in EXACT_BY_CONSTRUCTION and \
+                        isinstance(value, int | float | type(None)) and \
+                        not isinstance(value, bool):
+                    out[(name, col)] = None
+    return out
+
+
+def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], float]:
+    """Per (table, column): the pooled sd over rows of each row's sd over replicates."""
+    out = {}
+    for name, col in _columns(per_replicate[0]):
+        rows = per_replicate[0][name]
+        sds = [_sd([_number(rep[name][i].get(col)) for rep in per_replicate])
+               for i in range(len(rows))]
+        out[(name, col)] = math.sqrt(math.fsum(s * s for s in sds) / len(sds)) if sds else 0.0
+    return out
+
+
+def _claim_values(per_replicate: list[dict], spec: ClaimSpec) -> list[float]:
+    return [_number((rep.get(spec.claim) or {}).get(spec.field)) for rep in per_replicate]
+
+
+def claim_sds(per_replicate: list[dict], specs: list[ClaimSpec]) -> dict[str, float]:
+    """Per claim check (its spec name): the sd of its number over replicates."""
+    return {s.name: _sd(_claim_values(per_replicate, s)) for s in specs
+            if f"{s.claim}.{s.field}" not in EXACT_CLAIMS}
+
+
+def column_band(sd: float, multiple: float) -> float:
+    return max(FLOOR_ABS, multiple * sd)
+
+
+def claim_band(spec: ClaimSpec, sd: float, multiple: float) -> float:
+    return max(FLOOR_ABS, RESOLUTION.get(f"{spec.claim}.{spec.field}", 0.0), multiple * sd)
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return math.fsum(finite) / len(finite) if finite else math.nan
+
+
+def _outside(got: float, expected: float, band: float) -> bool:
+    if math.isnan(got) or math.isnan(expected):
+        return math.isnan(got) != math.isnan(expected)
+    return abs(got - expected) > band + FLOOR_REL * abs(expected)
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """How a multiple fares when each replicate is verified against bands from the others."""
+
+    multiple: float
+    checked: int
+    """Cells and claims compared, over all replicates left out."""
+    failed: int
+    worst: list[str]
+    """Up to five of the failing checks, for the bless report."""
+
+    @property
+    def rate(self) -> float:
+        return self.failed / self.checked if self.checked else 0.0
+
+
+def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec],
+                  multiple: float) -> LeaveOneOut:
+    """Verify each replicate against the mean and bands of the other N - 1."""
+    checked, failed, worst = 0, 0, []
+    for i in range(len(tables)):
+        rest_t, rest_c = tables[:i] + tables[i + 1:], claims[:i] + claims[i + 1:]
+        sds = column_sds(rest_t)
+        for (name, col), sd in sds.items():
+            for j, row in enumerate(tables[i][name]):
+                exp = _mean([_number(rep[name][j].get(col)) for rep in rest_t])
+                checked += 1
+                if _outside(_number(row.get(col)), exp, column_band(sd, multiple)):
+                    failed += 1
+                    worst.append(f"replicate {i}: {name}[{row['id']}].{col}")
+        for spec in specs:
+            if f"{spec.claim}.{spec.field}" in EXACT_CLAIMS:
+                continue
+            rest = _claim_values(rest_c, spec)
+            got = _claim_values([claims[i]], spec)[0]
+            checked += 1
+            if _outside(got, _mean(rest), claim_band(spec, _sd(rest), multiple)):
+                failed += 1
+                worst.append(f"replicate {i}: claim {spec.name}")
+    return LeaveOneOut(multiple, checked, failed, worst[:5])
+
+
+def choose_multiple(tables: list[Tables], claims: list[dict],
+                    specs: list[ClaimSpec]) -> tuple[float, list[LeaveOneOut]]:
+    """The smallest multiple (not below MIN_MULTIPLE) at which leave-one-out fails nothing,
+    and the leave-one-out result of every multiple tried; None-like math.inf when none does."""
+    trials = [leave_one_out(tables, claims, specs, m) for m in MULTIPLES]
+    passing = [t.multiple for t in trials if t.failed == 0 and t.multiple >= MIN_MULTIPLE]
+    return (min(passing) if passing else math.inf), trials
+
+
+def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
+                    specs: list[ClaimSpec], multiple: float, trials: list[LeaveOneOut],
+                    source: str) -> str:
+    """This profile's sections of tolerances.toml, each band with its measured spread."""
+    n = len(tables)
+    rates = ", ".join(f"{t.multiple:g}x {t.failed}/{t.checked}" for t in trials)
+    lines = [f"# [{profile}.*] written by `repro bless` from {n} replicates of {source}:",
+             "# each band is MULTIPLE x the replicates' pooled sd (a claim: its sd), with a",
+             f"# floor of abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}; MULTIPLE = {multiple:g}, the",
+             "# smallest at which every replicate verifies against bands made from the others",
+             f"# (leave-one-out failures per multiple: {rates}).",
+             "# Columns exact by construction have no entry and must match exactly.", ""]
+    sds = column_sds(tables)
+    for name in tables[0]:
+        lines.append(f'["{profile}"."{name}"]')
+        for (table, col), sd in sds.items():
+            if table == name:
+                lines.append(f"{col} = " + _entry(column_band(sd, multiple), sd, n, multiple,
+                                                   "pooled sd over rows"))
+        lines.append("")
+    lines.append(f'["{profile}"."claims"]')
+    for spec in specs:
+        sd = claim_sds(claims, [spec]).get(spec.name)
+        if sd is not None:
+            lines.append(f"{spec.name} = " + _entry(claim_band(spec, sd, multiple), sd, n,
+                                                     multiple, "sd"))
+    return "\n".join(lines) + "\n"
+
+
+def _entry(band: float, sd: float, n: int, multiple: float, what: str) -> str:
+    if sd == 0:
+        note = f"not moved by {n} replicates: the round-off floor"
+    else:
+        note = f"{what} {sd:.3g} over {n} replicates; band {multiple:g}x"
+    return f'{{ abs = {band:.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
+
+
+def keep_other_profiles(existing: str, profile: str) -> str:
+    """An existing tolerances.toml without this profile's sections (the rest verbatim)."""
+    kept, skipping = [], False
+    for line in existing.splitlines():
+        if line.startswith("["):
+            skipping = line.startswith((f'["{profile}".', f"[{profile}."))
+        elif line.startswith(f"# [{profile}.*]"):
+            skipping = True
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept).rstrip() + "\n"

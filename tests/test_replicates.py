@@ -1,0 +1,152 @@
+"""Replicates: means with their spread (repro.outputs.replicates) and the bands bless takes
+from them (repro.outputs.bands), each against a hand computation or scipy, with controls."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from repro.outputs import bands
+from repro.outputs.expected import EXPECTED_ROOT, load_claims
+from repro.outputs.replicates import combine, combine_claims, combine_tables, spread
+from repro.study.reader import load_study, profile_path
+from repro.study.spec import REPLICATE_SEED_STRIDE
+
+PAPER = load_claims(EXPECTED_ROOT / "paper")
+
+
+def test_spread_is_the_mean_sd_and_t_interval_scipy_gives() -> None:
+    values = [0.31, 0.35, 0.40, math.nan]
+    s = spread(values)
+    finite = np.array(values[:3])
+    low, high = stats.t.interval(0.95, 2, loc=finite.mean(), scale=stats.sem(finite))
+    assert s.n == 3 and s.mean == pytest.approx(finite.mean())
+    assert s.sd == pytest.approx(finite.std(ddof=1))
+    assert (s.ci_low, s.ci_high) == pytest.approx((low, high))
+    assert math.isnan(s.values[3])
+    one = spread([0.5])
+    assert (one.n, one.sd, one.ci_low, one.ci_high) == (1, 0.0, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("cells,value,has_spread", [
+    (["a", "a", "a"], "a", False),           # text the replicates share
+    ([0.7, 0.7, 0.7], 0.7, True),            # a number they do not move: sd 0
+    ([True, True, True], True, False),       # a flag they agree on
+    ([True, False, True], 2 / 3, True),      # a flag they do not: the fraction true
+    ([1, 2, 3], 2.0, True),
+    ([math.nan, math.nan], None, False),     # NaN everywhere stays NaN
+])
+def test_combine_keeps_what_replicates_share_and_averages_the_rest(cells, value,
+                                                                   has_spread) -> None:
+    got, s = combine(cells)
+    if value is None:
+        assert math.isnan(got)
+    else:
+        assert got == pytest.approx(value)
+    assert (s is not None) == has_spread
+
+
+def test_text_that_differs_between_replicates_is_kept_whole() -> None:
+    got, s = combine(["gemma/30", "gemma/50"])
+    assert got == ["gemma/30", "gemma/50"] and s is None
+
+
+def _tables(survival: list[float]) -> list[dict]:
+    return [{"T3_survival": [{"id": "m/wanda/50", "sparsity": 0.5, "survival": v}]}
+            for v in survival]
+
+
+def test_combine_tables_averages_cells_and_lists_their_spread() -> None:
+    tables, cells = combine_tables(_tables([0.2, 0.3, 0.4]))
+    assert tables["T3_survival"][0] == {"id": "m/wanda/50", "sparsity": 0.5,
+                                        "survival": pytest.approx(0.3)}
+    by = {c["column"]: c for c in cells}
+    assert by["survival"]["sd"] == pytest.approx(0.1) and by["sparsity"]["sd"] == 0.0
+    broken = _tables([0.2, 0.3])
+    broken[1]["T3_survival"][0]["id"] = "m/wanda/60"
+    with pytest.raises(ValueError, match="disagree on row 0"):
+        combine_tables(broken)
+
+
+def test_combine_claims_keeps_every_replicate_and_the_spread_of_each_field() -> None:
+    reps = [{"C2": {"value": v, "where": w, "per": {"x": v}}}
+            for v, w in ((2.0, "a"), (3.0, "a"), (4.0, "b"))]
+    c2 = combine_claims(reps)["C2"]
+    assert c2["value"] == pytest.approx(3.0) and c2["where"] == ["a", "a", "b"]
+    assert c2["spread"]["value"]["sd"] == pytest.approx(1.0) and c2["n_replicates"] == 3
+    assert [r["per"]["x"] for r in c2["replicates"]] == [2.0, 3.0, 4.0]
+    assert "per" not in c2
+
+
+def test_replicate_runs_have_their_own_seeds_and_folders() -> None:
+    study = load_study(profile_path("tiny"))
+    run = next(r for r in study.runs if r.is_control)
+    twin = run.replicated(2)
+    assert twin.seed == run.seed + 2 * REPLICATE_SEED_STRIDE and twin.base_seed == run.seed
+    assert twin.id == f"{run.id}/replicate-2" and twin.replicated(0) == run
+    pruned = next(r for r in study.runs if not r.variant.is_dense)
+    assert pruned.replicated(1).dense_reference == pruned.dense_reference.replicated(1)
+
+
+# ---- bands ---------------------------------------------------------------------------------
+
+def _noisy(rng: np.random.Generator, n: int, rows: int, sd: float) -> list[dict]:
+    """n replicates of a table whose every row is its own mean plus N(0, sd) noise."""
+    means = rng.uniform(0.2, 0.8, rows)
+    return [{"T3_survival": [{"id": f"c{i}", "survival": float(means[i] + rng.normal(0, sd))}
+                             for i in range(rows)]} for _ in range(n)]
+
+
+def _claims(values: list[float]) -> list[dict]:
+    return [{"C2": {"value": v}} for v in values]
+
+
+def test_column_sd_pools_the_rows_sds() -> None:
+    reps = [{"T": [{"id": "a", "x": a}, {"id": "b", "x": b}]}
+            for a, b in ((1.0, 10.0), (2.0, 10.0), (3.0, 10.0))]
+    # row a has sd 1, row b sd 0: pooled sqrt((1 + 0) / 2)
+    assert bands.column_sds(reps)[("T", "x")] == pytest.approx(math.sqrt(0.5))
+
+
+def test_leave_one_out_passes_noise_and_catches_a_planted_shift() -> None:
+    rng = np.random.default_rng(0)
+    reps = _noisy(rng, 3, 17, 0.01)
+    claims = _claims([2.0, 2.1, 1.95])
+    c2 = [s for s in PAPER if s.name == "C2"]
+    multiple, trials = bands.choose_multiple(reps, claims, c2)
+    assert bands.MIN_MULTIPLE <= multiple < math.inf
+    assert next(t for t in trials if t.multiple == multiple).failed == 0
+    shifted = [dict(r) for r in reps]  # planted: one replicate's condition moved by 20 sd
+    shifted[1] = {"T3_survival": [dict(row) for row in reps[1]["T3_survival"]]}
+    shifted[1]["T3_survival"][4]["survival"] += 0.2
+    multiple, trials = bands.choose_multiple(shifted, claims, c2)
+    assert multiple == math.inf
+    assert any("T3_survival[c4].survival" in w for w in trials[-1].worst)
+
+
+def test_claim_bands_never_go_below_the_claims_resolution() -> None:
+    c1 = next(s for s in PAPER if s.name == "C1")
+    assert bands.claim_band(c1, 0.0, 3.0) == 1.0  # C1 counts conditions
+    c2 = next(s for s in PAPER if s.name == "C2")
+    assert bands.claim_band(c2, 0.0, 3.0) == bands.FLOOR_ABS
+    assert bands.claim_band(c2, 0.1, 3.0) == pytest.approx(0.3)
+
+
+def test_tolerances_text_reads_back_as_the_bands_it_states(tmp_path) -> None:
+    from repro.outputs.expected import load_tolerances
+
+    rng = np.random.default_rng(1)
+    reps = _noisy(rng, 4, 10, 0.02)
+    claims = _claims([2.0, 2.2, 1.9, 2.1])
+    multiple, trials = bands.choose_multiple(reps, claims, PAPER)
+    path = tmp_path / "tolerances.toml"
+    path.write_text(bands.tolerances_text("p", reps, claims, PAPER, multiple, trials, "run"))
+    tols = load_tolerances(path, "p")
+    sd = bands.column_sds(reps)[("T3_survival", "survival")]
+    assert tols.get("T3_survival", "survival").abs == pytest.approx(multiple * sd, rel=1e-2)
+    assert tols.get("claims", "C2").abs == pytest.approx(
+        multiple * np.std([2.0, 2.2, 1.9, 2.1], ddof=1), rel=1e-2)
+    assert "C1_of" not in tols.by_table["claims"]  # exact by construction
