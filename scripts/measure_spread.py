@@ -53,6 +53,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from repro.outputs.bands import (
+    EXACT_BY_CONSTRUCTION,
+    EXACT_CLAIMS,
+    FLOOR_ABS,
+    FLOOR_REL,
+    keep_other_profiles,
+)
 from repro.outputs.bless import code_versions
 from repro.outputs.expected import load_claims
 from repro.outputs.report import finished_manifests, stage_times
@@ -61,11 +68,6 @@ from repro.science.numerics import PINNED_ENV, PINNED_THREADS
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCES = ROOT / "expected_outputs" / "tolerances.toml"
 MULTIPLE = 3.0
-FLOOR_ABS, FLOOR_REL = 1e-9, 1e-6
-EXACT_BY_CONSTRUCTION = {"sparsity", "achieved_sparsity", "seed_a", "seed_b", "n_causal"}
-"""Grid values and sample sizes: set by the study file, never computed from data."""
-EXACT_CLAIMS = {"C1.of"}
-"""The number of conditions: the study file's, never computed."""
 NO_ISA = ("-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX2,-FMA,-AVX_Fast_Unaligned_Load")
 PINNED: dict[str, dict[str, str]] = {
     "blessed": {},
@@ -193,21 +195,6 @@ def tolerances_text(profile: str, spread: dict, claims: dict, settings: list[str
     return "\n".join(lines) + "\n"
 
 
-def keep_other_profiles(text: str, profile: str) -> str:
-    """The existing tolerances.toml without this profile's sections (kept verbatim)."""
-    if not TOLERANCES.is_file():
-        return text
-    kept, skipping = [], False
-    for line in TOLERANCES.read_text().splitlines():
-        if line.startswith("["):
-            skipping = line.startswith((f'["{profile}".', f"[{profile}."))
-        elif line.startswith(f"# [{profile}.*]"):
-            skipping = True
-        if not skipping:
-            kept.append(line)
-    return "\n".join(kept).rstrip() + "\n\n" + text
-
-
 def stage_seconds(run: Path) -> float:
     """A finished run's stage wall times, summed over its manifests."""
     if not (run / "tables" / "manifest.json").is_file():
@@ -322,7 +309,9 @@ def main() -> None:
     (args.work / "spread.md").write_text(markdown(spread, claims, by_kind, walls))
     used = [*kinds["pinned"], *kinds["perturbed"]]
     text = tolerances_text(args.profile, spread, claims, used, made_at)
-    TOLERANCES.write_text(keep_other_profiles(text, args.profile))
+    kept = keep_other_profiles(TOLERANCES.read_text(), args.profile) \
+        if TOLERANCES.is_file() else ""
+    TOLERANCES.write_text(kept.rstrip() + "\n\n" + text if kept.strip() else text)
     tomllib.loads(TOLERANCES.read_text())  # what was written must read back
     print(f"wrote {TOLERANCES} and {args.work / 'spread.md'}")
     if args.bless:

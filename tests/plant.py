@@ -1,6 +1,6 @@
 """Plant one mistake in the pipeline, redo the stages it touches on a run folder, verify.
 
-    python tests/plant.py MISTAKE RUN_DIR     (prints verification.json's failing checks)
+    python tests/plant.py MISTAKE RUN_DIR [EXPECTED_DIR]   (prints the failing checks)
 
 Used by tests/test_end_to_end.py on a hard-linked copy of its finished tiny run, so a
 mistake costs seconds (the analysis, or a few evaluate stages and the analysis), not a whole
@@ -24,8 +24,15 @@ from repro.science import stats
 from repro.science.numerics import pin_cpu
 from repro.stages import run_stages
 
-PRUNED_REEVALUATED = ("gemma-3-tiny/wanda/50", "gemma-3-tiny/magnitude/50")
-"""Runs whose evaluate stage a mistake in that stage redoes (enough to show in T5)."""
+
+def reevaluated(study) -> list:
+    """The runs whose evaluate stage a mistake in that stage redoes: the first model's
+    pruned variants at its first sparsity, in every replicate (enough to show in T5)."""
+    first = study.conditions[0]
+    chosen = {v for v in study.conditions
+              if v.model == first.model and v.sparsity == first.sparsity}
+    return [r for r in study.runs if r.variant in chosen and r.is_evaluated
+            and not r.is_extra_seed]
 
 
 def swapped_matching(a: analysis.Analysis, variant):
@@ -71,8 +78,8 @@ def inverted_ratio(wanda, magnitude):
 
 
 def lower_threshold(original: Callable) -> Callable:
-    def init(self, study, out, bootstrap=1000):
-        original(self, study, out, bootstrap)
+    def init(self, study, out, bootstrap=1000, replicate=0):
+        original(self, study, out, bootstrap, replicate)
         self.tau = 0.6  # the study file says 0.7
     return init
 
@@ -113,11 +120,12 @@ EVALUATE_PATCHES = {"rq3-dense-activations": dense_activations}
 MISTAKES = (*ANALYSIS_PATCHES, *EVALUATE_PATCHES)
 
 
-def plant(mistake: str, run_dir: Path) -> dict:
+def plant(mistake: str, run_dir: Path, expected: Path | None = None) -> dict:
     """Apply `mistake`, redo what it touches with force, and return the verification."""
     pin_cpu()
     import torch
 
+    from repro.errors import ReproError
     from repro.outputs.completeness import last_stage
     from repro.outputs.expected import run_profile
     from repro.outputs.tables import analysis_stage, tables_stage
@@ -125,22 +133,32 @@ def plant(mistake: str, run_dir: Path) -> dict:
     from repro.stages.context import Context, ModelHolder
     from repro.study.reader import load_study, profile_path
 
-    study = load_study(profile_path(run_profile(run_dir)))
+    profile = run_profile(run_dir)
+    try:
+        study = load_study(profile_path(profile))
+    except ReproError:  # a study of one's own, with absolute model paths
+        study = load_study(run_dir / "study.toml")
     ctx = Context(study=study, out=run_dir, device=torch.device("cpu"), force=True, quiet=True)
     if mistake in EVALUATE_PATCHES:
         EVALUATE_PATCHES[mistake](ctx)
         holder = ModelHolder(ctx)
-        for run_id in PRUNED_REEVALUATED:
-            run_stages.evaluate_stage(ctx, holder, study.run(run_id))
+        for run in reevaluated(study):
+            run_stages.evaluate_stage(ctx, holder, run)
     else:
         for owner, name, value in patch(mistake):
             setattr(owner, name, value)
     analysis_stage(ctx, [f"runs/{r.id}/{last_stage(r)}" for r in study.runs])
     tables_stage(ctx)
-    return verify_run(run_dir)
+    return verify_run(run_dir, expected)
 
 
 if __name__ == "__main__":
-    result = plant(sys.argv[1], Path(sys.argv[2]))
+    result = plant(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3
+                   else None)
     failed = [c for c in result["checks"] if c["verdict"] in ("fail", "inconclusive")]
     print(json.dumps({"ok": result["ok"], "failed": [c["name"] for c in failed]}))
+    # the first failing check per table, for a note that names what caught the mistake
+    for c in failed:
+        if c["kind"] in ("cell", "claim", "structure"):
+            print(f"  {c['verdict'].upper()} {c['name']}: expected {c['expected']}, got "
+                  f"{c['got']} [{c['tolerance']}]")

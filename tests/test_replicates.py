@@ -107,8 +107,16 @@ def _claims(values: list[float]) -> list[dict]:
 def test_column_sd_pools_the_rows_sds() -> None:
     reps = [{"T": [{"id": "a", "x": a}, {"id": "b", "x": b}]}
             for a, b in ((1.0, 10.0), (2.0, 10.0), (3.0, 10.0))]
-    # row a has sd 1, row b sd 0: pooled sqrt((1 + 0) / 2)
-    assert bands.column_sds(reps)[("T", "x")] == pytest.approx(math.sqrt(0.5))
+    # row a has sd 1, row b sd 0, 2 dof each: pooled sqrt((2 * 1 + 2 * 0) / 4)
+    sd = bands.column_sds(reps)[("T", "x")]
+    assert sd.value == pytest.approx(math.sqrt(0.5)) and sd.dof == 4
+    same = [{"T": [{"id": "a", "x": a}, {"id": "b", "x": a}]} for a in (1.0, 2.0, 3.0)]
+    assert bands.column_sds(same)[("T", "x")].dof == 2  # one measurement printed twice
+
+
+def test_an_sd_of_few_degrees_of_freedom_is_widened_by_students_t() -> None:
+    assert bands.widening(2) == pytest.approx(stats.t.ppf(0.995, 2) / stats.norm.ppf(0.995))
+    assert bands.widening(2) > 3.8 > bands.widening(6) > 1.4 > bands.widening(200) > 1.0
 
 
 def test_leave_one_out_passes_noise_and_catches_a_planted_shift() -> None:
@@ -122,17 +130,30 @@ def test_leave_one_out_passes_noise_and_catches_a_planted_shift() -> None:
     shifted = [dict(r) for r in reps]  # planted: one replicate's condition moved by 20 sd
     shifted[1] = {"T3_survival": [dict(row) for row in reps[1]["T3_survival"]]}
     shifted[1]["T3_survival"][4]["survival"] += 0.2
-    multiple, trials = bands.choose_multiple(shifted, claims, c2)
-    assert multiple == math.inf
-    assert any("T3_survival[c4].survival" in w for w in trials[-1].worst)
+    caught = bands.leave_one_out(shifted, claims, c2, multiple)
+    assert caught.failed and "replicate 1: T3_survival[c4].survival" in caught.worst
+    worse, _ = bands.choose_multiple(shifted, claims, c2)
+    assert worse > multiple  # the disagreement costs a wider band, or no bless at all
 
 
 def test_claim_bands_never_go_below_the_claims_resolution() -> None:
     c1 = next(s for s in PAPER if s.name == "C1")
-    assert bands.claim_band(c1, 0.0, 3.0) == 1.0  # C1 counts conditions
+    assert bands.claim_band(c1, bands.Sd(0.0, 2), 3.0) == 1.0  # C1 counts conditions
     c2 = next(s for s in PAPER if s.name == "C2")
-    assert bands.claim_band(c2, 0.0, 3.0) == bands.FLOOR_ABS
-    assert bands.claim_band(c2, 0.1, 3.0) == pytest.approx(0.3)
+    assert bands.claim_band(c2, bands.Sd(0.0, 2), 3.0) == bands.FLOOR_ABS
+    assert bands.claim_band(c2, bands.Sd(0.1, 2), 3.0) == pytest.approx(
+        0.3 * bands.widening(2))
+
+
+def test_counts_and_rates_of_features_have_a_floor_in_features() -> None:
+    table = {"T3_survival": [{"id": "a", "n_alive": 400, "survival": 0.5, "survival_bin1": 0.4,
+                              "survival_bin2": 0.6, "n_survived": 200, "feature_rho": 0.1}]}
+    floors = bands.feature_floors(table)
+    assert floors[("T3_survival", "n_survived")] == bands.FEATURE_FLOOR
+    assert floors[("T3_survival", "survival")] == pytest.approx(bands.FEATURE_FLOOR / 400)
+    assert floors[("T3_survival", "survival_bin1")] == pytest.approx(
+        bands.FEATURE_FLOOR * 2 / 400)  # two bins: each over half the features
+    assert ("T3_survival", "feature_rho") not in floors
 
 
 def test_tolerances_text_reads_back_as_the_bands_it_states(tmp_path) -> None:
@@ -146,7 +167,8 @@ def test_tolerances_text_reads_back_as_the_bands_it_states(tmp_path) -> None:
     path.write_text(bands.tolerances_text("p", reps, claims, PAPER, multiple, trials, "run"))
     tols = load_tolerances(path, "p")
     sd = bands.column_sds(reps)[("T3_survival", "survival")]
-    assert tols.get("T3_survival", "survival").abs == pytest.approx(multiple * sd, rel=1e-2)
+    assert tols.get("T3_survival", "survival").abs == pytest.approx(multiple * sd.widened,
+                                                                    rel=1e-2)
     assert tols.get("claims", "C2").abs == pytest.approx(
-        multiple * np.std([2.0, 2.2, 1.9, 2.1], ddof=1), rel=1e-2)
+        multiple * np.std([2.0, 2.2, 1.9, 2.1], ddof=1) * bands.widening(3), rel=1e-2)
     assert "C1_of" not in tols.by_table["claims"]  # exact by construction

@@ -182,12 +182,13 @@ def test_c4_reliability_must_hold_over_its_whole_interval() -> None:
     assert reproduce_claim(PAPER["C4"], {"C4": entry}).verdict == "holds"
 
 
-def _blessed(expected: float, band: float, contrary: str = "") -> object:
+def _blessed(expected: float, band: float, contrary: str = "",
+             interval: tuple[float, float] | None = None) -> object:
     from dataclasses import replace
 
     from repro.outputs.expected import Tolerance
     return replace(PAPER["C2"], expected=expected, tolerance=Tolerance(abs=band),
-                   contrary=contrary, inconclusive_field="", requires=())
+                   contrary=contrary, inconclusive_field="", requires=(), interval=interval)
 
 
 @pytest.mark.parametrize("value,low,high,verdict", [
@@ -202,11 +203,15 @@ def test_agreement_passes_inside_the_band_and_fails_when_the_interval_excludes_i
 
 
 def test_a_band_that_would_pass_the_inverse_ratio_is_inconclusive() -> None:
-    """C2 at 1.5 with a band of 1.0: the inverse 0.67 (magnitude better) would pass too."""
+    """C2 blessed at 1.5 (its interval [1.3, 1.7] excludes 1: Wanda keeps more) with a band
+    of 1.0: the inverse 0.67 (magnitude keeps more) would pass too."""
     claims = {"C2": _with_interval(1.5, 1.4, 1.6)}
-    assert agree_claim(_blessed(1.5, 1.0, "inverse"), claims).verdict == "inconclusive"
-    assert agree_claim(_blessed(1.5, 0.5, "inverse"), claims).verdict == "pass"
-    assert agree_claim(_blessed(1.5, 1.0), claims).verdict == "pass"  # not a ratio: no rule
+    found = (1.3, 1.7)
+    assert agree_claim(_blessed(1.5, 1.0, "inverse", found), claims).verdict == "inconclusive"
+    assert agree_claim(_blessed(1.5, 0.5, "inverse", found), claims).verdict == "pass"
+    assert agree_claim(_blessed(1.5, 1.0, "", found), claims).verdict == "pass"  # no rule
+    # a blessed 'no difference' (interval around 1) has no direction to tell apart
+    assert agree_claim(_blessed(1.5, 1.0, "inverse", (0.9, 2.1)), claims).verdict == "pass"
 
 
 def _decided_by_reproduction(run: Path) -> None:

@@ -273,6 +273,9 @@ class Analysis:
         for v in self.study.variants:
             run = self.condition_run(v)
             transfer = json.loads((self.run_folder(run) / "evaluate" / "transfer.json").read_text())
+            if "pretrained" not in transfer["saes"]:  # a further replicate: measured in 0 only
+                first = self.out / "runs" / run.replicated(0).id / "evaluate" / "transfer.json"
+                transfer["saes"]["pretrained"] = json.loads(first.read_text())["saes"]["pretrained"]
             row: dict[str, Any] = {
                 "id": v.id,
                 "model": v.model,

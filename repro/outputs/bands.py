@@ -28,12 +28,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from scipy import stats
+
 from repro.outputs.expected import ClaimSpec
 
 FLOOR_ABS, FLOOR_REL = 1e-9, 1e-6
 """What a last-bit difference in a float can move a number by."""
-MULTIPLES = (2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+MULTIPLES = (2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0)
+"""Tried in order; a pooled sd of few degrees of freedom has heavy tails (Student's t with
+2 dof exceeds 10 sd-estimates 1 % of the time), so the grid reaches far."""
 MIN_MULTIPLE = 3.0
+WIDEN_LEVEL = 0.995
+"""The quantile at which `widening` compares Student's t with the normal distribution."""
+FEATURE_FLOOR = 2
+"""The least a count of features may move by, and a rate over n features by FEATURE_FLOOR /
+n: a survival of 2 of 440 features cannot be told from 0 of 440 by any band narrower."""
+COUNT_COLUMNS = {"n_alive", "n_dead", "n_survived", "n_survived_control", "n_defined",
+                 "n_silenced"}
+RATE_COLUMNS = ("survival", "seed_floor", "identity_rate", "shared_fraction",
+                "fragile_fraction")
+"""Column name prefixes of rates over a table's features (n_alive, or n_defined in T6)."""
 EXACT_BY_CONSTRUCTION = {"sparsity", "achieved_sparsity", "seed_a", "seed_b", "n_causal"}
 """Grid values and sample sizes: set by the study file, never computed from data."""
 EXACT_CLAIMS = {"C1.of", "C2.of", "C2_control.of"}
@@ -56,10 +70,36 @@ def _sd(values: list[float]) -> float:
     """Sample sd of the finite values (a NaN replicate, e.g. a rho of constant bins, is left
     out as the mean leaves it out); 0 below two of them."""
     finite = [v for v in values if math.isfinite(v)]
-    if len(finite) < 2:
+    if len(finite) < 2 or min(finite) == max(finite):
         return 0.0
     mean = math.fsum(finite) / len(finite)
     return math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+
+
+def _dof(values: list[float]) -> int:
+    return max(0, sum(1 for v in values if math.isfinite(v)) - 1)
+
+
+def widening(dof: int) -> float:
+    """How much an sd estimated from `dof` degrees of freedom is widened before a band is
+    made of it: Student's t over the normal quantile at 99.5 % (4.3 at 2 dof, 1.4 at 6, 1.1
+    at 20), so that a multiple means the same whether the sd rests on three replicates of
+    one row or on thirty rows."""
+    if dof <= 0:
+        return 1.0
+    return float(stats.t.ppf(WIDEN_LEVEL, dof) / stats.norm.ppf(WIDEN_LEVEL))
+
+
+@dataclass(frozen=True)
+class Sd:
+    """A pooled standard deviation and the degrees of freedom it rests on."""
+
+    value: float
+    dof: int
+
+    @property
+    def widened(self) -> float:
+        return self.value * widening(self.dof)
 
 
 def _columns(tables: Tables) -> dict[tuple[str, str], None]:
@@ -74,14 +114,41 @@ def _columns(tables: Tables) -> dict[tuple[str, str], None]:
     return out
 
 
-def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], float]:
-    """Per (table, column): the pooled sd over rows of each row's sd over replicates."""
+def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], Sd]:
+    """Per (table, column): the pooled sd over rows of each row's sd over replicates.
+
+    Rows whose replicate values are identical to an earlier row's are one measurement
+    printed twice (a per-model number in every condition's row, such as the causal score's
+    correlation with the firing rate) and are pooled once.
+    """
     out = {}
     for name, col in _columns(per_replicate[0]):
         rows = per_replicate[0][name]
-        sds = [_sd([_number(rep[name][i].get(col)) for rep in per_replicate])
-               for i in range(len(rows))]
-        out[(name, col)] = math.sqrt(math.fsum(s * s for s in sds) / len(sds)) if sds else 0.0
+        vectors = list({tuple(_number(rep[name][i].get(col)) for rep in per_replicate): None
+                        for i in range(len(rows))})
+        dofs = [_dof(list(v)) for v in vectors]
+        squares = math.fsum(_sd(list(v)) ** 2 * d for v, d in zip(vectors, dofs, strict=True))
+        dof = sum(dofs)
+        out[(name, col)] = Sd(math.sqrt(squares / dof) if dof else 0.0, dof)
+    return out
+
+
+def feature_floors(tables: Tables) -> dict[tuple[str, str], float]:
+    """Per (table, column) of counts and rates over features: the band's floor in features
+    (FEATURE_FLOOR features, over the table's fewest features for a rate; a bin's rate is
+    over a fifth of them with five bins)."""
+    out: dict[tuple[str, str], float] = {}
+    for name, rows in tables.items():
+        columns = list(rows[0]) if rows else []
+        n_bins = sum(1 for c in columns if c.startswith("survival_bin")) or 1
+        sizes = [_number(r.get(k)) for r in rows for k in ("n_alive", "n_defined") if k in r]
+        fewest = min((n for n in sizes if math.isfinite(n) and n > 0), default=math.nan)
+        for col in columns:
+            if col in COUNT_COLUMNS:
+                out[(name, col)] = float(FEATURE_FLOOR)
+            elif col.startswith(RATE_COLUMNS) and math.isfinite(fewest):
+                per_bin = n_bins if "_bin" in col else 1
+                out[(name, col)] = FEATURE_FLOOR * per_bin / fewest
     return out
 
 
@@ -89,18 +156,23 @@ def _claim_values(per_replicate: list[dict], spec: ClaimSpec) -> list[float]:
     return [_number((rep.get(spec.claim) or {}).get(spec.field)) for rep in per_replicate]
 
 
-def claim_sds(per_replicate: list[dict], specs: list[ClaimSpec]) -> dict[str, float]:
+def claim_sds(per_replicate: list[dict], specs: list[ClaimSpec]) -> dict[str, Sd]:
     """Per claim check (its spec name): the sd of its number over replicates."""
-    return {s.name: _sd(_claim_values(per_replicate, s)) for s in specs
-            if f"{s.claim}.{s.field}" not in EXACT_CLAIMS}
+    out = {}
+    for spec in specs:
+        if f"{spec.claim}.{spec.field}" not in EXACT_CLAIMS:
+            values = _claim_values(per_replicate, spec)
+            out[spec.name] = Sd(_sd(values), _dof(values))
+    return out
 
 
-def column_band(sd: float, multiple: float) -> float:
-    return max(FLOOR_ABS, multiple * sd)
+def column_band(sd: Sd, multiple: float, floor: float = 0.0) -> float:
+    return max(FLOOR_ABS, floor, multiple * sd.widened)
 
 
-def claim_band(spec: ClaimSpec, sd: float, multiple: float) -> float:
-    return max(FLOOR_ABS, RESOLUTION.get(f"{spec.claim}.{spec.field}", 0.0), multiple * sd)
+def claim_band(spec: ClaimSpec, sd: Sd, multiple: float) -> float:
+    return max(FLOOR_ABS, RESOLUTION.get(f"{spec.claim}.{spec.field}", 0.0),
+               multiple * sd.widened)
 
 
 def _mean(values: list[float]) -> float:
@@ -136,12 +208,13 @@ def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpe
     checked, failed, worst = 0, 0, []
     for i in range(len(tables)):
         rest_t, rest_c = tables[:i] + tables[i + 1:], claims[:i] + claims[i + 1:]
-        sds = column_sds(rest_t)
+        sds, floors = column_sds(rest_t), feature_floors(rest_t[0])
         for (name, col), sd in sds.items():
+            band = column_band(sd, multiple, floors.get((name, col), 0.0))
             for j, row in enumerate(tables[i][name]):
                 exp = _mean([_number(rep[name][j].get(col)) for rep in rest_t])
                 checked += 1
-                if _outside(_number(row.get(col)), exp, column_band(sd, multiple)):
+                if _outside(_number(row.get(col)), exp, band):
                     failed += 1
                     worst.append(f"replicate {i}: {name}[{row['id']}].{col}")
         for spec in specs:
@@ -150,7 +223,8 @@ def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpe
             rest = _claim_values(rest_c, spec)
             got = _claim_values([claims[i]], spec)[0]
             checked += 1
-            if _outside(got, _mean(rest), claim_band(spec, _sd(rest), multiple)):
+            if _outside(got, _mean(rest), claim_band(spec, Sd(_sd(rest), _dof(rest)),
+                                                     multiple)):
                 failed += 1
                 worst.append(f"replicate {i}: claim {spec.name}")
     return LeaveOneOut(multiple, checked, failed, worst[:5])
@@ -177,28 +251,34 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
              "# smallest at which every replicate verifies against bands made from the others",
              f"# (leave-one-out failures per multiple: {rates}).",
              "# Columns exact by construction have no entry and must match exactly.", ""]
-    sds = column_sds(tables)
+    sds, floors = column_sds(tables), feature_floors(tables[0])
     for name in tables[0]:
         lines.append(f'["{profile}"."{name}"]')
         for (table, col), sd in sds.items():
             if table == name:
-                lines.append(f"{col} = " + _entry(column_band(sd, multiple), sd, n, multiple,
-                                                   "pooled sd over rows"))
+                floor = floors.get((table, col), 0.0)
+                lines.append(f"{col} = " + _entry(column_band(sd, multiple, floor), sd, n,
+                                                   multiple, "pooled sd over rows", floor))
         lines.append("")
     lines.append(f'["{profile}"."claims"]')
     for spec in specs:
         sd = claim_sds(claims, [spec]).get(spec.name)
         if sd is not None:
+            floor = RESOLUTION.get(f"{spec.claim}.{spec.field}", 0.0)
             lines.append(f"{spec.name} = " + _entry(claim_band(spec, sd, multiple), sd, n,
-                                                     multiple, "sd"))
+                                                     multiple, "sd", floor))
     return "\n".join(lines) + "\n"
 
 
-def _entry(band: float, sd: float, n: int, multiple: float, what: str) -> str:
-    if sd == 0:
+def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
+           floor: float = 0.0) -> str:
+    if sd.value == 0 and not floor:
         note = f"not moved by {n} replicates: the round-off floor"
     else:
-        note = f"{what} {sd:.3g} over {n} replicates; band {multiple:g}x"
+        note = (f"{what} {sd.value:.3g} over {n} replicates ({sd.dof} dof, widened "
+                f"x{widening(sd.dof):.2f}); band {multiple:g}x")
+        if floor and floor >= multiple * sd.widened:
+            note += f", raised to its floor ({floor:.3g})"
     return f'{{ abs = {band:.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
 
 

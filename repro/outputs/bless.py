@@ -130,7 +130,13 @@ def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> 
                       f"statement = {json.dumps(said)}", ""]
             continue
         band = found_bands.get(spec.name)
-        lines += [f"[{spec.name}]", f"expected = {json.dumps(value)}", 'compare = "near"',
+        spread = (entry.get("spread") or {}).get(spec.field) or {}
+        if spread.get("n", 1) > 1:
+            lines.append(f"# {spec.name}: replicate values {spread['values']}")
+        interval = ([f"interval = [{spread['ci_low']!r}, {spread['ci_high']!r}]"]
+                    if spread.get("n", 1) > 1 else [])
+        lines += [f"[{spec.name}]", f"expected = {json.dumps(value)}", *interval,
+                  'compare = "near"',
                   f"abs = {band.abs if band else 0.0!r}", f"rel = {band.rel if band else 0.0!r}",
                   f"statement = {json.dumps('As blessed; the paper: ' + spec.statement)}",
                   f"reconstructed = {json.dumps(band.note if band else 'no band: exact')}",
@@ -152,6 +158,7 @@ def bless_run(run_dir: Path, expected: Path | None = None,
     load_tolerances(tol_path, profile)  # a malformed file is reported before anything changes
     measured = replicate_bands(run_dir, profile)
     if measured is not None:
+        exp_dir.mkdir(parents=True, exist_ok=True)
         text = measured["text"]
         if tol_path.is_file():
             text = bands.keep_other_profiles(tol_path.read_text(encoding="utf-8"), profile) \

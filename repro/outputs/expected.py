@@ -210,11 +210,16 @@ class ClaimSpec:
     """'inverse' for a ratio whose opposite finding is its inverse (C2: Wanda / magnitude):
     a band wide enough to pass the inverse too cannot tell the finding from its opposite,
     and the agreement check says INCONCLUSIVE instead of PASS."""
+    interval: tuple[float, float] | None = None
+    """The blessed run's 95 % interval of the number (written by `repro bless`): the
+    contrary rule applies only where it established a direction (a ratio's interval
+    excluding 1); a blessed 'no difference' has no opposite to tell apart."""
 
 
 def _claim(name: str, raw: dict[str, Any], where: str) -> ClaimSpec:
     allowed = {"claim", "field", "expected", "compare", "abs", "rel", "statement", "source",
-               "reconstructed", "informational", "inconclusive_field", "requires", "contrary"}
+               "reconstructed", "informational", "inconclusive_field", "requires", "contrary",
+               "interval"}
     unknown = set(raw) - allowed
     if unknown:
         raise ReproError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -240,10 +245,16 @@ def _claim(name: str, raw: dict[str, Any], where: str) -> ClaimSpec:
     contrary = raw.get("contrary", "")
     if contrary not in ("", "inverse"):
         raise ReproError(f"{where}: contrary must be \"inverse\" or left out, got {contrary!r}")
+    interval = raw.get("interval")
+    if interval is not None:
+        if not isinstance(interval, list) or len(interval) != 2:
+            raise ReproError(f"{where}: interval must be [low, high]")
+        interval = (_signed(interval[0], f"{where}.interval"),
+                    _signed(interval[1], f"{where}.interval"))
     return ClaimSpec(name, str(raw.get("claim", name)), str(raw.get("field", "value")),
                      float(expected), compare, tol, str(raw["statement"]), source,
                      raw.get("informational", False), str(raw.get("inconclusive_field", "")),
-                     required, contrary)
+                     required, contrary, interval)
 
 
 def _signed(value: Any, where: str) -> float:

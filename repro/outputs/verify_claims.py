@@ -134,6 +134,16 @@ def _interval_list(iv: tuple[float, float, int] | None) -> list[float] | None:
     return None if iv is None else [iv[0], iv[1]]
 
 
+def _cannot_tell_direction(spec: ClaimSpec) -> bool:
+    """A ratio whose blessed interval established a direction (excludes 1), checked with a
+    band so wide that its inverse, the opposite finding, would pass as well."""
+    if spec.contrary != "inverse" or spec.expected <= 0 or spec.interval is None:
+        return False
+    lo, hi = region(spec)
+    established = spec.interval[0] > 1 or spec.interval[1] < 1
+    return established and lo <= 1 / spec.expected <= hi
+
+
 def agree_claim(spec: ClaimSpec, claims: dict | None) -> Check:
     """Does this run's claim agree with the blessed one? PASS, FAIL or INCONCLUSIVE."""
     entry = _entry(claims, spec)
@@ -145,7 +155,7 @@ def agree_claim(spec: ClaimSpec, claims: dict | None) -> Check:
         verdict = "fail"
     elif lo <= got <= hi:
         verdict = "pass"
-        if spec.contrary == "inverse" and spec.expected > 0 and lo <= 1 / spec.expected <= hi:
+        if _cannot_tell_direction(spec):
             verdict = "inconclusive"
             details.insert(0, f"the band is so wide that the inverse ratio "
                               f"{1 / spec.expected:.4g} would pass too")

@@ -1,0 +1,157 @@
+"""How good an SAE a token budget buys on a real model: explained variance, L0, dead latents
+and the seed floor (what two seeds share) against the training tokens.
+
+    python scripts/sae_quality.py --out DIR [--profile small] [--model smollm2-135m]
+        [--sequences 192 384 768] [--epochs 1 4] [--width 2048] [--k 32] [--lr 1e-3]
+
+Captures the model's probe activations of the study's `sae_train` stream once (as many
+sequences as the largest budget asks for, cached in DIR) and of its `eval` stream, then
+trains, for every (sequences, epochs) pair, two SAEs from seeds 0 and 1 with the project's
+own training (`repro.science.saes.fit_sae`, the replayed and reshuffled activations of
+later epochs included) and measures each on the eval activations: explained variance, L0,
+the fraction of latents that never fire, and the seed floor, the share of seed 0's alive
+features whose Hungarian-matched decoder cosine in seed 1 is at least the study's tau
+(`repro.science.match`), which is RQ1's shared fraction. Writes DIR/quality.json and
+DIR/quality.png (seed floor and explained variance against training tokens).
+The arithmetic is the process's (`REPRO_NUMERICS=native` for the machine's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from repro.science.numerics import pin_cpu
+
+
+def _arguments() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--profile", default="small")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--sequences", type=int, nargs="+", default=[192, 384, 768])
+    p.add_argument("--epochs", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--width", type=int)
+    p.add_argument("--k", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--seeds", type=int, nargs=2, default=[0, 1])
+    return p.parse_args()
+
+
+def capture(study, key: str, stream: str, n_sequences: int, out: Path):
+    """(activations at non-special positions, float32 on the CPU) of one stream, cached."""
+    from repro.inputs import data
+    from repro.inputs.models import load_model, load_tokenizer
+    from repro.science.activations import iter_probe
+
+    path = out / f"acts-{key}-{stream}-{n_sequences}.pt"
+    if path.is_file():
+        return torch.load(path)
+    spec = study.models[key]
+    tok = load_tokenizer(spec)
+    sspec = dataclasses.replace(study.data.streams[stream], n_sequences=n_sequences)
+    ids = data.token_stream(sspec, tok)
+    keep = data.special_token_mask(ids, tok)
+    model = load_model(spec, dtype="float32", device=torch.device("cpu"))
+    started = time.time()
+    parts = [a[keep[i * 8:(i + 1) * 8]].float()
+             for i, a in enumerate(iter_probe(model, ids, spec.probe_layer, 8))]
+    acts = torch.cat(parts)
+    print(f"captured {len(acts)} {stream} activations of {key} in {time.time() - started:.0f}s",
+          flush=True)
+    torch.save(acts, path)
+    return acts
+
+
+def measure(sae_folder: Path, eval_acts: torch.Tensor) -> dict:
+    from repro.science import evaluate, saes
+
+    sae = saes.load_sae(sae_folder, "cpu")
+    metrics = evaluate.reconstruction_metrics(sae, iter([eval_acts]))
+    fires = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    for _, f in saes.encode(sae, eval_acts):
+        fires |= (f > 0).any(0)
+    return {**metrics, "alive": fires.numpy(), "W_dec": sae.W_dec.detach().double().numpy()}
+
+
+def main() -> None:
+    args = _arguments()
+    pin_cpu()
+    from repro.science import match, saes
+    from repro.study.reader import load_study, profile_path
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    study = load_study(profile_path(args.profile))
+    s = study.sae
+    spec = dataclasses.replace(s, **{k: v for k, v in (("width", args.width), ("k", args.k),
+                                                        ("lr", args.lr),
+                                                        ("batch_tokens", args.batch))
+                                     if v is not None})
+    layer = study.models[args.model].probe_layer
+    train = capture(study, args.model, "sae_train", max(args.sequences), args.out)
+    eval_acts = capture(study, args.model, "eval", study.data.eval.n_sequences, args.out)
+    per_seq = len(train) / max(args.sequences)
+    rows = []
+    for n_seq in sorted(args.sequences):
+        acts = train[: int(n_seq * per_seq)]
+        for epochs in sorted(args.epochs):
+            sp = dataclasses.replace(spec, epochs=epochs)
+            found = []
+            for seed in args.seeds:
+                stream = saes.tensor_stream(acts, batch_tokens=sp.batch_tokens, seed=seed,
+                                            epochs=epochs)
+                started = time.time()
+                sae, _ = saes.fit_sae(stream, spec=sp, seed=seed, device=torch.device("cpu"),
+                                      layer=layer, metadata={})
+                seconds = time.time() - started
+                folder = args.out / f"sae-{n_seq}-{epochs}-{seed}"
+                folder.mkdir(exist_ok=True)
+                saes.save_sae(sae, folder)
+                found.append({**measure(folder, eval_acts), "seconds": seconds})
+            m = match.hungarian_match(found[0]["W_dec"], found[1]["W_dec"])
+            alive = found[0]["alive"]
+            row = {"sequences": n_seq, "tokens": len(acts), "epochs": epochs,
+                   "token_steps": len(acts) * epochs,
+                   "seed_floor": float((m.cosine[alive] >= sp.survival_threshold).mean()),
+                   **{k: float(sum(f[k] for f in found) / 2) for k in
+                      ("explained_variance", "l0", "seconds")},
+                   "dead_fraction": float(sum(1 - f["alive"].mean() for f in found) / 2)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    (args.out / "quality.json").write_text(json.dumps(
+        {"model": args.model, "profile": args.profile, "width": spec.width, "k": spec.k,
+         "lr": spec.lr, "batch_tokens": spec.batch_tokens, "rows": rows}, indent=1))
+    plot(rows, args.out / "quality.png", f"{args.model}: width {spec.width}, k {spec.k}")
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for epochs in sorted({r["epochs"] for r in rows}):
+        mine = [r for r in rows if r["epochs"] == epochs]
+        x = [r["token_steps"] for r in mine]
+        ax.plot(x, [r["seed_floor"] for r in mine], "o-", label=f"seed floor, {epochs} epoch(s)")
+        ax.plot(x, [r["explained_variance"] for r in mine], "s--",
+                label=f"explained variance, {epochs} epoch(s)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens seen (tokens x epochs)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
