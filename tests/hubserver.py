@@ -4,24 +4,27 @@
 streaming included) and sae-lens are pointed at it through HF_ENDPOINT, in subprocesses, so
 `repro fetch` runs its real code against it. Only loopback: it binds 127.0.0.1 on a free port.
 
-Routes (the ones the clients were recorded calling, see docs/fetch.md):
+Routes (the ones the clients were recorded calling, see docs/fetch.md); anything else is a
+404 that the request log shows:
     GET  /api/{models|datasets}/{repo}/revision/{rev}     repository info (sha, siblings)
     GET  /api/{models|datasets}/{repo}/tree/{rev}[/{dir}]  file listing (recursive=1)
-    POST /api/{models|datasets}/{repo}/paths-info/{rev}    listing of named paths
     HEAD|GET /[datasets/]{repo}/resolve/{rev}/{file}       file metadata and content
     HEAD|GET /_lfs/{sha256}                                LFS content (the CDN's part)
-A file stored in LFS (large or binary: GATED_LFS below) answers `resolve` with a 302 to
-/_lfs/, carrying X-Linked-Etag (its sha256) and X-Linked-Size as the Hub does; other files
-are served directly with their git blob id as ETag. Range requests are honoured.
+    GET  /api/agent-harnesses                              huggingface_hub's daily telemetry
+An LFS file (LFS_SUFFIXES) answers `resolve` with a 302 to /_lfs/ on a second listener (the
+CDN: another origin, so clients neither follow it on HEAD nor send it the token), carrying
+X-Linked-Etag (its sha256) and X-Linked-Size as the Hub does; other files are served
+directly with their git blob id as ETag. Range requests are honoured.
 
 Access follows the Hub: a missing repository is 401 RepoNotFound without a token and 404 with
 one; an unknown token is 401 "Invalid credentials"; a gated repository lists its files to
 anyone, but its content is 401 GatedRepo without a token and 403 GatedRepo with a token that
 was not granted it.
 
-Faults for the tests, per file path (the end of the request path): `slow` (bytes per second),
-`drop` (close the connection after n bytes, for the next k requests), `corrupt` (serve other
-bytes of the same length). Every request is logged (method, path, status, bytes sent, range);
+Faults for the tests, by the end of a repository file's path: `drop` (close the connection
+after n bytes, for the next k requests), `stall` (send n bytes, then nothing, holding the
+connection until the server stops or MAX_STALL_SECONDS pass), `corrupt` (serve other bytes of
+the same length). Every request is logged (method, path, status, bytes sent, range);
 tokens are never logged.
 """
 
@@ -31,7 +34,6 @@ import hashlib
 import json
 import re
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,8 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 LFS_SUFFIXES = (".safetensors", ".npz", ".parquet", ".gz", ".pth", ".model")
 """Files the Hub repositories the study reads keep in LFS (their .gitattributes)."""
 CHUNK = 64 * 1024
-MAX_SLOW_SECONDS = 120
-"""No slowed response lasts longer than this: a request loop of the server always ends."""
+MAX_STALL_SECONDS = 120
+"""No stalled response lasts longer than this: a request of the server always ends."""
 
 
 @dataclass
@@ -101,13 +103,19 @@ class Logged:
 class Faults:
     """Misbehaviour per file path suffix; set by a test between client runs."""
 
-    slow: dict[str, float] = field(default_factory=dict)
     drop: dict[str, list[int]] = field(default_factory=dict)
     """suffix -> [bytes sent before the connection is closed, how many more requests]."""
+    stall: dict[str, list[int]] = field(default_factory=dict)
+    """suffix -> [bytes sent before the response stalls, how many more requests]."""
     corrupt: set[str] = field(default_factory=set)
 
-    def pick(self, table, path: str):
-        return next((v for k, v in table.items() if path.endswith(k)), None)
+    def take(self, table: dict[str, list[int]], path: str) -> int | None:
+        """The byte count of the first fault of `table` for this path that has turns left."""
+        for suffix, fault in table.items():
+            if path.endswith(suffix) and fault[1] > 0:
+                fault[1] -= 1
+                return fault[0]
+        return None
 
 
 class HubServer:
@@ -172,7 +180,7 @@ class HubServer:
             self.log.clear()
 
 
-API = re.compile(r"^/api/(models|datasets)/([^/]+/[^/]+)/(revision|tree|paths-info)/([^/]+)(/.*)?$")
+API = re.compile(r"^/api/(models|datasets)/([^/]+/[^/]+)/(revision|tree)/([^/]+)(/.*)?$")
 RESOLVE = re.compile(r"^/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 
 
@@ -189,7 +197,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._route("HEAD")
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # no client posts here; logged and answered 404
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self._route("POST")
 
     # ---- dispatch --------------------------------------------------------------------------
@@ -201,10 +210,9 @@ class _Handler(BaseHTTPRequestHandler):
                             auth="Authorization" in self.headers)
         with self.hub.lock:
             self.hub.log.append(self.entry)
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
-            if (m := API.match(path)) and method in ("GET", "POST"):
-                self._api(m, urllib.parse.parse_qs(parsed.query), body)
+            if (m := API.match(path)) and method == "GET":
+                self._api(m, urllib.parse.parse_qs(parsed.query))
             elif (m := RESOLVE.match(path)) and method in ("GET", "HEAD"):
                 kind = "datasets" if m.group(1) else "models"
                 self._resolve(kind, m.group(2), m.group(3), m.group(4), method)
@@ -248,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- API --------------------------------------------------------------------------------
 
-    def _api(self, m: re.Match, query: dict, body: bytes) -> None:
+    def _api(self, m: re.Match, query: dict) -> None:
         kind, repo_id, what, revision, sub = m.groups()
         repo = self._repo(kind, repo_id, revision)
         if repo is None:
@@ -258,13 +266,10 @@ class _Handler(BaseHTTPRequestHandler):
                         "gated": "manual" if repo.gated else False, "disabled": False,
                         "siblings": [{"rfilename": p} for p in sorted(repo.files)],
                         "lastModified": "2024-01-01T00:00:00.000Z"})
-        elif what == "tree":
+        else:
             folder = (sub or "").strip("/")
             recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
             self._json(_tree(repo, folder, recursive))
-        else:
-            paths = _posted_paths(body, self.headers.get("Content-Type", ""))
-            self._json([e for p in paths for e in _paths_info(repo, p.strip("/"))])
 
     # ---- content ----------------------------------------------------------------------------
 
@@ -315,33 +320,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._stream(status, data[start:end], headers, path)
 
     def _stream(self, status: int, body: bytes, headers: dict, path: str) -> None:
-        """Send the body in chunks, slowed or cut short where a fault says so."""
+        """Send the body in chunks, cut short or stalled where a fault says so."""
         faults = self.hub.faults
-        rate = faults.pick(faults.slow, path)
-        drop_after = None
         with self.hub.lock:
-            drop = faults.pick(faults.drop, path)
-            if drop is not None and drop[1] > 0:
-                drop[1] -= 1
-                drop_after = drop[0]
+            drop, stall = faults.take(faults.drop, path), faults.take(faults.stall, path)
+        limit = drop if drop is not None else stall
         self.send_response(status)
         for k, v in {**headers, "Content-Length": str(len(body))}.items():
             self.send_header(k, v)
         self.end_headers()
         self.entry.status = status
-        deadline = time.monotonic() + MAX_SLOW_SECONDS
         for i in range(0, len(body), CHUNK):
             piece = body[i:i + CHUNK]
-            if drop_after is not None and self.entry.sent + len(piece) > drop_after:
-                self.wfile.write(piece[:max(0, drop_after - self.entry.sent)])
-                self.entry.sent = drop_after
+            if limit is not None and self.entry.sent + len(piece) > limit:
+                self.wfile.write(piece[:max(0, limit - self.entry.sent)])
+                self.entry.sent = limit
                 self.wfile.flush()
+                if drop is None:  # stalled: wait for the client to give up or be killed
+                    self.hub.stopping.wait(MAX_STALL_SECONDS)
                 self.close_connection = True  # the client sees the body end early
                 return
             self.wfile.write(piece)
             self.entry.sent += len(piece)
-            if rate and not self.hub.stopping.is_set() and time.monotonic() < deadline:
-                time.sleep(len(piece) / rate)
 
     # ---- answers ----------------------------------------------------------------------------
 
@@ -384,20 +384,3 @@ def _tree(repo: Repo, folder: str, recursive: bool) -> list[dict]:
     folders = [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0,
                 "path": d} for d in sorted(dirs)]
     return folders + out
-
-
-def _paths_info(repo: Repo, path: str) -> list[dict]:
-    if path in repo.files:
-        return [repo.entry(path)]
-    if any(p.startswith(f"{path}/") for p in repo.files):
-        return [{"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(),
-                 "size": 0, "path": path}]
-    return []
-
-
-def _posted_paths(body: bytes, content_type: str) -> list[str]:
-    if "json" in content_type:
-        paths = json.loads(body or b"{}").get("paths", [])
-    else:
-        paths = urllib.parse.parse_qs(body.decode()).get("paths", [])
-    return [paths] if isinstance(paths, str) else list(paths)

@@ -41,6 +41,8 @@ MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json",
                "tokenizer_config.json", "model.safetensors")
 FINEWEB_DOCS = 21_000
 """Enough for the derived study: 20,000 skipped documents, then the SAE-training tokens."""
+PAPER_LONG_DOCS = 26_000
+"""Long FineWeb documents (~680 tokens) after those, for paper.toml's own stream sizes."""
 GEMMA_SCOPE_D_IN = 2304
 
 
@@ -87,21 +89,27 @@ def c4_repo() -> Repo:
     return Repo("datasets", "allenai/c4", files)
 
 
-def fineweb_repo(n_docs: int = FINEWEB_DOCS) -> Repo:
-    docs = documents(CorpusParams(), "hub-fineweb", n_docs)
-    half = n_docs // 2
+def fineweb_repo(long_docs: int = 0) -> Repo:
+    """FineWeb's sample-10BT config: FINEWEB_DOCS corpus documents, then `long_docs` of eight
+    each (PAPER_LONG_DOCS of them hold the 16.8M tokens paper.toml's SAE stream reads)."""
+    docs = documents(CorpusParams(), "hub-fineweb", FINEWEB_DOCS + 8 * long_docs)
+    texts = docs[:FINEWEB_DOCS] + ["\n".join(docs[i:i + 8])
+                                   for i in range(FINEWEB_DOCS, len(docs), 8)]
 
-    def shard(texts: list[str], first: int) -> bytes:
-        ids = [f"<urn:uuid:{first + i:08d}>" for i in range(len(texts))]
-        return _parquet(pa.table({"text": texts, "id": ids,
-                                  "dump": ["CC-MAIN-2024-10"] * len(texts),
-                                  "token_count": [len(t.split()) for t in texts]}))
+    def shard(first: int, end: int) -> bytes:
+        part = texts[first:end]
+        ids = [f"<urn:uuid:{first + i:08d}>" for i in range(len(part))]
+        return _parquet(pa.table({"text": part, "id": ids,
+                                  "dump": ["CC-MAIN-2024-10"] * len(part),
+                                  "token_count": [len(t.split()) for t in part]}))
 
-    files = {"sample/10BT/000_00000.parquet": shard(docs[:half], 0),
-             "sample/10BT/001_00000.parquet": shard(docs[half:], half),
-             "data/CC-MAIN-2024-10/000_00000.parquet": shard(docs[:50], 0),
-             "README.md": _readme({"default": {"train": "data/*/*"},
-                                   "sample-10BT": {"train": "sample/10BT/*"}})}
+    n = max(2, len(texts) // 15_000)
+    bounds = [len(texts) * k // n for k in range(n + 1)]
+    files = {f"sample/10BT/{k:03d}_00000.parquet": shard(bounds[k], bounds[k + 1])
+             for k in range(n)}
+    files["data/CC-MAIN-2024-10/000_00000.parquet"] = shard(0, 50)
+    files["README.md"] = _readme({"default": {"train": "data/*/*"},
+                                  "sample-10BT": {"train": "sample/10BT/*"}})
     return Repo("datasets", "HuggingFaceFW/fineweb", files)
 
 

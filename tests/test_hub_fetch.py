@@ -43,6 +43,8 @@ SENTINEL = "hf_SENTINELtoken4f1e9c0a7b3d"
 SAE_1 = "resid_post/layer_13_width_16k_l0_medium/params.safetensors"
 """Gemma Scope 2's weights (12.7 MB): large enough that huggingface_hub writes a 10 MiB
 block of it before the transfer ends, so a cut or a kill leaves something on disk."""
+BLOCK = 10 * 2**20
+"""What huggingface_hub reads before it writes (constants.DOWNLOAD_CHUNK_SIZE)."""
 MODEL_REPOS = tuple(paper_hub.MODELS)
 
 
@@ -100,23 +102,23 @@ def doctor_lines(env: dict, study: list[str], out: Path) -> list[str]:
 # ---- the paper's fetch, end to end ---------------------------------------------------------
 
 def _kill_while_sae_arrives(hub: HubServer, env: dict, study: Path, home: Path) -> Path:
-    """Start the fetch with Gemma Scope 2's weights served slowly, SIGKILL it once part of
-    them is on disk; returns the partial file it left."""
-    hub.faults.slow[SAE_1] = 3e6
+    """Start the fetch with Gemma Scope 2's weights stalling after 11 MB, SIGKILL it once
+    the first 10 MiB block of them is on disk; returns the partial file it left."""
+    hub.faults.stall[SAE_1] = [11_000_000, 1]
+    env = {**env, "HF_HUB_DOWNLOAD_TIMEOUT": "120"}  # it waits for the stalled file, not retries
     blobs = home / "hub" / "models--google--gemma-scope-2-1b-pt" / "blobs"
     with open(home.parent / "killed.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "repro", "fetch", "--study", str(study)],
                                 env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             for _ in range(1200):  # at most 120 s
-                partial = [p for p in blobs.glob("*.incomplete") if p.stat().st_size > 0]
+                partial = [p for p in blobs.glob("*.incomplete") if p.stat().st_size >= BLOCK]
                 if partial or proc.poll() is not None:
                     break
                 time.sleep(0.1)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-    hub.faults.slow.clear()
     assert partial, (home.parent / "killed.log").read_text()[-3000:]
     return partial[0]
 
@@ -130,7 +132,7 @@ def test_paper_fetch_survives_a_kill_then_the_run_reads_only_the_cache(hub: HubS
 
     # 1. killed while the first SAE arrives: the models are complete, the SAE is not
     partial = _kill_while_sae_arrives(hub, env, study, home)
-    assert partial.stat().st_size == 10 * 2**20  # huggingface_hub writes 10 MiB blocks
+    assert partial.stat().st_size == BLOCK  # one block written, the rest never arrived
     state = doctor_lines(env, ["--study", str(study)], out)
     assert sum(line.startswith("OK   model ") for line in state) == 3, state
     assert any(line.startswith("FAIL sae gemma-scope-2-1b") and "partly downloaded" in line
@@ -149,6 +151,10 @@ def test_paper_fetch_survives_a_kill_then_the_run_reads_only_the_cache(hub: HubS
     assert "removed 10.5 MB an interrupted download left" in res.stdout
     assert not list(home.rglob("*.incomplete"))
     assert "original/consolidated.00.pth" not in served  # Meta's original/ folder is skipped
+    # the token goes to the Hub's origin, never to the CDN the LFS downloads are sent to
+    lfs = [e for e in hub.log if e.path.startswith("/_lfs/")]
+    assert lfs and not [e for e in lfs if e.auth]
+    assert [e for e in hub.log if "/resolve/" in e.path and e.auth]
 
     # 3. the doctor finds everything; on paper.toml itself only FineWeb's prefix is too short
     #    for its 16,384 x 1,024-token SAE stream (and there is no GPU here)
@@ -196,8 +202,8 @@ def test_paper_fetch_survives_a_kill_then_the_run_reads_only_the_cache(hub: HubS
         "13", "96", "16384", *_served_w_enc(hub, "google/gemma-scope-2-1b-pt"),
         "12", "2304", "16384", *_served_w_enc(hub, "google/gemma-scope-2b-pt-res")]
 
-    # the token went to the Hub only, never to the CDN, and is nowhere in output or files
-    assert all(not e.auth for e in hub.log if e.path.startswith("/_lfs/"))
+    # the token is in no output and no file of the cache or the run
+    said.append((tmp_path / "killed.log").read_text())
     assert not [s for s in said if SENTINEL in s]
     assert files_holding(home, SENTINEL) == [] and files_holding(out, SENTINEL) == []
 
@@ -314,4 +320,26 @@ def test_a_connection_dropped_once_is_resumed_with_a_range_request(hub: HubServe
     assert res.returncode == 0, res.stderr[-3000:]
     sae = [(e.status, e.range, e.sent) for e in hub.content_requests() if e.file == SAE_1]
     size = len(hub.repos[("models", "google/gemma-scope-2-1b-pt")].files[SAE_1])
-    assert sae == [(200, "", 11_000_000), (206, f"bytes={10 * 2**20}-", size - 10 * 2**20)]
+    assert sae == [(200, "", 11_000_000), (206, f"bytes={BLOCK}-", size - BLOCK)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("REPRO_HUB_PAPER_SIZE"),
+                    reason="minutes of tokenizing: set REPRO_HUB_PAPER_SIZE=1 to run it")
+def test_paper_profile_itself_is_fetched_and_the_doctor_finds_everything(repos: list,
+                                                                         tmp_path: Path) -> None:
+    """`repro fetch --profile paper` on paper.toml as it ships: FineWeb served large enough
+    for its 16,384 x 1,024-token SAE stream after 20,000 skipped documents."""
+    fineweb = paper_hub.fineweb_repo(long_docs=paper_hub.PAPER_LONG_DOCS)
+    hub = paper_hub.serve([r for r in repos if r.repo_id != fineweb.repo_id] + [fineweb],
+                          token=SENTINEL)
+    try:
+        env = repro_env(hub, tmp_path / "hf")
+        res = repro(["fetch", "--profile", "paper"], env, timeout=3600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        lines = doctor_lines(env, ["--profile", "paper"], tmp_path / "out")
+    finally:
+        hub.stop()
+    failed = [line for line in lines if not line.startswith("OK")]
+    assert failed == ([] if torch.cuda.is_available() else failed[:1]), lines
+    assert all(line.startswith("FAIL device:") for line in failed), lines

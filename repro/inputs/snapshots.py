@@ -101,7 +101,8 @@ def remove_abandoned_partials(repo_id: str) -> int:
     freed = 0
     for partial in sorted((storage / "blobs").glob("*.incomplete")):
         etag = partial.name.split(".", 1)[0]
-        lock = FileLock(hubcache.hub_cache() / ".locks" / storage.name / f"{etag}.lock")
+        lock = FileLock(hubcache.hub_cache() / ".locks" / storage.name / f"{etag}.lock",
+                        mode=0o664)  # as huggingface_hub creates it: a cache users share
         try:
             with lock.acquire(timeout=0):
                 size = partial.stat().st_size
