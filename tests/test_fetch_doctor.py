@@ -161,6 +161,50 @@ def test_streamed_source_stores_exactly_the_consumed_prefix(hf_home: Path) -> No
     assert "already stored" in lines[0]
 
 
+class CountingTokenizer:
+    """A tokenizer that remembers how many texts it was asked to tokenize."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.texts = tokenizer, 0
+        self.bos_token_id = tokenizer.bos_token_id
+
+    def __call__(self, batch: list[str]):
+        self.texts += len(batch)
+        return self.tokenizer(batch)
+
+
+def test_prefix_counter_tokenizes_no_skipped_document(hf_home: Path) -> None:
+    """The counts equal a document-by-document walk (the slow twin), and the documents that
+    only a stream's skip covers (here 300-999) are never tokenized."""
+    tok = word_tokenizer(WORDS)
+    source = TextSource(kind="hub", path="org/corpus", streaming=True)
+    streams = [("eval", StreamSpec(source, n_sequences=3, seq_len=20, sampling="packed")),
+               ("sae_train", StreamSpec(source, n_sequences=9, seq_len=20, sampling="packed",
+                                        skip_documents=1000))]
+    rows = docs(4000)
+    counting = CountingTokenizer(tok)
+    counter = fetch.PrefixCounter(streams, {"m": counting})
+    for start in range(0, len(rows), fetch.BATCH_DOCS):
+        counter.feed(rows[start:start + fetch.BATCH_DOCS])
+        if counter.done:
+            break
+
+    def walk(skip: int, need: int) -> int:
+        have = 0
+        for i, text in enumerate(rows[skip:], start=skip):
+            ids = tok(text)["input_ids"]
+            have += len(ids) + (ids[:1] != [tok.bos_token_id])
+            if have >= need:
+                return i + 1
+        raise AssertionError("not enough text")
+
+    eval_docs, train_docs = walk(0, 3 * 19), walk(1000, 9 * 19)
+    assert counter.docs_needed == {("m", "eval"): eval_docs, ("m", "sae_train"): train_docs}
+    batches = -(-train_docs // fetch.BATCH_DOCS) * fetch.BATCH_DOCS  # the last batch read
+    assert eval_docs <= fetch.BATCH_DOCS < 1000
+    assert counting.texts == fetch.BATCH_DOCS + (batches - 1000)
+
+
 def test_whole_source_and_interrupted_write(hf_home: Path) -> None:
     source = TextSource(kind="hub", path="org/wiki", split="test")
     spec = StreamSpec(source, n_sequences=2, seq_len=8, sampling="joined")

@@ -3,9 +3,11 @@
 Models (config, safetensors weights, tokenizer), public pre-trained SAEs (their sae-lens
 folder) and the text every token stream reads go into the Hugging Face cache (HF_HOME; the
 container's /cache volume). Afterwards `repro all` runs with HF_HUB_OFFLINE=1 and never
-touches the network. huggingface_hub resumes interrupted file downloads and skips cached
-ones; a text source is written to a temporary file and renamed when complete, so an
-interrupted fetch redoes at most that source. Streamed sources (FineWeb) are stored as the
+touches the network. Hub snapshots go through repro.inputs.snapshots: files already cached
+are skipped, so an interrupted fetch downloads again only the files it had not finished (a
+file cut off midway starts over: huggingface_hub resumes a broken connection within a run,
+not a killed one); a text source is written to a temporary file and renamed when complete,
+so an interrupted fetch redoes at most that source. Streamed sources (FineWeb) are stored as the
 prefix of documents the study consumes, counted with each model's own tokenizer.
 
 Packaged sources (`package:<name>` models and `kind = "package"` texts, the small profile's)
@@ -18,15 +20,16 @@ the package) are not downloaded: they are checked against their SHA256SUMS.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
+from repro.files import disk_error
 from repro.inputs import hubcache
+from repro.inputs.snapshots import check_online, download, first_line, gb
 from repro.study.spec import ModelSpec, StreamSpec, Study, TextSource
 
 Log = Callable[[str], None]
@@ -45,24 +48,12 @@ def fetch(study: Study, log: Log = print) -> dict[str, int]:
     sources = hubcache.hub_sources(study)
     summary["models"] = sum(download(item, log) for item in models)
     summary["saes"] = sum(download(item, log) for item in saes)
-    tokenizers: dict[str, Any] = {}
+    tokenizers: Mapping[str, Any] = {}
     if any(s.streaming for s in sources):
-        tokenizers = {key: _tokenizer(spec) for key, spec in study.models.items()}
+        tokenizers = Tokenizers(study.models)
     summary["text"] = sum(materialise(src, streams, tokenizers, log)
                           for src, streams in sources.items())
     return summary
-
-
-def _check_online() -> None:
-    from repro.inputs.models import hub_offline
-
-    if hub_offline():
-        raise ReproError("HF_HUB_OFFLINE is set, but fetch must download; run it without "
-                         "HF_HUB_OFFLINE (e.g. `env -u HF_HUB_OFFLINE repro fetch ...`)")
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 # ---- local assets -------------------------------------------------------------------------
@@ -88,107 +79,31 @@ def verify_local(study: Study, log: Log = print) -> int:
             raise ReproError(f"shipped assets in {root} do not match SHA256SUMS ({shown}); "
                              "restore them with `git checkout -- <folder>` or rebuild them")
         total += size
-        log(f"local {root}: {files} files, {_gb(size)}, match SHA256SUMS")
+        log(f"local {root}: {files} files, {gb(size)}, match SHA256SUMS")
     return total
-
-
-# ---- Hub snapshots ------------------------------------------------------------------------
-
-def download(item: hubcache.HubItem, log: Log = print) -> int:
-    """Download (or complete) one snapshot into the Hub cache; returns its size in bytes."""
-    from huggingface_hub import snapshot_download
-
-    from repro.inputs.models import hf_token
-
-    cached = hubcache.cached_snapshot(item)[0]
-    if cached is not None:  # complete: keep the snapshot the first fetch pinned, no network
-        size = hubcache.folder_bytes(cached)
-        log(f"{item.kind} {item.label} ({item.repo_id}@{item.revision}): cached, {_gb(size)}")
-        return size
-    _check_online()
-    token = hf_token()
-    if item.gated and not token:
-        raise ReproError(_gated_fix(item, "HF_TOKEN is not set"))
-    kwargs = dict(revision=item.revision, allow_patterns=list(item.allow),
-                  ignore_patterns=list(item.ignore) or None, token=token)
-    with _hub_errors(item, token):
-        plan = snapshot_download(item.repo_id, dry_run=True, **kwargs)
-        if not plan:
-            raise ReproError(f"{item.kind} {item.label}: no file of {item.repo_id} matches "
-                             f"{', '.join(item.allow)}; check the study file")
-        total = sum(f.file_size or 0 for f in plan)
-        todo = sum(f.file_size or 0 for f in plan if f.will_download)
-        _check_space(hubcache.hub_cache(), todo, item.label)
-        log(f"{item.kind} {item.label} ({item.repo_id}@{item.revision}): {len(plan)} files, "
-            f"{_gb(total)}, {_gb(todo)} to download")
-        snapshot_download(item.repo_id, **kwargs)  # skips cached files, resumes partial ones
-    return total
-
-
-def _check_space(folder: Path, need: int, what: str) -> None:
-    where, free = hubcache.free_bytes(folder)
-    if need > free:
-        raise ReproError(f"not enough disk for {what}: {_gb(need)} to download, {_gb(free)} "
-                         f"free at {where}; free space or point HF_HOME at a larger disk")
-
-
-def _gated_fix(item: hubcache.HubItem, why: str) -> str:
-    return (f"{item.kind} {item.label} ({item.repo_id}) is gated and {why}: accept its licence "
-            f"at https://huggingface.co/{item.repo_id} while logged in, create a read token at "
-            "https://huggingface.co/settings/tokens and export HF_TOKEN=<token>")
-
-
-@contextlib.contextmanager
-def _hub_errors(item: hubcache.HubItem, token: str | None) -> Iterator[None]:
-    """Turn huggingface_hub's failures into one line that says what to do."""
-    from huggingface_hub import errors
-
-    try:
-        yield
-    except ReproError:
-        raise
-    except Exception as exc:  # classified below; anything unknown is re-raised as it is
-        chain = [exc]
-        while chain[-1].__cause__ is not None and len(chain) < 5:
-            chain.append(chain[-1].__cause__)
-        first = _first_line(chain[-1], token)
-        for err in chain:
-            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-                raise ReproError(f"the disk of {hubcache.hub_cache()} filled up while fetching "
-                                 f"{item.repo_id}; free space or point HF_HOME at a larger disk, "
-                                 "then rerun `repro fetch` (it resumes)") from None
-            if isinstance(err, errors.GatedRepoError):
-                raise ReproError(_gated_fix(item, "access was refused")) from None
-            if isinstance(err, errors.RevisionNotFoundError):
-                raise ReproError(f"{item.repo_id} has no revision {item.revision!r}; fix the "
-                                 "revision in the study file") from None
-            status = getattr(getattr(err, "response", None), "status_code", None)
-            if status == 401 and token:
-                raise ReproError(f"HF_TOKEN was rejected (401) for {item.repo_id}: create a new "
-                                 "read token at https://huggingface.co/settings/tokens and "
-                                 "export HF_TOKEN=<token>") from None
-            if isinstance(err, errors.RepositoryNotFoundError):
-                raise ReproError(f"{item.repo_id} was not found or is not visible with "
-                                 f"{'this HF_TOKEN' if token else 'no HF_TOKEN'}; check the id "
-                                 "in the study file, or export HF_TOKEN") from None
-        if isinstance(exc, OSError | errors.DryRunError) or "Connect" in type(chain[-1]).__name__:
-            raise ReproError(f"cannot reach the Hugging Face Hub for {item.repo_id} ({first}); "
-                             "check the network or HTTPS_PROXY and rerun `repro fetch` "
-                             "(finished files are kept)") from None
-        raise
-
-
-def _first_line(exc: BaseException, token: str | None) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-    return text.replace(token, "***") if token else text
 
 
 # ---- text sources -------------------------------------------------------------------------
 
-def _tokenizer(spec: ModelSpec) -> Any:
-    from repro.inputs.models import load_tokenizer
+class Tokenizers(Mapping):
+    """The study's tokenizers by model key, each loaded when first asked for: a fetch that
+    finds every text already stored loads none (online, loading one asks the Hub)."""
 
-    return load_tokenizer(spec)
+    def __init__(self, specs: Mapping[str, ModelSpec]) -> None:
+        self.specs, self.loaded = specs, {}
+
+    def __getitem__(self, key: str) -> Any:
+        from repro.inputs.models import load_tokenizer
+
+        if key not in self.loaded:
+            self.loaded[key] = load_tokenizer(self.specs[key])
+        return self.loaded[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
 
 
 class PrefixCounter:
@@ -196,9 +111,12 @@ class PrefixCounter:
 
     Mirrors `repro.inputs.data._packed`: after `skip_documents`, each document adds its token ids
     (BOS prepended when the tokenizer did not) until n_sequences x (seq_len - 1) are reached.
+    Documents that no unfinished stream of a model reads (those before every skip) are not
+    tokenized: the paper's SAE stream skips 20,000 FineWeb documents.
     """
 
-    def __init__(self, streams: list[tuple[str, StreamSpec]], tokenizers: dict[str, Any]) -> None:
+    def __init__(self, streams: list[tuple[str, StreamSpec]],
+                 tokenizers: Mapping[str, Any]) -> None:
         self.tokenizers = tokenizers
         self.need = {(m, name): (s.skip_documents, s.n_sequences * (s.seq_len - 1))
                      for m in tokenizers for name, s in streams}
@@ -211,19 +129,23 @@ class PrefixCounter:
         return len(self.docs_needed) == len(self.need)
 
     def feed(self, batch: list[str]) -> None:
-        for model, tokenizer in self.tokenizers.items():
+        for model in self.tokenizers:
+            open_ = [(key, skip, need) for key, (skip, need) in self.need.items()
+                     if key[0] == model and key not in self.docs_needed]
+            first = max(0, min((skip for _, skip, _ in open_), default=len(batch)) - self.seen)
+            if first >= len(batch):
+                continue
+            tokenizer = self.tokenizers[model]
             bos = tokenizer.bos_token_id
             lengths = [len(ids) + (0 if ids[:1] == [bos] else 1)
-                       for ids in tokenizer(batch)["input_ids"]]
-            for (m, name), (skip, need) in self.need.items():
-                if m != model or (m, name) in self.docs_needed:
-                    continue
-                for i, n in enumerate(lengths):
+                       for ids in tokenizer(batch[first:])["input_ids"]]
+            for key, skip, need in open_:
+                for i, n in enumerate(lengths, start=first):
                     if self.seen + i < skip:
                         continue
-                    self.have[(m, name)] += n
-                    if self.have[(m, name)] >= need:
-                        self.docs_needed[(m, name)] = self.seen + i + 1
+                    self.have[key] += n
+                    if self.have[key] >= need:
+                        self.docs_needed[key] = self.seen + i + 1
                         break
         self.seen += len(batch)
 
@@ -240,17 +162,36 @@ def _hub_rows(source: TextSource) -> Iterable[str]:
                                    token=hf_token())
     except (OSError, ValueError) as exc:
         raise ReproError(f"dataset {source.path} ({source.name or 'default'}, {source.split}) "
-                         f"could not be opened ({_first_line(exc, hf_token())}); check the "
+                         f"could not be opened ({first_line(exc, hf_token())}); check the "
                          "network and the study's data section") from None
-    for row in ds:
-        if source.text_field not in row:
-            raise ReproError(f"dataset {source.path} has no column {source.text_field!r}; "
-                             f"set text_field to one of {sorted(row)}")
-        yield row[source.text_field]
+    n = 0
+    with _read_errors(source, lambda: n):
+        for row in ds:
+            if source.text_field not in row:
+                raise ReproError(f"dataset {source.path} has no column {source.text_field!r}; "
+                                 f"set text_field to one of {sorted(row)}")
+            n += 1
+            yield row[source.text_field]
+
+
+@contextlib.contextmanager
+def _read_errors(source: TextSource, rows_read: Callable[[], int]) -> Iterator[None]:
+    """A stream that breaks while it is read (connection lost, a damaged file) is one line."""
+    import httpx2
+
+    from repro.inputs.models import hf_token
+
+    try:
+        yield
+    except (OSError, ValueError, httpx2.TransportError) as exc:
+        raise ReproError(f"dataset {source.path} ({source.name or 'default'}, {source.split}): "
+                         f"reading it failed after {rows_read():,} rows "
+                         f"({first_line(exc, hf_token())}); rerun `repro fetch` (this source "
+                         "starts again, finished ones are kept)") from None
 
 
 def materialise(source: TextSource, streams: list[tuple[str, StreamSpec]],
-                tokenizers: dict[str, Any], log: Log = print,
+                tokenizers: Mapping[str, Any], log: Log = print,
                 rows: Iterable[str] | None = None) -> int:
     """Store the rows a source yields (all, or the consumed prefix when streamed); bytes."""
     path = hubcache.materialised_path(source)
@@ -261,21 +202,21 @@ def materialise(source: TextSource, streams: list[tuple[str, StreamSpec]],
             raise ReproError(f"data.{odd[0]}: a streamed source can only feed 'packed' streams "
                              "(windows and joined read every row); set streaming = false")
     if _already_stored(path, source, streams, tokenizers):
-        log(f"text {label}: already stored in {path} ({_gb(path.stat().st_size)})")
+        log(f"text {label}: already stored in {path} ({gb(path.stat().st_size)})")
         return path.stat().st_size
     if rows is None:
-        _check_online()
+        check_online()
         rows = _hub_rows(source)
     counter = PrefixCounter(streams, tokenizers) if source.streaming else None
     meta = {"source": hubcache.source_key(source), "complete": counter is None,
             "covers": hubcache.covers(streams, list(tokenizers))}
     n = _write_parquet(path, rows, counter, label, meta)
-    log(f"text {label}: {n:,} documents stored in {path} ({_gb(path.stat().st_size)})")
+    log(f"text {label}: {n:,} documents stored in {path} ({gb(path.stat().st_size)})")
     return path.stat().st_size
 
 
 def _already_stored(path: Path, source: TextSource, streams: list[tuple[str, StreamSpec]],
-                    tokenizers: dict[str, Any]) -> bool:
+                    tokenizers: Mapping[str, Any]) -> bool:
     info = hubcache.materialised_info(path)
     return info is not None and hubcache.stored_covers(info, source, streams, list(tokenizers))
 
@@ -310,6 +251,12 @@ def _write_parquet(path: Path, rows: Iterable[str], counter: PrefixCounter | Non
             writer.add_key_value_metadata({"repro": json.dumps({**meta, "rows": n,
                                                                  "docs_needed": needed})})
         os.replace(tmp, path)
+    except OSError as exc:
+        if disk_error(exc, tmp) is None:
+            raise
+        raise ReproError(f"the disk of {path.parent} filled up while storing text {label} "
+                         f"({first_line(exc, None)}); free space or point HF_HOME at a larger "
+                         "disk, then rerun `repro fetch` (finished sources are kept)") from None
     finally:
         tmp.unlink(missing_ok=True)
     return n
