@@ -321,8 +321,10 @@ def test_paper_estimates_follow_their_derivation(hf_home: Path) -> None:
     facts = {k: footprint.KNOWN_MODELS[s.source] for k, s in study.models.items()}
     parts = footprint.out_bytes(study, facts)
     assert parts["activations"] == 256 * 1024 * 2 * (1152 * 13 + 2304 * 4 + 2048 * 3)
-    # each model's runs plus one control-seed SAE per variant (13, 4 and 3)
-    assert parts["saes"] == 2 * 16384 * 4 * (1152 * (15 + 13) + 2304 * (4 + 4) + 2048 * (3 + 3))
+    # each model's runs plus one control-seed SAE per variant (13, 4 and 3), per replicate
+    assert study.verdict.replicates == 3
+    assert parts["saes"] == 3 * 2 * 16384 * 4 * (
+        1152 * (15 + 13) + 2304 * (4 + 4) + 2048 * (3 + 3))
     assert footprint.gpu_need_gib(study) == 34
     assert footprint.gpu_need_gib(load_study(profile_path("tiny"))) == 0
 
