@@ -103,18 +103,20 @@ def test_planted_mistakes_fail_verification(run_dir: Path, tmp_path: Path, mista
         assert not got["ok"] and PLANTED[mistake] in _failed_columns(got["failed"]), got
 
 
-@pytest.mark.parametrize("module,redone", [
-    ("repro.outputs.analysis", ["analysis", "figures", "tables"]),
-    ("repro.outputs.figures", ["figures"]),
+@pytest.mark.parametrize("module,edit,redone", [
+    ("repro.outputs.analysis", "code", ["analysis", "figures", "tables"]),
+    ("repro.outputs.figures", "code", ["figures"]),
+    ("repro.outputs.analysis", "docstring", []),
 ])
-def test_an_edited_module_redoes_exactly_its_stages(run_dir: Path, tmp_path: Path,
-                                                    module: str, redone: list[str]) -> None:
-    """The cache knows the code: a stage whose code changed is redone, with what reads it,
-    and nothing else (tests/edit_code.py edits the module as the cache sees it)."""
+def test_an_edited_module_redoes_exactly_its_stages(run_dir: Path, tmp_path: Path, module: str,
+                                                    edit: str, redone: list[str]) -> None:
+    """The cache knows the code: a stage whose code changed (one statement) is redone, with
+    what reads it, and nothing else; a docstring or comment edit redoes nothing
+    (tests/edit_code.py edits the module as the cache sees it)."""
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, copy_function=os.link)
     res = subprocess.run([sys.executable, str(Path(__file__).parent / "edit_code.py"), module,
-                          str(copy)], capture_output=True, text=True, timeout=900)
+                          str(copy), edit], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout.strip().splitlines()[-1]) == redone
 
