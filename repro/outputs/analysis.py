@@ -212,7 +212,7 @@ class Analysis:
                                       n_resamples=self.bootstrap, seed=self.study.seed)
 
     def seed_control(self, v: Variant, rate: np.ndarray, alive: np.ndarray) -> dict:
-        """RQ2 again against the control-seed SAEs (DESIGN.md, "Seed control"): survival
+        """RQ2 again against the control-seed SAEs (docs/design.md, "Seed control"): survival
         into the pruned model's control SAE, its frequency effect, the seed-to-seed floor
         (dense vs the dense model's control SAE, the same alive features), and each
         firing-rate bin's drift of the dense SAE from its initial decoder."""

@@ -25,7 +25,7 @@ from pathlib import Path
 def _source(module: str) -> Path | None:
     try:
         spec = importlib.util.find_spec(module)
-    except (ImportError, AttributeError, ValueError):  # `from repro.x import name`: no module
+    except (ImportError, AttributeError, ValueError):  # `from a.module import name`: no module
         return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
