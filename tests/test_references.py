@@ -57,11 +57,7 @@ def references(path: Path) -> list[tuple[str, str]]:
 def broken(path: Path) -> list[str]:
     bad = []
     for kind, ref in references(path):
-        if kind == "path" and not (ROOT / ref).exists():
-            bad.append(ref)
-        elif kind == "name" and not _resolves(ref):
-            bad.append(ref)
-        elif kind == "link" and not (path.parent / ref).exists():
+        if kind == "path" and not (ROOT / ref).exists() or kind == "name" and not _resolves(ref) or kind == "link" and not (path.parent / ref).exists():
             bad.append(ref)
     return bad
 
