@@ -55,11 +55,9 @@ def references(path: Path) -> list[tuple[str, str]]:
 
 
 def broken(path: Path) -> list[str]:
-    bad = []
-    for kind, ref in references(path):
-        if kind == "path" and not (ROOT / ref).exists() or kind == "name" and not _resolves(ref) or kind == "link" and not (path.parent / ref).exists():
-            bad.append(ref)
-    return bad
+    exists = {"path": lambda ref: (ROOT / ref).exists(), "name": _resolves,
+              "link": lambda ref: (path.parent / ref).exists()}
+    return [ref for kind, ref in references(path) if not exists[kind](ref)]
 
 
 @pytest.mark.parametrize("path", TEXTS, ids=lambda p: str(p.relative_to(ROOT)))
