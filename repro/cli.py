@@ -8,7 +8,6 @@ and exit code 2; Ctrl-C and SIGTERM stop with a line saying how to resume.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
@@ -342,13 +341,15 @@ def _on_term(_signum: int, _frame: object) -> None:
 
 
 def _share_cores_politely() -> None:
-    """Several processes of one launch (accelerate, torchrun) share a machine's cores, and each
-    keeps the pinned 2 intra-op threads. GNU OpenMP's threads spin while they wait, so
-    oversubscribed they burn each other's time slices: two launched tiny runs on 2 cores took
-    over 30 minutes, against 4 for one. Sleeping waits change no arithmetic. OpenMP reads this
-    once, when torch loads it, so it is set here, before anything imports torch."""
-    if int(os.environ.get("LOCAL_WORLD_SIZE") or 1) > 1:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Every CPU run sleeps while its threads wait instead of spinning
+    (repro.science.numerics.share_cores_politely): spinning threads of one run, or of
+    several launched processes, burn each other's and other jobs' time slices on a shared
+    machine (two launched tiny runs on 2 cores took over 30 minutes, against 4 for one). It
+    changes no arithmetic. OpenMP reads it once, when torch loads it, so it is set here,
+    before anything imports torch."""
+    from repro.science.numerics import share_cores_politely
+
+    share_cores_politely()
 
 
 def main(argv: list[str] | None = None) -> int:
