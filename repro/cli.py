@@ -14,16 +14,21 @@ from pathlib import Path
 
 from repro.errors import ReproError
 
+DEFAULT_PROFILE = "tiny"
+"""The study of a command given neither --profile nor --study: the one every machine runs."""
+
 
 def _study(args: argparse.Namespace):
     from repro.study.reader import load_study, profile_path
 
-    return load_study(Path(args.study) if args.study else profile_path(args.profile))
+    return load_study(Path(args.study) if args.study
+                      else profile_path(args.profile or DEFAULT_PROFILE))
 
 
 def _profile_arg(args: argparse.Namespace) -> str:
     """How the command named its study, for the fixes that error messages suggest."""
-    return f"--study {args.study}" if args.study else f"--profile {args.profile}"
+    return f"--study {args.study}" if args.study else \
+        f"--profile {args.profile or DEFAULT_PROFILE}"
 
 
 def _context(args: argparse.Namespace, study):
@@ -47,6 +52,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     study = _study(args)
     runs = select_runs(study, args.runs, args.shard)
+    if not args.study and not args.profile:  # say what a bare `repro list` lists
+        print(f"profile {DEFAULT_PROFILE} (the default; --profile small, --profile paper or "
+              "--study FILE list another)")
     rows = [("run id", "model", "method", "sparsity", "seed", "role")]
     for r in runs:
         role = (
@@ -241,7 +249,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def study_opts(sp: argparse.ArgumentParser, runs: bool = True) -> None:
         g = sp.add_mutually_exclusive_group()
-        g.add_argument("--profile", default="tiny", help="shipped study: tiny (default) or paper")
+        g.add_argument("--profile", help=f"shipped study: {DEFAULT_PROFILE} (default), small or "
+                                          "paper")
         g.add_argument("--study", metavar="FILE", help="a study TOML file of your own")
         if runs:
             sp.add_argument("--runs", nargs="+", metavar="ID", help="only these run ids")
