@@ -8,6 +8,7 @@ and exit code 2; Ctrl-C and SIGTERM stop with a line saying how to resume.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -361,8 +362,29 @@ def _share_cores_politely() -> None:
     share_cores_politely()
 
 
+PROGRESS_BARS_OFF = {
+    "TQDM_DISABLE": "1",  # tqdm reads TQDM_* defaults when imported: sae-lens, GGUF conversion
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub; transformers' own bars follow it
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
+"""Every library's switch for its progress bars."""
+
+
+def _progress_bars_on_terminals_only() -> None:
+    """A progress bar redraws one line with carriage returns: on a terminal it shows progress,
+    in a log file or a CI page it is hundreds of updates glued into one line. When stderr is
+    not a terminal every library's bars are off (set before any of them is imported, as each
+    reads its switch then); the stage and file lines `repro` prints say what finished. A
+    value the environment already has wins."""
+    if sys.stderr.isatty():
+        return
+    for name, value in PROGRESS_BARS_OFF.items():
+        os.environ.setdefault(name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     _share_cores_politely()
+    _progress_bars_on_terminals_only()
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     try:

@@ -122,6 +122,7 @@ def download(item: hubcache.HubItem, log: Log = print) -> int:
         log(f"{item.kind} {item.label} ({item.repo_id}@{item.revision}): {len(plan)} files, "
             f"{_gb(total)}, {_gb(todo)} to download")
         snapshot_download(item.repo_id, **kwargs)  # skips cached files, resumes partial ones
+    log(f"{item.kind} {item.label}: downloaded, {_gb(total)} in the Hub cache")
     return total
 
 
