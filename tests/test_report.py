@@ -44,9 +44,12 @@ def test_report_embeds_tables_figures_verdicts_and_stage_times(tmp_path: Path, c
     for rid in IDS:
         assert page.count(f"<td>{rid}</td>") == len(TABLES)
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
-    assert CAPTION in page and 'class="pass">PASS (' in page
-    assert 'class="holds">HOLDS</td>' in page
-    assert "<td>F3_survival_by_frequency</td>" in page and PAPER_C1 in page
+    assert CAPTION in page and 'class="verdict pass">PASS<span class="note">blessed 11 (exact)' \
+        in page
+    assert 'class="verdict holds">HOLDS</td>' in page
+    # the claim links to the figure that shows it; the whole statement is its tooltip
+    assert '<a href="#F3_survival_by_frequency">C1</a>' in page
+    assert '<figure id="F3_survival_by_frequency">' in page and f'title="{PAPER_C1}' in page
     assert "Verification PASS" in page and "0.1.0+abc123" in page
     md = (run / "report.md").read_text()
     assert "![F3_survival_by_frequency](figures/F3_survival_by_frequency.png)" in md
@@ -127,7 +130,8 @@ def test_training_curves_are_drawn_and_a_still_rising_sae_is_warned_about(tmp_pa
     assert len(warned) == 1 and "gemma-3-tiny/wanda/50" in warned[0]
     assert "| gemma-3-tiny/dense/0 | 4000 | 40 | 0.8 | 4 | 0.1 |" in md and "| NO |" in md
     assert ".x.partial" not in md and "Verification PASS" in md  # the verdict is untouched
-    assert "**Training: 1 of 2 SAEs had not flattened" in md.split("## Claims")[0]
+    first_screen = md.split("## Method controls")[0]
+    assert "<details><summary>Training: 1 of 2 SAEs had not flattened" in first_screen
     png = (run / "report_training_curves.png").read_bytes()
     page = (run / "report.html").read_text()
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
