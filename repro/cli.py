@@ -142,14 +142,19 @@ def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from repro.outputs import partial
     from repro.outputs.verify import verify_run
     from repro.outputs.verify_text import summary
 
-    result = verify_run(
-        Path(args.run_dir),
-        Path(args.expected) if args.expected else None,
-        Path(args.tolerances) if args.tolerances else None,
-    )
+    run_dir = Path(args.run_dir)
+    expected = Path(args.expected) if args.expected else None
+    tolerances = Path(args.tolerances) if args.tolerances else None
+    study = partial.is_partial(run_dir) if run_dir.is_dir() else None
+    if study is not None:  # runs or study stages missing: compare what finished
+        result = partial.verify_partial(run_dir, study, expected, tolerances=tolerances)
+        print(partial.summary(result))
+        return result["exit_code"]
+    result = verify_run(run_dir, expected, tolerances)
     print(summary(result))
     return 0 if result["ok"] else 1
 
@@ -172,13 +177,21 @@ def cmd_bless(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from repro.outputs import partial
     from repro.outputs.completeness import describe_missing
     from repro.outputs.report import gather, write
 
-    rep = gather(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    study = partial.is_partial(run_dir) if run_dir.is_dir() else None
+    # an unfinished run: the same comparison and words as `repro verify` and `repro all`
+    result = partial.verify_partial(run_dir, study) if study is not None else None
+    rep = gather(run_dir)
     md, page = write(rep)
     print(f"report written to {md} and {page}"
-          + (f"; the run is {describe_missing(rep.missing)}" if rep.missing else ""))
+          + (f"; the run is {describe_missing(rep.missing)}" if rep.missing and not result
+             else ""))
+    if result is not None:
+        print(partial.summary(result))
     return 0
 
 

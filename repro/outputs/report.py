@@ -222,10 +222,13 @@ def _frame_rows(df: pd.DataFrame) -> list[list[Any]]:
 def _verdict_line(rep: Report) -> str:
     from repro.outputs.completeness import describe_missing
 
+    v = rep.verification
+    if v is not None and v.get("partial") and rep.missing:
+        return (f"**{v['line'][0].upper()}{v['line'][1:]}.** Finish with `{v['finish']}` (it "
+                "resumes). Exit code 3 while the run is partial, 1 when a compared row fails.")
     if rep.missing:
         return ("**Incomplete run**: " + describe_missing(rep.missing).removeprefix("incomplete: ")
                 + ". Its numbers are partial and no verdict applies.")
-    v = rep.verification
     if v is None:
         return f"Not verified yet: run `repro verify {rep.run_dir}`."
     if v.get("unverified"):

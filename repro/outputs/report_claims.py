@@ -149,6 +149,7 @@ def _value_note(name: str, field: str, entry: dict[str, Any]) -> str:
 def claim_rows(verification: dict[str, Any] | None, claims: dict[str, Any]) -> list[ClaimRow]:
     """One row per claim: both answers when `repro verify` has run, else the run's numbers."""
     checks = (verification or {}).get("checks", [])
+    unanswered = "NOT YET" if (verification or {}).get("partial") else "NOT VERIFIED"
     reproduced = {c["name"]: c for c in checks if c["kind"] == "reproduction"}
     agreed = {c["name"]: c for c in checks if c["kind"] == "claim"}
     fields = _paper_fields()
@@ -162,14 +163,14 @@ def claim_rows(verification: dict[str, Any] | None, claims: dict[str, Any]) -> l
         entry = entry if isinstance(entry, dict) else {}
         shown = r or a or {"name": name, "got": entry.get(field)}
         full = str(r.get("statement") or a.get("statement") or "")
-        agreement = str(a["verdict"]).upper() if a else (
-            "NOT VERIFIED" if not checks else "—")
+        missing = "—" if reproduced or agreed else unanswered
+        agreement = str(a["verdict"]).upper() if a else missing
         rows.append(ClaimRow(
             name, full.split(": ")[0], full,
             band_text(r["tolerance"], r["expected"]) if r else "—",
             _value(shown, entry), _value_note(name, field, entry),
-            str(r["verdict"]).upper() if r else ("NOT VERIFIED" if not checks else "—"),
-            _short(r.get("detail", "")),
+            str(r["verdict"]).upper() if r else missing,
+            _short(r.get("detail", "")) or ("needs every run" if missing == "NOT YET" else ""),
             agreement,
             "; ".join(x for x in (f"blessed {band_text(a['tolerance'], a['expected'])}",
                                   _short(a.get("detail", ""))) if x) if a else "",
