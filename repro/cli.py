@@ -104,10 +104,11 @@ def cmd_all(args: argparse.Namespace) -> int:
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs, finish)
     if counts["done"] == 0:
-        print(
-            f"everything is already done in {ctx.out} ({counts['skipped']} stages); "
-            "use --force to redo"
-        )
+        from repro.outputs.partial import is_partial
+
+        partial = is_partial(ctx.out) is not None  # its PARTIAL lines said what is missing
+        print(f"{'every stage of the selected runs' if partial else 'everything'} is already "
+              f"done in {ctx.out} ({counts['skipped']} stages); use --force to redo")
     return counts["verify"] or 0
 
 

@@ -96,7 +96,7 @@ def test_what_finished_is_compared_and_the_run_ends_partial(tmp_path: Path, caps
     head = out.splitlines()[0]
     assert head.startswith("verification PARTIAL: 0 of 42 runs finished, 2 of ")
     assert "expected rows compared (T1_pruning 2): 14 cells pass, 0 fail" in head
-    assert "  not run: 42 runs (gemma-3-tiny/dense/0, " in out
+    assert "  not finished: 42 runs (gemma-3-tiny/dense/0, " in out
     assert f"  finish with: repro all --profile tiny --out {run} (it resumes" in out
     assert "--runs" not in out and "rerun the same" not in out
     result = json.loads((run / "verification.json").read_text())
@@ -143,9 +143,9 @@ def test_repro_all_with_runs_ends_partial_and_compares_what_finished(tmp_path: P
     head = done.stdout.splitlines()[0]
     # the perplexities of both variants and the Wanda run's transfer row match the blessed run
     assert head.startswith("verification PARTIAL: 1 of 42 runs finished, 3 of "), done.stdout
-    assert "(T1_pruning 2, T5_transfer 1)" in head and ", 0 fail;" in head
+    assert "(T1_pruning 2, T5_transfer 1): 30 cells pass, 0 fail;" in head
     assert f"finish with: repro all --profile tiny --out {out} (it resumes" in done.stdout
-    assert "partly: 1 runs with their SAE but not their evaluation (gemma-3-tiny/dense/0)" \
+    assert "partly: 1 run with an SAE but no evaluation yet (gemma-3-tiny/dense/0)" \
         in done.stdout
     again = subprocess.run([*cmd, "verify", str(out)], capture_output=True, text=True,
                            timeout=600)

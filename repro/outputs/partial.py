@@ -203,6 +203,10 @@ def finish_command(run_dir: Path, study_path: Path | None = None,
     return f"repro all {which} --out {run_dir}{more}"
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" + ("" if n == 1 else "s")
+
+
 def _shown(ids: list[str], n: int = 4) -> str:
     return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
@@ -258,15 +262,16 @@ def headline(result: dict[str, Any]) -> str:
 def lines(result: dict[str, Any]) -> list[str]:
     """What ran, what did not, and how to finish: the lines under the headline."""
     p = result["progress"]
-    out = [f"ran: {len(p['finished'])} runs" + (f" ({_shown(p['finished'])})"
-                                               if p["finished"] else "")]
+    out = [f"ran: {_runs(len(p['finished']))}" + (f" ({_shown(p['finished'])})"
+                                                 if p["finished"] else "")]
     if p["partly"]:
-        out.append(f"partly: {len(p['partly'])} runs with their SAE but not their evaluation "
+        out.append(f"partly: {_runs(len(p['partly']))} with an SAE but no evaluation yet "
                    f"({_shown(p['partly'])})")
-    pending = [*p["not_started"], *p["partly"]]
+    pending = [*p["partly"], *p["not_started"]]
     stages = ", ".join(p["study_stages"]) or "none"
-    out.append(f"not run: {len(pending)} runs ({_shown(pending)}) and the study-level stages "
-               f"({stages})" if pending else f"not run: the study-level stages ({stages})")
+    out.append(f"not finished: {_runs(len(pending))} ({_shown(pending)}) and the study-level "
+               f"stages ({stages})" if pending else
+               f"not finished: the study-level stages ({stages})")
     return out + [f"finish with: {result['finish']} (it resumes: finished stages are kept)"]
 
 
