@@ -77,7 +77,9 @@ def test_without_verification_every_claim_says_not_verified(tmp_path: Path) -> N
     run, _ = make_run(tmp_path)
     rows = rc.claim_rows(None, json.loads((run / "claims.json").read_text()))
     assert {r.reproduction for r in rows} == {"NOT VERIFIED"} and len(rows) == 8
-    assert next(r for r in rows if r.name == "C2").value == "3.5"
+    c2 = next(r for r in rows if r.name == "C2")
+    assert (c2.value, c2.paper) == ("3.5", "3.7 ± 1.1") and c2.statement.startswith("Wanda")
+    assert [r.name for r in rows][:3] == ["C1", "C1_of", "C2"]  # the paper's order
 
 
 def test_sae_quality_reads_t5_t3_and_training_json(tmp_path: Path) -> None:

@@ -318,9 +318,11 @@ def _html_figure(path: Path, caption: str) -> str:
 
 
 def _md_inline(text: str) -> str:
-    """Escape, then keep the `code` spans the Markdown lines use."""
+    """Escape, then keep the `code` and **bold** spans the Markdown lines use."""
     parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
 def to_html(rep: Report) -> str:

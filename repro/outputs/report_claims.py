@@ -121,11 +121,22 @@ class ClaimRow:
     agreement_note: str
 
 
-def _paper_fields() -> dict[str, str]:
-    """Each paper claim's field of claims.json (`value` unless the claim says otherwise)."""
+def _paper_specs() -> dict[str, Any]:
+    """The paper's claims (expected_outputs/paper/claims.toml), by check name, in file order."""
     from repro.outputs.expected import BASE_CLAIMS_PROFILE, EXPECTED_ROOT, load_claims
 
-    return {s.name: s.field for s in load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE)}
+    return {s.name: s for s in load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE)}
+
+
+def _paper_text(spec: Any) -> str:
+    """The paper's number and accepted region, as `band_text` writes a check's."""
+    from repro.outputs.verify_claims import region
+
+    low, high = region(spec)
+    if spec.compare == "near":
+        return band_text(f"±{spec.tolerance.allowance(spec.expected)!r}", spec.expected)
+    return band_text(f">= {low!r}" if spec.compare == "at_least" else f"<= {high!r}",
+                     spec.expected)
 
 
 def _value(check: dict[str, Any], entry: dict[str, Any]) -> str:
@@ -139,8 +150,8 @@ def _value(check: dict[str, Any], entry: dict[str, Any]) -> str:
 
 
 def _value_note(name: str, field: str, entry: dict[str, Any]) -> str:
-    if field not in FIELD_WORDS or field == "value":  # e.g. C1_of's `of`: a plain count
-        return ""
+    if field not in FIELD_WORDS or field == "value" or field not in entry:
+        return ""  # a plain value, a count (C1_of's `of`), or nothing measured yet
     point = entry.get("value")
     return (f"{FIELD_WORDS.get(field, field)}; its point estimate: "
             f"{value_text(point) if isinstance(point, int | float) else '—'}")
@@ -152,22 +163,24 @@ def claim_rows(verification: dict[str, Any] | None, claims: dict[str, Any]) -> l
     unanswered = "NOT YET" if (verification or {}).get("partial") else "NOT VERIFIED"
     reproduced = {c["name"]: c for c in checks if c["kind"] == "reproduction"}
     agreed = {c["name"]: c for c in checks if c["kind"] == "claim"}
-    fields = _paper_fields()
-    names = list(dict.fromkeys([*reproduced, *agreed])) or sorted(fields)
+    specs = _paper_specs()
+    names = list(dict.fromkeys([*reproduced, *agreed])) or list(specs)
     rows = []
     for name in names:
         r, a = reproduced.get(name, {}), agreed.get(name, {})
-        field = fields.get(name, "value")
+        spec = specs.get(name)
+        field = spec.field if spec else "value"
         entry = claims.get(name.removesuffix("_of")) if name.endswith("_of") else claims.get(
             name)
         entry = entry if isinstance(entry, dict) else {}
         shown = r or a or {"name": name, "got": entry.get(field)}
-        full = str(r.get("statement") or a.get("statement") or "")
+        full = str(r.get("statement") or a.get("statement") or (spec.statement if spec else ""))
         missing = "—" if reproduced or agreed else unanswered
         agreement = str(a["verdict"]).upper() if a else missing
         rows.append(ClaimRow(
             name, full.split(": ")[0], full,
-            band_text(r["tolerance"], r["expected"]) if r else "—",
+            band_text(r["tolerance"], r["expected"]) if r else (
+                _paper_text(spec) if spec else "—"),
             _value(shown, entry), _value_note(name, field, entry),
             str(r["verdict"]).upper() if r else missing,
             _short(r.get("detail", "")) or ("needs every run" if missing == "NOT YET" else ""),
