@@ -170,8 +170,7 @@ def claim_rows(verification: dict[str, Any] | None, claims: dict[str, Any]) -> l
         r, a = reproduced.get(name, {}), agreed.get(name, {})
         spec = specs.get(name)
         field = spec.field if spec else "value"
-        entry = claims.get(name.removesuffix("_of")) if name.endswith("_of") else claims.get(
-            name)
+        entry = claims.get(spec.claim if spec else name)
         entry = entry if isinstance(entry, dict) else {}
         shown = r or a or {"name": name, "got": entry.get(field)}
         full = str(r.get("statement") or a.get("statement") or (spec.statement if spec else ""))
