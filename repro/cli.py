@@ -15,16 +15,21 @@ from pathlib import Path
 
 from repro.errors import ReproError
 
+DEFAULT_PROFILE = "tiny"
+"""The study of a command given neither --profile nor --study: the one every machine runs."""
+
 
 def _study(args: argparse.Namespace):
     from repro.study.reader import load_study, profile_path
 
-    return load_study(Path(args.study) if args.study else profile_path(args.profile))
+    return load_study(Path(args.study) if args.study
+                      else profile_path(args.profile or DEFAULT_PROFILE))
 
 
 def _profile_arg(args: argparse.Namespace) -> str:
     """How the command named its study, for the fixes that error messages suggest."""
-    return f"--study {args.study}" if args.study else f"--profile {args.profile}"
+    return f"--study {args.study}" if args.study else \
+        f"--profile {args.profile or DEFAULT_PROFILE}"
 
 
 def _context(args: argparse.Namespace, study):
@@ -48,6 +53,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     study = _study(args)
     runs = select_runs(study, args.runs, args.shard)
+    if not args.study and not args.profile:  # say what a bare `repro list` lists
+        print(f"profile {DEFAULT_PROFILE} (the default; --profile small, --profile paper or "
+              "--study FILE list another)")
     rows = [("run id", "model", "method", "sparsity", "seed", "role")]
     for r in runs:
         role = (
@@ -96,10 +104,11 @@ def cmd_all(args: argparse.Namespace) -> int:
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs, finish)
     if counts["done"] == 0:
-        print(
-            f"everything is already done in {ctx.out} ({counts['skipped']} stages); "
-            "use --force to redo"
-        )
+        from repro.outputs.partial import is_partial
+
+        partial = is_partial(ctx.out) is not None  # its PARTIAL lines said what is missing
+        print(f"{'every stage of the selected runs' if partial else 'everything'} is already "
+              f"done in {ctx.out} ({counts['skipped']} stages); use --force to redo")
     return counts["verify"] or 0
 
 
@@ -134,14 +143,19 @@ def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from repro.outputs import partial
     from repro.outputs.verify import verify_run
     from repro.outputs.verify_text import summary
 
-    result = verify_run(
-        Path(args.run_dir),
-        Path(args.expected) if args.expected else None,
-        Path(args.tolerances) if args.tolerances else None,
-    )
+    run_dir = Path(args.run_dir)
+    expected = Path(args.expected) if args.expected else None
+    tolerances = Path(args.tolerances) if args.tolerances else None
+    study = partial.is_partial(run_dir) if run_dir.is_dir() else None
+    if study is not None:  # runs or study stages missing: compare what finished
+        result = partial.verify_partial(run_dir, study, expected, tolerances=tolerances)
+        print(partial.summary(result))
+        return result["exit_code"]
+    result = verify_run(run_dir, expected, tolerances)
     print(summary(result))
     return 0 if result["ok"] else 1
 
@@ -164,13 +178,21 @@ def cmd_bless(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from repro.outputs import partial
     from repro.outputs.completeness import describe_missing
     from repro.outputs.report import gather, write
 
-    rep = gather(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    study = partial.is_partial(run_dir) if run_dir.is_dir() else None
+    # an unfinished run: the same comparison and words as `repro verify` and `repro all`
+    result = partial.verify_partial(run_dir, study) if study is not None else None
+    rep = gather(run_dir)
     md, page = write(rep)
     print(f"report written to {md} and {page}"
-          + (f"; the run is {describe_missing(rep.missing)}" if rep.missing else ""))
+          + (f"; the run is {describe_missing(rep.missing)}" if rep.missing and not result
+             else ""))
+    if result is not None:
+        print(partial.summary(result))
     return 0
 
 
@@ -242,7 +264,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def study_opts(sp: argparse.ArgumentParser, runs: bool = True) -> None:
         g = sp.add_mutually_exclusive_group()
-        g.add_argument("--profile", default="tiny", help="shipped study: tiny (default) or paper")
+        g.add_argument("--profile", help=f"shipped study: {DEFAULT_PROFILE} (default), small or "
+                                          "paper")
         g.add_argument("--study", metavar="FILE", help="a study TOML file of your own")
         if runs:
             sp.add_argument("--runs", nargs="+", metavar="ID", help="only these run ids")
@@ -342,17 +365,40 @@ def _on_term(_signum: int, _frame: object) -> None:
 
 
 def _share_cores_politely() -> None:
-    """Several processes of one launch (accelerate, torchrun) share a machine's cores, and each
-    keeps the pinned 2 intra-op threads. GNU OpenMP's threads spin while they wait, so
-    oversubscribed they burn each other's time slices: two launched tiny runs on 2 cores took
-    over 30 minutes, against 4 for one. Sleeping waits change no arithmetic. OpenMP reads this
-    once, when torch loads it, so it is set here, before anything imports torch."""
-    if int(os.environ.get("LOCAL_WORLD_SIZE") or 1) > 1:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Every CPU run sleeps while its threads wait instead of spinning
+    (repro.science.numerics.share_cores_politely): spinning threads of one run, or of
+    several launched processes, burn each other's and other jobs' time slices on a shared
+    machine (two launched tiny runs on 2 cores took over 30 minutes, against 4 for one). It
+    changes no arithmetic. OpenMP reads it once, when torch loads it, so it is set here,
+    before anything imports torch."""
+    from repro.science.numerics import share_cores_politely
+
+    share_cores_politely()
+
+
+PROGRESS_BARS_OFF = {
+    "TQDM_DISABLE": "1",  # tqdm reads TQDM_* defaults when imported: sae-lens, GGUF conversion
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub; transformers' own bars follow it
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
+"""Every library's switch for its progress bars."""
+
+
+def _progress_bars_on_terminals_only() -> None:
+    """A progress bar redraws one line with carriage returns: on a terminal it shows progress,
+    in a log file or a CI page it is hundreds of updates glued into one line. When stderr is
+    not a terminal every library's bars are off (set before any of them is imported, as each
+    reads its switch then); the stage and file lines `repro` prints say what finished. A
+    value the environment already has wins."""
+    if sys.stderr.isatty():
+        return
+    for name, value in PROGRESS_BARS_OFF.items():
+        os.environ.setdefault(name, value)
 
 
 def main(argv: list[str] | None = None) -> int:
     _share_cores_politely()
+    _progress_bars_on_terminals_only()
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     try:

@@ -338,5 +338,7 @@ def test_doctor_paper_lists_everything_missing_here(hf_home: Path) -> None:
     assert {"HF_TOKEN", "model gemma-3-1b", "model gemma-2-2b", "model llama-3.2-1b"} <= names
     assert sum(c.what.startswith("sae ") for c in failed) == 2
     assert sum(c.what.startswith("text ") for c in failed) == 3
+    disk = next(c.what for c in checks if c.what.startswith("disk --out"))
+    assert "models not fetched yet: sizes from their published configs" in disk
     if not torch.cuda.is_available():
         assert "--gpus all" in next(c.fix for c in failed if c.what.startswith("device"))

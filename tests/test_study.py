@@ -90,3 +90,11 @@ def test_list_prints_every_run() -> None:
     assert res.returncode == 0
     assert "gemma-3-1b/wanda/60" in res.stdout
     assert "22 runs + 20 control-seed SAEs (17 conditions" in res.stdout
+    assert "the default" not in res.stdout
+
+
+def test_a_bare_list_says_which_profile_it_lists() -> None:
+    """`repro list` means the tiny profile, as every command does, and says so first."""
+    res = run_cli("list")
+    assert res.returncode == 0 and res.stdout.startswith("profile tiny (the default; ")
+    assert "gemma-3-tiny/wanda/60" in res.stdout

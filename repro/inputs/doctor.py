@@ -274,6 +274,13 @@ def check_device(study: Study) -> Check:
     return Check(True, f"device: {listed}; needs {need:.0f} GiB")
 
 
+ESTIMATED_FROM = {
+    "table": "models not fetched yet: sizes from their published configs (footprint.KNOWN_MODELS)",
+    "assumed": "a model of unknown size not fetched yet: sized as an 8B model in bf16",
+}
+"""What the disk need of models that are not on disk yet rests on (footprint.ModelFacts)."""
+
+
 def check_out_disk(study: Study, models: dict[str, footprint.ModelFacts], out: Path) -> Check:
     """Free disk where the results go against what the study writes there (footprint.out_bytes)."""
     parts = footprint.out_bytes(study, models)
@@ -281,7 +288,7 @@ def check_out_disk(study: Study, models: dict[str, footprint.ModelFacts], out: P
     where, free = hubcache.free_bytes(out)
     detail = ", ".join(f"{k} {_gb(v)}" for k, v in parts.items() if v)
     guessed = sorted({f.origin for f in models.values()} - {"files"})
-    note = f"; model sizes from {' and '.join(guessed)}" if guessed else ""
+    note = "".join(f"; {ESTIMATED_FROM[g]}" for g in guessed)
     if not os.access(where, os.W_OK):
         return Check(False, f"disk --out {out}: {where} is not writable",
                      "choose another --out (the container: mount a writable folder on /results)")

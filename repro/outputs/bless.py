@@ -113,10 +113,15 @@ def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> 
     except (OSError, ValueError) as exc:
         raise ReproError(f"refusing to bless {run_dir}: claims.json unreadable ({exc})") from None
     found_bands = load_tolerances(tol_path, profile).by_table.get("claims", {})
-    lines = [f"# Expected claims of the {profile} profile, written by `repro bless` from",
-             f"# {run_dir.resolve()}: each of the paper's checks, with the value this",
-             "# profile's blessed run found as the expected one. Bands: [" + profile +
-             ".claims] of tolerances.toml (measured spread), else exact.", ""]
+    made = read_manifest(run_dir / "tables") or {}
+    # what made the run, not where it lay: a folder of the blessing machine means nothing
+    # to anyone else (PROVENANCE.json keeps it for the person who blessed)
+    version = (made.get("provenance") or {}).get("code_version") or "unknown"
+    lines = [f"# Expected claims of the {profile} profile, written by `repro bless` from a run",
+             f"# of code version {version} whose tables were made {made.get('started', '?')}:",
+             "# each of the paper's checks, with the value this profile's blessed run found",
+             "# as the expected one. Bands: [" + profile + ".claims] of tolerances.toml "
+             "(measured spread), else exact.", ""]
     for spec in load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE):
         entry = found.get(spec.claim)
         value = (entry or {}).get(spec.field)

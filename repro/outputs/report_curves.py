@@ -143,8 +143,12 @@ def html(run_dir: Path, curves: dict[str, dict[str, Any]], gain: float, grid: An
     if not curves:
         return ["<h2>Training curves</h2><p>No SAE of this run recorded a training curve.</p>"]
     parts = ["<h2>Training curves</h2>"]
-    parts += [f'<p class="inconclusive">Warning: {escape.escape(line)}</p>'
-              for line in warnings(curves, gain)]
+    warned = warnings(curves, gain)
+    if warned:  # one line per SAE, folded: a run of 42 SAEs would be 42 paragraphs
+        items = "".join(f"<li>Warning: {escape.escape(line)}</li>" for line in warned)
+        parts.append(f'<details><summary class="inconclusive">'
+                     f'{escape.escape(summary_line(curves, gain) or "")}</summary>'
+                     f"<ul>{items}</ul></details>")
     if (run_dir / FIGURE).is_file():  # drawn by report.write before the page is rendered
         parts.append(figure(run_dir / FIGURE, CAPTION))
     return parts + [f'<div class="wide">{grid(HEADER, rows(curves, gain))}</div>']
