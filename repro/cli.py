@@ -34,12 +34,14 @@ def _profile_arg(args: argparse.Namespace) -> str:
 
 def _context(args: argparse.Namespace, study):
     from repro.inputs.models import resolve_device
-    from repro.science.numerics import pin_cpu
+    from repro.science.numerics import MODE_VARIABLE, pin_cpu
     from repro.stages.context import Context
     from repro.stages.launch import launched_device
 
     device = resolve_device(study.device, launched_device(args.device, study.device))
     if device.type == "cpu":
+        # the study's arithmetic unless the environment names one (a cross-check of a bless)
+        os.environ.setdefault(MODE_VARIABLE, study.numerics)
         pin_cpu()  # before the first torch kernel: ATen reads its capability once
     if not str(args.out).strip():
         raise ReproError("--out is empty; name the output folder, e.g. --out runs/mine")

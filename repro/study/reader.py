@@ -192,7 +192,8 @@ def load_study(path: Path) -> Study:
     )
     head = raw.get("study", {})
     _need(isinstance(head, dict), "study", "must be a table")
-    _check_keys(head, None, "study", extra=("name", "device", "dtype", "seed", "description"))
+    _check_keys(head, None, "study", extra=("name", "device", "dtype", "seed", "description",
+                                            "numerics"))
     models_raw = raw.get("models", {})
     _need(isinstance(models_raw, dict) and models_raw, "models", "needs at least one [models.KEY]")
     models = {key: _model(key, table, base) for key, table in models_raw.items()}
@@ -219,6 +220,7 @@ def load_study(path: Path) -> Study:
         runs=_replicates(_controls(_runs(raw, models, seed), sae), verdict),
         thresholds=thresholds,
         verdict=verdict,
+        numerics=head.get("numerics", "pinned"),
     )
 
 

@@ -356,6 +356,10 @@ class Study:
     """Analysis thresholds (e.g. viable_ce_score, fragile_r)."""
     verdict: VerdictSpec = field(default_factory=VerdictSpec)
     """Replicates and which answer decides the exit code."""
+    numerics: str = "pinned"
+    """CPU arithmetic (repro.science.numerics): 'pinned', the same bits on one machine
+    whatever its threads and ISA, or 'native', the machine's own kernels (several times
+    faster, not bit-stable); REPRO_NUMERICS in the environment overrides it."""
 
     def __post_init__(self) -> None:
         _need(
@@ -364,6 +368,8 @@ class Study:
             f"device must be cuda or cpu, got {self.device!r}",
         )
         _need(self.dtype in DTYPES, "study", f"dtype must be one of {', '.join(DTYPES)}")
+        _need(self.numerics in ("pinned", "native"), "study",
+              f"numerics must be pinned or native, got {self.numerics!r}")
         ids = [r.id for r in self.runs]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         _need(not dupes, "runs", f"duplicate run ids: {', '.join(dupes)}")
