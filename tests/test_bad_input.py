@@ -29,13 +29,13 @@ STUDY_EDITS = [
     ("not TOML", ("[sae]", "[sae"), "not valid TOML"),
     ("unknown model key", ("probe_layer = 3\n", "probe_layer = 3\nprobe_layr = 3\n"),
      "unknown key(s) probe_layr"),
-    ("probe layer a string", ("probe_layer = 3", 'probe_layer = "3"'), "probe_layer must be int"),
+    ("probe layer a string", ("probe_layer = 3", 'probe_layer = "3"'), "probe_layer = '3': text, not a number"),
     ("SAE section missing a field", ("k = 16\n", ""), "missing 1 required"),
     ("no conditions", ("[[conditions]]", "[[nonditions]]"), "conditions"),
     ("unknown top-level table", ("[sae]", "[saes]"), "unknown key(s) saes"),
-    ("seed a string", ("seed = 0\n\n[models", 'seed = "zero"\n\n[models'), "seed must be"),
-    ("device unknown", ('device = "cpu"', 'device = "tpu"'), "device must be cuda or cpu"),
-    ("dtype unknown", ('dtype = "float32"', 'dtype = "int8"'), "dtype must be one of"),
+    ("seed a string", ("seed = 0\n\n[models", 'seed = "zero"\n\n[models'), "study.seed = 'zero': text, not a number; allowed: a whole number in [0, 4294967295]"),
+    ("device unknown", ('device = "cpu"', 'device = "tpu"'), "study.device = 'tpu': not a known choice; allowed: one of cuda, cpu"),
+    ("dtype unknown", ('dtype = "float32"', 'dtype = "int8"'), "study.dtype = 'int8': not a known choice"),
     ("architecture not the model's", ('architecture = "LlamaForCausalLM"',
                                       'architecture = "MistralForCausalLM"'),
      "config.json says LlamaForCausalLM"),
@@ -60,28 +60,30 @@ STUDY_EDITS = [
     ("control seed equals a run's seed", ("control_seed = 1000", "control_seed = 2"),
      "already a seed of the study"),
     ("control seed a string", ("control_seed = 1000", 'control_seed = "x"'),
-     "control_seed must be an integer"),
+     "sae.control_seed = 'x': text, not a number"),
     ("perplexity range upside down", ('architecture = "LlamaForCausalLM"\n'
                                       'perplexity_range = [2.0, 12.0]',
                                       'architecture = "LlamaForCausalLM"\n'
                                       'perplexity_range = [12.0, 2.0]'),
      "perplexity_range must be [low, high]"),
-    ("SAE lr a string", ("lr = 1e-3", 'lr = "fast"'), "lr must be float"),
-    ("SAE width zero", ("width = 512", "width = 0"), "must be positive"),
+    ("SAE lr a string", ("lr = 1e-3", 'lr = "fast"'), "sae.lr = 'fast': text, not a number; allowed: a number in (0, 1]"),
+    ("SAE width zero", ("width = 512", "width = 0"),
+     "sae.width = 0: below the allowed range; allowed: a whole number in [1, 65536]"),
     ("threshold not a number", ("fragile_r = 0.5", 'fragile_r = "half"'),
-     "thresholds.fragile_r: must be a number"),
+     "thresholds.fragile_r = 'half': text, not a number"),
     ("frequency bins zero", ("frequency_bins = 5", "frequency_bins = 0"),
-     "thresholds.frequency_bins: must be in [2, 100]"),
+     "thresholds.frequency_bins = 0: below the allowed range; allowed: a whole number in [2, 100]"),
     ("threshold misspelt", ("fragile_r = 0.5", "fragile = 0.5"),
      "thresholds.fragile: unknown threshold"),
     ("model path neither a folder nor a Hub id", (f'"{ASSETS}/models/llama-tiny"',
                                                   '"my models/llama-tiny"'),
      "'my models/llama-tiny' is neither a folder"),
-    ("stream sampling unknown", ('sampling = "packed"', 'sampling = "random"'), "sampling must"),
-    ("stream of zero sequences", ("n_sequences = 32", "n_sequences = 0"), "must be positive"),
+    ("stream sampling unknown", ('sampling = "packed"', 'sampling = "random"'), "data.sae_train.sampling = 'random': not a known choice"),
+    ("stream of zero sequences", ("n_sequences = 32", "n_sequences = 0"),
+     "data.calibration.n_sequences = 0: below the allowed range"),
     ("text source of an unknown kind", ('source = { kind = "tiny", split = "calibration" }',
                                         'source = { kind = "web", split = "calibration" }'),
-     "kind must be hub, tiny or package"),
+     "data.calibration.source.kind = 'web': not a known choice"),
     ("generated corpus missing", ('source = { kind = "tiny", split = "calibration" }',
                                   'source = { kind = "tiny", split = "calibration", '
                                   'path = "/nonexistent/corpus.json" }'), "corpus.json is missing"),
@@ -179,10 +181,12 @@ def _no_tokenizer(folder: Path) -> str:
 
 
 def _small_embedding(folder: Path) -> str:
-    import json
+    """The tiny Llama's tokenizer (2048 tokens) beside a model of its shape with 50."""
+    import transformers
 
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 50}))
+    config = transformers.AutoConfig.from_pretrained(folder)
+    config.vocab_size = 50
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
     return "LlamaForCausalLM"
 
 
