@@ -8,12 +8,21 @@ and exit code 2; Ctrl-C and SIGTERM stop with a line saying how to resume.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
 from pathlib import Path
 
 from repro.errors import ReproError
+from repro.study.rules import FieldError, whole
+
+BENCH_SIZES = {
+    "--repeats": whole(1, 1000, "timed rounds of each comparison", optional=True),
+    "--match-size": whole(2, 2**16, "features per SAE to match: width x width cosines, as "
+                          "sae.width", optional=True),
+}
+"""The sizes `repro bench` takes, each with its rule (unset: the bench's defaults)."""
 
 
 def _study(args: argparse.Namespace):
@@ -29,18 +38,46 @@ def _profile_arg(args: argparse.Namespace) -> str:
 
 def _context(args: argparse.Namespace, study):
     from repro.inputs.models import resolve_device
+    from repro.outputs.runfolder import guard_out
     from repro.science.numerics import pin_cpu
     from repro.stages.context import Context
     from repro.stages.launch import launched_device
 
+    if not str(args.out).strip():  # Path("") would be the current folder
+        raise ReproError("--out is empty; name the output folder, e.g. --out runs/mine")
+    guard_out(Path(args.out))
     device = resolve_device(study.device, launched_device(args.device, study.device))
     if device.type == "cpu":
         pin_cpu()  # before the first torch kernel: ATen reads its capability once
-    if not str(args.out).strip():
-        raise ReproError("--out is empty; name the output folder, e.g. --out runs/mine")
     expected = getattr(args, "expected", None)
     return Context(study=study, out=Path(args.out), device=device, force=args.force,
                    quiet=args.quiet, expected=Path(expected) if expected else None)
+
+
+def _environment() -> None:
+    """The environment variables repro parses, checked before the study is read."""
+    from repro.science.numerics import mode
+    from repro.stages.launch import check_launch_env
+
+    check_launch_env()
+    mode()  # REPRO_NUMERICS
+
+
+def _ready(args: argparse.Namespace, runs, study, *, verify: bool, extra=()):
+    """Every check of repro.outputs.preflight, in one place for `all` and `prune`; --check
+    stops after them."""
+    from repro.outputs.preflight import check_run
+
+    ctx = _context(args, study)
+    ready = check_run(ctx, runs, _profile_arg(args), replace=args.replace_study, verify=verify,
+                      extra_dirs=tuple(ctx.out / d for d in extra))
+    if args.check:
+        resumes = (ctx.out / "study.toml").is_file() and not ready.other_study
+        where = "resumes the run" if resumes else "starts a new run"
+        aside = "; the other study's run there would be moved aside" if ready.other_study else ""
+        print(f"check: the {study.name} study can run: {len(runs)} runs; {ctx.out} {where}"
+              f"{aside}; nothing written")
+    return ready
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -79,16 +116,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    from repro.inputs.doctor import preflight
     from repro.outputs.finish import finish
+    from repro.outputs.preflight import take_over
     from repro.stages.launch import launched_shard
     from repro.stages.run import run_all
     from repro.study.reader import select_runs
 
+    _environment()
     study = _study(args)
     runs = select_runs(study, args.runs, launched_shard(args.shard))
-    ctx = _context(args, study)
-    preflight(study, _profile_arg(args))
+    ready = _ready(args, runs, study, verify=True)
+    if args.check:
+        return 0
+    ctx = ready.ctx
+    moved = take_over(ready)
+    if moved:
+        ctx.log(moved)
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs, finish)
     if counts["done"] == 0:
@@ -100,13 +143,24 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from repro.files import write_text_if_changed
+    from repro.outputs.preflight import take_over
     from repro.stages.context import ModelHolder, check_output_dir
     from repro.stages.pipeline import prune_stage, tokens_stage
 
+    _environment()
     study = _study(args)
     run = study.run(args.run)
-    ctx = _context(args, study)
+    ready = _ready(args, (run,), study, verify=False, extra=(f"pruned/{run.variant.id}",))
+    if args.check:
+        return 0
+    ctx = ready.ctx
+    moved = take_over(ready)
+    if moved:
+        ctx.log(moved)
     check_output_dir(ctx.out)
+    # the folder is this study's from now on, as a `repro all` run folder is
+    write_text_if_changed(ctx.out / "study.toml", study.path.read_text(encoding="utf-8"))
     holder = ModelHolder(ctx)
     spec = study.models[run.variant.model]
     if run.variant.method == "wanda":
@@ -130,9 +184,17 @@ def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from repro.outputs.expected import expected_dir
+    from repro.outputs.preflight import check_expected
+    from repro.outputs.runfolder import check_files, require_run
     from repro.outputs.verify import verify_run
     from repro.outputs.verify_text import summary
 
+    require_run(Path(args.run_dir), tables_ok=bool(args.expected))
+    check_files(Path(args.run_dir), ("verification.json", "verification.md"))
+    if args.expected:  # a mistyped folder is refused, not verified against nothing
+        exp_dir, profile = expected_dir(Path(args.run_dir), Path(args.expected))
+        check_expected(profile, exp_dir, Path(args.tolerances) if args.tolerances else None)
     result = verify_run(
         Path(args.run_dir),
         Path(args.expected) if args.expected else None,
@@ -143,8 +205,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bless(args: argparse.Namespace) -> int:
-    from repro.outputs.bless import bless_run
+    from repro.outputs.bless import PROVENANCE, bless_run
+    from repro.outputs.expected import CLAIMS, TOLERANCES, expected_dir
+    from repro.outputs.runfolder import check_files, require_run
 
+    run_dir = Path(args.run_dir)
+    require_run(run_dir, tables_ok=bool(args.expected))
+    exp_dir = expected_dir(run_dir, Path(args.expected) if args.expected else None)[0]
+    tables = [p.name for p in (run_dir / "tables").glob("*.csv")]
+    stale = [p.name for p in exp_dir.glob("*.csv")]
+    check_files(exp_dir, [*tables, *stale, PROVENANCE, CLAIMS, TOLERANCES])
     done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None,
                      allow_dirty=args.allow_dirty)
     print(
@@ -162,7 +232,11 @@ def cmd_bless(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from repro.outputs.completeness import describe_missing
     from repro.outputs.report import gather, write
+    from repro.outputs.report_curves import FIGURE
+    from repro.outputs.runfolder import check_files, require_run
 
+    require_run(Path(args.run_dir))
+    check_files(Path(args.run_dir), ("report.md", "report.html", FIGURE))
     rep = gather(Path(args.run_dir))
     md, page = write(rep)
     print(f"report written to {md} and {page}"
@@ -200,8 +274,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from repro.bench.report import markdown
     from repro.bench.run import PARTS, run_bench
     from repro.inputs.models import resolve_device
-    from repro.science.numerics import pin_cpu
+    from repro.outputs.runfolder import guard_out
+    from repro.science.numerics import mode, pin_cpu
 
+    mode()
+    for option, rule in BENCH_SIZES.items():
+        try:
+            rule.check(option, getattr(args, option[2:].replace("-", "_")))
+        except FieldError as exc:
+            raise exc.at("repro bench", fix=f"give {option} in that range") from None
+    guard_out(Path(args.out), marker="bench.json", what="bench folder")
     device = resolve_device("cpu", args.device)
     if device.type == "cpu":
         pin_cpu()  # the bench times what a pinned run computes
@@ -254,6 +336,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the study's)")
         sp.add_argument("--force", action="store_true", help="redo stages that are already done")
         sp.add_argument("--quiet", action="store_true", help="no progress lines")
+        sp.add_argument("--check", action="store_true",
+                        help="check the study, environment, models, output folder and expected "
+                             "outputs, then stop without writing anything")
+        sp.add_argument("--replace-study", action="store_true",
+                        help="when --out holds the run of another study, move it aside to "
+                             "OUT.replaced-<time> (never deleted) and start afresh")
 
     sp = sub.add_parser("list", help="print the runs of a study")
     study_opts(sp)
@@ -343,19 +431,36 @@ def _share_cores_politely() -> None:
     oversubscribed they burn each other's time slices: two launched tiny runs on 2 cores took
     over 30 minutes, against 4 for one. Sleeping waits change no arithmetic. OpenMP reads this
     once, when torch loads it, so it is set here, before anything imports torch."""
-    if int(os.environ.get("LOCAL_WORLD_SIZE") or 1) > 1:
+    from repro.stages.launch import int_env
+
+    if (int_env("LOCAL_WORLD_SIZE") or 1) > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+SHAPE_ERRNOS = {errno.ENOTDIR: "a file where a folder belongs",
+                errno.EISDIR: "a folder where a file belongs",
+                errno.ELOOP: "a loop of symbolic links",
+                errno.ENAMETOOLONG: "a name too long for the file system",
+                errno.EACCES: "not accessible (permission denied)"}
+"""File-system errors that mean a path is not what it should be: bad input, one line. The
+preflight refuses these for every path a run writes; this catches any left to a reader."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    _share_cores_politely()
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     try:
+        _share_cores_politely()
         return args.fn(args)
     except ReproError as exc:
         print(f"repro: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in SHAPE_ERRNOS:
+            raise
+        print(f"repro: error: {exc.filename or 'a path'} is {SHAPE_ERRNOS[exc.errno]}; fix or "
+              "move it, then run the same command again", file=sys.stderr)
+        return ReproError.exit_code
     except KeyboardInterrupt:
         print(
             "repro: interrupted; completed stages are kept, run the same command again to resume",

@@ -91,11 +91,11 @@ def test_an_incomplete_run_says_so_at_the_top_and_fails_verification(tmp_path: P
     assert any(line.startswith("**Incomplete run**: 45 part(s) missing") for line in top)
     assert main(["verify", str(run)]) == 1
     assert "FAIL completeness" in capsys.readouterr().out
-    empty = tmp_path / "empty"
+    empty = tmp_path / "empty"  # not a run: refused, and nothing written into it
     empty.mkdir()
-    assert main(["report", str(empty)]) == 0
-    assert "incomplete: 1 part(s) missing (study.toml (nothing has run here" in \
-        capsys.readouterr().out
+    assert main(["report", str(empty)]) == 2
+    assert "is not a run folder: it has no study.toml" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []
 
 
 def test_a_complete_run_is_not_called_incomplete(tmp_path: Path) -> None:
