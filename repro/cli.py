@@ -446,6 +446,15 @@ SHAPE_ERRNOS = {errno.ENOTDIR: "a file where a folder belongs",
 preflight refuses these for every path a run writes; this catches any left to a reader."""
 
 
+LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(message: str) -> str:
+    """A refusal stays one line whatever it quotes (a name with a newline in it): the
+    characters that break a line are written as their escapes."""
+    return message.translate(LINE_BREAKS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
@@ -453,13 +462,14 @@ def main(argv: list[str] | None = None) -> int:
         _share_cores_politely()
         return args.fn(args)
     except ReproError as exc:
-        print(f"repro: error: {exc}", file=sys.stderr)
+        print(one_line(f"repro: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if exc.errno not in SHAPE_ERRNOS:
             raise
-        print(f"repro: error: {exc.filename or 'a path'} is {SHAPE_ERRNOS[exc.errno]}; fix or "
-              "move it, then run the same command again", file=sys.stderr)
+        print(one_line(f"repro: error: {exc.filename or 'a path'} is "
+                       f"{SHAPE_ERRNOS[exc.errno]}; fix or move it, then run the same command "
+                       "again"), file=sys.stderr)
         return ReproError.exit_code
     except KeyboardInterrupt:
         print(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
-from repro.study.rules import FieldError, Rule, number, rule_of, text, whole
+from repro.study.rules import NAME, FieldError, Rule, number, rule_of, text, whole
 from repro.study.spec import (
     DataSpec,
     ModelSpec,
@@ -45,7 +45,8 @@ def _check_keys(
     _need(
         not unknown,
         where,
-        f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+        f"unknown key(s) {', '.join(k if NAME.fullmatch(k) else repr(k) for k in unknown)}; "
+        f"allowed: {', '.join(sorted(allowed))}",
     )
 
 

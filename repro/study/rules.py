@@ -100,6 +100,8 @@ class Rule:
         if self.kind in ("text", "choice"):
             if not isinstance(value, str):
                 return f"{_kind_of(value)}, not text"
+            if "\x00" in value:  # no name, path or id holds one; the OS refuses it in a path
+                return "text with a NUL character"
             if self.kind == "choice":
                 return None if value in self.choices else "not a known choice"
             if self.pattern is not None and not self.pattern.fullmatch(value):
