@@ -175,9 +175,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
+    from repro.outputs.runfolder import guard_out
     from repro.tiny.build import build_tiny_assets
 
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "assets" / "tiny"
+    guard_out(out, marker="SHA256SUMS", what="tiny-assets folder")
     summary = build_tiny_assets(out, quick=args.quick)
     print(f"tiny assets written to {out}: {summary}")
     return 0

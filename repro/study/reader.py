@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
+from repro.files import path_problem
 from repro.study.rules import NAME, FieldError, Rule, number, rule_of, text, whole
 from repro.study.spec import (
     DataSpec,
@@ -237,7 +238,8 @@ def load_study(path: Path) -> Study:
     except OSError:  # a name too long, a loop of symbolic links
         found = False
     if not found:
-        raise ReproError(f"study file {path} does not exist; give an existing TOML file to --study")
+        what = "does not exist" if not path.exists() else path_problem(path)
+        raise ReproError(f"study file {path} {what}; give an existing TOML file to --study")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
