@@ -327,6 +327,27 @@ def test_bad_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca
     check_refused(code, err, message, tmp_path, before)
 
 
+def test_a_source_neither_a_folder_nor_on_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped relative model path reads as a Hub id: preflight asks the Hub for its
+    config.json (here a stand-in that answers as the Hub does for a repository it does not
+    have) and refuses before the run writes."""
+    import huggingface_hub
+
+    def not_found(repo_id: str, filename: str, **_: object) -> str:
+        raise huggingface_hub.errors.EntryNotFoundError(f"404 Client Error: {repo_id}")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_found)
+    study = tmp_path / "bad.toml"
+    study.write_text(TINY.replace(f'"{ASSETS}/models/llama-tiny"', '"modles/llama-tiny"'))
+    before = files(tmp_path)
+    code, err = run_in_process(
+        ["all", "--study", str(study), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    check_refused(code, err, "'modles/llama-tiny' is not a folder next to the study file and "
+                  "the Hugging Face Hub does not give its config.json (EntryNotFoundError: 404",
+                  tmp_path, before)
+
+
 # (case, environment variables, message): what repro parses from the environment
 PARSED_ENV = [
     ("launcher variable not a number", {"LOCAL_WORLD_SIZE": "two"},

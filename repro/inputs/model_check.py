@@ -45,35 +45,60 @@ work arrays, 22.4 bytes per pair measured at w = 16384 (5.6 GiB; repro.science.m
 def quiet() -> Any:
     """No warnings or transformers log lines while a preflight looks at a model: a refusal
     must be the only line printed."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    levels = hf_logging.get_verbosity(), hub_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity(hub_logging.CRITICAL)  # its download retries log warnings
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        hf_logging.set_verbosity(level)
+        hf_logging.set_verbosity(levels[0])
+        hub_logging.set_verbosity(levels[1])
 
 
 def check_model(spec: ModelSpec, longest: int) -> int | None:
-    """Every check above for a model on disk; returns its residual width (None when the model
-    is still to be downloaded and nothing can be read yet)."""
+    """Every check above for a model on disk; returns its residual width. A Hub model not yet
+    in the cache has its config.json fetched (the run would fetch it first thing) and checked
+    through step 3; its weights and tokenizer are checked when `repro fetch` has them."""
     from repro.inputs.models import location
 
     folder = (Path(location(spec)) if spec.is_local or spec.is_packaged
               else hubcache.cached_snapshot(hubcache.model_item(spec))[0])
-    if folder is None:
-        return None
     with quiet():
+        complete = folder is not None
+        folder = folder if complete else _fetch_config(spec)
         cfg = _read_config(spec, folder)
         model = _meta_model(spec, folder)
         _check_layout(spec, model, cfg, longest)
-        _check_side_files(spec, folder)
-        _check_weights(spec, folder, model, cfg)
-        _check_tokenizer(spec, folder, model)
+        if complete:
+            _check_side_files(spec, folder)
+            _check_weights(spec, folder, model, cfg)
+            _check_tokenizer(spec, folder, model)
     return getattr(model.config.get_text_config(), "hidden_size", None)
+
+
+def _fetch_config(spec: ModelSpec) -> Path:
+    """The Hub's config.json of a model not in the cache (offline and gated models were
+    refused before, repro.inputs.models.check_access): a source that is neither a folder nor a
+    model on the Hub, e.g. a mistyped relative path, is refused before the run writes."""
+    from huggingface_hub import hf_hub_download
+
+    from repro.inputs.models import hf_token
+
+    try:
+        return Path(hf_hub_download(spec.source, "config.json", revision=spec.revision,
+                                    token=hf_token())).parent
+    except Exception as exc:  # noqa: BLE001 - no network, no such repo, no licence...
+        text, token = _first(exc), hf_token()
+        text = text.replace(token, "***") if token else text
+        raise ReproError(f"model {spec.key}: {spec.source!r} is not a folder next to the study "
+                         f"file and the Hugging Face Hub does not give its config.json "
+                         f"({text}); fix models.{spec.key}.source, or run `repro fetch` while "
+                         "online") from None
 
 
 def _read_config(spec: ModelSpec, folder: Path) -> dict[str, Any]:
