@@ -10,7 +10,7 @@ import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from repro.errors import ReproError
 from repro.files import path_problem
@@ -31,7 +31,11 @@ from repro.study.spec import (
 PROFILES_DIR = Path(__file__).resolve().parent / "studies"
 CONTEXT = "study file"
 """How every refusal of a study value starts."""
-TOP_LEVEL = ("study", "models", "conditions", "extra_seeds", "sae", "thresholds", "data")
+SECTIONS: dict[str, type] = {f.name: get_type_hints(Study)[f.name] for f in fields(Study)
+                             if f.metadata.get("section")}
+"""The study file's tables read straight into a spec dataclass: every field of Study declared
+with repro.study.rules.section ([sae], ...)."""
+TOP_LEVEL = ("study", "models", "conditions", "extra_seeds", "thresholds", "data", *SECTIONS)
 HEAD = ("name", "device", "dtype", "seed", "description")
 """The keys of [study]; each but description is a field of Study with its declared rule."""
 DESCRIPTION = text("a line that says what the study is")
@@ -259,15 +263,15 @@ def load_study(path: Path) -> Study:
         **{f.name: _stream(data_raw.get(f.name), f"data.{f.name}", base) for f in fields(DataSpec)}
     )
     thresholds = read_thresholds(raw.get("thresholds", {}))
-    sae = _build(SaeSpec, raw.get("sae"), "sae")
+    sections = {name: _build(cls, raw.get(name, {}), name) for name, cls in SECTIONS.items()}
     return Study(
         path=path.resolve(),
         models=models,
         data=data,
-        sae=sae,
-        runs=_controls(_runs(raw, models, head["seed"]), sae),
+        runs=_controls(_runs(raw, models, head["seed"]), sections["sae"]),
         thresholds=thresholds,
         **head,
+        **sections,
     )
 
 

@@ -182,6 +182,13 @@ def declare(rule: Rule, default: Any = MISSING) -> Any:
     return field(default=default, metadata={"rule": rule})
 
 
+def section(default: Any = MISSING) -> Any:
+    """A field of Study read from the study file's table of the same name ([sae], ...) into its
+    spec dataclass: declaring the field is all the reader needs (repro.study.reader.SECTIONS).
+    With a default, the table may be left out."""
+    return field(default=default, metadata={"section": True})
+
+
 def check_fields(obj: Any) -> None:
     """Check every declared field of a spec dataclass; the first that breaks its rule raises."""
     for f in fields(obj):

@@ -21,6 +21,7 @@ from repro.study.rules import (
     flag,
     number,
     path_name,
+    section,
     seed_value,
     text,
     whole,
@@ -323,8 +324,8 @@ class Study:
     """Model registry of the study, by key."""
     data: DataSpec
     """Token streams."""
-    sae: SaeSpec
-    """SAE hyper-parameters."""
+    sae: SaeSpec = section()
+    """SAE hyper-parameters ([sae])."""
     runs: tuple[Run, ...]
     """Every run, dense references first for each model."""
     thresholds: dict[str, float] = field(default_factory=dict)
