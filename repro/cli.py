@@ -8,21 +8,12 @@ and exit code 2; Ctrl-C and SIGTERM stop with a line saying how to resume.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import signal
 import sys
 from pathlib import Path
 
-from repro.errors import ReproError
-from repro.study.rules import FieldError, whole
-
-BENCH_SIZES = {
-    "--repeats": whole(1, 1000, "timed rounds of each comparison", optional=True),
-    "--match-size": whole(2, 2**16, "features per SAE to match: width x width cosines, as "
-                          "sae.width", optional=True),
-}
-"""The sizes `repro bench` takes, each with its rule (unset: the bench's defaults)."""
+from repro.errors import ReproError, from_os_error, one_line
 
 
 def _study(args: argparse.Namespace):
@@ -54,15 +45,6 @@ def _context(args: argparse.Namespace, study):
                    quiet=args.quiet, expected=Path(expected) if expected else None)
 
 
-def _environment() -> None:
-    """The environment variables repro parses, checked before the study is read."""
-    from repro.science.numerics import mode
-    from repro.stages.launch import check_launch_env
-
-    check_launch_env()
-    mode()  # REPRO_NUMERICS
-
-
 def _ready(args: argparse.Namespace, runs, study, *, verify: bool, extra=()):
     """Every check of repro.outputs.preflight, in one place for `all` and `prune`; --check
     stops after them."""
@@ -72,11 +54,7 @@ def _ready(args: argparse.Namespace, runs, study, *, verify: bool, extra=()):
     ready = check_run(ctx, runs, _profile_arg(args), replace=args.replace_study, verify=verify,
                       extra_dirs=tuple(ctx.out / d for d in extra))
     if args.check:
-        resumes = (ctx.out / "study.toml").is_file() and not ready.other_study
-        where = "resumes the run" if resumes else "starts a new run"
-        aside = "; the other study's run there would be moved aside" if ready.other_study else ""
-        print(f"check: the {study.name} study can run: {len(runs)} runs; {ctx.out} {where}"
-              f"{aside}; nothing written")
+        print(ready.line())
     return ready
 
 
@@ -117,12 +95,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_all(args: argparse.Namespace) -> int:
     from repro.outputs.finish import finish
-    from repro.outputs.preflight import take_over
+    from repro.outputs.preflight import check_environment, take_over
     from repro.stages.launch import launched_shard
     from repro.stages.run import run_all
     from repro.study.reader import select_runs
 
-    _environment()
+    check_environment()
     study = _study(args)
     runs = select_runs(study, args.runs, launched_shard(args.shard))
     ready = _ready(args, runs, study, verify=True)
@@ -144,11 +122,11 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from repro.files import write_text_if_changed
-    from repro.outputs.preflight import take_over
+    from repro.outputs.preflight import check_environment, take_over
     from repro.stages.context import ModelHolder, check_output_dir
     from repro.stages.pipeline import prune_stage, tokens_stage
 
-    _environment()
+    check_environment()
     study = _study(args)
     run = study.run(args.run)
     ready = _ready(args, (run,), study, verify=False, extra=(f"pruned/{run.variant.id}",))
@@ -186,17 +164,12 @@ def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from repro.outputs.expected import expected_dir
-    from repro.outputs.preflight import check_expected
-    from repro.outputs.runfolder import check_files, require_run
+    from repro.outputs.preflight import check_verify
     from repro.outputs.verify import verify_run
     from repro.outputs.verify_text import summary
 
-    require_run(Path(args.run_dir), tables_ok=bool(args.expected))
-    check_files(Path(args.run_dir), ("verification.json", "verification.md"))
-    if args.expected:  # a mistyped folder is refused, not verified against nothing
-        exp_dir, profile = expected_dir(Path(args.run_dir), Path(args.expected))
-        check_expected(profile, exp_dir, Path(args.tolerances) if args.tolerances else None)
+    check_verify(Path(args.run_dir), Path(args.expected) if args.expected else None,
+                 Path(args.tolerances) if args.tolerances else None)
     result = verify_run(
         Path(args.run_dir),
         Path(args.expected) if args.expected else None,
@@ -207,16 +180,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bless(args: argparse.Namespace) -> int:
-    from repro.outputs.bless import PROVENANCE, bless_run
-    from repro.outputs.expected import CLAIMS, TOLERANCES, expected_dir
-    from repro.outputs.runfolder import check_files, require_run
+    from repro.outputs.bless import bless_run
+    from repro.outputs.preflight import check_bless
 
-    run_dir = Path(args.run_dir)
-    require_run(run_dir, tables_ok=bool(args.expected))
-    exp_dir = expected_dir(run_dir, Path(args.expected) if args.expected else None)[0]
-    tables = [p.name for p in (run_dir / "tables").glob("*.csv")]
-    stale = [p.name for p in exp_dir.glob("*.csv")]
-    check_files(exp_dir, [*tables, *stale, PROVENANCE, CLAIMS, TOLERANCES])
+    check_bless(Path(args.run_dir), Path(args.expected) if args.expected else None)
     done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None,
                      allow_dirty=args.allow_dirty)
     print(
@@ -233,12 +200,10 @@ def cmd_bless(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from repro.outputs.completeness import describe_missing
+    from repro.outputs.preflight import check_report
     from repro.outputs.report import gather, write
-    from repro.outputs.report_curves import FIGURE
-    from repro.outputs.runfolder import check_files, require_run
 
-    require_run(Path(args.run_dir))
-    check_files(Path(args.run_dir), ("report.md", "report.html", FIGURE))
+    check_report(Path(args.run_dir))
     rep = gather(Path(args.run_dir))
     md, page = write(rep)
     print(f"report written to {md} and {page}"
@@ -274,17 +239,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from repro.bench.report import markdown
-    from repro.bench.run import PARTS, run_bench
+    from repro.bench.run import PARTS, check_sizes, run_bench
     from repro.inputs.models import resolve_device
     from repro.outputs.runfolder import guard_out
     from repro.science.numerics import mode, pin_cpu
 
     mode()
-    for option, rule in BENCH_SIZES.items():
-        try:
-            rule.check(option, getattr(args, option[2:].replace("-", "_")))
-        except FieldError as exc:
-            raise exc.at("repro bench", fix=f"give {option} in that range") from None
+    check_sizes(args.repeats, args.match_size)
     guard_out(Path(args.out), marker="bench.json", what="bench folder")
     device = resolve_device("cpu", args.device)
     if device.type == "cpu":
@@ -439,24 +400,6 @@ def _share_cores_politely() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-SHAPE_ERRNOS = {errno.ENOTDIR: "a file where a folder belongs",
-                errno.EISDIR: "a folder where a file belongs",
-                errno.ELOOP: "a loop of symbolic links",
-                errno.ENAMETOOLONG: "a name too long for the file system",
-                errno.EACCES: "not accessible (permission denied)"}
-"""File-system errors that mean a path is not what it should be: bad input, one line. The
-preflight refuses these for every path a run writes; this catches any left to a reader."""
-
-
-LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
-
-
-def one_line(message: str) -> str:
-    """A refusal stays one line whatever it quotes (a name with a newline in it): the
-    characters that break a line are written as their escapes."""
-    return message.translate(LINE_BREAKS)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
@@ -467,12 +410,11 @@ def main(argv: list[str] | None = None) -> int:
         print(one_line(f"repro: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        if exc.errno not in SHAPE_ERRNOS:
+        refusal = from_os_error(exc)
+        if refusal is None:
             raise
-        print(one_line(f"repro: error: {exc.filename or 'a path'} is "
-                       f"{SHAPE_ERRNOS[exc.errno]}; fix or move it, then run the same command "
-                       "again"), file=sys.stderr)
-        return ReproError.exit_code
+        print(one_line(f"repro: error: {refusal}"), file=sys.stderr)
+        return refusal.exit_code
     except KeyboardInterrupt:
         print(
             "repro: interrupted; completed stages are kept, run the same command again to resume",

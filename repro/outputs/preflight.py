@@ -8,6 +8,7 @@ writes of its kind and inside it), the expected outputs the run will be verified
 (`check_expected`: a typo in --expected must not end in a clean "unverified"), and every model
 (repro.inputs.doctor.preflight: config, weights, tokenizer, memory). The first problem is one
 ReproError line; nothing is written and no progress line is printed before it.
+`check_verify`, `check_bless` and `check_report` do the same for the commands that read a run.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from pathlib import Path
 from repro.errors import ReproError
 from repro.outputs import runfolder
 from repro.outputs.expected import (
+    CLAIMS,
     EXPECTED_ROOT,
+    TOLERANCES,
+    expected_dir,
     load_claims,
     load_tolerances,
     tolerances_path,
 )
+from repro.outputs.report_curves import FIGURE
 from repro.outputs.verify import read_table
 from repro.stages.context import Context
 from repro.study.spec import Run
@@ -38,6 +43,23 @@ class Ready:
     runs: tuple[Run, ...]
     other_study: str | None
 
+    def line(self) -> str:
+        """What `--check` prints when every check passed."""
+        resumes = (self.ctx.out / runfolder.STUDY_FILE).is_file() and not self.other_study
+        aside = "; the other study's run there would be moved aside" if self.other_study else ""
+        return (f"check: the {self.ctx.study.name} study can run: {len(self.runs)} runs; "
+                f"{self.ctx.out} {'resumes the run' if resumes else 'starts a new run'}{aside}; "
+                "nothing written")
+
+
+def check_environment() -> None:
+    """The environment variables repro parses, checked before the study is read."""
+    from repro.science.numerics import mode
+    from repro.stages.launch import check_launch_env
+
+    check_launch_env()
+    mode()  # REPRO_NUMERICS
+
 
 def check_run(ctx: Context, runs: tuple[Run, ...], profile_arg: str, *, replace: bool,
               verify: bool, extra_dirs: tuple[Path, ...] = ()) -> Ready:
@@ -50,10 +72,11 @@ def check_run(ctx: Context, runs: tuple[Run, ...], profile_arg: str, *, replace:
         raise ReproError(f"study file {ctx.study.path}: [study] has no name; add "
                          f"name = \"{ctx.study.name}\" (it picks the expected outputs)")
     runfolder.guard_out(ctx.out)
-    runfolder.check_layout(ctx.out, runfolder.planned(ctx, extra_dirs=extra_dirs))
     other = runfolder.other_study(ctx.out, ctx.study)
     if other is not None and not replace:
         runfolder.refuse_other_study(ctx.out, ctx.study, other)
+    if other is None:  # (another study's run is moved aside whole, whatever it holds)
+        runfolder.check_layout(ctx.out, runfolder.planned(ctx, extra_dirs=extra_dirs))
     if verify:
         check_expected(ctx.study.name, ctx.expected)
     preflight(ctx.study, profile_arg)
@@ -66,6 +89,36 @@ def take_over(ready: Ready) -> str | None:
         return None
     aside = runfolder.move_aside(ready.ctx.out)
     return f"moved the run of {ready.other_study} aside to {aside}"
+
+
+def check_verify(run_dir: Path, expected: Path | None, tolerances: Path | None) -> None:
+    """`repro verify`: a run folder (or, with --expected, a copy of its tables/), the files
+    it writes are files, and a given --expected folder read now: a mistyped one is refused,
+    not verified against nothing."""
+    runfolder.require_run(run_dir, tables_ok=expected is not None)
+    runfolder.check_files(run_dir, ("verification.json", "verification.md"))
+    if expected is not None:
+        exp_dir, profile = expected_dir(run_dir, expected)
+        check_expected(profile, exp_dir, tolerances)
+
+
+def check_bless(run_dir: Path, expected: Path | None) -> None:
+    """`repro bless`: a run folder, and the files it writes into the expected folder (the
+    run's tables, the stale ones it removes, PROVENANCE.json, claims.toml, tolerances.toml)
+    files or absent, so that it does not stop halfway."""
+    from repro.outputs.bless import PROVENANCE
+
+    runfolder.require_run(run_dir, tables_ok=expected is not None)
+    exp_dir = expected_dir(run_dir, expected)[0]
+    tables = [p.name for p in (run_dir / "tables").glob("*.csv")]
+    stale = [p.name for p in exp_dir.glob("*.csv")]
+    runfolder.check_files(exp_dir, [*tables, *stale, PROVENANCE, CLAIMS, TOLERANCES])
+
+
+def check_report(run_dir: Path) -> None:
+    """`repro report`: a run folder, whose report files are files or absent."""
+    runfolder.require_run(run_dir)
+    runfolder.check_files(run_dir, ("report.md", "report.html", FIGURE))
 
 
 def check_expected(profile: str, given: Path | None,
