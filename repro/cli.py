@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from repro.errors import ReproError
+from repro.errors import ReproError, from_os_error, one_line
 
 DEFAULT_PROFILE = "tiny"
 """The study of a command given neither --profile nor --study: the one every machine runs."""
@@ -34,20 +34,35 @@ def _profile_arg(args: argparse.Namespace) -> str:
 
 def _context(args: argparse.Namespace, study):
     from repro.inputs.models import resolve_device
+    from repro.outputs.runfolder import guard_out
     from repro.science.numerics import MODE_VARIABLE, pin_cpu
     from repro.stages.context import Context
     from repro.stages.launch import launched_device
 
+    if not str(args.out).strip():  # Path("") would be the current folder
+        raise ReproError("--out is empty; name the output folder, e.g. --out runs/mine")
+    guard_out(Path(args.out))
     device = resolve_device(study.device, launched_device(args.device, study.device))
     if device.type == "cpu":
         # the study's arithmetic unless the environment names one (a cross-check of a bless)
         os.environ.setdefault(MODE_VARIABLE, study.numerics)
         pin_cpu()  # before the first torch kernel: ATen reads its capability once
-    if not str(args.out).strip():
-        raise ReproError("--out is empty; name the output folder, e.g. --out runs/mine")
     expected = getattr(args, "expected", None)
     return Context(study=study, out=Path(args.out), device=device, force=args.force,
                    quiet=args.quiet, expected=Path(expected) if expected else None)
+
+
+def _ready(args: argparse.Namespace, runs, study, *, verify: bool, extra=()):
+    """Every check of repro.outputs.preflight, in one place for `all` and `prune`; --check
+    stops after them."""
+    from repro.outputs.preflight import check_run
+
+    ctx = _context(args, study)
+    ready = check_run(ctx, runs, _profile_arg(args), replace=args.replace_study, verify=verify,
+                      extra_dirs=tuple(ctx.out / d for d in extra))
+    if args.check:
+        print(ready.line())
+    return ready
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -93,16 +108,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    from repro.inputs.doctor import preflight
     from repro.outputs.finish import finish
+    from repro.outputs.preflight import check_environment, take_over
     from repro.stages.launch import launched_shard
     from repro.stages.run import run_all
     from repro.study.reader import select_runs
 
+    check_environment()
     study = _study(args)
     runs = select_runs(study, args.runs, launched_shard(args.shard))
-    ctx = _context(args, study)
-    preflight(study, _profile_arg(args))
+    ready = _ready(args, runs, study, verify=True)
+    if args.check:
+        return 0
+    ctx = ready.ctx
+    moved = take_over(ready)
+    if moved:
+        ctx.log(moved)
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs, finish)
     if counts["done"] == 0:
@@ -115,13 +136,24 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from repro.files import write_text_if_changed
+    from repro.outputs.preflight import check_environment, take_over
     from repro.stages.context import ModelHolder, check_output_dir
     from repro.stages.pipeline import prune_stage, tokens_stage
 
+    check_environment()
     study = _study(args)
     run = study.run(args.run)
-    ctx = _context(args, study)
+    ready = _ready(args, (run,), study, verify=False, extra=(f"pruned/{run.variant.id}",))
+    if args.check:
+        return 0
+    ctx = ready.ctx
+    moved = take_over(ready)
+    if moved:
+        ctx.log(moved)
     check_output_dir(ctx.out)
+    # the folder is this study's from now on, as a `repro all` run folder is
+    write_text_if_changed(ctx.out / "study.toml", study.path.read_text(encoding="utf-8"))
     holder = ModelHolder(ctx)
     spec = study.models[run.variant.model]
     if run.variant.method == "wanda":
@@ -136,9 +168,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
+    from repro.outputs.runfolder import guard_out
     from repro.tiny.build import build_tiny_assets
 
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "assets" / "tiny"
+    guard_out(out, marker="SHA256SUMS", what="tiny-assets folder")
     summary = build_tiny_assets(out, quick=args.quick)
     print(f"tiny assets written to {out}: {summary}")
     return 0
@@ -146,12 +180,14 @@ def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from repro.outputs import partial
+    from repro.outputs.preflight import check_verify
     from repro.outputs.verify import verify_run
     from repro.outputs.verify_text import summary
 
     run_dir = Path(args.run_dir)
     expected = Path(args.expected) if args.expected else None
     tolerances = Path(args.tolerances) if args.tolerances else None
+    check_verify(run_dir, expected, tolerances)
     study = partial.is_partial(run_dir) if run_dir.is_dir() else None
     if study is not None:  # runs or study stages missing: compare what finished
         result = partial.verify_partial(run_dir, study, expected, tolerances=tolerances)
@@ -164,7 +200,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_bless(args: argparse.Namespace) -> int:
     from repro.outputs.bless import bless_run
+    from repro.outputs.preflight import check_bless
 
+    check_bless(Path(args.run_dir), Path(args.expected) if args.expected else None)
     done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None,
                      allow_dirty=args.allow_dirty)
     print(
@@ -182,9 +220,11 @@ def cmd_bless(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from repro.outputs import partial
     from repro.outputs.completeness import describe_missing
+    from repro.outputs.preflight import check_report
     from repro.outputs.report import gather, write
 
     run_dir = Path(args.run_dir)
+    check_report(run_dir)
     study = partial.is_partial(run_dir) if run_dir.is_dir() else None
     # an unfinished run: the same comparison and words as `repro verify` and `repro all`
     result = partial.verify_partial(run_dir, study) if study is not None else None
@@ -226,10 +266,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from repro.bench.report import markdown
-    from repro.bench.run import PARTS, run_bench
+    from repro.bench.run import PARTS, check_sizes, run_bench
     from repro.inputs.models import resolve_device
-    from repro.science.numerics import pin_cpu
+    from repro.outputs.runfolder import guard_out
+    from repro.science.numerics import mode, pin_cpu
 
+    mode()
+    check_sizes(args.repeats, args.match_size)
+    guard_out(Path(args.out), marker="bench.json", what="bench folder")
     device = resolve_device("cpu", args.device)
     if device.type == "cpu":
         pin_cpu()  # the bench times what a pinned run computes
@@ -283,6 +327,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the study's)")
         sp.add_argument("--force", action="store_true", help="redo stages that are already done")
         sp.add_argument("--quiet", action="store_true", help="no progress lines")
+        sp.add_argument("--check", action="store_true",
+                        help="check the study, environment, models, output folder and expected "
+                             "outputs, then stop without writing anything")
+        sp.add_argument("--replace-study", action="store_true",
+                        help="when --out holds the run of another study, move it aside to "
+                             "OUT.replaced-<time> (never deleted) and start afresh")
 
     sp = sub.add_parser("list", help="print the runs of a study")
     study_opts(sp)
@@ -404,10 +454,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     try:
+        _share_cores_politely()
         return args.fn(args)
     except ReproError as exc:
-        print(f"repro: error: {exc}", file=sys.stderr)
+        print(one_line(f"repro: error: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        refusal = from_os_error(exc)
+        if refusal is None:
+            raise
+        print(one_line(f"repro: error: {refusal}"), file=sys.stderr)
+        return refusal.exit_code
     except KeyboardInterrupt:
         print(
             "repro: interrupted; completed stages are kept, run the same command again to resume",

@@ -96,11 +96,11 @@ def test_an_incomplete_run_says_so_at_the_top_and_ends_partial(tmp_path: Path,
     assert any(text.startswith(f"**V{line[1:]}") for text in top), top
     assert main(["verify", str(run)]) == 3
     assert capsys.readouterr().out.startswith(line)
-    empty = tmp_path / "empty"
+    empty = tmp_path / "empty"  # not a run: refused, and nothing written into it
     empty.mkdir()
-    assert main(["report", str(empty)]) == 0
-    assert "incomplete: 1 part(s) missing (study.toml (nothing has run here" in \
-        capsys.readouterr().out
+    assert main(["report", str(empty)]) == 2
+    assert "is not a run folder: it has no study.toml" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []
 
 
 def test_a_complete_run_is_not_called_incomplete(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from repro.bench import paths as bp
 from repro.bench import real as bench_real
 from repro.bench.paper_configs import PAPER_ARCHS, build_model
 from repro.inputs.families import prunable_matrices
+from repro.study.rules import FieldError, whole
 
 PARTS = ("capture", "paper", "tiny", "wanda", "match", "sae", "smollm2")
 TINY_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "models"
@@ -223,6 +224,23 @@ def _dtype(device: torch.device) -> torch.dtype:
 
 
 # ---- the command ------------------------------------------------------------------------------
+
+SIZES = {
+    "--repeats": whole(1, 1000, "timed rounds of each comparison", optional=True),
+    "--match-size": whole(2, 2**16, "features per SAE to match: width x width cosines, as "
+                          "sae.width", optional=True),
+}
+"""The sizes `repro bench` takes, each with its rule (unset: the bench's defaults)."""
+
+
+def check_sizes(repeats: int | None, match_size: int | None) -> None:
+    """--repeats and --match-size within their rules, before anything runs."""
+    for (option, rule), value in zip(SIZES.items(), (repeats, match_size), strict=True):
+        try:
+            rule.check(option, value)
+        except FieldError as exc:
+            raise exc.at("repro bench", fix=f"give {option} in that range") from None
+
 
 def run_bench(device: torch.device, out: Path, *, repeats: int | None = None,
               quick: bool = False, only: tuple[str, ...] = PARTS, explicit: bool = False,

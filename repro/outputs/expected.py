@@ -27,6 +27,7 @@ from typing import Any
 
 import repro
 from repro.errors import ReproError
+from repro.study.rules import NAME, NAME_TEXT
 
 EXPECTED_ROOT = Path(repro.__file__).resolve().parent.parent / "expected_outputs"
 TOLERANCES = "tolerances.toml"
@@ -50,8 +51,9 @@ def run_profile(run_dir: Path) -> str:
         name = tomllib.loads(path.read_text(encoding="utf-8"))["study"]["name"]
     except (tomllib.TOMLDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ReproError(f"{path}: cannot read [study] name ({exc})") from None
-    if not isinstance(name, str) or not name:
-        raise ReproError(f"{path}: [study] name must be a non-empty string")
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # it names a folder
+        raise ReproError(f"{path}: [study] name = {name!r} is not a plain name ({NAME_TEXT}); "
+                         "is it the study.toml `repro all` wrote?")
     return name
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import pandas as pd
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text
-from repro.outputs import report_claims, report_curves
+from repro.outputs import report_claims, report_curves, shapes
 from repro.outputs.expected import run_profile
 from repro.stages.store import MANIFEST, read_manifest
 
@@ -71,14 +70,9 @@ class Report:
     """The study's curve_flat_ev_gain: below it, an SAE's curve counts as flattened."""
 
 
-def _json(path: Path) -> Any:
-    """A JSON file's content, or None when absent; a corrupt one is bad input."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReproError(f"{path}: not valid JSON ({exc})") from None
+def _json(path: Path, shape: Any) -> Any:
+    """A JSON file's content, or None when absent; a corrupt or misshapen one is bad input."""
+    return shapes.read(path, shape)
 
 
 def finished_manifests(run_dir: Path) -> list[dict[str, Any]]:
@@ -132,16 +126,18 @@ def gather(run_dir: Path) -> Report:
             tables[path.stem] = pd.read_csv(path, keep_default_na=True)
         except (ValueError, pd.errors.ParserError) as exc:
             raise ReproError(f"{path}: cannot read as CSV ({exc})") from None
-    captions = _json(run_dir / "figures" / "captions.json") or {}
-    pngs = sorted((run_dir / "figures").glob("*.png"))
+    captions = _json(run_dir / "figures" / "captions.json", shapes.CAPTIONS) or {}
+    pngs = sorted(p for p in (run_dir / "figures").glob("*.png") if p.is_file())
     figures = [(p, str(captions.get(p.stem, ""))) for p in pngs]
     manifests = finished_manifests(run_dir)
     from repro.outputs.completeness import missing_parts
 
-    return Report(run_dir, _study_name(run_dir), _json(run_dir / "verification.json"),
-                  _json(run_dir / "claims.json") or {}, tables, figures,
+    return Report(run_dir, _study_name(run_dir),
+                  _json(run_dir / "verification.json", shapes.verification),
+                  _json(run_dir / "claims.json", shapes.CLAIMS) or {}, tables, figures,
                   gather_provenance(run_dir, manifests), stage_times(manifests),
-                  missing_parts(run_dir) or [], _json(run_dir / METHOD_CONTROLS),
+                  missing_parts(run_dir) or [],
+                  _json(run_dir / METHOD_CONTROLS, shapes.METHOD_CONTROLS),
                   report_curves.gather_curves(run_dir), report_curves.flat_gain(run_dir))
 
 

@@ -15,14 +15,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from repro.outputs import shapes
 from repro.outputs.figure_style import DOUBLE, GREY, RC, bottom_legend, method_colour, new_figure
 from repro.science.training_curves import (
     CURVE_FILE,
     FLAT_EV_GAIN,
     LAST_SHARE,
-    load_curve,
     summarize,
 )
+from repro.study.reader import read_thresholds
 
 FIGURE = "report_training_curves.png"
 HEADER = ["SAE", "training tokens", "points", "final EV", "final L0", "final dead fraction",
@@ -42,7 +43,7 @@ def gather_curves(run_dir: Path) -> dict[str, dict[str, Any]]:
         parts = path.relative_to(run_dir / "runs").parts
         if any(part.startswith(".") for part in parts):  # unfinished (.partial) work
             continue
-        curve = load_curve(path)
+        curve = shapes.read(path, shapes.CURVE)
         if curve is not None:
             found["/".join(parts[:-2])] = curve
     return found
@@ -52,9 +53,9 @@ def flat_gain(run_dir: Path) -> float:
     """The run's study threshold curve_flat_ev_gain, else the default."""
     try:
         study = tomllib.loads((run_dir / "study.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return FLAT_EV_GAIN
-    return float(study.get("thresholds", {}).get("curve_flat_ev_gain", FLAT_EV_GAIN))
+    return read_thresholds(study.get("thresholds", {})).get("curve_flat_ev_gain", FLAT_EV_GAIN)
 
 
 def rows(curves: dict[str, dict[str, Any]], gain: float) -> list[list[Any]]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, sha256_file, write_json
+from repro.outputs import shapes
 from repro.outputs.check import Check
 from repro.outputs.expected import (
     SANITY,
@@ -222,10 +223,7 @@ def check_sanity(run_dir: Path) -> list[Check]:
     if sha256_file(path) != recorded:
         return [Check("sanity gates", "sanity", "fail", "sha256 as recorded", "differs",
                       "sha256", None, f"tables/{SANITY} does not match tables/{MANIFEST}")]
-    try:
-        gates = json.loads(path.read_text(encoding="utf-8"))["gates"]
-    except (ValueError, KeyError, TypeError):
-        return [Check("sanity gates", "sanity", "fail", "gates", "unreadable", "exact", None)]
+    gates = shapes.read(path, shapes.SANITY)["gates"]
     return [Check(f"sanity: {g['gate']}", "sanity", "pass" if g["ok"] else "fail",
                   [g["low"], g["high"]], g["value"], f"[{g['low']:.4g}, {g['high']:.4g}]",
                   min(g["value"] - g["low"], g["high"] - g["value"])

@@ -19,11 +19,11 @@ from the point, which the detail says.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from repro.outputs import shapes
 from repro.outputs.check import Check
 from repro.outputs.expected import (
     BASE_CLAIMS_PROFILE,
@@ -173,13 +173,8 @@ def agree_claim(spec: ClaimSpec, claims: dict | None) -> Check:
 
 
 def read_claims(run_dir: Path) -> dict | None:
-    """RUN_DIR/claims.json, or None when it is missing or not a JSON object."""
-    path = run_dir / "claims.json"
-    try:
-        claims = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (ValueError, OSError, UnicodeDecodeError):
-        return None
-    return claims if isinstance(claims, dict) else None
+    """RUN_DIR/claims.json, None when it is missing; one of the wrong shape is bad input."""
+    return shapes.read(run_dir / "claims.json", shapes.CLAIMS)
 
 
 def blessed_claims(exp_dir: Path) -> list[ClaimSpec]:

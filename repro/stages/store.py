@@ -41,10 +41,34 @@ def warn(msg: str) -> None:
 
 
 def read_manifest(folder: Path) -> dict | None:
+    """The stage's manifest, or None when it is missing, unreadable or not of the shape
+    `_write_manifest` gives it (then the stage is not done, and is redone)."""
     try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    return manifest if _well_formed(manifest) else None
+
+
+_FIELDS = {"stage": str, "input_hash": str, "outputs": dict, "result": dict,
+           "provenance": dict, "wall_seconds": (int, float), "started": str}
+"""The manifest's fields that readers use, and their JSON types (each may be absent)."""
+
+
+def _well_formed(manifest: object) -> bool:
+    """A JSON object whose known fields have their types, whose outputs name files inside the
+    stage folder by their sha256, and whose provenance's packages and numerics are tables."""
+    if not isinstance(manifest, dict):
+        return False
+    if any(k in manifest and (not isinstance(manifest[k], t) or isinstance(manifest[k], bool))
+           for k, t in _FIELDS.items()):
+        return False
+    for rel, digest in manifest.get("outputs", {}).items():
+        parts = Path(rel).parts
+        if not isinstance(digest, str) or not parts or Path(rel).is_absolute() or ".." in parts:
+            return False
+    prov = manifest.get("provenance", {})
+    return all(prov.get(k) is None or isinstance(prov[k], dict) for k in ("packages", "numerics"))
 
 
 def fingerprint(folder: Path) -> str | None:
