@@ -71,7 +71,8 @@ def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     study = load_study(profile_path("paper"))
     work = be.study_work(study)
     assert sum(w["runs"] for w in work.values()) == 22  # the paper's runs, evaluated
-    assert sum(w["control_saes"] for w in work.values()) == 20 == len(study.runs) - 22
+    assert sum(w["control_saes"] for w in work.values()) == 20
+    assert {w["replicates"] for w in work.values()} == {3} and len(study.runs) == 3 * 42
     g = work["gemma-3-1b"]
     assert g["variants"] == 13 and g["wanda"] == 6 and g["magnitude"] == 6
     assert g["match_pairs"] == 12 + 3 + 13  # conditions, RQ1 seed pairs, control SAEs
@@ -82,6 +83,12 @@ def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     for stage in ("sae", "activations", "perplexity", "evaluate"):
         assert doubled[stage] == pytest.approx(2 * base[stage]), stage
     assert doubled["prune"] == base["prune"] and doubled["analyze"] == base["analyze"]
+    # one replicate instead of three: the replicates' SAE steps, evaluation and matching go
+    single = be.stage_seconds({**g, "replicates": 1}, rates, 60.0)
+    assert base["analyze"] == pytest.approx(3 * single["analyze"])
+    steps = g["sae_tokens"] * rates.sae_s_per_token * (g["runs"] + g["control_saes"])
+    assert base["sae"] - single["sae"] == pytest.approx(2 * steps)
+    assert base["prune"] == single["prune"] and base["perplexity"] == single["perplexity"]
     est = be.estimate(study, dict.fromkeys(study.models, rates), 60.0)
     assert est["total_s"] == pytest.approx(sum(est["stages"].values()))
     assert 0 < est["h100_class_total_s"] < est["total_s"]
