@@ -235,7 +235,8 @@ def verify_partial(run_dir: Path, study: Study, expected: Path | None = None,
               "profile": profile, "partial": True, "ok": False,
               "exit_code": 1 if failed else PARTIAL_EXIT, "progress": state,
               "n_runs": len(study.runs), "compared": compared, "expected_rows": total,
-              "counts": {"pass": sum(c.verdict == "pass" for c in checks), "fail": failed},
+              "counts": {"pass": sum(c.verdict == "pass" for c in checks), "fail": failed,
+                         "inconclusive": 0, "info": 0},
               "finish": command or finish_command(run_dir, expected=expected),
               "checks": [asdict(c) for c in checks]}
     result["line"] = headline(result)
