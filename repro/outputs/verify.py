@@ -35,6 +35,7 @@ from repro.outputs.expected import (
 from repro.outputs.verify_text import markdown
 from repro.science.numerics import comparable
 from repro.stages.store import MANIFEST, read_manifest
+from repro.study.locations import recorded_path
 
 
 @dataclass(frozen=True)
@@ -381,8 +382,9 @@ def verify_run(run_dir: Path, expected: Path | None = None,
     checks += check_numerics(run_dir, exp_dir) + check_complete(run_dir)
     counts = {v: sum(c.verdict == v for c in checks)
               for v in ("pass", "fail", "inconclusive", "info")}
-    result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir.resolve()),
-              "profile": profile, "tolerances": str(tols.source) if tols.source else None,
+    result = {"run_dir": str(run_dir.resolve()), "expected_dir": recorded_path(exp_dir),
+              "profile": profile,
+              "tolerances": recorded_path(tols.source) if tols.source else None,
               "expected_tables": sorted(p.stem for p in exp_dir.glob("*.csv")),
               "ok": counts["fail"] == 0 and counts["inconclusive"] == 0, "counts": counts,
               "checks": [asdict(c) for c in checks]}
