@@ -221,6 +221,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """`repro --version`: the version and code revision every manifest records, computed only
+    when asked (repro.stages.provenance.code_version)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and revision")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        from repro.stages.provenance import code_version
+
+        print(f"repro {code_version()}")
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line and exit code 2, like every other bad input."""
 
@@ -236,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
             "SAEs, analyse, verify."
         ),
     )
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     def study_opts(sp: argparse.ArgumentParser, runs: bool = True) -> None:
