@@ -68,9 +68,14 @@ RUN --mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv \
     uv python install "$PYTHON_VERSION" \
     && "$(uv python find "$PYTHON_VERSION")" -m venv "$VIRTUAL_ENV"
 
-# Layer 2, the dependencies: changes only with the lock files, never with the code.
+# Layer 2, the dependencies: changes only with the lock files, never with the code. The build
+# backend comes first, from build.lock (the same pins and hashes as the lock's), so that the
+# lock's two sdists build against it with --no-build-isolation: nothing unhashed is fetched.
 COPY requirements/ /opt/repro/requirements/
-RUN pip install --no-cache-dir --require-hashes --no-deps -r "$REPRO_LOCK_FILE" \
+RUN pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: \
+        -r /opt/repro/requirements/build.lock \
+    && pip install --no-cache-dir --require-hashes --no-deps --no-build-isolation \
+        -r "$REPRO_LOCK_FILE" \
     && pip check
 
 # Layer 3, the package (code, study files, tiny assets): built offline against the locked
