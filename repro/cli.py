@@ -255,8 +255,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from repro.inputs.doctor import run_checks
+    from repro.outputs.shipped import expected_checks
 
-    checks = run_checks(_study(args), Path(args.out), _profile_arg(args))
+    study = _study(args)
+    checks = run_checks(study, Path(args.out), _profile_arg(args)) + expected_checks(study)
     for check in checks:
         print(check.line())
     failed = sum(not c.ok for c in checks)
@@ -291,6 +293,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """`repro --version`: the version and code revision every manifest records, computed only
+    when asked (repro.stages.provenance.code_version)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and revision")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        from repro.stages.provenance import code_version
+
+        print(f"repro {code_version()}")
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line and exit code 2, like every other bad input."""
 
@@ -306,6 +322,7 @@ def _parser() -> argparse.ArgumentParser:
             "SAEs, analyse, verify."
         ),
     )
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     def study_opts(sp: argparse.ArgumentParser, runs: bool = True) -> None:
@@ -343,7 +360,7 @@ def _parser() -> argparse.ArgumentParser:
     compute_opts(sp, "results")
     sp.add_argument("--expected", metavar="DIR",
                     help="expected outputs to verify against (tables, claims.toml, "
-                         "tolerances.toml; default: expected_outputs/<the study's name>)")
+                         "tolerances.toml; default: repro/expected_outputs/<the study's name>)")
     sp.set_defaults(fn=cmd_all)
 
     sp = sub.add_parser("prune", help="prune one run's model and save it")
@@ -362,13 +379,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--expected",
         metavar="DIR",
-        help="expected tables (default: expected_outputs/<the run's profile>)",
+        help="expected tables (default: repro/expected_outputs/<the run's profile>)",
     )
     sp.add_argument(
         "--tolerances",
         metavar="FILE",
         help="tolerances file (default: the expected folder's tolerances.toml, or for the "
-             "package's profiles expected_outputs/tolerances.toml)",
+             "package's profiles repro/expected_outputs/tolerances.toml)",
     )
     sp.set_defaults(fn=cmd_verify)
 
@@ -378,7 +395,7 @@ def _parser() -> argparse.ArgumentParser:
         "--expected",
         metavar="DIR",
         help="where to write them, with claims.toml and tolerances.toml (default: "
-             "expected_outputs/<the run's profile>)",
+             "repro/expected_outputs/<the run's profile>)",
     )
     sp.add_argument("--allow-dirty", action="store_true",
                     help="bless a run made from uncommitted code (recorded in PROVENANCE.json)")

@@ -1,6 +1,7 @@
 """Where the expected outputs live and how their tolerance and claim files read.
 
-`repro verify RUN_DIR` and `repro bless RUN_DIR` both start here. Layout (next to the package):
+`repro verify RUN_DIR` and `repro bless RUN_DIR` both start here. Layout (package data, inside
+the package, so that a checkout, a wheel, an sdist and the image find them the same way):
 
     expected_outputs/tolerances.toml        per profile, table and column: abs and/or rel,
                                             written by scripts/measure_spread.py
@@ -29,7 +30,7 @@ import repro
 from repro.errors import ReproError
 from repro.study.rules import NAME, NAME_TEXT
 
-EXPECTED_ROOT = Path(repro.__file__).resolve().parent.parent / "expected_outputs"
+EXPECTED_ROOT = Path(repro.__file__).resolve().parent / "expected_outputs"
 TOLERANCES = "tolerances.toml"
 CLAIMS = "claims.toml"
 BASE_CLAIMS_PROFILE = "paper"

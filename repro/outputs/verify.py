@@ -38,6 +38,7 @@ from repro.outputs.verify_claims import verify_claims
 from repro.outputs.verify_text import markdown
 from repro.science.numerics import comparable
 from repro.stages.store import MANIFEST, read_manifest
+from repro.study.locations import recorded_path
 
 
 @dataclass(frozen=True)
@@ -289,8 +290,9 @@ def verify_run(run_dir: Path, expected: Path | None = None,
     else:
         checks += verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, exp_dir)
     checks += check_numerics(run_dir, exp_dir) + check_complete(run_dir)
-    result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir.resolve()),
-              "profile": profile, "tolerances": str(tols.source) if tols.source else None,
+    result = {"run_dir": str(run_dir.resolve()), "expected_dir": recorded_path(exp_dir),
+              "profile": profile,
+              "tolerances": recorded_path(tols.source) if tols.source else None,
               "expected_tables": sorted(p.stem for p in exp_dir.glob("*.csv")),
               **answers(checks, run_verdict(run_dir)),
               "checks": [asdict(c) for c in checks]}

@@ -74,6 +74,7 @@ from repro.stages.context import (
     upstream,
 )
 from repro.stages.store import StageOutcome, run_stage
+from repro.study.locations import recorded_path
 from repro.study.spec import ModelSpec, Run
 
 CAUSAL_PER_BIN = 20
@@ -143,7 +144,7 @@ def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
         sae, record = saes.train_sae(
             model, ids, data.special_token_mask(ids, tokenizer),
             layer=spec.probe_layer, spec=s, seed=run.seed, seq_batch=ctx.batch_size,
-            metadata={"model_name": spec.source, "context_size": int(ids.shape[1]),
+            metadata={"model_name": recorded_path(spec.source), "context_size": int(ids.shape[1]),
                       "repro_run": run.id}, captured=captured, on_init=keep_init, curve=curve)
         saes.save_sae(sae, tmp)
         training_curves.save_curve(curve.curve(run=run.id, batch_tokens=s.batch_tokens,
@@ -250,7 +251,7 @@ def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[st
     p = spec.pretrained_sae
     if role != "extra_seed" and p is not None and first:
         loaded["pretrained"] = pretrained_saes.load_pretrained(p, ctx.device, spec.probe_layer)
-        sources["pretrained"] = p.path or f"{p.release}/{p.sae_id}"
+        sources["pretrained"] = recorded_path(p.path) if p.path else f"{p.release}/{p.sae_id}"
     ids, acts = evaluate.load_eval(folder)
     scores = evaluate.ce_loss_scores(
         holder.variant_model(run.variant), loaded, ids, acts,
