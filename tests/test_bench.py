@@ -105,3 +105,29 @@ def test_reduced_config_keeps_the_layer_types() -> None:
     assert full.layer_types[5] == "full_attention" and full.layer_types[4] == "sliding_attention"
     with pytest.raises(ValueError):
         build_config("gemma-3-1b", n_layers=27)
+
+
+def test_sae_ways_times_the_three_ways_side_by_side() -> None:
+    """SAEs per hour of sae-lens's runner, one SAE at a time and S together, all measured
+    in the same rounds on the same tokens; together_S counts S SAEs per run."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from repro.bench.run import TINY_DIR
+    from repro.bench.saelens import sae_ways
+    from repro.study.spec import SaeSpec
+
+    folder = TINY_DIR / "gemma-3-tiny"
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    ids = bp.random_ids(8, 64, model.config.vocab_size, tokenizer.bos_token_id)
+    got = sae_ways(model, tokenizer, ids, ids != tokenizer.bos_token_id, layer=3,
+                   spec=SaeSpec(width=64, k=4, lr=1e-3, batch_tokens=128), seq_batch=4,
+                   repeats=1, groups=(1, 3))
+    assert list(got["times"]) == ["sae_lens_runner", "one_at_a_time", "one_at_a_time_replayed",
+                                  "together_1", "together_3"]
+    assert got["saes"]["together_3"] == 3 and got["saes"]["one_at_a_time"] == 1
+    for name, times in got["times"].items():
+        assert len(times) == 1 and times[0] > 0
+        assert got["saes_per_hour"][name]["median"] == pytest.approx(
+            3600 * got["saes"][name] / times[0])
+    assert got["tokens"] == 8 * 63 and got["steps"] == 4

@@ -13,30 +13,33 @@ Each SAE is trained as `saes.fit_sae` trains it alone with sae-lens (`TopKTraini
   squared error per token, mean over tokens, plus the AuxK loss: the top min(d/2, dead)
   dead latents' (no ReLU) reconstruction of the detached residual, scaled by
   min(dead / (d/2), 1), dead meaning silent for more than `dead_feature_window` steps as
-  counted before the step; gradients clipped to norm 1 per SAE; Adam with sae-lens's
-  betas and learning-rate schedule (one torch Adam over the stacked tensors is S Adams:
-  it is elementwise); decoder norms left free (no projection, no renormalisation);
+  counted before the step; gradients clipped to norm 1 per SAE; torch's Adam with
+  sae-lens's betas and learning-rate schedule, holding each SAE's own tensors (views into
+  the stacked ones); decoder norms left free (no projection, no renormalisation);
 - the end: the scaling factor folded into the weights, and sae-lens's metadata l0 (mean
   firings per token over the sparsity window) and num_dead_features.
 The result of each SAE is the sae-lens `TopKTrainingSAE` it started as, holding the trained
 weights, so `saes.save_sae` writes it as `fit_sae`'s SAE is written.
 
-Cheaper arithmetic than sae-lens's, equal in exact arithmetic: only the encoder product is a
-dense matrix product; the decoder sums k rows per token (`embedding_bag`), and the backward
-pass touches only the chosen latents: per-entry dot products through embedding_bag's own
-gradient, and one sparse-by-dense product per step for the decoder and encoder gradients.
-The dense decoder and its dense backward (five of sae-lens's six large products per step)
-are gone.
+Cheaper arithmetic than sae-lens's, equal in exact arithmetic. Only the encoder product is
+a dense (batch x d) x (d x width) product. The decoder sums the k chosen rows per token
+(`embedding_bag`), and the TopK part's backward touches only its batch x k entries:
+their dot products with the output gradient through embedding_bag's own gradient, the
+decoder and encoder gradients as sparse-by-dense products. The AuxK part is dense over the
+dead latents only. Of sae-lens's six batch x width x d products per step, five are gone,
+and its AuxK's three shrink to the dead latents' columns.
 
-Every op works on each SAE's slice as it would on that SAE alone (elementwise ops, batched
-matrix products, row-wise TopK, per-row sums, sums per SAE in a loop), so an SAE's bits do
-not depend on how many others train beside it: tests/test_sae_batch.py checks this, which
-is what lets a resumed group train only its missing SAEs and still give the SAEs an
-uninterrupted run gives.
+An SAE's bits do not depend on how many others train beside it, nor which: elementwise ops
+and row-wise ones (TopK, embedding_bag, each latent's sparse sum in token order) treat
+every SAE's slice alike; matrix products, reductions and Adam run per SAE on its own
+tensors, whose shapes are those it has alone (a batched product or a reduction over the
+stacked tensor may split its work otherwise). tests/test_sae_batch.py checks it: it is what
+lets a resumed group retrain only its missing SAEs and get what an uninterrupted run gets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -111,10 +114,11 @@ def fit_saes(streams: Sequence[ShuffledStream], *, spec: SaeSpec, seeds: Sequenc
              device: torch.device, layer: int, metadata: Sequence[dict[str, Any]],
              on_init: Sequence[Callable[[Any], None] | None] | None = None,
              curves: Sequence[CurveRecorder | None] | None = None,
-             dtype: str = "float32") -> list[tuple[Any, dict]]:
+             dtype: str = "float32", autocast: bool = False) -> list[tuple[Any, dict]]:
     """`saes.fit_sae` for S SAEs at once, SAE s on streams[s] from seeds[s] (streams of equal
     length, one batch each per step); on_init[s] and curves[s] as fit_sae's. Returns one
-    (SAE, training record) per stream; train_seconds is the whole group's."""
+    (SAE, training record) per stream; train_seconds is the whole group's. `autocast` runs
+    the encoder product in bfloat16 (repro bench's arithmetic part; no profile uses it)."""
     n = len(streams)
     on_init = on_init or [None] * n
     curves = curves or [None] * n
@@ -124,7 +128,7 @@ def fit_saes(streams: Sequence[ShuffledStream], *, spec: SaeSpec, seeds: Sequenc
     n_tokens = streams[0].n_tokens
     if any(stream.n_tokens != n_tokens for stream in streams):
         raise ValueError("SAEs trained together need streams of the same length")
-    cfg = trainer_config(spec, n_tokens, device)
+    cfg = dataclasses.replace(trainer_config(spec, n_tokens, device), autocast=autocast)
     stack = StackedTopK([sae for sae, _ in built], cfg, [scaling for _, scaling in built])
     for curve in curves:
         if curve is not None:
@@ -252,79 +256,105 @@ class StackedTopK:
 
 def _forward_backward(t: StackedTopK, x: torch.Tensor,
                       dead: torch.Tensor) -> tuple[Step, dict[str, torch.Tensor]]:
-    """The forward pass and the gradients of every SAE's loss, written out for sparse entries.
-
-    Entries are (token, latent) pairs of the TopK (and of the AuxK for SAEs with dead latents);
-    `rows` index the flattened (S * W) latents, `cols` the flattened (S * B) tokens.
-    """
+    """The forward pass and every parameter's gradient, written out: the TopK part through
+    its S * B * k (token, latent) entries, the AuxK part densely over each SAE's dead latents
+    (all of them count when there are at most d / 2, the usual case)."""
     p = {name: v.detach() for name, v in t.params.items()}
     S, B, d = x.shape
-    W_dec = p["W_dec"].reshape(S * t.W, d)
     u = x - p["b_dec"][:, None]
     pre = torch.empty(S, B, t.W, dtype=x.dtype, device=x.device)
     for s in range(S):  # one product per SAE: the same kernel whatever S is
-        torch.mm(u[s], p["W_enc"][s], out=pre[s])
+        if t.cfg.autocast:  # as sae-lens's trainer with autocast: the product in bfloat16
+            pre[s] = torch.mm(u[s].bfloat16(), p["W_enc"][s].bfloat16())
+        else:
+            torch.mm(u[s], p["W_enc"][s], out=pre[s])
     pre += p["b_enc"][:, None]
     norm = _each(lambda w: w.norm(dim=-1), p["W_dec"])
     hidden = pre * norm[:, None]
     values, latents = hidden.topk(t.k, dim=-1, sorted=False)
     acts = values.relu()
-    rows = latents + t.rows
-    inv = norm.reciprocal().view(-1)
-    weight = acts * inv[rows]
-    summed, grad_of = _rows_sum(rows.view(S * B, t.k), W_dec, weight.view(S * B, t.k))
+    rows = (latents + t.rows).view(S * B, t.k)  # into the flattened (S * W) latents
+    inv = norm.reciprocal()
+    weight = acts.view(S * B, t.k) * inv.view(-1)[rows]
+    summed, grad_of = _rows_sum(rows, p["W_dec"].view(S * t.W, d), weight)
     y = summed.view(S, B, d) + p["b_dec"][:, None]
     err = y - x
     grad_y = err * (2.0 / B)
-    grad_weight = grad_of(grad_y.view(S * B, d)).view(S, B, t.k)
-    grad_hidden = grad_weight * inv[rows] * (acts > 0)
-    cols = torch.arange(S * B, device=x.device).view(S, B, 1).expand(S, B, t.k)
-    main = _Entries(rows.reshape(-1), cols.reshape(-1), cols.reshape(-1),
-                    pre.gather(-1, latents).reshape(-1), grad_hidden.reshape(-1),
-                    (grad_weight * acts).reshape(-1), weight.reshape(-1))
-    with_dead = [s for s in range(S) if dead[s].any()]
-    aux = [_aux_entries(t, s, S * B + i * B, hidden[s], pre[s], dead[s], -err[s], W_dec, inv)
-           for i, s in enumerate(with_dead)]
-    grads = _gradients(t, [main, *(e for e, _ in aux)], norm, u,
-                       torch.cat([grad_y.reshape(S * B, d), *(g for _, g in aux)]), p)
-    return Step(x, y, latents, acts), grads
+    grad_weight = grad_of(grad_y.view(S * B, d))
+    grad_hidden = grad_weight * inv.view(-1)[rows] * (acts.view(S * B, t.k) > 0)
+    acc = _topk_gradients(t, rows, weight, grad_weight * acts.view(S * B, t.k), grad_hidden,
+                          pre.view(S * B, t.W).gather(-1, latents.view(S * B, t.k)), norm, u,
+                          grad_y)
+    for s in range(S):
+        if dead[s].any():
+            _add_aux_gradients(t, acc, s, hidden[s], pre[s], dead[s], -err[s], u[s],
+                               p["W_dec"][s], norm[s], inv[s])
+    per_norm = acc["per_norm"] - acc["per_inv"] * (inv * inv)
+    return Step(x, y, latents, acts), {
+        "b_dec": _each(lambda g, w, b: g.sum(0) - w @ b, grad_y, p["W_enc"], acc["b_enc"]),
+        "W_dec": acc["dec"] + p["W_dec"] * (per_norm / norm)[..., None],
+        "W_enc": acc["enc_t"].transpose(1, 2).contiguous(),
+        "b_enc": acc["b_enc"]}
 
 
-@dataclass
-class _Entries:
-    """Sparse entries of one part of the loss: latent row, token column, row of the
-    reconstruction gradient it meets, pre-activation, gradient w.r.t. the scaled
-    pre-activation, gradient w.r.t. the inverse decoder norm, and the weight the entry's
-    decoder row got in the reconstruction."""
+def _topk_gradients(t: StackedTopK, rows: torch.Tensor, weight: torch.Tensor,
+                    grad_inv: torch.Tensor, grad_hidden: torch.Tensor, pre: torch.Tensor,
+                    norm: torch.Tensor, u: torch.Tensor,
+                    grad_y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The TopK part's gradients from its entries, (S * B, k) each: w.r.t. the decoder rows
+    (dec), the encoder columns (enc_t, one row per latent), b_enc, and, per latent, the
+    decoder norm through hidden_pre = pre * norm (per_norm) and through the inverse norm
+    that divides the activations (per_inv)."""
+    S, B, d = u.shape
+    flat = rows.reshape(-1)
+    # a stable sort by latent keeps each latent's tokens in order: (latent, token) sorted
+    sorted_rows, order = torch.sort(flat, stable=True)
+    tokens = torch.arange(S * B, device=u.device).repeat_interleave(t.k)[order]
+    grad_pre = grad_hidden * norm.view(-1)[rows]
 
-    rows: torch.Tensor
-    cols: torch.Tensor
-    recons_cols: torch.Tensor
-    pre: torch.Tensor
-    grad_hidden: torch.Tensor
-    grad_inv: torch.Tensor
-    weight: torch.Tensor
+    def per_latent(values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return _sparse_product(sorted_rows, tokens, values.reshape(-1)[order], dense,
+                               S * t.W).view(S, t.W, d)
+
+    def summed(values: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(S * t.W, dtype=u.dtype, device=u.device)
+        return out.index_add_(0, flat, values.reshape(-1)).view(S, t.W)
+
+    return {"dec": per_latent(weight, grad_y.view(S * B, d)),
+            "enc_t": per_latent(grad_pre, u.view(S * B, d)), "b_enc": summed(grad_pre),
+            "per_norm": summed(grad_hidden * pre), "per_inv": summed(grad_inv)}
 
 
-def _aux_entries(t: StackedTopK, s: int, offset: int, hidden: torch.Tensor, pre: torch.Tensor,
-                 dead: torch.Tensor, residual: torch.Tensor, W_dec: torch.Tensor,
-                 inv: torch.Tensor) -> tuple[_Entries, torch.Tensor]:
-    """SAE s's AuxK part (it has dead latents): its entries, and the gradient of its loss
-    w.r.t. its auxiliary reconstruction (B, d), which the entries meet from row `offset` on."""
+def _add_aux_gradients(t: StackedTopK, acc: dict[str, torch.Tensor], s: int,
+                       hidden: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
+                       residual: torch.Tensor, u: torch.Tensor, W_dec: torch.Tensor,
+                       norm: torch.Tensor, inv: torch.Tensor) -> None:
+    """Add SAE s's AuxK gradients to `acc`: its top min(d / 2, dead) dead latents per token
+    (every dead latent when there are at most d / 2), un-rectified, reconstruct the detached
+    residual; dense products over the dead latents' columns only."""
     B, d = residual.shape
-    n_dead = int(dead.sum())
-    k_aux = min(d // 2, n_dead)
-    scale = min(n_dead / (d // 2), 1.0)
-    values, latents = torch.where(dead[None], hidden, -torch.inf).topk(k_aux, sorted=False)
-    rows = latents + s * t.W
-    weight = values * inv[rows]
-    recons, grad_of = _rows_sum(rows, W_dec, weight)
-    grad_recons = (recons - residual) * (t.aux_coefficient * scale * 2.0 / B)
-    grad_weight = grad_of(grad_recons)
-    tokens = torch.arange(B, device=rows.device)[:, None].expand(B, k_aux).reshape(-1)
-    return _Entries(rows.reshape(-1), tokens + s * B, tokens + offset,
-                    pre.gather(-1, latents).reshape(-1), (grad_weight * inv[rows]).reshape(-1),
-                    (grad_weight * values).reshape(-1), weight.reshape(-1)), grad_recons
+    idx = dead.nonzero()[:, 0]
+    k_aux = min(d // 2, len(idx))
+    scale = min(len(idx) / (d // 2), 1.0)
+    h = hidden[:, idx]
+    chosen = None
+    if k_aux < len(idx):
+        chosen = torch.zeros_like(h, dtype=torch.bool)
+        chosen.scatter_(1, h.topk(k_aux, dim=-1, sorted=False).indices, True)
+        h = torch.where(chosen, h, 0.0)
+    weight = h * inv[idx]
+    rows = W_dec[idx]
+    grad_recons = (weight @ rows - residual) * (t.aux_coefficient * scale * 2.0 / B)
+    grad_weight = grad_recons @ rows.T
+    if chosen is not None:
+        grad_weight = torch.where(chosen, grad_weight, 0.0)
+    grad_h = grad_weight * inv[idx]
+    grad_pre = grad_h * norm[idx]
+    acc["dec"][s, idx] += weight.T @ grad_recons
+    acc["enc_t"][s, idx] += grad_pre.T @ u
+    acc["b_enc"][s, idx] += grad_pre.sum(0)
+    acc["per_norm"][s, idx] += (grad_h * pre[:, idx]).sum(0)
+    acc["per_inv"][s, idx] += (grad_weight * h).sum(0)
 
 
 def _rows_sum(rows: torch.Tensor, table: torch.Tensor, weight: torch.Tensor
@@ -342,43 +372,14 @@ def _rows_sum(rows: torch.Tensor, table: torch.Tensor, weight: torch.Tensor
     return summed.detach(), grad_of
 
 
-def _gradients(t: StackedTopK, parts: list[_Entries], norm: torch.Tensor, u: torch.Tensor,
-               grad_recons: torch.Tensor, p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every parameter's gradient from the entries of the loss's parts; `grad_recons` holds
-    the gradients w.r.t. the main reconstruction (S * B rows), then the auxiliary ones."""
-    S, B, d = u.shape
-    flat_norm = norm.view(-1)
-    rows = torch.cat([e.rows for e in parts])
-    # decoder rows: the entry's weight x the gradient of the reconstruction it is part of
-    grad_dec = _sparse_product(rows, torch.cat([e.recons_cols for e in parts]),
-                               torch.cat([e.weight for e in parts]), grad_recons, S * t.W)
-    # encoder columns and b_enc: the pre-activation's gradient x (x - b_dec at the token, 1)
-    grad_pre = torch.cat([e.grad_hidden for e in parts]) * flat_norm[rows]
-    ones = torch.ones(S * B, 1, dtype=u.dtype, device=u.device)
-    grad_enc = _sparse_product(rows, torch.cat([e.cols for e in parts]), grad_pre,
-                               torch.cat([u.reshape(S * B, d), ones], dim=1), S * t.W)
-    # decoder norms: through hidden_pre = pre * norm and through the inverse norms
-    per_norm = torch.zeros(S * t.W, dtype=u.dtype, device=u.device)
-    per_norm.index_add_(0, rows, torch.cat([e.grad_hidden * e.pre for e in parts]))
-    per_inv = torch.zeros_like(per_norm)
-    per_inv.index_add_(0, rows, torch.cat([e.grad_inv for e in parts]))
-    inv = flat_norm.reciprocal()
-    per_norm = (per_norm - per_inv * (inv * inv)).view(S, t.W)
-    grad_b_enc = grad_enc[:, d].reshape(S, t.W).contiguous()
-    grad_y = grad_recons[:S * B].view(S, B, d)
-    return {"b_dec": _each(lambda g, w, b: g.sum(0) - w @ b, grad_y, p["W_enc"], grad_b_enc),
-            "W_dec": grad_dec.view(S, t.W, d) + p["W_dec"] * (per_norm / norm)[..., None],
-            "W_enc": grad_enc[:, :d].reshape(S, t.W, d).transpose(1, 2).contiguous(),
-            "b_enc": grad_b_enc}
-
-
 def _sparse_product(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
                     dense: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """sum over entries of values * dense[cols] into out[rows], (n_rows, dense columns): each
-    row summed over its entries in column order, whatever else is in the product."""
+    """out[r] = sum over entries (r, c, v) of v * dense[c], (n_rows, dense columns), for
+    entries already sorted by (row, column) and unique: each row summed over its entries in
+    column order, whatever else is in the product (one output row per thread)."""
     matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), values,
-                                     (n_rows, dense.shape[0]), check_invariants=False)
-    matrix = matrix.coalesce()
+                                     (n_rows, dense.shape[0]), check_invariants=False,
+                                     is_coalesced=True)
     return torch.sparse.mm(matrix, dense)
 
 
