@@ -131,3 +131,32 @@ def test_sae_ways_times_the_three_ways_side_by_side() -> None:
         assert got["saes_per_hour"][name]["median"] == pytest.approx(
             3600 * got["saes"][name] / times[0])
     assert got["tokens"] == 8 * 63 and got["steps"] == 4
+
+
+def test_arithmetic_reads_the_cpu_flags_and_runs_each_setting_unpinned(monkeypatch,
+                                                                       tmp_path) -> None:
+    """The bfloat16 features come from the flags line (whole words only), and each setting's
+    subprocess starts without this process's pins, so `native` is really native."""
+    import subprocess
+
+    from repro.bench import arithmetic
+    from repro.science.numerics import MODE_VARIABLE, PINNED_ENV
+
+    info = "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16x avx512_bf16\n"
+    got = arithmetic.cpu_features(info)
+    assert got["cpu"] == "AMD EPYC" and got["avx512_bf16"] and got["avx2"]
+    assert not got["amx_bf16"] and not got["amx_tile"]
+    assert not arithmetic.cpu_features("flags : avx512_bf16x")["avx512_bf16"]
+    seen = {}
+
+    def fake_run(cmd, env, check):
+        seen[cmd[3]] = env
+        (tmp_path / "out.json").write_text("{}")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # what pin_cpu leaves in the environment
+    for name in arithmetic.SETTINGS:
+        arithmetic._run(name, tmp_path / "data", tmp_path / "out.json", 1)
+    assert {name: env[MODE_VARIABLE] for name, env in seen.items()} == {
+        "pinned_fp32": "pinned", "native_fp32": "native", "native_bf16": "native"}
+    assert not any(key in env for env in seen.values() for key in PINNED_ENV)

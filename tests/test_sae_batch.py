@@ -109,7 +109,7 @@ def coverage(monkeypatch) -> dict[str, int]:
 
 def test_float64_together_equals_each_alone_to_round_off(coverage, sae_lens_float64) -> None:
     """80 steps, three seeds: every parameter, the record and the curve as sae-lens's trainer
-    gives them one SAE at a time, to 1e-10."""
+    gives them one SAE at a time, to 1e-10 (measured: 9e-16)."""
     alone, curves_alone = sae_lens_float64
     curves_together = [training_curves.CurveRecorder() for _ in SEEDS]
     together = _together(_acts(), curves=curves_together)
@@ -168,12 +168,14 @@ def test_a_planted_semantic_change_breaks_the_equality(plant, monkeypatch,
 
 
 def test_float32_first_steps_agree_to_round_off_and_full_trainings_in_distribution() -> None:
-    """One step agrees to float32 round-off. Adam divides each gradient entry by its own
-    running size, so an entry whose gradient is round-off noise about zero can move by up
-    to the learning rate: after four steps a few entries differ by more (measured up to
-    6e-5, lr 3e-3), nearly all still by round-off. After 200 steps TopK choices have flipped
-    on such differences, and the SAEs agree as two runs of one training should: the same
-    explained variance on held-out vectors, decoder rows matched at high cosine."""
+    """One step agrees to float32 round-off (measured: 2e-7, an ulp of b_dec). Adam divides
+    each gradient entry by its own running size, so an entry whose gradient is round-off
+    noise about zero can move by up to the learning rate: after a few steps single entries
+    may differ by more (seen: 6e-5 with lr 3e-3 on other data), nearly all by round-off.
+    Over a whole training a TopK choice may flip on such a difference and the SAEs part
+    ways; they must still agree as two runs of one training: the same explained variance
+    on held-out vectors, decoder rows matched at high cosine (measured here after 200
+    steps: parameters within 3e-7, EV equal to 7 digits, matched cosine 1.0)."""
     acts, held_out = _acts(n=7200, seed=1).split([3200, 4000])
     for steps in (1, 4):
         spec = dataclasses.replace(SPEC, batch_tokens=-(-3200 // steps))

@@ -36,19 +36,19 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"
 MODEL = "smollm2-135m"
 
 
-def cpu_features() -> dict[str, Any]:
-    """The CPU's model and which of FLAGS it has (/proc/cpuinfo, what lscpu shows)."""
-    flags: set[str] = set()
-    name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name") and not name:
-                name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"cpu": name, **{flag: flag in flags for flag in FLAGS},
+def cpu_features(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU's model and which of FLAGS it has, from /proc/cpuinfo (what lscpu shows)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return {"cpu": fields.get("model name", ""), **{flag: flag in flags for flag in FLAGS},
             "cores": os.cpu_count()}
 
 

@@ -276,7 +276,7 @@ def _forward_backward(t: StackedTopK, x: torch.Tensor,
     rows = (latents + t.rows).view(S * B, t.k)  # into the flattened (S * W) latents
     inv = norm.reciprocal()
     weight = acts.view(S * B, t.k) * inv.view(-1)[rows]
-    summed, grad_of = _rows_sum(rows, p["W_dec"].view(S * t.W, d), weight)
+    summed, grad_of = rows_sum(rows, p["W_dec"].view(S * t.W, d), weight)
     y = summed.view(S, B, d) + p["b_dec"][:, None]
     err = y - x
     grad_y = err * (2.0 / B)
@@ -313,7 +313,7 @@ def _topk_gradients(t: StackedTopK, rows: torch.Tensor, weight: torch.Tensor,
     grad_pre = grad_hidden * norm.view(-1)[rows]
 
     def per_latent(values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        return _sparse_product(sorted_rows, tokens, values.reshape(-1)[order], dense,
+        return sparse_product(sorted_rows, tokens, values.reshape(-1)[order], dense,
                                S * t.W).view(S, t.W, d)
 
     def summed(values: torch.Tensor) -> torch.Tensor:
@@ -357,7 +357,7 @@ def _add_aux_gradients(t: StackedTopK, acc: dict[str, torch.Tensor], s: int,
     acc["per_inv"][s, idx] += (grad_weight * h).sum(0)
 
 
-def _rows_sum(rows: torch.Tensor, table: torch.Tensor, weight: torch.Tensor
+def rows_sum(rows: torch.Tensor, table: torch.Tensor, weight: torch.Tensor
               ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """sum_j weight[b, j] * table[rows[b, j]] per bag b, and the function that turns a
     gradient w.r.t. that sum into one w.r.t. `weight` (the dot product of each bag's gradient
@@ -372,7 +372,7 @@ def _rows_sum(rows: torch.Tensor, table: torch.Tensor, weight: torch.Tensor
     return summed.detach(), grad_of
 
 
-def _sparse_product(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+def sparse_product(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
                     dense: torch.Tensor, n_rows: int) -> torch.Tensor:
     """out[r] = sum over entries (r, c, v) of v * dense[c], (n_rows, dense columns), for
     entries already sorted by (row, column) and unique: each row summed over its entries in
