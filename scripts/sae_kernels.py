@@ -2,17 +2,18 @@
 SAE's training step timed against the dense product sae-lens runs for it, on the same
 tensors, and checked equal to round-off:
 
-    .venv/bin/python scripts/sae_kernels.py [--repeats 15]
+    .venv/bin/python scripts/sae_kernels.py [--repeats 15] [--threads N]
 
 - decode: the k chosen decoder rows summed per token (embedding_bag) vs the dense
   (batch x width) @ (width x d) product of sae-lens;
 - chosen-latent gradient: each chosen row's dot product with the output gradient
   (embedding_bag's own backward) vs the dense (batch x d) @ (d x width) product, gathered;
-- decoder and encoder gradients: sparse-by-dense products over the batch x k entries vs
-  the dense (width x batch) @ (batch x d) products.
+- decoder and encoder gradients: a bag per latent over the batch x k entries
+  (embedding_bag) vs the dense (width x batch) @ (batch x d) products.
 Shapes: the tiny profile's SAE (d 96, width 512, k 16, batch 1024) and the small
 profile's (SmolLM2-135M: d 576, width 2048, k 32, batch 512). Pinned arithmetic, as
-`repro all` runs it. Times in ms, the minimum and median of the repeats.
+`repro all` runs it (2 threads; --threads 1 shows the work without the waits of two
+threads on a busy machine). Times in ms, the minimum and median of the repeats.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def pieces(batch: int, d: int, width: int, k: int):
     """(name, dense, sparse) pairs of callables computing the same tensor."""
     import torch
 
-    from repro.science.sae_batch import rows_sum, sparse_product
+    from repro.science.sae_batch import latent_sums, rows_sum
 
     g = torch.Generator().manual_seed(0)
     W_dec = torch.randn(width, d, generator=g) / d ** 0.5
@@ -59,17 +60,22 @@ def pieces(batch: int, d: int, width: int, k: int):
         ("chosen-latent gradient", lambda: (grad_y @ W_dec.T).gather(-1, latents),
          lambda: rows_sum(latents, W_dec, acts)[1](grad_y)),
         ("decoder gradient", lambda: dense_acts().T @ grad_y,
-         lambda: sparse_product(rows, tokens, acts.reshape(-1)[order], grad_y, width)),
+         lambda: latent_sums(rows, tokens, acts.reshape(-1)[order], grad_y, width)),
         ("encoder gradient", lambda: dense_acts().T @ u,
-         lambda: sparse_product(rows, tokens, acts.reshape(-1)[order], u, width)),
+         lambda: latent_sums(rows, tokens, acts.reshape(-1)[order], u, width)),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, help="intra-op threads (default: the pinned 2)")
     args = parser.parse_args()
     pin_cpu()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     print("| shape | piece | dense min / median | sparse min / median | speed-up (min) "
           "| max abs difference |")
     print("|---|---|---:|---:|---:|---:|")

@@ -25,12 +25,12 @@ Cheaper arithmetic than sae-lens's, equal in exact arithmetic. Only the encoder 
 a dense (batch x d) x (d x width) product. The decoder sums the k chosen rows per token
 (`embedding_bag`), and the TopK part's backward touches only its batch x k entries:
 their dot products with the output gradient through embedding_bag's own gradient, the
-decoder and encoder gradients as sparse-by-dense products. The AuxK part is dense over the
-dead latents only. Of sae-lens's six batch x width x d products per step, five are gone,
-and its AuxK's three shrink to the dead latents' columns.
+decoder and encoder gradients as embedding_bags with a bag per latent. The AuxK part is
+dense over the dead latents only. Of sae-lens's six batch x width x d products per step,
+five are gone, and its AuxK's three shrink to the dead latents' columns.
 
 An SAE's bits do not depend on how many others train beside it, nor which: elementwise ops
-and row-wise ones (TopK, embedding_bag, each latent's sparse sum in token order) treat
+and row-wise ones (TopK, embedding_bag, each latent's sum over its tokens in order) treat
 every SAE's slice alike; matrix products, reductions and Adam run per SAE on its own
 tensors, whose shapes are those it has alone (a batched product or a reduction over the
 stacked tensor may split its work otherwise). tests/test_sae_batch.py checks it: it is what
@@ -313,8 +313,8 @@ def _topk_gradients(t: StackedTopK, rows: torch.Tensor, weight: torch.Tensor,
     grad_pre = grad_hidden * norm.view(-1)[rows]
 
     def per_latent(values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        return sparse_product(sorted_rows, tokens, values.reshape(-1)[order], dense,
-                               S * t.W).view(S, t.W, d)
+        return latent_sums(sorted_rows, tokens, values.reshape(-1)[order], dense,
+                           S * t.W).view(S, t.W, d)
 
     def summed(values: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(S * t.W, dtype=u.dtype, device=u.device)
@@ -372,15 +372,15 @@ def rows_sum(rows: torch.Tensor, table: torch.Tensor, weight: torch.Tensor
     return summed.detach(), grad_of
 
 
-def sparse_product(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
-                    dense: torch.Tensor, n_rows: int) -> torch.Tensor:
+def latent_sums(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+                dense: torch.Tensor, n_rows: int) -> torch.Tensor:
     """out[r] = sum over entries (r, c, v) of v * dense[c], (n_rows, dense columns), for
-    entries already sorted by (row, column) and unique: each row summed over its entries in
-    column order, whatever else is in the product (one output row per thread)."""
-    matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), values,
-                                     (n_rows, dense.shape[0]), check_invariants=False,
-                                     is_coalesced=True)
-    return torch.sparse.mm(matrix, dense)
+    entries sorted by row: one embedding_bag per row over the dense rows it names, each
+    summed in entry order whatever else is in the call (the decoder's own kernel, run
+    the other way round: a bag per latent instead of per token)."""
+    starts = torch.zeros(n_rows, dtype=torch.long, device=rows.device)
+    starts[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)[:-1]
+    return F.embedding_bag(cols, dense, starts, per_sample_weights=values, mode="sum")
 
 
 def _each(fn: Callable[..., torch.Tensor], *stacked: torch.Tensor) -> torch.Tensor:
