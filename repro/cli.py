@@ -414,7 +414,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--repeats", type=int, help="timed rounds per comparison (default 3)")
     sp.add_argument("--quick", action="store_true", help="small sizes (tests, a first look)")
     sp.add_argument("--only", metavar="PARTS",
-                    help="comma-separated: capture,paper,tiny,wanda,match,sae (default: all)")
+                    help="comma-separated: capture,paper,tiny,wanda,match,sae,smollm2,"
+                         "arithmetic (default: all)")
     sp.add_argument("--match-size", type=int, metavar="N",
                     help="features per SAE in the matching timing (default 16384)")
     sp.add_argument("--estimate", action="store_true",

@@ -14,7 +14,8 @@ from repro.stages.codehash import code_hash, imported_modules
 
 PACKAGE = Path(repro.__file__).resolve().parent
 SCIENCE = ("repro.inputs.data", "repro.science.prune", "repro.science.perplexity",
-           "repro.science.activations", "repro.science.saes", "repro.science.evaluate",
+           "repro.science.activations", "repro.science.saes", "repro.science.sae_batch",
+           "repro.science.evaluate",
            "repro.outputs.analysis", "repro.outputs.claims", "repro.outputs.tables",
            "repro.outputs.figures")
 

@@ -299,8 +299,8 @@ def test_no_module_reads_above_the_package_but_the_checkout_helpers() -> None:
     assert reads_above_the_package("repro/outputs/expected.py", old)
     assert not reads_above_the_package("repro/outputs/expected.py",
                                        old.replace(".parent.parent", ".parent"))
-    assert reads_above_the_package("repro/a/b.py", "Path(__file__).resolve().parents[2]")
-    assert not reads_above_the_package("repro/a/b.py", "Path(__file__).resolve().parents[1]")
+    assert reads_above_the_package("repro/stages/run.py", "Path(__file__).resolve().parents[2]")
+    assert not reads_above_the_package("repro/stages/run.py", "Path(__file__).resolve().parents[1]")
 
 
 # ---- the lock: wheels, and sdists built only against hash-checked files --------------------

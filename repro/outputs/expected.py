@@ -3,12 +3,12 @@
 `repro verify RUN_DIR` and `repro bless RUN_DIR` both start here. Layout (package data, inside
 the package, so that a checkout, a wheel, an sdist and the image find them the same way):
 
-    expected_outputs/tolerances.toml        per profile, table and column: abs and/or rel,
-                                            written by scripts/measure_spread.py
-    expected_outputs/paper/claims.toml      C1-C4 as the paper's abstract states them
-    expected_outputs/<profile>/claims.toml  the profile's own expected claims (written by
-                                            `repro bless`), overriding the paper's key by key
-    expected_outputs/<profile>/T*.csv       blessed tables of that profile
+    repro/expected_outputs/tolerances.toml        per profile, table and column: abs and/or rel,
+                                                  written by scripts/measure_spread.py
+    repro/expected_outputs/paper/claims.toml      C1-C4 as the paper's abstract states them
+    repro/expected_outputs/<profile>/claims.toml  the profile's own expected claims (written by
+                                                  `repro bless`), overriding the paper's key by key
+    repro/expected_outputs/<profile>/T*.csv       blessed tables of that profile
 
 A folder given with `--expected DIR` (a study of one's own) holds all of it in one place:
 DIR/T*.csv, DIR/claims.toml and DIR/tolerances.toml; the paper's claims always come from the

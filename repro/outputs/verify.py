@@ -2,7 +2,7 @@
 
 The run's sanity gates come first (tables/sanity.json: a run that fails one is not compared
 further). Then every expected table is compared row by row and cell by cell with the run's
-(tolerances from expected_outputs/tolerances.toml), after checking that the run's tables
+(tolerances from repro/expected_outputs/tolerances.toml), after checking that the run's tables
 still match the sha256 their stage recorded, and the claims in RUN_DIR/claims.json against
 the profile's expected claims (PASS, FAIL or INCONCLUSIVE). A last line compares the run's CPU
 numerics with the blessed run's. Writes RUN_DIR/verification.json and verification.md,
