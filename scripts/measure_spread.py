@@ -16,8 +16,8 @@ from the first run, the one that is blessed. Three kinds of setting:
 - Perturbed (REPRO_NUMERICS=native: the pins off): 1 thread, or ATen AVX-512 with MKL's and
   oneDNN's own dispatch. Each changes the last bits of the SAEs, which is what another CPU
   does to the parts the pins cannot hold: an Intel Sapphire Rapids and an AMD EPYC, both
-  pinned, agree on every perplexity but train SAEs that differ in their last bits (README,
-  "The verdict"). Measured by how far it moves the SAEs (T5's dense MSE, tiny profile), that
+  pinned, agree on every perplexity but train SAEs that differ in their last bits
+  (docs/numerics.md). Measured by how far it moves the SAEs (T5's dense MSE, tiny profile), that
   cross-vendor difference (3e-5) lies between these two (2e-8 and 6e-4).
 - Beyond (pins off, reported in spread.md, not used for bands): MKL's AVX-512 branch, or
   ATen's scalar kernels. They move the SAEs 500 times as far as the two CPUs differ (dense

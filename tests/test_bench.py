@@ -1,5 +1,5 @@
 """`repro bench`: its reference twins agree with the project's paths, its record has the
-fields the README quotes, the budget arithmetic scales as it should, and the paper's
+fields docs/performance.md quotes, the budget arithmetic scales as it should, and the paper's
 declared architectures have the published parameter counts."""
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ def test_prunable_matrices_are_every_linear_or_conv1d_of_the_layers(arch: str) -
 
 OTHER_LLAMA_LIKE = ("MistralForCausalLM", "Phi3ForCausalLM", "OlmoForCausalLM",
                     "Olmo2ForCausalLM", "Qwen3ForCausalLM", "GemmaForCausalLM")
-"""The other families the README names as llama-like: found, composed and pruned the same."""
+"""The other families docs/profiles.md names as llama-like: found, composed and pruned the
+same."""
 
 
 @pytest.mark.parametrize("arch", OTHER_LLAMA_LIKE)

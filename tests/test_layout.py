@@ -2,8 +2,8 @@
 
 Every import in repro/ is read from the source (those inside functions too, with the same
 parser the stage code hash uses), and each must go to a lower layer or stay in its own
-subpackage; no two modules may reach each other through imports (no cycle), and the README's
-map must name exactly the subpackages on disk.
+subpackage; no two modules may reach each other through imports (no cycle), and the map in
+docs/layout.md must name exactly the subpackages on disk.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import repro
 from repro.stages.codehash import _imported
 
 PACKAGE = Path(repro.__file__).resolve().parent
-README = PACKAGE.parent / "README.md"
+LAYOUT_DOC = PACKAGE.parent / "docs" / "layout.md"
+"""The page whose map of the code (its section "## The map") this file keeps true."""
 
 FOUNDATIONS = {"repro", "repro.errors", "repro.files"}
 """What every layer may import: the package itself, its one error type, atomic file writes."""
@@ -134,9 +135,9 @@ def test_every_subpackage_says_what_it_holds_and_may_import() -> None:
         assert doc and "import" in doc.lower(), pkg
 
 
-def test_the_readme_map_matches_the_tree() -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
+def test_the_layout_map_matches_the_tree() -> None:
+    text = LAYOUT_DOC.read_text(encoding="utf-8")
+    section = text.split("## The map", 1)[1].split("\n## ", 1)[0]
     mapped = set(re.findall(r"`repro/([a-z_]+)/`", section))
     on_disk = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     assert mapped == on_disk

@@ -30,7 +30,7 @@ class Family:
     name: str
     """What repro calls the family in messages."""
     examples: str
-    """Model classes known to share the layout, for messages and the README."""
+    """Model classes known to share the layout, for messages and docs/profiles.md."""
     stack: str
     """Attribute of the CausalLM holding the decoder stack (embeddings, layers, final norm)."""
     layers: str

@@ -35,7 +35,7 @@ The stages call no oneDNN primitive and no numpy BLAS (OPENBLAS_CORETYPE changes
 MKL's SGEMM is the only outside kernel they run (MKL_VERBOSE), so its code path per vendor
 is the likely cause. The verdict's bands therefore come from runs perturbed in the last bits
 on purpose (scripts/measure_spread.py), not from runs the pins make identical.
-CUDA runs are not pinned: GPU kernels are another matter (see the README).
+CUDA runs are not pinned: GPU kernels are another matter (docs/numerics.md).
 
 Waiting, not arithmetic: torch's CPU wheels run ATen's and MKL's parallel regions on GNU
 OpenMP (libgomp; `torch.__config__.parallel_info()`), whose idle threads spin for a while by
