@@ -88,6 +88,9 @@ def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     assert base["analyze"] == pytest.approx(3 * single["analyze"])
     steps = g["sae_tokens"] * rates.sae_s_per_token * (g["runs"] + g["control_saes"])
     assert base["sae"] - single["sae"] == pytest.approx(2 * steps)
+    # the SAEs of a variant train together: its model runs once, however many SAEs read it
+    forward = g["variants"] * g["sae_tokens"] * (g["probe_layer"] + 1) * rates.layer_s_per_token
+    assert single["sae"] == pytest.approx(forward + steps)
     assert base["prune"] == single["prune"] and base["perplexity"] == single["perplexity"]
     est = be.estimate(study, dict.fromkeys(study.models, rates), 60.0)
     assert est["total_s"] == pytest.approx(sum(est["stages"].values()))

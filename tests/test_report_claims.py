@@ -11,6 +11,7 @@ import pytest
 from runfolder import make_run
 
 from repro.outputs import report_claims as rc
+from repro.outputs import sae_quality
 from repro.outputs.verify import verify_run
 
 
@@ -82,6 +83,10 @@ def test_without_verification_every_claim_says_not_verified(tmp_path: Path) -> N
     assert [r.name for r in rows][:3] == ["C1", "C1_of", "C2"]  # the paper's order
 
 
+def _lines(run_dir: Path, tables: dict) -> list[str]:
+    return [q.line(rc.value_text) for q in sae_quality.measure(run_dir, tables)]
+
+
 def test_sae_quality_reads_t5_t3_and_training_json(tmp_path: Path) -> None:
     t5 = pd.DataFrame([{"id": "m/dense/0", "model": "m", "method": "dense",
                         "dense_explained_variance": 0.8932809527, "dense_l0": 16.0,
@@ -93,10 +98,24 @@ def test_sae_quality_reads_t5_t3_and_training_json(tmp_path: Path) -> None:
     folder = tmp_path / "runs" / "m" / "dense" / "0" / "sae"
     folder.mkdir(parents=True)
     (folder / "training.json").write_text(json.dumps({"width": 512, "k": 16}))
-    assert rc.sae_quality(tmp_path, {"T5_transfer": t5, "T3_survival": t3}) == [
-        "m: EV 0.89, L0 16 (k 16 of 512), dead 11 %, seed floor 0.82"]
+    assert _lines(tmp_path, {"T5_transfer": t5, "T3_survival": t3}) == [
+        "m: EV 0.89, L0 16 (k 16 of 512), dead 11 %, seed floor 0.82 "
+        "(below the bar: dead 11 % > 5 %)"]
     # without T3, the seed-to-seed share of T2 is the floor; without T5, no line at all
     t2 = pd.DataFrame([{"id": "p", "model": "m", "shared_fraction": 0.7956}])
-    assert rc.sae_quality(tmp_path, {"T5_transfer": t5, "T2_seed_stability": t2})[0].endswith(
-        "seed floor 0.8")
-    assert rc.sae_quality(tmp_path, {}) == []
+    assert "seed floor 0.8 (" in _lines(tmp_path, {"T5_transfer": t5, "T2_seed_stability": t2})[0]
+    assert _lines(tmp_path, {}) == []
+
+
+def test_claims_resting_on_saes_below_the_bar_are_flagged() -> None:
+    good = sae_quality.ModelQuality("a", 0.9, 32, 0.01, 0.4)
+    weak = sae_quality.ModelQuality("b", 0.75, 32, 0.015, 0.04)
+    assert good.shortfalls() == []
+    assert weak.shortfalls() == ["EV 0.75 < 0.85", "seed floor 0.04 < 0.3"]
+    rows = [rc.ClaimRow(name, "s", "s", "p", "1", note, "holds", "", "pass", "")
+            for name, note in (("C2", ""), ("C3", ""), ("C4", "CI bound"))]
+    assert sae_quality.flag_claims(rows, [good]) == rows  # control: nothing below the bar
+    flagged = sae_quality.flag_claims(rows, [good, weak])
+    assert [r.value_note for r in flagged] == [
+        "rests on SAEs below the quality bar (b)", "",  # C3 reads a pre-trained SAE
+        "CI bound; rests on SAEs below the quality bar (b)"]

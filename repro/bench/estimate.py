@@ -7,9 +7,9 @@ follows what each stage runs (repro/stages/pipeline.py, repro/stages/run_stages.
                the calibration tokens + the row sorts (s/layer);
   perplexity   full forward with the LM head over the perplexity tokens, per variant;
   activations  forward up to the probe layer over the eval tokens, per variant;
-  sae          forward up to the probe layer + one TopK SAE step per token, per run; a
-               control SAE and every SAE of a further replicate replay the recorded
-               activations (SAE steps only);
+  sae          per variant one forward up to the probe layer over the SAE tokens, read once
+               by every SAE of the variant trained together (repro.science.sae_batch: its
+               runs, control SAE and further replicates); one TopK SAE step per token per SAE;
   evaluate     CE-loss scores: clean, zero-ablated and one pass per SAE (own, dense for pruned
                runs, pre-trained) through the layers above the probe and the head; a further
                replicate passes clean, zero-ablated and its dense SAE only; RQ5 (dense runs,
@@ -109,9 +109,9 @@ def stage_seconds(w: dict[str, Any], r: Rates, match_s: float) -> dict[str, floa
             2 * w["calibration_tokens"] * r.layer_s_per_token + r.wanda_mask_s_per_layer),
         "perplexity": w["variants"] * w["ppl_tokens"] * full,
         "activations": w["variants"] * w["eval_tokens"] * to_probe,
-        "sae": w["runs"] * w["sae_tokens"] * (to_probe + r.sae_s_per_token)
-        + (w.get("control_saes", 0) + more * (w["runs"] + w.get("control_saes", 0)))
-        * w["sae_tokens"] * r.sae_s_per_token,
+        "sae": w["variants"] * w["sae_tokens"] * to_probe
+        + (1 + more) * (w["runs"] + w.get("control_saes", 0)) * w["sae_tokens"]
+        * r.sae_s_per_token,
         "evaluate": w["eval_tokens"] * upper * (
             w["ce_passes"] + causal + more * (w.get("ce_passes_replicate", 0) + causal)),
         "analyze": (1 + more) * w["match_pairs"] * match_s,

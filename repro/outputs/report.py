@@ -21,7 +21,7 @@ import pandas as pd
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text
-from repro.outputs import report_claims, report_curves, shapes
+from repro.outputs import report_claims, report_curves, sae_quality, shapes
 from repro.outputs.expected import run_profile
 from repro.stages.store import MANIFEST, read_manifest
 
@@ -240,11 +240,13 @@ def _first_screen(rep: Report) -> tuple:
     verification = rep.verification or {}
     study = report_claims.read_study(rep.run_dir)
     verdict = study.get("verdict") if isinstance(study.get("verdict"), dict) else {}
-    return (report_claims.claim_rows(rep.verification, rep.claims),
+    qualities = sae_quality.measure(rep.run_dir, rep.tables)
+    return (sae_quality.flag_claims(report_claims.claim_rows(rep.verification, rep.claims),
+                                    qualities),
             verification.get("decides") or verdict.get("decides", "agreement"),
             int(verification.get("replicates") or verdict.get("replicates", 1)),
             report_claims.banner(study),
-            report_claims.sae_quality(rep.run_dir, rep.tables), rep.curves, rep.flat_gain)
+            [q.line(report_claims.value_text) for q in qualities], rep.curves, rep.flat_gain)
 
 
 def _provenance_lines(rep: Report) -> list[str]:

@@ -14,7 +14,6 @@ digits, bands to 2, counts as integers.
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 import tomllib
@@ -22,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
-from repro.outputs import report_curves
+from repro.outputs import report_curves, sae_quality
 
 BANNERS = {
     "tiny": ("a check of the code, not a test of the paper. Its tiny models were trained by "
@@ -244,59 +242,8 @@ def legend(decides: str, replicates: int) -> list[tuple[str, str]]:
         ("verdict", f"the column “{deciding}” decides this profile's verdict and exit code "
                     "(0 pass, 1 fail; 3 partial, 2 bad input); the other is reported beside it"),
         *((name, words) for name, words in MEASURES.items()),
-        ("SAE quality", SAE_LEGEND),
+        ("SAE quality", sae_quality.LEGEND),
     ]
-
-
-def _frame(tables: dict[str, pd.DataFrame], name: str) -> pd.DataFrame:
-    df = tables.get(name)
-    return df if df is not None else pd.DataFrame()
-
-
-def _training(run_dir: Path, model: str) -> dict[str, Any]:
-    path = run_dir / "runs" / model / "dense" / "0" / "sae" / "training.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def sae_quality(run_dir: Path, tables: dict[str, pd.DataFrame]) -> list[str]:
-    """One line per model: its dense SAE on the dense model (T5: explained variance, L0, dead
-    fraction; its width and k from training.json) and the seed floor (T3, else T2)."""
-    t5, t3, t2 = (_frame(tables, n) for n in ("T5_transfer", "T3_survival",
-                                               "T2_seed_stability"))
-    if "method" not in t5 or "dense_explained_variance" not in t5:
-        return []
-    lines = []
-    for _, row in t5[t5["method"] == "dense"].iterrows():
-        model = str(row["model"])
-        train = _training(run_dir, model)
-        size = (f" (k {train['k']} of {train['width']})"
-                if "width" in train and "k" in train else "")
-        text = (f"{model}: EV {value_text(row['dense_explained_variance'], 2)}, "
-                f"L0 {value_text(row.get('dense_l0'))}{size}, "
-                f"dead {value_text(100 * float(row.get('dense_dead_fraction', math.nan)), 2)} %")
-        floor = _seed_floor(t3, t2, model)
-        lines.append(text + (f", seed floor {floor}" if floor else ""))
-    return lines
-
-
-def _seed_floor(t3: pd.DataFrame, t2: pd.DataFrame, model: str) -> str:
-    for df, column in ((t3, "seed_floor"), (t2, "shared_fraction")):
-        if column in df and "model" in df:
-            values = df.loc[df["model"] == model, column].dropna()
-            if len(values):
-                return value_text(float(values.mean()), 2)
-    return ""
-
-
-SAE_LEGEND = ("each model's dense SAE on its own dense model's evaluation tokens (T5): EV "
-              "explained variance, L0 latents active per token (k of the width: the TopK "
-              "SAE's setting), dead the share of latents that never fire; seed floor: the "
-              "share of its features that an SAE of another seed on the same dense model "
-              "matches (T3 seed_floor, else T2), the survival a pruned model's SAE would show "
-              "from the seed alone")
 
 
 # ---- rendering ------------------------------------------------------------------------------
