@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from repro.outputs import report_curves, sae_quality
 
 BANNERS = {
