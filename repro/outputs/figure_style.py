@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from repro.errors import ReproError
+from repro.study.spec import SURVIVAL_TAU, Study, Thresholds
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -63,9 +63,10 @@ class RunData:
 
     tables: dict[str, list[dict]]
     features: dict[str, np.ndarray] = field(default_factory=dict)
-    tau: float = 0.7
-    viable_ce: float = 0.9
-    fragile_r: float = 0.5
+    tau: float = SURVIVAL_TAU
+    """The study's survival threshold ([sae] survival_threshold)."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    """The study's [thresholds] (viable_ce_score, fragile_r)."""
 
     def rows(self, table: str) -> list[dict]:
         """Rows of a table, sorted by model (first-seen order), method and sparsity."""
@@ -110,8 +111,9 @@ def ramp_colour(method: str, sparsity: float, top: float) -> Any:
     return colormaps[METHOD_RAMPS[method]](0.35 + 0.6 * min(max(frac, 0.0), 1.0))
 
 
-def load_run(run_dir: Path) -> RunData:
-    """Read analysis/tables.json (required), features.npz and the study's thresholds."""
+def load_run(run_dir: Path, study: Study | None = None) -> RunData:
+    """Read analysis/tables.json (required) and features.npz; the thresholds are the study's
+    (the defaults without one)."""
     path = run_dir / "analysis" / "tables.json"
     try:
         tables = json.loads(path.read_text(encoding="utf-8"))
@@ -124,14 +126,8 @@ def load_run(run_dir: Path) -> RunData:
         with np.load(npz, allow_pickle=False) as f:
             features = {k: f[k] for k in f.files}
     data = RunData(tables if isinstance(tables, dict) else {}, features)
-    try:
-        study = tomllib.loads((run_dir / "study.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        study = {}
-    data.tau = num(study.get("sae", {}).get("survival_threshold", data.tau))
-    thresholds = study.get("thresholds", {})
-    data.viable_ce = num(thresholds.get("viable_ce_score", data.viable_ce))
-    data.fragile_r = num(thresholds.get("fragile_r", data.fragile_r))
+    if study is not None:
+        data.tau, data.thresholds = study.sae.survival_threshold, study.thresholds
     return data
 
 

@@ -9,6 +9,7 @@ rest; the last shard to finish (or a plain `repro all` afterwards) completes it.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from repro.files import write_json
@@ -31,10 +32,13 @@ def figures_stage(ctx: Context) -> StageOutcome:
         "version": FIGURES_VERSION,
         "code": stage_code("repro.outputs.figures", __name__),
         "analysis": fingerprint(ctx.out / "analysis"),
+        # the thresholds the figures draw and name in their captions
+        "tau": ctx.study.sae.survival_threshold,
+        "thresholds": asdict(ctx.study.thresholds),
     }
 
     def work(tmp: Path) -> dict:
-        return {"figures": sorted(write_figures(ctx.out, tmp))}
+        return {"figures": sorted(write_figures(ctx.out, tmp, ctx.study))}
 
     return run_stage(
         ctx.out / "figures", inputs, work, provenance=ctx.provenance(), force=ctx.force

@@ -24,6 +24,7 @@ from repro.files import atomic_write_text
 from repro.outputs import report_claims, report_curves, shapes
 from repro.outputs.expected import run_profile
 from repro.stages.store import MANIFEST, read_manifest
+from repro.study.thresholds import Thresholds
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
@@ -66,7 +67,7 @@ class Report:
     """The synthetic controls of the method (repro.science.method_controls); None when not run."""
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each SAE's training curve (repro.outputs.report_curves), by its folder under runs/."""
-    flat_gain: float = report_curves.FLAT_EV_GAIN
+    flat_gain: float = Thresholds().curve_flat_ev_gain
     """The study's curve_flat_ev_gain: below it, an SAE's curve counts as flattened."""
 
 

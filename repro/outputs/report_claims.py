@@ -122,7 +122,8 @@ class ClaimRow:
 
 
 def _paper_specs() -> dict[str, Any]:
-    """The paper's claims (repro/expected_outputs/paper/claims.toml), by check name, in file order."""
+    """The paper's claims (repro/expected_outputs/paper/claims.toml), by check name, in file
+    order."""
     from repro.outputs.expected import BASE_CLAIMS_PROFILE, EXPECTED_ROOT, load_claims
 
     return {s.name: s for s in load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE)}
@@ -226,7 +227,8 @@ def legend(decides: str, replicates: int) -> list[tuple[str, str]]:
     return [
         ("the paper says", "the paper's claim, shortened (hover it for the whole sentence)"),
         ("paper", "the paper's number and the region this project accepts as agreeing with it "
-                  "(± a tolerance, or a bound ≥ / ≤); from repro/expected_outputs/paper/claims.toml"),
+                  "(± a tolerance, or a bound ≥ / ≤); from "
+                  "repro/expected_outputs/paper/claims.toml"),
         ("this run", f"the number this run measured for the claim (its mean); interval: "
                      f"{interval}"),
         ("holds here?", "does the paper's claim hold in this run? HOLDS: the whole interval "

@@ -30,6 +30,8 @@ from repro.errors import ReproError
 from repro.inputs.models import layers_swapped
 from repro.science.activations import read_chunks
 from repro.science.saes import SLICE_TOKENS, check_layer, encode
+from repro.science.survival import active
+from repro.science.survival import alive as is_alive
 
 # ---- RQ3: reconstruction on stored activations -------------------------------------------
 
@@ -187,8 +189,8 @@ def fragility(sae: Any, dense: Iterator[tuple[torch.Tensor, torch.Tensor]],
             x, y = fd.double(), fp.double()
             for key, val in (("x", x), ("y", y), ("xx", x * x), ("yy", y * y), ("xy", x * y)):
                 sums[key] += val.sum(0)
-            fires["x"] += (fd > 0).sum(0)
-            fires["y"] += (fp > 0).sum(0)
+            fires["x"] += active(fd).sum(0)
+            fires["y"] += active(fp).sum(0)
             n += len(x)
     return {"pearson_r": pearson_from_sums(n, **sums).cpu(), "fires_dense": fires["x"].cpu(),
             "fires_pruned": fires["y"].cpu(), "n_tokens": torch.tensor(n, dtype=torch.int64)}
@@ -215,7 +217,7 @@ def stratified_sample(rates: np.ndarray, per_bin: int, n_bins: int,
     into equal counts); up to per_bin features are drawn from each without replacement.
     Returns (feature indices, bin of each), sorted by feature index.
     """
-    alive = np.flatnonzero(rates > 0)
+    alive = np.flatnonzero(is_alive(rates))
     if len(alive) < n_bins:
         raise ReproError(f"only {len(alive)} SAE features fire on the eval tokens, fewer than "
                          f"{n_bins} strata; use more eval tokens or check the SAE")
@@ -277,9 +279,9 @@ def causal_importance(model: nn.Module, sae: Any, input_ids: torch.Tensor, acts:
         for j in range(len(features)):
             for gi, g in enumerate(groups):
                 f_j = fired[gi][..., j]
-                n_fire[j] += np.bincount(half[g].numpy(), weights=(f_j > 0).sum(1).numpy(),
+                n_fire[j] += np.bincount(half[g].numpy(), weights=active(f_j).sum(1).numpy(),
                                          minlength=2).astype(np.int64)
-                if not bool((f_j > 0).any()):
+                if not bool(active(f_j).any()):
                     continue
                 h = acts[g].to(device)
                 ablated = h.float() - f_j.to(device)[..., None] * directions[j]

@@ -69,6 +69,7 @@ from repro.files import sha256_file, write_json
 from repro.inputs import data
 from repro.science import evaluate, pretrained_saes, sae_batch, saes, training_curves
 from repro.science.seeding import seed_everything
+from repro.science.survival import active, alive
 from repro.stages.codehash import stage_code
 from repro.stages.context import (
     STAGE_VERSION,
@@ -81,14 +82,6 @@ from repro.stages.context import (
 from repro.stages.store import StageOutcome, run_stage, run_stages_together
 from repro.study.locations import recorded_path
 from repro.study.spec import ModelSpec, Run
-
-CAUSAL_PER_BIN = 20
-"""Features sampled per firing-rate stratum for RQ5 (study threshold causal_features_per_bin)."""
-CAUSAL_SEQUENCES = 0
-"""Eval sequences RQ5 ablates on, from the first; 0 = all (study threshold causal_sequences).
-Each sampled feature costs a forward over the sequences it fires in, above the probe layer."""
-N_BINS = 5
-"""Equal-count firing-rate bins, as RQ2 (study threshold frequency_bins)."""
 
 
 def run_dir(ctx: Context, run: Run, stage: str) -> Path:
@@ -191,7 +184,7 @@ def _write_sae(ctx: Context, holder: ModelHolder, run: Run, sae: Any, record: di
                               ctx.variant_dir(run.variant, "activations"),
                               special_ids(holder.tokenizer_for(spec)))
     saes.save_firing_rates(rates, tmp / "firing_rates.safetensors")
-    record["alive_on_eval"] = int((rates["fire_count"] > 0).sum())
+    record["alive_on_eval"] = int(alive(rates["fire_count"]).sum())
     saes.save_training_record(record, tmp / "training.json")
     return {"n_tokens": record["n_tokens"], "steps": record["steps"],
             "alive_on_eval": record["alive_on_eval"],
@@ -223,9 +216,8 @@ def _pretrained_key(spec: ModelSpec) -> str | None:
 
 def _causal_settings(ctx: Context, seed: int) -> dict[str, int]:
     t = ctx.study.thresholds
-    return {"per_bin": int(t.get("causal_features_per_bin", CAUSAL_PER_BIN)),
-            "n_bins": int(t.get("frequency_bins", N_BINS)),
-            "n_sequences": int(t.get("causal_sequences", CAUSAL_SEQUENCES)), "seed": seed}
+    return {"per_bin": t.causal_features_per_bin, "n_bins": t.frequency_bins,
+            "n_sequences": t.causal_sequences, "seed": seed}
 
 
 def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
@@ -334,8 +326,8 @@ def _write_causal(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> dic
     if settings["n_sequences"] > 0:
         ids, acts = ids[:settings["n_sequences"]], acts[:settings["n_sequences"]]
     keep = data.special_token_mask(ids, holder.tokenizer_for(spec))
-    active = sum(((f > 0).sum(0) for _, f in saes.encode(sae, acts[keep]))).cpu().numpy() > 0
-    features, strata = evaluate.stratified_sample(np.where(active, rates, 0.0),
+    fired = alive(sum(active(f).sum(0) for _, f in saes.encode(sae, acts[keep])).cpu().numpy())
+    features, strata = evaluate.stratified_sample(np.where(fired, rates, 0.0),
                                                   settings["per_bin"], settings["n_bins"],
                                                   settings["seed"])
     model = holder.variant_model(run.variant)

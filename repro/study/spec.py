@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from repro.errors import ReproError
@@ -26,6 +26,7 @@ from repro.study.rules import (
     text,
     whole,
 )
+from repro.study.thresholds import SURVIVAL_TAU, Thresholds
 
 METHODS = ("dense", "magnitude", "wanda")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -235,7 +236,7 @@ class SaeSpec:
     """Passes over the SAE-training activations (paper: 1; the model runs once, later epochs
     replay its activations reshuffled, for budgets where more tokens cost too much)."""
     survival_threshold: float = declare(number(0, 1, "a cosine: 0.7 is the paper's tau",
-                                               low_open=True), 0.7)
+                                               low_open=True), SURVIVAL_TAU)
     """Matched decoder cosine at or above which a feature survives (tau)."""
     control_seed: int | None = declare(seed_value(optional=True), None)
     """Seed of the control SAEs: every variant (dense and pruned) gets one more SAE from this
@@ -371,8 +372,8 @@ class Study:
     """SAE hyper-parameters ([sae])."""
     runs: tuple[Run, ...]
     """Every run, dense references first for each model."""
-    thresholds: dict[str, float] = field(default_factory=dict)
-    """Analysis thresholds (e.g. viable_ce_score, fragile_r)."""
+    thresholds: Thresholds = section(Thresholds())
+    """Analysis thresholds ([thresholds]: viable_ce_score, fragile_r, ...)."""
     verdict: VerdictSpec = section(VerdictSpec())
     """Replicates and which answer decides the exit code ([verdict])."""
     numerics: str = declare(choice(NUMERICS, "the CPU arithmetic: the same bits on one "
