@@ -138,6 +138,7 @@ def cmd_all(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from repro.files import write_text_if_changed
     from repro.outputs.preflight import check_environment, take_over
+    from repro.stages import layout
     from repro.stages.context import ModelHolder, check_output_dir
     from repro.stages.pipeline import prune_stage, tokens_stage
 
@@ -153,7 +154,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         ctx.log(moved)
     check_output_dir(ctx.out)
     # the folder is this study's from now on, as a `repro all` run folder is
-    write_text_if_changed(ctx.out / "study.toml", study.path.read_text(encoding="utf-8"))
+    write_text_if_changed(ctx.out / layout.STUDY_FILE, study.path.read_text(encoding="utf-8"))
     holder = ModelHolder(ctx)
     spec = study.models[run.variant.model]
     if run.variant.method == "wanda":

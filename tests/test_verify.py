@@ -354,6 +354,23 @@ def test_bless_creates_default_tolerances_and_refuses_tampered_tables(tmp_path: 
         bless_run(run, expected)
 
 
+def test_bless_takes_the_registrys_tables_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    """bless copies exactly repro.outputs.tables.TABLES: a stray CSV in tables/ stays out,
+    and a run whose tables stage lacks a registered table is refused (the negative control)."""
+    def extra(tables: Rows) -> None:
+        tables["T7_extra"] = tables["T1_pruning"]
+    run, expected = make_run(tmp_path / "a", extra)
+    done = bless_run(run, expected)
+    assert done["tables"] == sorted(f"{name}.csv" for name in TABLES)
+    assert not (expected / "T7_extra.csv").exists()
+
+    def drop(tables: Rows) -> None:
+        del tables["T4_ratios"]
+    run, expected = make_run(tmp_path / "b", drop)
+    with pytest.raises(ReproError, match="tables/T4_ratios.csv is missing"):
+        bless_run(run, expected)
+
+
 def test_a_table_nobody_expects_is_reported_not_failed(tmp_path: Path) -> None:
     def edit(tables: Rows) -> None:
         tables["T7_extra"] = tables["T1_pruning"]

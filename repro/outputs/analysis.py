@@ -24,6 +24,7 @@ from safetensors.numpy import load_file
 from repro.science import match, stats
 from repro.science.survival import alive as is_alive
 from repro.science.survival import n_survived, survival_rate
+from repro.stages import layout
 from repro.study.spec import Run, Study, Variant
 
 
@@ -66,7 +67,7 @@ class Analysis:
         """Per-feature arrays behind the rows, keyed 'ID|name', for the figures."""
 
     def run_folder(self, run: Run) -> Path:
-        return self.out / "runs" / run.id
+        return layout.run_folder(self.out, run)
 
     def _once(self, what: str, run: Run, read: Callable[[Path], Any]) -> Any:
         """Read a run's file once: every condition re-reads its model's dense run."""
@@ -121,12 +122,13 @@ class Analysis:
     # ---- T1 --------------------------------------------------------------------------------
     def t1_pruning(self) -> list[dict]:
         rows = []
-        variants = self.out / "variants"
         for v in self.study.variants:
-            dense = variants / Variant(v.model, "dense", 0.0).id
-            dense_ppl = _num(_manifest_result(dense / "perplexity").get("perplexity"))
-            ppl = _num(_manifest_result(variants / v.id / "perplexity").get("perplexity"))
-            achieved = _manifest_result(variants / v.id / "prune").get("achieved_sparsity")
+            dense = layout.variant_dir(self.out, Variant(v.model, "dense", 0.0), "perplexity")
+            dense_ppl = _num(_manifest_result(dense).get("perplexity"))
+            ppl = _num(_manifest_result(layout.variant_dir(self.out, v, "perplexity"))
+                       .get("perplexity"))
+            achieved = _manifest_result(layout.variant_dir(self.out, v, "prune")
+                                        ).get("achieved_sparsity")
             rows.append(
                 {
                     "id": v.id,
@@ -282,7 +284,7 @@ class Analysis:
         run = self.condition_run(v)
         transfer = json.loads((self.run_folder(run) / "evaluate" / "transfer.json").read_text())
         if "pretrained" not in transfer["saes"]:  # a further replicate: measured in 0 only
-            first = self.out / "runs" / run.replicated(0).id / "evaluate" / "transfer.json"
+            first = self.run_folder(run.replicated(0)) / "evaluate" / "transfer.json"
             transfer["saes"]["pretrained"] = json.loads(first.read_text())["saes"]["pretrained"]
         row: dict[str, Any] = {
             "id": v.id,

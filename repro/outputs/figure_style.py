@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from repro.errors import ReproError
+from repro.stages import layout
 from repro.study.spec import SURVIVAL_TAU, Study, Thresholds
 
 if TYPE_CHECKING:
@@ -114,14 +115,14 @@ def ramp_colour(method: str, sparsity: float, top: float) -> Any:
 def load_run(run_dir: Path, study: Study | None = None) -> RunData:
     """Read analysis/tables.json (required) and features.npz; the thresholds are the study's
     (the defaults without one)."""
-    path = run_dir / "analysis" / "tables.json"
+    path = run_dir / layout.ANALYSIS_DIR / layout.TABLES_JSON
     try:
         tables = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReproError(f"{path}: cannot read the analysis tables ({exc}); "
                          "run the analysis stage first (`repro all`)") from None
     features: dict[str, np.ndarray] = {}
-    npz = run_dir / "analysis" / "features.npz"
+    npz = run_dir / layout.ANALYSIS_DIR / layout.FEATURES_NPZ
     if npz.is_file():
         with np.load(npz, allow_pickle=False) as f:
             features = {k: f[k] for k in f.files}

@@ -385,7 +385,7 @@ def write_figures(run_dir: Path, out_dir: Path, study: Study | None) -> dict[str
             fig, caption = draw(data)
             save(fig, out_dir, stem)
             captions[stem] = caption
-    write_json(out_dir / "captions.json", captions)
+    write_json(out_dir / layout.CAPTIONS_JSON, captions)
     return captions
 
 
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = Path(args[0])
     study_file = run_dir / layout.STUDY_FILE
     study = load_study(study_file) if study_file.is_file() else None
-    out_dir = Path(args[1]) if len(args) == 2 else run_dir / layout.FIGURES
+    out_dir = Path(args[1]) if len(args) == 2 else run_dir / layout.FIGURES_DIR
     out = write_figures(run_dir, out_dir, study)
     print("\n".join(sorted(out)))
 

@@ -36,12 +36,14 @@ from repro.errors import ReproError
 from repro.files import atomic_write_text, write_json
 from repro.outputs.check import Check
 from repro.outputs.expected import expected_dir, load_tolerances, tolerances_path
+from repro.stages import layout
 from repro.stages.store import read_manifest
 from repro.study.spec import Run, Study, Variant
 
 PARTIAL_EXIT = 3
 """`repro all`, `repro verify`: the run is unfinished and nothing compared failed."""
-STUDY_STAGES = ("analysis", "tables", "figures", "method_controls")
+STUDY_STAGES = (layout.ANALYSIS_DIR, layout.TABLES_DIR, layout.FIGURES_DIR,
+                layout.METHOD_CONTROLS_DIR)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class Unit:
 
 
 def _sae(run: Run | None) -> list[str]:
-    return [] if run is None else [f"runs/{run.id}/sae"]
+    return [] if run is None else [layout.run_part(run.id, "sae")]
 
 
 def units(study: Study, replicate: int) -> list[Unit]:
@@ -66,9 +68,10 @@ def units(study: Study, replicate: int) -> list[Unit]:
     out = []
     for v in study.variants:
         dense = Variant(v.model, "dense", 0.0)
-        out.append(Unit("T1_pruning", v, (f"variants/{v.id}/prune", f"variants/{v.id}/perplexity",
-                                          f"variants/{dense.id}/perplexity")))
-        out.append(Unit("T5_transfer", v, (f"runs/{a.condition_run(v).id}/evaluate",)))
+        out.append(Unit("T1_pruning", v, (layout.variant_part(v, "prune"),
+                                          layout.variant_part(v, "perplexity"),
+                                          layout.variant_part(dense, "perplexity"))))
+        out.append(Unit("T5_transfer", v, (layout.run_part(a.condition_run(v).id, "evaluate"),)))
     for model in study.models:
         out.append(Unit("T2_seed_stability", model,
                         tuple(s for r in a.dense_seeds(model) for s in _sae(r))))
@@ -79,7 +82,8 @@ def units(study: Study, replicate: int) -> list[Unit]:
                       + _sae(a.control_run(dense)) + _sae(a.control_run(v)))
         out.append(Unit("T3_survival", v, t3[v]))
         out.append(Unit("T6_fragility_causal", v, t3[v] + (
-            f"runs/{a.condition_run(v).id}/evaluate", f"runs/{a.dense_run(v.model).id}/evaluate")))
+            layout.run_part(a.condition_run(v).id, "evaluate"),
+            layout.run_part(a.dense_run(v.model).id, "evaluate"))))
     for v in study.conditions:
         other = Variant(v.model, "magnitude", v.sparsity)
         if v.method == "wanda" and other in t3:
@@ -173,7 +177,7 @@ def compare(tables: dict[str, list[dict]], exp_dir: Path, profile: str,
 
 def _stages_done(run_dir: Path, run: Run) -> list[str]:
     stages = ("sae", "evaluate") if run.is_evaluated else ("sae",)
-    return [s for s in stages if read_manifest(run_dir / "runs" / run.id / s) is not None]
+    return [s for s in stages if read_manifest(layout.run_dir(run_dir, run, s)) is not None]
 
 
 def progress(study: Study, run_dir: Path) -> dict[str, list[str]]:
@@ -194,7 +198,7 @@ def finish_command(run_dir: Path, study_path: Path | None = None,
     the folder's study.toml is one), the folder as --out, no --runs or --shard."""
     from repro.study.reader import PROFILES_DIR
 
-    text = (run_dir / "study.toml").read_text(encoding="utf-8")
+    text = (run_dir / layout.STUDY_FILE).read_text(encoding="utf-8")
     profile = next((p.stem for p in sorted(PROFILES_DIR.glob("*.toml"))
                     if p.read_text(encoding="utf-8") == text), None)
     which = (f"--profile {profile}" if profile else
@@ -308,10 +312,10 @@ def is_partial(run_dir: Path) -> Study | None:
     or not a `repro all` folder whose study can be read)."""
     from repro.study.reader import load_study
 
-    if not (run_dir / "study.toml").is_file():
+    if not (run_dir / layout.STUDY_FILE).is_file():
         return None
     try:
-        study = load_study(run_dir / "study.toml")
+        study = load_study(run_dir / layout.STUDY_FILE)
     except ReproError:
         return None
     state = progress(study, run_dir)

@@ -25,6 +25,8 @@ from typing import Any
 import pandas as pd
 
 from repro.outputs import report_curves
+from repro.stages import layout
+from repro.study.spec import Run, Variant
 
 BANNERS = {
     "tiny": ("a check of the code, not a test of the paper. Its tiny models were trained by "
@@ -200,7 +202,7 @@ def _short(detail: str) -> str:
 def read_study(run_dir: Path) -> dict[str, Any]:
     """The run's study.toml as a plain dict ({} when absent or unreadable)."""
     try:
-        raw = tomllib.loads((run_dir / "study.toml").read_text(encoding="utf-8"))
+        raw = tomllib.loads((run_dir / layout.STUDY_FILE).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return {}
     return raw if isinstance(raw, dict) else {}
@@ -255,7 +257,8 @@ def _frame(tables: dict[str, pd.DataFrame], name: str) -> pd.DataFrame:
 
 
 def _training(run_dir: Path, model: str) -> dict[str, Any]:
-    path = run_dir / "runs" / model / "dense" / "0" / "sae" / "training.json"
+    dense = Run(Variant(model, "dense", 0.0), 0)  # its id names no seed: any seed will do
+    path = layout.run_dir(run_dir, dense, "sae") / "training.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

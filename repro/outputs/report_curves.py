@@ -21,7 +21,7 @@ from repro.science.training_curves import (
     LAST_SHARE,
     summarize,
 )
-from repro.stages.layout import RUNS, STUDY_FILE
+from repro.stages.layout import RUNS_DIR, STUDY_FILE
 from repro.study.reader import thresholds_of
 
 FIGURE = "report_training_curves.png"
@@ -38,8 +38,8 @@ CAPTION = (f"Training curves of every SAE of the run: explained variance, mean L
 def gather_curves(run_dir: Path) -> dict[str, dict[str, Any]]:
     """{SAE name (its folder under runs/): curve} for every SAE that recorded one."""
     found = {}
-    for path in sorted((run_dir / RUNS).glob(f"**/sae/{CURVE_FILE}")):
-        parts = path.relative_to(run_dir / RUNS).parts
+    for path in sorted((run_dir / RUNS_DIR).glob(f"**/sae/{CURVE_FILE}")):
+        parts = path.relative_to(run_dir / RUNS_DIR).parts
         if any(part.startswith(".") for part in parts):  # unfinished (.partial) work
             continue
         curve = shapes.read(path, shapes.CURVE)

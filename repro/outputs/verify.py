@@ -37,6 +37,7 @@ from repro.outputs.expected import (
 from repro.outputs.verify_claims import verify_claims
 from repro.outputs.verify_text import markdown
 from repro.science.numerics import comparable
+from repro.stages import layout
 from repro.stages.store import MANIFEST, read_manifest
 from repro.study.locations import recorded_path
 
@@ -126,7 +127,7 @@ def compare_tables(table: str, exp: Table, got: Table, tols: Tolerances) -> list
 
 def check_integrity(run_dir: Path) -> tuple[list[Check], set[str]]:
     """Each file the tables stage recorded must still hash the same; returns the bad names."""
-    folder = run_dir / "tables"
+    folder = run_dir / layout.TABLES_DIR
     manifest = read_manifest(folder)
     if manifest is None or not isinstance(manifest.get("outputs"), dict):
         return [Check(f"integrity: tables/{MANIFEST}", "integrity", "fail", "a valid manifest",
@@ -148,9 +149,9 @@ def check_integrity(run_dir: Path) -> tuple[list[Check], set[str]]:
 def verify_tables(run_dir: Path, expected: Path, tols: Tolerances) -> list[Check]:
     """Integrity first; a table that fails it is refused rather than compared."""
     checks, bad = check_integrity(run_dir)
-    recorded = (read_manifest(run_dir / "tables") or {}).get("outputs", {})
+    recorded = (read_manifest(run_dir / layout.TABLES_DIR) or {}).get("outputs", {})
     for exp_path in sorted(expected.glob("*.csv")):
-        table, got_path = exp_path.stem, run_dir / "tables" / exp_path.name
+        table, got_path = exp_path.stem, run_dir / layout.TABLES_DIR / exp_path.name
         exp = read_table(exp_path)
         if not got_path.is_file():
             checks.append(Check(f"{table}: missing table", "table", "fail", exp_path.name,
@@ -171,7 +172,7 @@ def verify_tables(run_dir: Path, expected: Path, tols: Tolerances) -> list[Check
                                      len(got.rows)))
     expected_names = {p.name for p in expected.glob("*.csv")}
     if expected_names:  # a table nobody expects yet is news, not an error: bless adds it
-        for path in sorted((run_dir / "tables").glob("*.csv")):
+        for path in sorted((run_dir / layout.TABLES_DIR).glob("*.csv")):
             if path.name not in expected_names and path.name != SPREAD:
                 checks.append(Check(path.stem, "table", "info", None, "present", "exact", None,
                                     "not in the expected outputs"))
@@ -203,7 +204,8 @@ def check_numerics(run_dir: Path, expected: Path) -> list[Check]:
         blessed = json.loads((expected / "PROVENANCE.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
-    mine = ((read_manifest(run_dir / "tables") or {}).get("provenance") or {}).get("numerics")
+    made = read_manifest(run_dir / layout.TABLES_DIR) or {}
+    mine = (made.get("provenance") or {}).get("numerics")
     theirs = blessed.get("numerics") if isinstance(blessed, dict) else None
     if not isinstance(mine, dict) or not isinstance(theirs, dict):
         return []
@@ -217,8 +219,8 @@ def check_numerics(run_dir: Path, expected: Path) -> list[Check]:
 
 def check_sanity(run_dir: Path) -> list[Check]:
     """The run's sanity gates (tables/sanity.json, integrity-checked with the tables)."""
-    path = run_dir / "tables" / SANITY
-    recorded = ((read_manifest(run_dir / "tables") or {}).get("outputs") or {}).get(SANITY)
+    path = run_dir / layout.TABLES_DIR / SANITY
+    recorded = ((read_manifest(run_dir / layout.TABLES_DIR) or {}).get("outputs") or {}).get(SANITY)
     if not path.is_file() or recorded is None:
         return []
     if sha256_file(path) != recorded:
@@ -235,7 +237,7 @@ def check_complete(run_dir: Path) -> list[Check]:
     """A run folder of `repro all` that lacks runs or stages fails: its tables are partial."""
     from repro.outputs.completeness import describe_missing, missing_parts
 
-    missing = missing_parts(run_dir) if (run_dir / "study.toml").is_file() else None
+    missing = missing_parts(run_dir) if (run_dir / layout.STUDY_FILE).is_file() else None
     if missing is None:  # a bare copy of tables, or a study nobody can read: nothing to count
         return []
     return [Check("completeness", "run", "fail" if missing else "pass", "every run and stage",

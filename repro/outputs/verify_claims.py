@@ -32,6 +32,7 @@ from repro.outputs.expected import (
     ClaimSpec,
     load_claims,
 )
+from repro.stages import layout
 
 HOLDS, DOES_NOT_HOLD, UNDECIDED = "holds", "does not hold", "undecided"
 
@@ -174,7 +175,7 @@ def agree_claim(spec: ClaimSpec, claims: dict | None) -> Check:
 
 def read_claims(run_dir: Path) -> dict | None:
     """RUN_DIR/claims.json, None when it is missing; one of the wrong shape is bad input."""
-    return shapes.read(run_dir / "claims.json", shapes.CLAIMS)
+    return shapes.read(run_dir / layout.CLAIMS_JSON, shapes.CLAIMS)
 
 
 def blessed_claims(exp_dir: Path) -> list[ClaimSpec]:

@@ -59,7 +59,6 @@ from repro.study.thresholds import N_BINS
 CONTROLS = {"positive": -1, "negative": 0}
 """Each control and the sign of the frequency effect planted in it."""
 PROTOCOLS = ("same seed", "control seed")
-FILE = "method_controls.json"
 Matcher = Callable[[np.ndarray, np.ndarray], match.Match]
 
 

@@ -24,13 +24,13 @@ from repro.study.spec import Run, Variant
 
 STUDY_FILE = "study.toml"
 """The run folder's copy of its study file."""
-TOKENS = "tokens"
-VARIANTS = "variants"
-RUNS = "runs"
-ANALYSIS = "analysis"
-TABLES = "tables"
-FIGURES = "figures"
-METHOD_CONTROLS = "method_controls"
+TOKENS_DIR = "tokens"
+VARIANTS_DIR = "variants"
+RUNS_DIR = "runs"
+ANALYSIS_DIR = "analysis"
+TABLES_DIR = "tables"
+FIGURES_DIR = "figures"
+METHOD_CONTROLS_DIR = "method_controls"
 
 CLAIMS_JSON = "claims.json"
 """The claims: analysis/claims.json, copied to the top of the run folder."""
@@ -45,21 +45,23 @@ REPLICATES = "replicates"
 them to measure the spread its bands come from)."""
 CAPTIONS_JSON = "captions.json"
 """figures/captions.json: {figure stem: caption}, for the report."""
+METHOD_CONTROLS_JSON = "method_controls.json"
+"""method_controls/method_controls.json: the synthetic controls of the method, for the report."""
 
 
 def tokens_dir(out: Path, model: str, stream: str) -> Path:
     """tokens/<model>/<stream>: one token stream of one model."""
-    return out / TOKENS / model / stream
+    return out / TOKENS_DIR / model / stream
 
 
 def variant_dir(out: Path, variant: Variant, stage: str) -> Path:
     """variants/<variant id>/<stage>: a stage of one model variant."""
-    return out / VARIANTS / variant.id / stage
+    return out / VARIANTS_DIR / variant.id / stage
 
 
 def run_folder(out: Path, run: Run) -> Path:
     """runs/<run id>: the stages of one SAE run."""
-    return out / RUNS / run.id
+    return out / RUNS_DIR / run.id
 
 
 def run_dir(out: Path, run: Run, stage: str) -> Path:
@@ -70,9 +72,9 @@ def run_dir(out: Path, run: Run, stage: str) -> Path:
 def run_part(run_id: str, stage: str) -> str:
     """'runs/<run id>/<stage>', a run's stage as the run folder's relative path (how the
     completeness check and a partial verdict name what is missing)."""
-    return f"{RUNS}/{run_id}/{stage}"
+    return f"{RUNS_DIR}/{run_id}/{stage}"
 
 
 def variant_part(variant: Variant, stage: str) -> str:
     """'variants/<variant id>/<stage>', relative to the run folder."""
-    return f"{VARIANTS}/{variant.id}/{stage}"
+    return f"{VARIANTS_DIR}/{variant.id}/{stage}"

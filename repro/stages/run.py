@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Callable
 
 from repro.files import write_text_if_changed
+from repro.stages import layout
 from repro.stages.context import Context, ModelHolder, check_output_dir
 from repro.stages.locks import writer_lock
 from repro.stages.pipeline import VARIANT_STAGES, tokens_stage
@@ -43,7 +44,7 @@ def run_all(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[str, in
 
 
 def _run_selected(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[str, int | None]:
-    write_text_if_changed(ctx.out / "study.toml", ctx.study.path.read_text(encoding="utf-8"))
+    write_text_if_changed(ctx.out / layout.STUDY_FILE, ctx.study.path.read_text(encoding="utf-8"))
     counts = {"done": 0, "skipped": 0}
     holder = ModelHolder(ctx)
     needed = with_references(ctx.study, runs)

@@ -70,6 +70,7 @@ from repro.inputs import data
 from repro.science import evaluate, pretrained_saes, sae_batch, saes, training_curves
 from repro.science.seeding import seed_everything
 from repro.science.survival import active, alive
+from repro.stages import layout
 from repro.stages.codehash import stage_code
 from repro.stages.context import (
     STAGE_VERSION,
@@ -85,7 +86,7 @@ from repro.study.spec import ModelSpec, Run
 
 
 def run_dir(ctx: Context, run: Run, stage: str) -> Path:
-    return ctx.out / "runs" / run.id / stage
+    return layout.run_dir(ctx.out, run, stage)
 
 
 def special_ids(tokenizer: Any) -> list[int]:
