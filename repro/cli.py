@@ -112,6 +112,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     from repro.outputs.preflight import check_environment, take_over
     from repro.stages.launch import launched_shard
     from repro.stages.run import run_all
+    from repro.stages.store import Status
     from repro.study.reader import select_runs
 
     check_environment()
@@ -126,7 +127,7 @@ def cmd_all(args: argparse.Namespace) -> int:
         ctx.log(moved)
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs, finish)
-    if counts["done"] == 0:
+    if counts[Status.DONE] == 0:
         from repro.outputs.partial import is_partial
 
         partial = is_partial(ctx.out) is not None  # its PARTIAL lines said what is missing

@@ -18,7 +18,7 @@ import numpy as np
 
 from repro.errors import ReproError
 from repro.stages import layout
-from repro.study.spec import SURVIVAL_TAU, Study, Thresholds
+from repro.study.spec import PRUNING_METHODS, SURVIVAL_TAU, Study, Thresholds
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,7 +32,7 @@ METHOD_RAMPS = {"magnitude": "Oranges", "wanda": "Blues"}
 """Sequential maps in each method's hue, for one line per sparsity level."""
 EXTRA_COLOURS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-METHOD_ORDER = ("magnitude", "wanda")
+METHOD_ORDER = PRUNING_METHODS
 GREY = "#555555"
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
       "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 9,

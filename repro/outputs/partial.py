@@ -34,7 +34,7 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, write_json
-from repro.outputs.check import Check
+from repro.outputs.check import Check, Verdict
 from repro.outputs.expected import expected_dir, load_tolerances, tolerances_path
 from repro.stages import layout
 from repro.stages.store import read_manifest
@@ -234,13 +234,13 @@ def verify_partial(run_dir: Path, study: Study, expected: Path | None = None,
     if exp_dir.is_dir():
         checks, compared, total = compare(partial_tables(study, run_dir), exp_dir, profile,
                                           tolerances)
-    failed = sum(c.verdict == "fail" for c in checks)
+    failed = sum(c.verdict == Verdict.FAIL for c in checks)
     result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir),
               "profile": profile, "partial": True, "ok": False,
               "exit_code": 1 if failed else PARTIAL_EXIT, "progress": state,
               "n_runs": len(study.runs), "compared": compared, "expected_rows": total,
-              "counts": {"pass": sum(c.verdict == "pass" for c in checks), "fail": failed,
-                         "inconclusive": 0, "info": 0},
+              "counts": {Verdict.PASS: sum(c.verdict == Verdict.PASS for c in checks),
+                         Verdict.FAIL: failed, Verdict.INCONCLUSIVE: 0, Verdict.INFO: 0},
               "finish": command or finish_command(run_dir, expected=expected),
               "checks": [asdict(c) for c in checks]}
     result["line"] = headline(result)
@@ -252,7 +252,7 @@ def verify_partial(run_dir: Path, study: Study, expected: Path | None = None,
 def headline(result: dict[str, Any]) -> str:
     """`verification PARTIAL: N of M runs finished, ...` (FAIL when a compared cell fails)."""
     done, n = len(result["progress"]["finished"]), result["n_runs"]
-    word = "FAIL" if result["counts"]["fail"] else "PARTIAL"
+    word = "FAIL" if result["counts"][Verdict.FAIL] else "PARTIAL"
     if result["expected_rows"] is None:
         return (f"verification {word}: {done} of {n} runs finished; no expected outputs to "
                 f"compare with at {result['expected_dir']}")
@@ -282,7 +282,7 @@ def lines(result: dict[str, Any]) -> list[str]:
 
 def summary(result: dict[str, Any], max_failures: int = 20) -> str:
     """What `repro all` and `repro verify` print for an unfinished run folder."""
-    bad = [c for c in result["checks"] if c["verdict"] == "fail"]
+    bad = [c for c in result["checks"] if c["verdict"] == Verdict.FAIL]
     out = [result["line"], *(f"  {line}" for line in lines(result))]
     out += [f"  FAIL {c['name']}: expected {c['expected']}, got {c['got']} [{c['tolerance']}]"
             for c in bad[:max_failures]]
@@ -299,7 +299,7 @@ def markdown(result: dict[str, Any]) -> str:
            "the other rows need every run.", ""]
     for table, ids in result["compared"].items():
         out += [f"## {table}", "", *(f"- {i}" for i in ids), ""]
-    bad = [c for c in result["checks"] if c["verdict"] == "fail"]
+    bad = [c for c in result["checks"] if c["verdict"] == Verdict.FAIL]
     if bad:
         out += [f"## Failures ({len(bad)})", ""]
         out += [f"- {c['name']}: expected {c['expected']}, got {c['got']} [{c['tolerance']}]"

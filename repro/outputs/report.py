@@ -22,6 +22,7 @@ import pandas as pd
 from repro.errors import ReproError
 from repro.files import atomic_write_text
 from repro.outputs import report_claims, report_curves, shapes
+from repro.outputs.check import Kind
 from repro.outputs.expected import run_profile
 from repro.stages import layout
 from repro.stages.store import MANIFEST, read_manifest
@@ -147,7 +148,7 @@ def failing_rows(rep: Report, limit: int = 50) -> list[list[Any]]:
     """The checks that failed (or were inconclusive), smallest margin first."""
     from repro.outputs.verify_text import failing
 
-    bad = [c for c in failing(rep.verification) if c["kind"] != "table"] \
+    bad = [c for c in failing(rep.verification) if c["kind"] != Kind.TABLE] \
         if rep.verification and "checks" in rep.verification else []
     bad.sort(key=lambda c: (c["margin"] is None, c["margin"] or 0.0))
     # a margin says how far outside: 2 significant digits

@@ -57,6 +57,7 @@ import copy
 import functools
 import time
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -194,10 +195,21 @@ def _write_sae(ctx: Context, holder: ModelHolder, run: Run, sae: Any, record: di
 
 # ---- evaluate ----------------------------------------------------------------------------
 
-def _role(run: Run) -> str:
+class Role(StrEnum):
+    """What a run's evaluate stage measures (transfer.json's "role")."""
+
+    DENSE = "dense"
+    """The dense model's SAE of the study's seed: transfer and causal importance (RQ3, RQ5)."""
+    PRUNED = "pruned"
+    """A pruned model's SAE: transfer and fragility (RQ3, RQ4)."""
+    EXTRA_SEED = "extra_seed"
+    """A further dense seed (RQ1): its own SAE's transfer only."""
+
+
+def _role(run: Run) -> Role:
     if run.is_extra_seed:
-        return "extra_seed"
-    return "dense" if run.variant.is_dense else "pruned"
+        return Role.EXTRA_SEED
+    return Role.DENSE if run.variant.is_dense else Role.PRUNED
 
 
 def _pretrained_key(spec: ModelSpec) -> str | None:
@@ -231,13 +243,13 @@ def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
         "role": role, "layer": spec.probe_layer,
         "sae": upstream(run_dir(ctx, run, "sae")),
         "activations": upstream(ctx.variant_dir(run.variant, "activations"))}
-    if role != "extra_seed":
+    if role != Role.EXTRA_SEED:
         ref = dense_reference(ctx, run)
         inputs["dense_sae"] = _needs(ctx, run, run_dir(ctx, ref, "sae"))
         inputs["dense_activations"] = _needs(ctx, run, ctx.variant_dir(ref.variant, "activations"))
         if run.replicate == 0:
             inputs["pretrained"] = _pretrained_key(spec)
-    if role == "dense":
+    if role == Role.DENSE:
         inputs["causal"] = _causal_settings(ctx, run.seed)
 
     def work(tmp: Path) -> dict:
@@ -246,9 +258,9 @@ def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
         write_json(tmp / "transfer.json", transfer)
         result = {f"{name}_ce_loss_score": m["ce_loss_score"]
                   for name, m in transfer["saes"].items()}
-        if role == "pruned":
+        if role == Role.PRUNED:
             result.update(_write_fragility(ctx, holder, run, tmp))
-        if role == "dense":
+        if role == Role.DENSE:
             result.update(_write_causal(ctx, holder, run, tmp))
         return result
 
@@ -257,7 +269,7 @@ def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
                      provenance=ctx.provenance(run=run.id, seed=run.seed), force=ctx.force)
 
 
-def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[str, Any]:
+def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: Role) -> dict[str, Any]:
     """RQ3 numbers of the run's SAEs on its model: reconstruction, then CE-loss scores.
 
     A further replicate (run.replicate > 0) measures only what its seeds change: the dense
@@ -270,13 +282,13 @@ def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[st
     special = special_ids(holder.tokenizer_for(spec))
     folder = ctx.variant_dir(run.variant, "activations")
     first = run.replicate == 0
-    paths = {"own": run_dir(ctx, run, "sae")} if first or role != "pruned" else {}
-    if role == "pruned":
+    paths = {"own": run_dir(ctx, run, "sae")} if first or role != Role.PRUNED else {}
+    if role == Role.PRUNED:
         paths["dense"] = run_dir(ctx, dense_reference(ctx, run), "sae")
     loaded = {name: saes.load_sae(path, ctx.device) for name, path in paths.items()}
     sources = {name: str(path.relative_to(ctx.out)) for name, path in paths.items()}
     p = spec.pretrained_sae
-    if role != "extra_seed" and p is not None and first:
+    if role != Role.EXTRA_SEED and p is not None and first:
         loaded["pretrained"] = pretrained_saes.load_pretrained(p, ctx.device, spec.probe_layer)
         sources["pretrained"] = recorded_path(p.path) if p.path else f"{p.release}/{p.sae_id}"
     ids, acts = evaluate.load_eval(folder)
@@ -287,11 +299,11 @@ def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[st
     out = {name: {**evaluate.reconstruction_metrics(
         sae, (a for a, _ in saes.masked_chunks(folder, special))), **scores[name],
         "source": sources[name]} for name, sae in loaded.items()}
-    if role == "dense":
+    if role == Role.DENSE:
         out["dense"] = out["own"]
-    if role != "extra_seed" and p is None:  # the run's own dense SAE stands in
+    if role != Role.EXTRA_SEED and p is None:  # the run's own dense SAE stands in
         out["pretrained"] = {**out["dense"], "stand_in": True}
-    elif role != "extra_seed" and first:
+    elif role != Role.EXTRA_SEED and first:
         out["pretrained"] = {**out["pretrained"], "stand_in": False,
                              "published": pretrained_saes.published_stats(p)}
     return {"run": run.id, "variant": run.variant.id, "role": role, "saes": out}

@@ -16,6 +16,7 @@ from repro.errors import ReproError
 from repro.files import path_problem
 from repro.study.rules import NAME, FieldError, rule_of, text
 from repro.study.spec import (
+    PRUNING_METHODS,
     REPLICATE_SEED_STRIDE,
     DataSpec,
     ModelSpec,
@@ -177,7 +178,7 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
         )
         for method in methods:
             _need(
-                method in ("magnitude", "wanda"),
+                method in PRUNING_METHODS,
                 where,
                 f"method {method!r}: use magnitude or wanda",
             )

@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal, get_args
 
 from repro.errors import ReproError
 from repro.study.rules import (
@@ -28,7 +29,10 @@ from repro.study.rules import (
 )
 from repro.study.thresholds import SURVIVAL_TAU, Thresholds
 
-METHODS = ("dense", "magnitude", "wanda")
+Method = Literal["dense", "magnitude", "wanda"]
+"""A variant's method: the dense model, or one of the pruning methods repro implements."""
+METHODS: tuple[Method, ...] = get_args(Method)
+PRUNING_METHODS: tuple[Method, ...] = tuple(m for m in METHODS if m != "dense")
 DTYPES = ("float32", "bfloat16", "float16")
 DECIDES = ("agreement", "reproduction")
 NUMERICS = ("pinned", "native")
@@ -276,7 +280,7 @@ class Variant:
 
     model: str = declare(path_name("the model key"))
     """Model key."""
-    method: str = declare(choice(METHODS, "the pruning methods repro implements"))
+    method: Method = declare(choice(METHODS, "the pruning methods repro implements"))
     """'dense', 'magnitude' or 'wanda'."""
     sparsity: float = declare(number(0, 1, "a fraction of each matrix's weights: write 0.5 "
                                      "for 50 %", high_open=True))
