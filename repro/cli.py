@@ -112,6 +112,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     from repro.outputs.preflight import check_environment, take_over
     from repro.stages.launch import launched_shard
     from repro.stages.run import run_all
+    from repro.stages.store import Status
     from repro.study.reader import select_runs
 
     check_environment()
@@ -126,7 +127,7 @@ def cmd_all(args: argparse.Namespace) -> int:
         ctx.log(moved)
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs, finish)
-    if counts["done"] == 0:
+    if counts[Status.DONE] == 0:
         from repro.outputs.partial import is_partial
 
         partial = is_partial(ctx.out) is not None  # its PARTIAL lines said what is missing
@@ -138,6 +139,7 @@ def cmd_all(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from repro.files import write_text_if_changed
     from repro.outputs.preflight import check_environment, take_over
+    from repro.stages import layout
     from repro.stages.context import ModelHolder, check_output_dir
     from repro.stages.pipeline import prune_stage, tokens_stage
 
@@ -153,7 +155,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         ctx.log(moved)
     check_output_dir(ctx.out)
     # the folder is this study's from now on, as a `repro all` run folder is
-    write_text_if_changed(ctx.out / "study.toml", study.path.read_text(encoding="utf-8"))
+    write_text_if_changed(ctx.out / layout.STUDY_FILE, study.path.read_text(encoding="utf-8"))
     holder = ModelHolder(ctx)
     spec = study.models[run.variant.model]
     if run.variant.method == "wanda":

@@ -87,7 +87,8 @@ STUDY_EDITS = [
     ("frequency bins zero", ("frequency_bins = 5", "frequency_bins = 0"),
      "thresholds.frequency_bins = 0: below the allowed range; allowed: a whole number in [2, 100]"),
     ("threshold misspelt", ("fragile_r = 0.5", "fragile = 0.5"),
-     "thresholds.fragile: unknown threshold"),
+     "thresholds: unknown key(s) fragile; allowed: causal_features_per_bin, "
+     "causal_sequences, curve_flat_ev_gain, fragile_r"),
     ("model path neither a folder nor a Hub id", (f'"{ASSETS}/models/llama-tiny"',
                                                   '"my models/llama-tiny"'),
      "'my models/llama-tiny' is neither a folder"),

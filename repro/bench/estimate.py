@@ -90,8 +90,8 @@ def study_work(study: Study) -> dict[str, dict[str, Any]]:
             "match_pairs": len(variants) - 1 + seeds_dense * (seeds_dense - 1) // 2 + controls,
             "calibration_tokens": d.calibration.n_tokens, "sae_tokens": d.sae_train.n_tokens,
             "eval_tokens": d.eval.n_tokens, "ppl_tokens": d.perplexity.n_tokens,
-            "causal_features": int(study.thresholds.get("causal_features_per_bin", 20))
-            * int(study.thresholds.get("frequency_bins", 5)),
+            "causal_features": study.thresholds.causal_features_per_bin
+            * study.thresholds.frequency_bins,
         }
     return out
 

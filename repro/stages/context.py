@@ -21,6 +21,7 @@ from repro.errors import ReproError
 from repro.inputs import models
 from repro.inputs.families import prunable_matrices
 from repro.science import prune
+from repro.stages import layout
 from repro.stages.provenance import provenance
 from repro.stages.store import fingerprint
 from repro.study.spec import ModelSpec, Study, Variant
@@ -63,10 +64,10 @@ class Context:
         return max(1, (16 if self.device.type == "cuda" else 32) // self.shrink)
 
     def tokens_dir(self, model: str, stream: str) -> Path:
-        return self.out / "tokens" / model / stream
+        return layout.tokens_dir(self.out, model, stream)
 
     def variant_dir(self, variant: Variant, stage: str) -> Path:
-        return self.out / "variants" / variant.id / stage
+        return layout.variant_dir(self.out, variant, stage)
 
 
 def check_output_dir(out: Path) -> None:

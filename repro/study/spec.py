@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal, get_args
 
 from repro.errors import ReproError
 from repro.study.rules import (
@@ -26,8 +27,12 @@ from repro.study.rules import (
     text,
     whole,
 )
+from repro.study.thresholds import SURVIVAL_TAU, Thresholds
 
-METHODS = ("dense", "magnitude", "wanda")
+Method = Literal["dense", "magnitude", "wanda"]
+"""A variant's method: the dense model, or one of the pruning methods repro implements."""
+METHODS: tuple[Method, ...] = get_args(Method)
+PRUNING_METHODS: tuple[Method, ...] = tuple(m for m in METHODS if m != "dense")
 DTYPES = ("float32", "bfloat16", "float16")
 DECIDES = ("agreement", "reproduction")
 NUMERICS = ("pinned", "native")
@@ -235,7 +240,7 @@ class SaeSpec:
     """Passes over the SAE-training activations (paper: 1; the model runs once, later epochs
     replay its activations reshuffled, for budgets where more tokens cost too much)."""
     survival_threshold: float = declare(number(0, 1, "a cosine: 0.7 is the paper's tau",
-                                               low_open=True), 0.7)
+                                               low_open=True), SURVIVAL_TAU)
     """Matched decoder cosine at or above which a feature survives (tau)."""
     control_seed: int | None = declare(seed_value(optional=True), None)
     """Seed of the control SAEs: every variant (dense and pruned) gets one more SAE from this
@@ -275,7 +280,7 @@ class Variant:
 
     model: str = declare(path_name("the model key"))
     """Model key."""
-    method: str = declare(choice(METHODS, "the pruning methods repro implements"))
+    method: Method = declare(choice(METHODS, "the pruning methods repro implements"))
     """'dense', 'magnitude' or 'wanda'."""
     sparsity: float = declare(number(0, 1, "a fraction of each matrix's weights: write 0.5 "
                                      "for 50 %", high_open=True))
@@ -371,8 +376,8 @@ class Study:
     """SAE hyper-parameters ([sae])."""
     runs: tuple[Run, ...]
     """Every run, dense references first for each model."""
-    thresholds: dict[str, float] = field(default_factory=dict)
-    """Analysis thresholds (e.g. viable_ce_score, fragile_r)."""
+    thresholds: Thresholds = section(Thresholds())
+    """Analysis thresholds ([thresholds]: viable_ce_score, fragile_r, ...)."""
     verdict: VerdictSpec = section(VerdictSpec())
     """Replicates and which answer decides the exit code ([verdict])."""
     numerics: str = declare(choice(NUMERICS, "the CPU arithmetic: the same bits on one "
