@@ -48,7 +48,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     study = _study(args)
     runs = select_runs(study, args.runs, args.shard)
-    rows = [("run id", "model", "method", "sparsity", "seed", "role")]
+    rows = [("run id", "model", "method", "pattern", "sparsity", "seed", "role")]
     for r in runs:
         role = (
             "control seed (RQ2)" if r.is_control
@@ -61,6 +61,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 r.id,
                 r.variant.model,
                 r.variant.method,
+                r.variant.pattern,
                 f"{r.variant.sparsity:.0%}",
                 str(r.seed),
                 role,
@@ -106,6 +107,7 @@ def cmd_all(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from repro.stages.context import ModelHolder, check_output_dir
     from repro.stages.pipeline import prune_stage, tokens_stage
+    from repro.study.methods import METHODS
 
     study = _study(args)
     run = study.run(args.run)
@@ -113,7 +115,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     check_output_dir(ctx.out)
     holder = ModelHolder(ctx)
     spec = study.models[run.variant.model]
-    if run.variant.method == "wanda":
+    if METHODS[run.variant.method].needs_calibration:
         tokens_stage(ctx, spec, "calibration", lambda: holder.tokenizer_for(spec))
     outcome = prune_stage(ctx, holder, run.variant)
     model = holder.variant_model(run.variant)
@@ -271,7 +273,10 @@ def _parser() -> argparse.ArgumentParser:
                          "tolerances.toml; default: expected_outputs/<the study's name>)")
     sp.set_defaults(fn=cmd_all)
 
-    sp = sub.add_parser("prune", help="prune one run's model and save it")
+    from repro.study.methods import known_methods
+
+    sp = sub.add_parser("prune", help=f"prune one run's model and save it (methods: "
+                        f"{known_methods()}; unstructured or N:M)")
     study_opts(sp, runs=False)
     sp.add_argument("--run", required=True, metavar="ID", help="run id, see `repro list`")
     compute_opts(sp, None)

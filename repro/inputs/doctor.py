@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.inputs import footprint, hubcache
+from repro.study.methods import Pattern, check_method
 from repro.study.spec import ModelSpec, Study
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,10 +64,13 @@ def preflight(study: Study, profile_arg: str) -> None:
         if not path.exists():
             raise ReproError(f"{path} is missing; restore it (git checkout) or run `repro "
                              "build-tiny-assets`, or fix the path in the study file")
+    for v in study.conditions:  # a study built in code skips the reader's check
+        check_method(v.method, v.pattern)
     longest = max(s.seq_len for s in study.data.streams.values())
     for spec in study.models.values():
         check_access(spec)
-        _check_config(spec, longest)
+        _check_config(spec, longest, {Pattern.parse(v.pattern).m for v in study.conditions
+                                      if v.model == spec.key} - {0})
     for name in hubcache.packaged_sources(study)[1]:
         from repro.inputs.packaged import is_fetched, text_file
 
@@ -88,15 +92,16 @@ def preflight(study: Study, profile_arg: str) -> None:
                              f"run {fetch}")
 
 
-def _check_config(spec: ModelSpec, longest: int) -> None:
+def _check_config(spec: ModelSpec, longest: int, groups: set[int]) -> None:
     """The model folder, when it is on disk: the study's architecture and layer count against
     its config (models.load_model checks the loaded model again), a layout repro knows, the
-    longest stream within the model's positions, its weights complete, its tokenizer loadable
-    and no larger than the embedding."""
+    longest stream within the model's positions, every matrix's inputs in whole groups of
+    each N:M pattern's M (`groups`), its weights complete, its tokenizer loadable and no
+    larger than the embedding."""
     import json
 
     from repro.errors import ReproError
-    from repro.inputs.families import decoder_layers
+    from repro.inputs.families import decoder_layers, in_features, prunable_matrices
     from repro.inputs.models import location
 
     folder = (Path(location(spec)) if spec.is_local or spec.is_packaged
@@ -125,6 +130,12 @@ def _check_config(spec: ModelSpec, longest: int) -> None:
     if layers != spec.n_layers:
         raise ReproError(f"model {spec.key}: config.json has {layers} decoder layers, the study "
                          f"says {spec.n_layers}; fix models.{spec.key}.n_layers")
+    widths = sorted({in_features(m) for m in prunable_matrices(model).values()})
+    for m in sorted(groups):
+        if any(w % m for w in widths):
+            raise ReproError(f"model {spec.key}: pattern N:{m} needs every matrix's inputs in "
+                             f"whole groups of {m}, and its matrices have {widths} inputs; "
+                             "choose an M that divides them")
     _check_weights(spec, folder)
     _check_tokenizer(spec, folder, cfg.get("vocab_size", text.get("vocab_size")))
 

@@ -21,6 +21,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from repro.science import match, stats
+from repro.study.methods import Pattern
 from repro.study.spec import Run, Study, Variant
 
 N_BINS = 5
@@ -132,6 +133,7 @@ class Analysis:
                     "id": v.id,
                     "model": v.model,
                     "method": v.method,
+                    "pattern": v.pattern,
                     "sparsity": v.sparsity,
                     "achieved_sparsity": _num(achieved),
                     "dense_perplexity": dense_ppl,
@@ -184,6 +186,7 @@ class Analysis:
             "id": v.id,
             "model": v.model,
             "method": v.method,
+            "pattern": v.pattern,
             "sparsity": v.sparsity,
             "n_alive": int(alive.sum()),
             "survival": effect.survival,
@@ -246,13 +249,15 @@ class Analysis:
 
     # ---- T4 (C2) ---------------------------------------------------------------------------
     def t4_ratios(self, t3: list[dict]) -> list[dict]:
-        by = {(r["model"], r["method"], r["sparsity"]): r for r in t3}
+        by = {(r["model"], r["method"], r["pattern"], r["sparsity"]): r for r in t3}
         rows = []
-        for (model, method, s), wanda in by.items():
-            if method != "wanda" or (model, "magnitude", s) not in by:
+        for (model, method, pattern, s), wanda in by.items():
+            if method != "wanda" or (model, "magnitude", pattern, s) not in by:
                 continue
-            mag = by[(model, "magnitude", s)]
-            row = {"id": f"{model}/{round(s * 100, 6):g}", "model": model, "sparsity": s}
+            mag = by[(model, "magnitude", pattern, s)]
+            tag = Pattern.parse(pattern).tag  # unstructured rows keep the paper's ids
+            row = {"id": "/".join([model, *([tag] if tag else []), f"{round(s * 100, 6):g}"]),
+                   "model": model, "pattern": pattern, "sparsity": s}
             for suffix in ("", "_control"):
                 if f"survival{suffix}" not in wanda:
                     continue
@@ -280,6 +285,7 @@ class Analysis:
                 "id": v.id,
                 "model": v.model,
                 "method": v.method,
+                "pattern": v.pattern,
                 "sparsity": v.sparsity,
             }
             for name in ("dense", "pretrained"):
@@ -294,7 +300,8 @@ class Analysis:
 
     # ---- T6 (RQ4, RQ5) ---------------------------------------------------------------------
     def fragility_row(self, v: Variant) -> dict:
-        return {"id": v.id, "model": v.model, "method": v.method, "sparsity": v.sparsity,
+        return {"id": v.id, "model": v.model, "method": v.method, "pattern": v.pattern,
+                "sparsity": v.sparsity,
                 **self._fragility(v), **self._causal(v)}
 
     def _fragility(self, v: Variant) -> dict:

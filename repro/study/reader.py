@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
+from repro.study.methods import PRUNING_METHODS, UNSTRUCTURED, known_methods
 from repro.study.spec import (
     REPLICATE_SEED_STRIDE,
     DataSpec,
@@ -111,22 +112,22 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
     for i, entry in enumerate(grid):
         where = f"conditions[{i}]"
         _need(isinstance(entry, dict), where, "must be a table")
-        _check_keys(entry, None, where, extra=("model", "methods", "sparsities"))
+        _check_keys(entry, None, where, extra=("model", "methods", "sparsities", "patterns"))
         model = entry.get("model")
         _need(model in models, where, f"model {model!r} is not among [models]: {', '.join(models)}")
         methods, sparsities = entry.get("methods", []), entry.get("sparsities", [])
+        patterns = entry.get("patterns", [UNSTRUCTURED])
         _need(isinstance(methods, list) and methods, where, "methods must be a non-empty list")
         _need(
             isinstance(sparsities, list) and sparsities,
             where,
             "sparsities must be a non-empty list",
         )
+        _need(isinstance(patterns, list) and patterns, where,
+              f"patterns must be a non-empty list (e.g. [\"{UNSTRUCTURED}\", \"2:4\"])")
         for method in methods:
-            _need(
-                method in ("magnitude", "wanda"),
-                where,
-                f"method {method!r}: use magnitude or wanda",
-            )
+            _need(method in PRUNING_METHODS, where,
+                  f"method {method!r} is not known; use one of {known_methods()}")
             for s in sparsities:
                 _need(
                     isinstance(s, int | float) and not isinstance(s, bool),
@@ -134,7 +135,7 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
                     f"sparsity {s!r} is not a number",
                 )
                 _need(0.0 < s < 1.0, where, f"sparsity {s} is outside (0, 1); write 0.5 for 50 %")
-                variants.append(Variant(model, method, float(s)))
+                variants += [Variant(model, method, float(s), pattern) for pattern in patterns]
     runs = [Run(Variant(m, "dense", 0.0), seed) for m in models]
     runs += [Run(v, seed) for v in variants]
     for i, entry in enumerate(raw.get("extra_seeds", [])):

@@ -6,12 +6,13 @@ Everything the paper's abstract leaves open is declared as data; repro/study/rea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from repro.errors import ReproError
+from repro.study.methods import UNSTRUCTURED, Pattern, check_method
 
-METHODS = ("dense", "magnitude", "wanda")
 DTYPES = ("float32", "bfloat16", "float16")
 DECIDES = ("agreement", "reproduction")
 REPLICATE_SEED_STRIDE = 100_000
@@ -252,18 +253,24 @@ class VerdictSpec:
 
 @dataclass(frozen=True, order=True)
 class Variant:
-    """One model as it is analysed: dense, or pruned by one method at one sparsity."""
+    """One model as it is analysed: dense, or pruned by one method at one sparsity and pattern."""
 
     model: str
     """Model key."""
     method: str
-    """'dense', 'magnitude' or 'wanda'."""
+    """'dense' or a pruning method of repro.study.methods.METHODS."""
     sparsity: float
     """Fraction of weights removed per pruned matrix, in [0, 1); 0 for dense."""
+    pattern: str = UNSTRUCTURED
+    """'unstructured', or 'N:M' (N of every M consecutive inputs of an output removed)."""
 
     def __post_init__(self) -> None:
         where = f"condition {self.model}/{self.method}"
-        _need(self.method in METHODS, where, f"method must be one of {', '.join(METHODS)}")
+        try:
+            check_method(self.method, self.pattern)
+        except ReproError as exc:
+            raise ReproError(f"study file: {where}: {exc}") from None
+        object.__setattr__(self, "pattern", str(Pattern.parse(self.pattern)))  # 02:4 -> 2:4
         _need(
             0.0 <= self.sparsity < 1.0,
             where,
@@ -274,10 +281,19 @@ class Variant:
             where,
             "dense runs have sparsity 0 and pruned runs a sparsity above 0",
         )
+        implied = Pattern.parse(self.pattern).sparsity
+        if implied is not None:
+            _need(math.isclose(implied, self.sparsity), where,
+                  f"pattern {self.pattern} removes {implied:g} of the weights, not "
+                  f"{self.sparsity:g}; give it in a [[conditions]] entry with sparsities = "
+                  f"[{implied:g}]")
 
     @property
     def id(self) -> str:
-        return f"{self.model}/{self.method}/{round(self.sparsity * 100, 6):g}"
+        """model/method/percent, the method tagged with an N:M pattern (wanda-2of4)."""
+        tag = Pattern.parse(self.pattern).tag
+        method = f"{self.method}-{tag}" if tag else self.method
+        return f"{self.model}/{method}/{round(self.sparsity * 100, 6):g}"
 
     @property
     def is_dense(self) -> bool:
