@@ -321,10 +321,22 @@ def test_paper_estimates_follow_their_derivation(hf_home: Path) -> None:
     facts = {k: footprint.KNOWN_MODELS[s.source] for k, s in study.models.items()}
     parts = footprint.out_bytes(study, facts)
     assert parts["activations"] == 256 * 1024 * 2 * (1152 * 13 + 2304 * 4 + 2048 * 3)
-    # each model's runs plus one control-seed SAE per variant (13, 4 and 3)
-    assert parts["saes"] == 2 * 16384 * 4 * (1152 * (15 + 13) + 2304 * (4 + 4) + 2048 * (3 + 3))
+    # each model's runs plus one control-seed SAE per variant (13, 4 and 3), per replicate
+    assert parts["saes"] == study.verdict.replicates * 2 * 16384 * 4 * (
+        1152 * (15 + 13) + 2304 * (4 + 4) + 2048 * (3 + 3))
     assert footprint.gpu_need_gib(study) == 34
     assert footprint.gpu_need_gib(load_study(profile_path("tiny"))) == 0
+    # paper-plus: SparseGPT's kept weights in bf16 beside its masks (6 + 2 + 1 unstructured
+    # variants at the paper's sparsities, one 2:4 per model at 0.5)
+    plus = load_study(profile_path("paper-plus"))
+    masks = footprint.out_bytes(plus, facts)["masks"]
+    n = {k: f.n_params for k, f in facts.items()}
+    kept = (sum(int((1 - s) * n["gemma-3-1b"]) * 2 for s in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
+            + sum(int(0.5 * n[k]) * 2 for k in n) + int(0.7 * n["gemma-2-2b"]) * 2
+            + int(0.5 * n["gemma-2-2b"]) * 2 + int(0.5 * n["llama-3.2-1b"]) * 2)
+    bits = sum(n[v.model] // 8 for v in plus.conditions)
+    assert masks == bits + kept
+    assert footprint.gpu_need_gib(plus) == 34
 
 
 def test_doctor_paper_lists_everything_missing_here(hf_home: Path) -> None:
