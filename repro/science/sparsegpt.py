@@ -16,10 +16,13 @@ Layers go in order, each from the inputs of the already pruned layers (`prune.la
 Choices, stated: the unstructured block mask removes exactly floor(s * block entries) with
 ties to the lower (row-major) position, where the reference's `<= threshold` removes one more
 and any ties (the same choice as magnitude, DESIGN.md); N:M ties go to the lower column where
-the reference's `topk` leaves them unspecified. Arithmetic is float64 throughout (Hessian,
-Cholesky factors, updates; the reference: float32), rounded once to the model's dtype at the
-end: a 2048-column Hessian summed over 262k calibration tokens in float32 loses digits the
-masks then depend on, and float64 costs little next to the forward passes.
+the reference's `topk` leaves them unspecified. Arithmetic: each calibration batch's X^T X
+in float32 (float64 for a float64 model), as the reference computes it, summed over the
+batches in float64 (the reference sums in float32: over 262k tokens that loses digits the
+masks depend on); the Cholesky factors and every update in float64 (the reference: float32),
+rounded once to the model's dtype at the end. The batch products stay in float32 because
+they are most of the work and the pinned CPU arithmetic (repro/science/numerics.py) runs
+float64 matrix products four times slower than float32 ones.
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ DAMP = 0.01
 
 
 def _hessian(mod: nn.Module) -> tuple[torch.Tensor, Callable]:
-    """SparseGPT's statistic: sum over tokens of x x^T, in float64."""
+    """SparseGPT's statistic: sum over tokens of x x^T, each batch's product in float32
+    (float64 for a float64 model), the sum over batches in float64."""
     n = in_features(mod)
+    dtype = torch.promote_types(mod.weight.dtype, torch.float32)
 
     def add(acc: torch.Tensor, x: torch.Tensor) -> None:
-        x = x.to(torch.float64)
-        acc += x.T @ x
+        x = x.to(dtype)
+        acc += (x.T @ x).to(torch.float64)
 
     return torch.zeros(n, n, dtype=torch.float64, device=mod.weight.device), add
 
@@ -93,11 +98,9 @@ def solve(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
                 scores = w1[:, i:i + pattern.m] ** 2 / d[i:i + pattern.m].unsqueeze(0) ** 2
                 lowest = torch.sort(scores, dim=1, stable=True).indices[:, : pattern.n]
                 mask1[:, i:i + pattern.m].scatter_(1, lowest, True)
-            col = w1[:, i]
-            q = torch.where(mask1[:, i], 0.0, col)
-            err = (col - q) / d[i]
-            w1[:, i:] -= err.unsqueeze(1) * u1[i, i:].unsqueeze(0)
-            w1[:, i] = q  # exactly q: the update above leaves it there up to round-off
+            err = w1[:, i] * mask1[:, i] / d[i]  # (w - q) / d, q = w with pruned entries 0
+            w1[:, i:].addr_(err, u1[i, i:], alpha=-1)
+            w1[:, i] *= ~mask1[:, i]  # exactly q: the update leaves it there up to round-off
             errors[:, i] = err
         w[:, i1:i2] = w1
         pruned[:, i1:i2] = mask1
