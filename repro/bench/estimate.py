@@ -21,8 +21,9 @@ sequence (2048 for calibration and perplexity), which this model leaves out.
 
 The H100/H200-class figure is computed, not measured: FLOPs per unit / (peak x utilisation),
 with the constants below; matching stays on the CPU and keeps its measured time. SparseGPT
-computes in float64 (repro/science/sparsegpt.py): its Hessians and solves are counted at the
-FP64 tensor-core peak, plus a kernel launch overhead per column of its update loop.
+(repro/science/sparsegpt.py) sums its Hessians in float32 and solves in float64: both are
+counted at 67 TFLOP/s (an H100's FP32 and FP64 tensor-core peaks), plus a kernel launch
+overhead per column of its update loop.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ MFU_SAE = 0.6
 SAE_FLOPS_PER_TOKEN_PER_WEIGHT = 6
 """Forward (2) + backward (4) FLOPs per weight and token, for encoder and decoder each."""
 H100_FP64_FLOPS = 67e12
-"""FP64 tensor-core peak of an H100 SXM: SparseGPT's Hessians, factors and updates."""
+"""FP64 tensor-core peak of an H100 SXM (its FP32 peak too): SparseGPT's Hessians, factors
+and updates."""
 MFU_FP64 = 0.35
 """Assumed utilisation of SparseGPT's float64 matmuls and factorisations."""
 LAUNCH_S = 10e-6
