@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 # The reproduction as an image (README.md, "The container"):
-#   docker build -t repro .                                # CUDA 13.0, the paper profile
-#   docker build --build-arg VARIANT=cpu -t repro:cpu .    # CPU only, the tiny profile
+#   docker build --build-arg REVISION="$(git describe --always --dirty --abbrev=12)" -t repro .
+#       (CUDA 13.0, the paper profile; add --build-arg VARIANT=cpu for the CPU-only image that
+#       runs the tiny profile)
 #   docker run --gpus all -v repro-cache:/cache -v "$PWD/results:/results" repro
+# docs/container.md says how CI tests what this installs, and where the revision goes.
 #
 # Base images are pinned by digest, Python is an exact CPython build, and every Python
 # package comes from a hash-pinned lock installed with --require-hashes --no-deps, so a
@@ -38,7 +40,6 @@ ENV REPRO_LOCK_FILE=/opt/repro/requirements/cpu.lock \
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS final
 ARG VERSION=0.1.0
-ARG REVISION=unknown
 # Where the source lives: pass the public repository, --build-arg SOURCE="$(git remote get-url
 # origin)"; the default names the paper this code reproduces.
 ARG SOURCE=https://arxiv.org/abs/2603.25325
@@ -47,7 +48,6 @@ LABEL org.opencontainers.image.title="repro" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.url="https://arxiv.org/abs/2603.25325" \
       org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 ENV PYTHON_VERSION=3.11.15 \
@@ -68,16 +68,29 @@ RUN --mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv \
     uv python install "$PYTHON_VERSION" \
     && "$(uv python find "$PYTHON_VERSION")" -m venv "$VIRTUAL_ENV"
 
-# Layer 2, the dependencies: changes only with the lock files, never with the code.
+# Layer 2, the dependencies: changes only with the lock files, never with the code. The build
+# backend comes first, from build.lock (the same pins and hashes as the lock's), so that the
+# lock's two sdists build against it with --no-build-isolation: nothing unhashed is fetched.
 COPY requirements/ /opt/repro/requirements/
-RUN pip install --no-cache-dir --require-hashes --no-deps -r "$REPRO_LOCK_FILE" \
+RUN pip install --no-cache-dir --require-hashes --no-deps --only-binary :all: \
+        -r /opt/repro/requirements/build.lock \
+    && pip install --no-cache-dir --require-hashes --no-deps --no-build-isolation \
+        -r "$REPRO_LOCK_FILE" \
     && pip check
 
-# Layer 3, the package (code, study files, tiny assets): built offline against the locked
-# setuptools, without dependencies, so it cannot change a pinned version.
-COPY pyproject.toml /opt/repro/src/
+# The commit the image is built from. Declared here, after the dependencies, because every
+# RUN after an ARG sees it: a new commit rebuilds the package layer, not the 3 GB of wheels.
+ARG REVISION=unknown
+LABEL org.opencontainers.image.revision="${REVISION}"
+
+# Layer 3, the package (code, study files, tiny assets, expected outputs; README and LICENSE
+# go into its metadata): built offline against the locked setuptools, without dependencies,
+# so it cannot change a pinned version. setup.py writes REVISION into the package: `repro
+# --version` and every manifest's code_version name the commit.
+COPY pyproject.toml setup.py README.md LICENSE /opt/repro/src/
 COPY repro/ /opt/repro/src/repro/
-RUN pip install --no-cache-dir --no-deps --no-build-isolation /opt/repro/src \
+RUN REPRO_REVISION="$REVISION" \
+    pip install --no-cache-dir --no-deps --no-build-isolation /opt/repro/src \
     && rm -rf /opt/repro/src
 
 COPY --chmod=0755 entrypoint.sh /usr/local/bin/entrypoint.sh

@@ -13,34 +13,56 @@ import signal
 import sys
 from pathlib import Path
 
-from repro.errors import ReproError
+from repro.errors import ReproError, from_os_error, one_line
+
+DEFAULT_PROFILE = "tiny"
+"""The study of a command given neither --profile nor --study: the one every machine runs."""
 
 
 def _study(args: argparse.Namespace):
     from repro.study.reader import load_study, profile_path
 
-    return load_study(Path(args.study) if args.study else profile_path(args.profile))
+    return load_study(Path(args.study) if args.study
+                      else profile_path(args.profile or DEFAULT_PROFILE))
 
 
 def _profile_arg(args: argparse.Namespace) -> str:
     """How the command named its study, for the fixes that error messages suggest."""
-    return f"--study {args.study}" if args.study else f"--profile {args.profile}"
+    return f"--study {args.study}" if args.study else \
+        f"--profile {args.profile or DEFAULT_PROFILE}"
 
 
 def _context(args: argparse.Namespace, study):
     from repro.inputs.models import resolve_device
-    from repro.science.numerics import pin_cpu
+    from repro.outputs.runfolder import guard_out
+    from repro.science.numerics import MODE_VARIABLE, pin_cpu
     from repro.stages.context import Context
     from repro.stages.launch import launched_device
 
+    if not str(args.out).strip():  # Path("") would be the current folder
+        raise ReproError("--out is empty; name the output folder, e.g. --out runs/mine")
+    guard_out(Path(args.out))
     device = resolve_device(study.device, launched_device(args.device, study.device))
     if device.type == "cpu":
+        # the study's arithmetic unless the environment names one (a cross-check of a bless)
+        os.environ.setdefault(MODE_VARIABLE, study.numerics)
         pin_cpu()  # before the first torch kernel: ATen reads its capability once
-    if not str(args.out).strip():
-        raise ReproError("--out is empty; name the output folder, e.g. --out runs/mine")
     expected = getattr(args, "expected", None)
     return Context(study=study, out=Path(args.out), device=device, force=args.force,
                    quiet=args.quiet, expected=Path(expected) if expected else None)
+
+
+def _ready(args: argparse.Namespace, runs, study, *, verify: bool, extra=()):
+    """Every check of repro.outputs.preflight, in one place for `all` and `prune`; --check
+    stops after them."""
+    from repro.outputs.preflight import check_run
+
+    ctx = _context(args, study)
+    ready = check_run(ctx, runs, _profile_arg(args), replace=args.replace_study, verify=verify,
+                      extra_dirs=tuple(ctx.out / d for d in extra))
+    if args.check:
+        print(ready.line())
+    return ready
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -48,6 +70,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     study = _study(args)
     runs = select_runs(study, args.runs, args.shard)
+    if not args.study and not args.profile:  # say what a bare `repro list` lists
+        print(f"profile {DEFAULT_PROFILE} (the default; --profile small, --profile paper or "
+              "--study FILE list another)")
     rows = [("run id", "model", "method", "pattern", "sparsity", "seed", "role")]
     for r in runs:
         role = (
@@ -84,35 +109,53 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    from repro.inputs.doctor import preflight
     from repro.outputs.finish import finish
+    from repro.outputs.preflight import check_environment, take_over
     from repro.stages.launch import launched_shard
     from repro.stages.run import run_all
     from repro.study.reader import select_runs
 
+    check_environment()
     study = _study(args)
     runs = select_runs(study, args.runs, launched_shard(args.shard))
-    ctx = _context(args, study)
-    preflight(study, _profile_arg(args))
+    ready = _ready(args, runs, study, verify=True)
+    if args.check:
+        return 0
+    ctx = ready.ctx
+    moved = take_over(ready)
+    if moved:
+        ctx.log(moved)
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs, finish)
     if counts["done"] == 0:
-        print(
-            f"everything is already done in {ctx.out} ({counts['skipped']} stages); "
-            "use --force to redo"
-        )
+        from repro.outputs.partial import is_partial
+
+        partial = is_partial(ctx.out) is not None  # its PARTIAL lines said what is missing
+        print(f"{'every stage of the selected runs' if partial else 'everything'} is already "
+              f"done in {ctx.out} ({counts['skipped']} stages); use --force to redo")
     return counts["verify"] or 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from repro.files import write_text_if_changed
+    from repro.outputs.preflight import check_environment, take_over
     from repro.stages.context import ModelHolder, check_output_dir
     from repro.stages.pipeline import prune_stage, tokens_stage
     from repro.study.methods import METHODS
 
+    check_environment()
     study = _study(args)
     run = study.run(args.run)
-    ctx = _context(args, study)
+    ready = _ready(args, (run,), study, verify=False, extra=(f"pruned/{run.variant.id}",))
+    if args.check:
+        return 0
+    ctx = ready.ctx
+    moved = take_over(ready)
+    if moved:
+        ctx.log(moved)
     check_output_dir(ctx.out)
+    # the folder is this study's from now on, as a `repro all` run folder is
+    write_text_if_changed(ctx.out / "study.toml", study.path.read_text(encoding="utf-8"))
     holder = ModelHolder(ctx)
     spec = study.models[run.variant.model]
     if METHODS[run.variant.method].needs_calibration:
@@ -127,30 +170,41 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_build_tiny_assets(args: argparse.Namespace) -> int:
+    from repro.outputs.runfolder import guard_out
     from repro.tiny.build import build_tiny_assets
 
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "assets" / "tiny"
+    guard_out(out, marker="SHA256SUMS", what="tiny-assets folder")
     summary = build_tiny_assets(out, quick=args.quick)
     print(f"tiny assets written to {out}: {summary}")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from repro.outputs import partial
+    from repro.outputs.preflight import check_verify
     from repro.outputs.verify import verify_run
     from repro.outputs.verify_text import summary
 
-    result = verify_run(
-        Path(args.run_dir),
-        Path(args.expected) if args.expected else None,
-        Path(args.tolerances) if args.tolerances else None,
-    )
+    run_dir = Path(args.run_dir)
+    expected = Path(args.expected) if args.expected else None
+    tolerances = Path(args.tolerances) if args.tolerances else None
+    check_verify(run_dir, expected, tolerances)
+    study = partial.is_partial(run_dir) if run_dir.is_dir() else None
+    if study is not None:  # runs or study stages missing: compare what finished
+        result = partial.verify_partial(run_dir, study, expected, tolerances=tolerances)
+        print(partial.summary(result))
+        return result["exit_code"]
+    result = verify_run(run_dir, expected, tolerances)
     print(summary(result))
     return 0 if result["ok"] else 1
 
 
 def cmd_bless(args: argparse.Namespace) -> int:
     from repro.outputs.bless import bless_run
+    from repro.outputs.preflight import check_bless
 
+    check_bless(Path(args.run_dir), Path(args.expected) if args.expected else None)
     done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None,
                      allow_dirty=args.allow_dirty)
     print(
@@ -166,13 +220,23 @@ def cmd_bless(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from repro.outputs import partial
     from repro.outputs.completeness import describe_missing
+    from repro.outputs.preflight import check_report
     from repro.outputs.report import gather, write
 
-    rep = gather(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    check_report(run_dir)
+    study = partial.is_partial(run_dir) if run_dir.is_dir() else None
+    # an unfinished run: the same comparison and words as `repro verify` and `repro all`
+    result = partial.verify_partial(run_dir, study) if study is not None else None
+    rep = gather(run_dir)
     md, page = write(rep)
     print(f"report written to {md} and {page}"
-          + (f"; the run is {describe_missing(rep.missing)}" if rep.missing else ""))
+          + (f"; the run is {describe_missing(rep.missing)}" if rep.missing and not result
+             else ""))
+    if result is not None:
+        print(partial.summary(result))
     return 0
 
 
@@ -193,8 +257,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from repro.inputs.doctor import run_checks
+    from repro.outputs.shipped import expected_checks
 
-    checks = run_checks(_study(args), Path(args.out), _profile_arg(args))
+    study = _study(args)
+    checks = run_checks(study, Path(args.out), _profile_arg(args)) + expected_checks(study)
     for check in checks:
         print(check.line())
     failed = sum(not c.ok for c in checks)
@@ -204,10 +270,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from repro.bench.report import markdown
-    from repro.bench.run import PARTS, run_bench
+    from repro.bench.run import PARTS, check_sizes, run_bench
     from repro.inputs.models import resolve_device
-    from repro.science.numerics import pin_cpu
+    from repro.outputs.runfolder import guard_out
+    from repro.science.numerics import mode, pin_cpu
 
+    mode()
+    check_sizes(args.repeats, args.match_size)
+    guard_out(Path(args.out), marker="bench.json", what="bench folder")
     device = resolve_device("cpu", args.device)
     if device.type == "cpu":
         pin_cpu()  # the bench times what a pinned run computes
@@ -225,6 +295,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """`repro --version`: the version and code revision every manifest records, computed only
+    when asked (repro.stages.provenance.code_version)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and revision")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        from repro.stages.provenance import code_version
+
+        print(f"repro {code_version()}")
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line and exit code 2, like every other bad input."""
 
@@ -240,11 +324,13 @@ def _parser() -> argparse.ArgumentParser:
             "SAEs, analyse, verify."
         ),
     )
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     def study_opts(sp: argparse.ArgumentParser, runs: bool = True) -> None:
         g = sp.add_mutually_exclusive_group()
-        g.add_argument("--profile", default="tiny", help="shipped study: tiny (default) or paper")
+        g.add_argument("--profile", help=f"shipped study: {DEFAULT_PROFILE} (default), small or "
+                                          "paper")
         g.add_argument("--study", metavar="FILE", help="a study TOML file of your own")
         if runs:
             sp.add_argument("--runs", nargs="+", metavar="ID", help="only these run ids")
@@ -260,6 +346,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the study's)")
         sp.add_argument("--force", action="store_true", help="redo stages that are already done")
         sp.add_argument("--quiet", action="store_true", help="no progress lines")
+        sp.add_argument("--check", action="store_true",
+                        help="check the study, environment, models, output folder and expected "
+                             "outputs, then stop without writing anything")
+        sp.add_argument("--replace-study", action="store_true",
+                        help="when --out holds the run of another study, move it aside to "
+                             "OUT.replaced-<time> (never deleted) and start afresh")
 
     sp = sub.add_parser("list", help="print the runs of a study")
     study_opts(sp)
@@ -270,7 +362,7 @@ def _parser() -> argparse.ArgumentParser:
     compute_opts(sp, "results")
     sp.add_argument("--expected", metavar="DIR",
                     help="expected outputs to verify against (tables, claims.toml, "
-                         "tolerances.toml; default: expected_outputs/<the study's name>)")
+                         "tolerances.toml; default: repro/expected_outputs/<the study's name>)")
     sp.set_defaults(fn=cmd_all)
 
     from repro.study.methods import known_methods
@@ -292,13 +384,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--expected",
         metavar="DIR",
-        help="expected tables (default: expected_outputs/<the run's profile>)",
+        help="expected tables (default: repro/expected_outputs/<the run's profile>)",
     )
     sp.add_argument(
         "--tolerances",
         metavar="FILE",
         help="tolerances file (default: the expected folder's tolerances.toml, or for the "
-             "package's profiles expected_outputs/tolerances.toml)",
+             "package's profiles repro/expected_outputs/tolerances.toml)",
     )
     sp.set_defaults(fn=cmd_verify)
 
@@ -308,7 +400,7 @@ def _parser() -> argparse.ArgumentParser:
         "--expected",
         metavar="DIR",
         help="where to write them, with claims.toml and tolerances.toml (default: "
-             "expected_outputs/<the run's profile>)",
+             "repro/expected_outputs/<the run's profile>)",
     )
     sp.add_argument("--allow-dirty", action="store_true",
                     help="bless a run made from uncommitted code (recorded in PROVENANCE.json)")
@@ -327,7 +419,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--repeats", type=int, help="timed rounds per comparison (default 3)")
     sp.add_argument("--quick", action="store_true", help="small sizes (tests, a first look)")
     sp.add_argument("--only", metavar="PARTS",
-                    help="comma-separated: capture,paper,tiny,wanda,match,sae (default: all)")
+                    help="comma-separated: capture,paper,tiny,wanda,match,sae,smollm2,"
+                         "arithmetic (default: all)")
     sp.add_argument("--match-size", type=int, metavar="N",
                     help="features per SAE in the matching timing (default 16384)")
     sp.add_argument("--estimate", action="store_true",
@@ -347,24 +440,54 @@ def _on_term(_signum: int, _frame: object) -> None:
 
 
 def _share_cores_politely() -> None:
-    """Several processes of one launch (accelerate, torchrun) share a machine's cores, and each
-    keeps the pinned 2 intra-op threads. GNU OpenMP's threads spin while they wait, so
-    oversubscribed they burn each other's time slices: two launched tiny runs on 2 cores took
-    over 30 minutes, against 4 for one. Sleeping waits change no arithmetic. OpenMP reads this
-    once, when torch loads it, so it is set here, before anything imports torch."""
-    if int(os.environ.get("LOCAL_WORLD_SIZE") or 1) > 1:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Every CPU run sleeps while its threads wait instead of spinning
+    (repro.science.numerics.share_cores_politely): spinning threads of one run, or of
+    several launched processes, burn each other's and other jobs' time slices on a shared
+    machine (two launched tiny runs on 2 cores took over 30 minutes, against 4 for one). It
+    changes no arithmetic. OpenMP reads it once, when torch loads it, so it is set here,
+    before anything imports torch."""
+    from repro.science.numerics import share_cores_politely
+
+    share_cores_politely()
+
+
+PROGRESS_BARS_OFF = {
+    "TQDM_DISABLE": "1",  # tqdm reads TQDM_* defaults when imported: sae-lens, GGUF conversion
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub; transformers' own bars follow it
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
+"""Every library's switch for its progress bars."""
+
+
+def _progress_bars_on_terminals_only() -> None:
+    """A progress bar redraws one line with carriage returns: on a terminal it shows progress,
+    in a log file or a CI page it is hundreds of updates glued into one line. When stderr is
+    not a terminal every library's bars are off (set before any of them is imported, as each
+    reads its switch then); the stage and file lines `repro` prints say what finished. A
+    value the environment already has wins."""
+    if sys.stderr.isatty():
+        return
+    for name, value in PROGRESS_BARS_OFF.items():
+        os.environ.setdefault(name, value)
 
 
 def main(argv: list[str] | None = None) -> int:
     _share_cores_politely()
+    _progress_bars_on_terminals_only()
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     try:
+        _share_cores_politely()
         return args.fn(args)
     except ReproError as exc:
-        print(f"repro: error: {exc}", file=sys.stderr)
+        print(one_line(f"repro: error: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        refusal = from_os_error(exc)
+        if refusal is None:
+            raise
+        print(one_line(f"repro: error: {refusal}"), file=sys.stderr)
+        return refusal.exit_code
     except KeyboardInterrupt:
         print(
             "repro: interrupted; completed stages are kept, run the same command again to resume",

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import signal
+import stat
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,19 @@ def write_text_if_changed(path: Path, text: str) -> None:
     except OSError:
         pass
     atomic_write_text(path, text)
+
+
+def path_problem(path: Path) -> str:
+    """Why a path that should be read is not there: missing, a loop of symbolic links, a
+    folder where a file belongs or the reverse (for the one line that refuses it)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return {errno.ELOOP: "is a loop of symbolic links",
+                errno.ENOTDIR: "is missing (a file stands where a folder of its path belongs)",
+                errno.EACCES: "is not accessible (permission denied)"}.get(exc.errno,
+                                                                          "is missing")
+    return "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a folder"
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -25,7 +25,7 @@ from the first run, the one that is blessed. Three kinds of setting:
   causal rho by 0.38 on the tiny profile. Bands that wide could not catch a flipped sign in
   those columns; a machine that differs this much would fail the verdict.
 
-The bands written to expected_outputs/tolerances.toml are MULTIPLE x the largest spread over
+The bands written to repro/expected_outputs/tolerances.toml are MULTIPLE x the largest spread over
 the pinned and perturbed settings, with a floor of abs FLOOR_ABS + rel FLOOR_REL (what a
 last-bit difference in a float can be), for every measured numeric column; columns exact by
 construction (the grid's sparsities and seeds, the sample sizes) get no band at all. A
@@ -61,12 +61,12 @@ from repro.outputs.bands import (
     keep_other_profiles,
 )
 from repro.outputs.bless import code_versions
-from repro.outputs.expected import load_claims
+from repro.outputs.expected import EXPECTED_ROOT, load_claims
 from repro.outputs.report import finished_manifests, stage_times
 from repro.science.numerics import PINNED_ENV, PINNED_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
-TOLERANCES = ROOT / "expected_outputs" / "tolerances.toml"
+TOLERANCES = EXPECTED_ROOT / "tolerances.toml"
 MULTIPLE = 3.0
 NO_ISA = ("-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX2,-FMA,-AVX_Fast_Unaligned_Load")
 PINNED: dict[str, dict[str, str]] = {
@@ -188,7 +188,7 @@ def tolerances_text(profile: str, spread: dict, claims: dict, settings: list[str
         sys.exit("measure_spread: a claim is null in one run and a number in another; no band "
                  "covers that, find the cause first")
     lines.append(f'["{profile}"."claims"]')
-    for spec in load_claims(ROOT / "expected_outputs" / "paper"):
+    for spec in load_claims(EXPECTED_ROOT / "paper"):
         key = f"{spec.claim}.{spec.field}"
         if key not in EXACT_CLAIMS and key in claims:
             lines.append(f"{spec.name} = {_entry(claims[key], settings)}")

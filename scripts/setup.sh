@@ -4,6 +4,8 @@
 # Creates .venv with CPython 3.11 (reused when it exists), installs requirements/cpu.lock
 # hash-checked and without resolving anything (--no-deps: the lock is complete), then the
 # repro package in editable mode, again without dependencies, so the lock's pins stand.
+# The build backend (requirements/build.lock) goes in first, so that the lock's two sdists
+# build against it (--no-build-isolation) rather than against setuptools fetched unhashed.
 # Afterwards: .venv/bin/python -m pytest -q, .venv/bin/repro --help.
 #
 # Environment: PYTHON (default python3, must be 3.11), VENV (default .venv).
@@ -24,7 +26,9 @@ if [[ ! -x "$venv/bin/python" ]]; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-  --require-hashes --no-deps -r requirements/cpu.lock
+  --require-hashes --no-deps --only-binary :all: -r requirements/build.lock
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+  --require-hashes --no-deps --no-build-isolation -r requirements/cpu.lock
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
   --no-deps --no-build-isolation -e .
 "$venv/bin/python" -m pip check

@@ -106,3 +106,14 @@ def word_tokenizer(words: list[str]):
         pad_token="<pad>",
         unk_token="<unk>",
     )
+
+
+@pytest.fixture(scope="session")
+def installed_tiny(tmp_path_factory: pytest.TempPathFactory):
+    """The package installed as the image installs it, outside the checkout, and the tiny
+    profile run through entrypoint.sh as `docker run repro:cpu` runs it (tests/installed.py).
+    One run for the session: tests/test_container.py checks the install and its verdict,
+    tests/test_end_to_end.py the run itself."""
+    from installed import install_and_run
+
+    return install_and_run(tmp_path_factory.mktemp("installed"))

@@ -1,10 +1,13 @@
 """Rerun `repro all` on a run folder as if one module's source had been edited.
 
-    python tests/edit_code.py MODULE RUN_DIR   (prints the stage folders redone, as JSON)
+    python tests/edit_code.py MODULE RUN_DIR [code|docstring]
+                                             (prints the stage folders redone, as JSON)
 
-The module's source is copied with a comment appended, and repro.stages.codehash reads that copy
-for it: to the stage cache this is an edited file, while the code that runs is unchanged,
-so every stage that is redone must give the same bytes. Used by tests/test_end_to_end.py.
+The module's source is copied with one edit, and repro.stages.codehash reads that copy for
+it: `code` appends a statement (a one-token change of what the module does), `docstring`
+rewrites its docstring and adds a comment (nothing it does changes). The code that runs is
+unchanged, so every stage that is redone must give the same bytes. Used by
+tests/test_end_to_end.py.
 """
 
 from __future__ import annotations
@@ -27,10 +30,16 @@ def manifests(run_dir: Path) -> dict[str, bytes]:
     return found
 
 
-def rerun_edited(module: str, run_dir: Path) -> list[str]:
+EDITS = {
+    "code": lambda text: text + "\n_EDITED_BY_TEST = 1\n",
+    "docstring": lambda text: text.replace('"""', '"""Edited. ', 1) + "\n# edited\n",
+}
+
+
+def rerun_edited(module: str, run_dir: Path, edit: str = "code") -> list[str]:
     original = codehash._source(module)
     edited = Path(tempfile.mkdtemp()) / original.name
-    edited.write_text(original.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    edited.write_text(EDITS[edit](original.read_text(encoding="utf-8")), encoding="utf-8")
     real = codehash._source
     codehash._source = lambda name: edited if name == module else real(name)
     before = manifests(run_dir)
@@ -42,4 +51,4 @@ def rerun_edited(module: str, run_dir: Path) -> list[str]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(rerun_edited(sys.argv[1], Path(sys.argv[2]))))
+    print(json.dumps(rerun_edited(sys.argv[1], Path(sys.argv[2]), *sys.argv[3:4])))

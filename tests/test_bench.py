@@ -79,15 +79,13 @@ def test_quick_bench_writes_json_and_markdown(tmp_path) -> None:
 def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     study = load_study(profile_path("paper"))
     work = be.study_work(study)
-    reps = study.verdict.replicates  # every SAE trained and evaluated once per replicate
-    assert sum(w["runs"] for w in work.values()) == 22 * reps  # the paper's runs, evaluated
-    assert sum(w["control_saes"] for w in work.values()) == 20 * reps
-    assert len(study.runs) == 42 * reps
+    assert sum(w["runs"] for w in work.values()) == 22  # the paper's runs, evaluated
+    assert sum(w["control_saes"] for w in work.values()) == 20
+    assert {w["replicates"] for w in work.values()} == {3} and len(study.runs) == 3 * 42
     g = work["gemma-3-1b"]
     assert g["variants"] == 13 and g["wanda"] == 6 and g["magnitude"] == 6
     assert g["sparsegpt"] == 0
-    # per replicate: conditions, RQ1 seed pairs, control SAEs
-    assert g["match_pairs"] == reps * (12 + 3 + 13)
+    assert g["match_pairs"] == 12 + 3 + 13  # conditions, RQ1 seed pairs, control SAEs
     rates = be.Rates(1e-3, 5e-3, 2.0, 3.0, 4e-3)
     base = be.stage_seconds(g, rates, 60.0)
     doubled = be.stage_seconds({**g, **{k: 2 * g[k] for k in (
@@ -95,6 +93,12 @@ def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     for stage in ("sae", "activations", "perplexity", "evaluate"):
         assert doubled[stage] == pytest.approx(2 * base[stage]), stage
     assert doubled["prune"] == base["prune"] and doubled["analyze"] == base["analyze"]
+    # one replicate instead of three: the replicates' SAE steps, evaluation and matching go
+    single = be.stage_seconds({**g, "replicates": 1}, rates, 60.0)
+    assert base["analyze"] == pytest.approx(3 * single["analyze"])
+    steps = g["sae_tokens"] * rates.sae_s_per_token * (g["runs"] + g["control_saes"])
+    assert base["sae"] - single["sae"] == pytest.approx(2 * steps)
+    assert base["prune"] == single["prune"] and base["perplexity"] == single["perplexity"]
     est = be.estimate(study, dict.fromkeys(study.models, rates), 60.0)
     assert est["total_s"] == pytest.approx(sum(est["stages"].values()))
     assert 0 < est["h100_class_total_s"] < est["total_s"]
@@ -142,3 +146,58 @@ def test_reduced_config_keeps_the_layer_types() -> None:
     assert full.layer_types[5] == "full_attention" and full.layer_types[4] == "sliding_attention"
     with pytest.raises(ValueError):
         build_config("gemma-3-1b", n_layers=27)
+
+
+def test_sae_ways_times_the_three_ways_side_by_side() -> None:
+    """SAEs per hour of sae-lens's runner, one SAE at a time and S together, all measured
+    in the same rounds on the same tokens; together_S counts S SAEs per run."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from repro.bench.run import TINY_DIR
+    from repro.bench.saelens import sae_ways
+    from repro.study.spec import SaeSpec
+
+    folder = TINY_DIR / "gemma-3-tiny"
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    ids = bp.random_ids(8, 64, model.config.vocab_size, tokenizer.bos_token_id)
+    got = sae_ways(model, tokenizer, ids, ids != tokenizer.bos_token_id, layer=3,
+                   spec=SaeSpec(width=64, k=4, lr=1e-3, batch_tokens=128), seq_batch=4,
+                   repeats=1, groups=(1, 3))
+    assert list(got["times"]) == ["sae_lens_runner", "one_at_a_time", "one_at_a_time_replayed",
+                                  "together_1", "together_3"]
+    assert got["saes"]["together_3"] == 3 and got["saes"]["one_at_a_time"] == 1
+    for name, times in got["times"].items():
+        assert len(times) == 1 and times[0] > 0
+        assert got["saes_per_hour"][name]["median"] == pytest.approx(
+            3600 * got["saes"][name] / times[0])
+    assert got["tokens"] == 8 * 63 and got["steps"] == 4
+
+
+def test_arithmetic_reads_the_cpu_flags_and_runs_each_setting_unpinned(monkeypatch,
+                                                                       tmp_path) -> None:
+    """The bfloat16 features come from the flags line (whole words only), and each setting's
+    subprocess starts without this process's pins, so `native` is really native."""
+    import subprocess
+
+    from repro.bench import arithmetic
+    from repro.science.numerics import MODE_VARIABLE, PINNED_ENV
+
+    info = "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16x avx512_bf16\n"
+    got = arithmetic.cpu_features(info)
+    assert got["cpu"] == "AMD EPYC" and got["avx512_bf16"] and got["avx2"]
+    assert not got["amx_bf16"] and not got["amx_tile"]
+    assert not arithmetic.cpu_features("flags : avx512_bf16x")["avx512_bf16"]
+    seen = {}
+
+    def fake_run(cmd, env, check):
+        seen[cmd[3]] = env
+        (tmp_path / "out.json").write_text("{}")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # what pin_cpu leaves in the environment
+    for name in arithmetic.SETTINGS:
+        arithmetic._run(name, tmp_path / "data", tmp_path / "out.json", 1)
+    assert {name: env[MODE_VARIABLE] for name, env in seen.items()} == {
+        "pinned_fp32": "pinned", "native_fp32": "native", "native_bf16": "native"}
+    assert not any(key in env for env in seen.values() for key in PINNED_ENV)

@@ -14,7 +14,8 @@ from repro.stages.codehash import code_hash, imported_modules
 
 PACKAGE = Path(repro.__file__).resolve().parent
 SCIENCE = ("repro.inputs.data", "repro.science.prune", "repro.science.perplexity",
-           "repro.science.activations", "repro.science.saes", "repro.science.evaluate",
+           "repro.science.activations", "repro.science.saes", "repro.science.sae_batch",
+           "repro.science.evaluate",
            "repro.outputs.analysis", "repro.outputs.claims", "repro.outputs.tables",
            "repro.outputs.figures")
 
@@ -41,7 +42,15 @@ def test_an_edit_changes_the_hash_of_exactly_its_importers(tmp_path: Path) -> No
     shutil.copytree(PACKAGE, tmp_path / "repro", ignore=shutil.ignore_patterns("assets"))
     before = _hashes(tmp_path)
     stats = tmp_path / "repro" / "science" / "stats.py"
-    stats.write_text(stats.read_text() + "\n# an edit\n")
+    original = stats.read_text()
+    # what the code says about itself: docstrings (module, function, field), comments
+    stats.write_text(original.replace('"""', '"""Reworded. ', 1)
+                     .replace('"""Equal-count', '"""Reworded: equal-count', 1)
+                     .replace("    if n_bins < 1:", "    # a comment\n    if n_bins < 1:", 1)
+                     + "\n# an edit\n")
+    assert stats.read_text().count("Reworded") == 2
+    assert _hashes(tmp_path) == before
+    stats.write_text(original + "\n_AN_EDIT = 1\n")  # one statement: what it does changed
     after = _hashes(tmp_path)
     changed = sorted(m for m in SCIENCE if after[m] != before[m])
     expected = sorted(m for m in SCIENCE if "repro.science.stats" in imported_modules(m))

@@ -1,5 +1,7 @@
 """The container without a Docker engine: the Dockerfile parsed and linted, the lock files
-checked, and entrypoint.sh run against the installed package.
+checked, the build context against what the package reads at run time, and entrypoint.sh run
+against the installed package. tests/test_installed.py builds and installs the package as the
+image does.
 
     .venv/bin/python -m pytest tests/test_container.py -q
 """
@@ -15,28 +17,13 @@ import sys
 import tomllib
 from pathlib import Path
 
+import image
 import pytest
+from image import SRC, checkout_files, context, instructions, layout, package_files
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-
-
-def instructions(path: Path = ROOT / "Dockerfile") -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    out, buf = [], ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not buf and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        buf += " " + line[:-1] if line.endswith("\\") else " " + line
-        if not line.endswith("\\"):
-            keyword, _, args = buf.strip().partition(" ")
-            out.append((keyword.upper(), args.strip()))
-            buf = ""
-    return out
 
 
 def args_defaults(ins: list[tuple[str, str]]) -> dict[str, str]:
@@ -225,3 +212,150 @@ def test_runs_offline_except_fetch_and_execs(fake_repro: Path) -> None:
     assert "offline=1" in entrypoint("all", path=str(fake_repro)).stdout
     assert "offline=\n" in entrypoint("fetch", path=str(fake_repro)).stdout + "\n"
     assert "offline=0" in entrypoint("all", path=str(fake_repro), HF_HUB_OFFLINE="0").stdout
+
+
+# ---- the build context against what the package reads ------------------------------------
+
+def missing_from_image(files: dict[str, str], ins: list[tuple[str, str]]) -> list[str]:
+    """What the package, its build or the image's commands read that the image would lack."""
+    need = [f"{SRC}/{f}" for f in package_files()]
+    need += [f"{SRC}/{f}" for f in ("pyproject.toml", "setup.py", "README.md", "LICENSE")]
+    need += ["/usr/local/bin/entrypoint.sh"]
+    for keyword, arg in ins:  # REPRO_LOCK_FILE of both variants, build.lock of the RUN
+        if keyword in ("ENV", "RUN"):
+            need += re.findall(r"/opt/repro/requirements/[\w.]+\.lock", arg)
+    return sorted(set(need) - set(files))
+
+
+def test_every_tracked_file_of_the_package_is_a_module_or_package_data() -> None:
+    """Nothing in repro/ that git tracks is left out of the wheel (a new data folder must be
+    declared in pyproject.toml's package-data, or an install would lack it)."""
+    tracked = {f for f in checkout_files() if f.startswith("repro/")}
+    assert tracked - set(package_files()) == set()
+    assert {"repro/expected_outputs/tolerances.toml", "repro/expected_outputs/paper/claims.toml",
+            "repro/expected_outputs/tiny/T3_survival.csv", "repro/study/studies/tiny.toml",
+            "repro/assets/tiny/SHA256SUMS"} <= set(package_files())
+
+
+def test_everything_the_package_reads_is_in_the_build_context() -> None:
+    ins = instructions()
+    files = layout(ins, context(checkout_files(), (ROOT / ".dockerignore").read_text()))
+    assert missing_from_image(files, ins) == []
+    assert not any("__pycache__" in f or f.startswith(f"{SRC}/repro/REVISION") for f in files)
+
+
+def test_the_context_check_finds_what_a_dockerignore_drops() -> None:
+    """Negative control: a .dockerignore that drops the expected outputs and the README (as
+    the image's did) leaves exactly those out, and the check names them."""
+    ins = instructions()
+    ignore = (ROOT / ".dockerignore").read_text().replace("!README.md\n", "")
+    files = layout([(k, a.replace("README.md ", "")) for k, a in ins],
+                   context(checkout_files(), ignore + "repro/expected_outputs\n"))
+    missing = missing_from_image(files, ins)
+    assert f"{SRC}/README.md" in missing
+    assert f"{SRC}/repro/expected_outputs/tiny/claims.toml" in missing
+    assert all(m == f"{SRC}/README.md" or "/expected_outputs/" in m for m in missing)
+
+
+def test_dockerignore_rules_follow_docker() -> None:
+    """The matcher tests/image.py uses, on the cases the file relies on: `*` then `!` lines
+    (last match wins, a parent folder's match covers its files) and `**`."""
+    rules = image.ignore_rules("*\n!repro/\nrepro/**/__pycache__\n!requirements/*.lock\n")
+    assert image.in_context("repro/study/studies/tiny.toml", rules)
+    assert not image.in_context("repro/outputs/__pycache__/x.pyc", rules)
+    assert not image.in_context("repro/__pycache__/x.pyc", rules)  # `**/` matches no folder
+    assert image.in_context("requirements/build.lock", rules)
+    assert not image.in_context("requirements/cpu.in", rules)
+    assert not image.in_context(".venv/lib/python3.11/site-packages/repro/cli.py", rules)
+
+
+UP = re.compile(r"Path\((repro\.)?__file__\)\.resolve\(\)"
+                r"((?:\.parent(?!s))*)(?:\.parents\[(\d+)\])?")
+ABOVE_THE_PACKAGE = {
+    "repro/inputs/doctor.py": "a checkout's requirements/*.lock when REPRO_LOCK_FILE is unset",
+    "repro/stages/provenance.py": "a checkout's .git, for the revision (else repro/REVISION)",
+}
+"""Modules that may look above the package folder, and why: a checkout's files, never needed
+by an installed package (the image sets REPRO_LOCK_FILE, the build writes REVISION)."""
+
+
+def reads_above_the_package(rel: str, source: str) -> list[str]:
+    """The `Path(__file__)` expressions of a module that climb out of the package folder."""
+    found = []
+    for m in UP.finditer(source):
+        to_package = 1 if m.group(1) else len(Path(rel).parts) - 1
+        up = m.group(2).count(".parent") + (int(m.group(3)) + 1 if m.group(3) else 0)
+        if up > to_package:
+            found.append(f"{rel}: {m.group(0)}")
+    return found
+
+
+def test_no_module_reads_above_the_package_but_the_checkout_helpers() -> None:
+    found = [line for f in package_files() if f.endswith(".py")
+             for line in reads_above_the_package(f, (ROOT / f).read_text())]
+    assert sorted({line.split(":")[0] for line in found}) == sorted(ABOVE_THE_PACKAGE)
+    # negative control: the line that kept the expected outputs out of the image
+    old = 'EXPECTED_ROOT = Path(repro.__file__).resolve().parent.parent / "expected_outputs"'
+    assert reads_above_the_package("repro/outputs/expected.py", old)
+    assert not reads_above_the_package("repro/outputs/expected.py",
+                                       old.replace(".parent.parent", ".parent"))
+    assert reads_above_the_package("repro/stages/run.py", "Path(__file__).resolve().parents[2]")
+    assert not reads_above_the_package("repro/stages/run.py", "Path(__file__).resolve().parents[1]")
+
+
+# ---- the lock: wheels, and sdists built only against hash-checked files --------------------
+
+def lock_entries(text: str, names: tuple[str, ...]) -> str:
+    """The requirement lines (pin and hashes, no comments) of `names` in a lock's text."""
+    keep, out = False, []
+    for line in text.splitlines():
+        if re.match(r"[a-z0-9]", line):
+            keep = line.split("==")[0] in names
+        if keep and not line.strip().startswith("#"):
+            out.append(line)
+    return "\n".join(out)
+
+
+BACKEND = ("setuptools", "wheel")
+
+
+def test_build_lock_is_both_locks_build_backend() -> None:
+    build = (ROOT / "requirements" / "build.lock").read_text()
+    assert sorted(lock_pins(ROOT / "requirements" / "build.lock")) == sorted(BACKEND)
+    for name in ("cpu.lock", "cuda.lock"):
+        assert lock_entries(build, BACKEND) == lock_entries(
+            (ROOT / "requirements" / name).read_text(), BACKEND), name
+
+
+@pytest.mark.parametrize("where", ["Dockerfile", "scripts/setup.sh"])
+def test_the_build_backend_goes_in_first_and_sdists_build_against_it(where: str) -> None:
+    """Every install of a lock runs after build.lock's (hash-checked, wheels only) and without
+    build isolation, so pip fetches no unhashed setuptools to build the lock's sdists."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / where).read_text())
+    installs = re.findall(r"pip install [^\n&]*", text)
+    locks = [i for i in installs if re.search(r"-r \S*(cpu\.lock|cuda\.lock|REPRO_LOCK_FILE)", i)]
+    backend = [i for i in installs if "build.lock" in i]
+    assert locks and len(backend) == 1
+    assert "--require-hashes" in backend[0] and "--only-binary :all:" in backend[0]
+    assert text.index(backend[0]) < min(text.index(i) for i in locks)
+    for cmd in locks:
+        assert "--require-hashes" in cmd and "--no-build-isolation" in cmd, cmd
+
+
+TOOLKIT_VERSIONED = ("cuda-bindings", "nvidia-nvjitlink", "nvidia-cuda-runtime",
+                     "nvidia-cuda-nvrtc", "nvidia-cuda-cupti", "nvidia-nvtx")
+"""CUDA parts numbered by the toolkit release they belong to (cuBLAS, cuFFT and the other
+libraries have their own numbers, which cuda-toolkit pins exactly)."""
+
+
+def cuda_mismatches(pins: dict[str, str]) -> list[str]:
+    release = ".".join(pins["cuda-toolkit"].split(".")[:2])
+    return [f"{n}=={pins[n]}" for n in TOOLKIT_VERSIONED
+            if not pins[n].startswith(release + ".")]
+
+
+def test_cuda_parts_of_the_lock_belong_to_the_base_images_toolkit() -> None:
+    pins = lock_pins(ROOT / "requirements" / "cuda.lock")
+    assert cuda_mismatches(pins) == []
+    planted = {**pins, "nvidia-nvjitlink": "13.5.37", "cuda-bindings": "13.5.0"}  # as it was
+    assert cuda_mismatches(planted) == ["cuda-bindings==13.5.0", "nvidia-nvjitlink==13.5.37"]

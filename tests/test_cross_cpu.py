@@ -4,7 +4,7 @@ tests/data/cross_cpu/<cpu>/ holds the six tables of a pinned tiny run made on a 
 than the one the expected outputs were blessed on (see its SOURCE.md). The pins make a run
 bit-identical on one machine, not across CPU vendors (repro/science/numerics.py): these tables
 differ from the blessed ones in the last bits of the SAEs and, from there, in survival statistics.
-The bands of expected_outputs/tolerances.toml come from runs perturbed on one machine
+The bands of repro/expected_outputs/tolerances.toml come from runs perturbed on one machine
 (scripts/measure_spread.py); this test is their check on a real second machine.
 
 When a change of the science moves the tiny tables, the tables here no longer describe the
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from repro.outputs.expected import Tolerance, Tolerances, load_tolerances
+from repro.outputs.expected import EXPECTED_ROOT, TOLERANCES, Tolerance, Tolerances, load_tolerances
 from repro.outputs.verify import compare_tables, read_table
 
-ROOT = Path(__file__).resolve().parent.parent
-EXPECTED = ROOT / "expected_outputs" / "tiny"
+EXPECTED = EXPECTED_ROOT / "tiny"
 OTHER_CPUS = sorted(p for p in (Path(__file__).parent / "data" / "cross_cpu").iterdir()
                     if p.is_dir())
 TABLES = sorted(p.name for p in EXPECTED.glob("*.csv"))
@@ -47,7 +46,7 @@ def test_there_is_another_cpu_and_it_has_every_table() -> None:
 
 @pytest.mark.parametrize("cpu", OTHER_CPUS, ids=lambda p: p.name)
 def test_another_cpus_tables_pass_within_the_bands(cpu: Path) -> None:
-    tols = load_tolerances(ROOT / "expected_outputs" / "tolerances.toml", "tiny")
+    tols = load_tolerances(EXPECTED_ROOT / TOLERANCES, "tiny")
     assert _failures(cpu, tols) == []
 
 
@@ -55,7 +54,7 @@ def test_another_cpus_tables_pass_within_the_bands(cpu: Path) -> None:
 def test_they_do_differ_beyond_round_off(cpu: Path) -> None:
     """The control: with the round-off floor alone (what bands measured under the pins were)
     the same tables fail, so the test above passes on the bands, not on identical numbers."""
-    tols = load_tolerances(ROOT / "expected_outputs" / "tolerances.toml", "tiny")
+    tols = load_tolerances(EXPECTED_ROOT / TOLERANCES, "tiny")
     floor = Tolerances({t: {c: Tolerance(abs=1e-9, rel=1e-6) for c in cols}
                         for t, cols in tols.by_table.items()}, None)
     assert len(_failures(cpu, floor)) > 0

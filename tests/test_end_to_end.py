@@ -1,6 +1,9 @@
-"""The whole tiny profile through the CLI, as the README's first command runs it: every
-stage, the six tables, the claims, the figures, the report, a passing verification; and a
-second invocation that finds everything done."""
+"""The whole tiny profile through the CLI: every stage, the six tables, the claims, the
+figures, the report, a passing verification; and a second invocation that finds everything
+done. The run is the session's one tiny run (tests/conftest.py: the package installed as the
+image installs it, run through entrypoint.sh); everything after it runs the checkout's code,
+so the second invocation also shows that a checkout and an install compute the same stage
+keys."""
 
 from __future__ import annotations
 
@@ -27,11 +30,10 @@ def repro(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    res = repro("all", "--profile", "tiny", "--out", str(out))
+def run_dir(installed_tiny) -> Path:
+    res = installed_tiny.run
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
-    return out
+    return installed_tiny.out
 
 
 def test_tables_have_one_row_per_run_or_condition(run_dir: Path) -> None:
@@ -103,18 +105,20 @@ def test_planted_mistakes_fail_verification(run_dir: Path, tmp_path: Path, mista
         assert not got["ok"] and PLANTED[mistake] in _failed_columns(got["failed"]), got
 
 
-@pytest.mark.parametrize("module,redone", [
-    ("repro.outputs.analysis", ["analysis", "figures", "tables"]),
-    ("repro.outputs.figures", ["figures"]),
+@pytest.mark.parametrize("module,edit,redone", [
+    ("repro.outputs.analysis", "code", ["analysis", "figures", "tables"]),
+    ("repro.outputs.figures", "code", ["figures"]),
+    ("repro.outputs.analysis", "docstring", []),
 ])
-def test_an_edited_module_redoes_exactly_its_stages(run_dir: Path, tmp_path: Path,
-                                                    module: str, redone: list[str]) -> None:
-    """The cache knows the code: a stage whose code changed is redone, with what reads it,
-    and nothing else (tests/edit_code.py edits the module as the cache sees it)."""
+def test_an_edited_module_redoes_exactly_its_stages(run_dir: Path, tmp_path: Path, module: str,
+                                                    edit: str, redone: list[str]) -> None:
+    """The cache knows the code: a stage whose code changed (one statement) is redone, with
+    what reads it, and nothing else; a docstring or comment edit redoes nothing
+    (tests/edit_code.py edits the module as the cache sees it)."""
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, copy_function=os.link)
     res = subprocess.run([sys.executable, str(Path(__file__).parent / "edit_code.py"), module,
-                          str(copy)], capture_output=True, text=True, timeout=900)
+                          str(copy), edit], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout.strip().splitlines()[-1]) == redone
 

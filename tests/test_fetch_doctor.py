@@ -19,6 +19,7 @@ from conftest import make_model, word_tokenizer
 from repro import cli
 from repro.errors import ReproError
 from repro.inputs import data, doctor, fetch, footprint, hubcache
+from repro.outputs.shipped import expected_checks
 from repro.study.reader import load_study, profile_path
 from repro.study.spec import StreamSpec, TextSource
 
@@ -322,7 +323,8 @@ def test_paper_estimates_follow_their_derivation(hf_home: Path) -> None:
     parts = footprint.out_bytes(study, facts)
     assert parts["activations"] == 256 * 1024 * 2 * (1152 * 13 + 2304 * 4 + 2048 * 3)
     # each model's runs plus one control-seed SAE per variant (13, 4 and 3), per replicate
-    assert parts["saes"] == study.verdict.replicates * 2 * 16384 * 4 * (
+    assert study.verdict.replicates == 3
+    assert parts["saes"] == 3 * 2 * 16384 * 4 * (
         1152 * (15 + 13) + 2304 * (4 + 4) + 2048 * (3 + 3))
     assert footprint.gpu_need_gib(study) == 34
     assert footprint.gpu_need_gib(load_study(profile_path("tiny"))) == 0
@@ -348,5 +350,47 @@ def test_doctor_paper_lists_everything_missing_here(hf_home: Path) -> None:
     assert {"HF_TOKEN", "model gemma-3-1b", "model gemma-2-2b", "model llama-3.2-1b"} <= names
     assert sum(c.what.startswith("sae ") for c in failed) == 2
     assert sum(c.what.startswith("text ") for c in failed) == 3
+    disk = next(c.what for c in checks if c.what.startswith("disk --out"))
+    assert "models not fetched yet: sizes from their published configs" in disk
     if not torch.cuda.is_available():
         assert "--gpus all" in next(c.fix for c in failed if c.what.startswith("device"))
+
+
+# ---- the expected outputs the verdict needs (package data) --------------------------------
+
+def test_doctor_finds_each_profiles_expected_outputs(tmp_path: Path) -> None:
+    from repro.outputs.expected import EXPECTED_ROOT
+
+    run = subprocess.run([sys.executable, "-m", "repro", "doctor", "--profile", "small", "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert f"OK   expected outputs: {EXPECTED_ROOT / 'small'}: 6 blessed tables, " in run.stdout
+    checks = expected_checks(load_study(profile_path("paper")))
+    assert [c.ok for c in checks] == [True]
+    assert "paper: no tables (claims only), 8 claim checks" in checks[0].what
+
+
+def test_doctor_fails_on_missing_or_changed_expected_outputs(tmp_path: Path) -> None:
+    """Negative controls: a changed blessed table, a lost claims file and a lost folder of a
+    shipped profile each fail, naming what; a study of one's own needs none."""
+    import shutil
+
+    from repro.outputs.expected import EXPECTED_ROOT
+
+    root = tmp_path / "expected_outputs"
+    shutil.copytree(EXPECTED_ROOT, root)
+    tiny = load_study(profile_path("tiny"))
+    assert [c.ok for c in expected_checks(tiny, root)] == [True]
+    table = root / "tiny" / "T3_survival.csv"
+    table.write_text(table.read_text().replace("0.", "0.9", 1))
+    bad = expected_checks(tiny, root)[0]
+    assert not bad.ok and "1 of 6 tables" in bad.what and "T3_survival.csv" in bad.what
+    shutil.copy(EXPECTED_ROOT / "tiny" / "T3_survival.csv", table)
+    (root / "tiny" / "claims.toml").unlink()
+    assert "has blessed tables but no claims.toml" in expected_checks(tiny, root)[0].what
+    shutil.rmtree(root / "tiny")
+    gone = expected_checks(tiny, root)[0]
+    assert not gone.ok and "would end unverified" in gone.what and "reinstall" in gone.fix
+    own = tmp_path / "tiny.toml"
+    own.write_text(profile_path("tiny").read_text().replace('"../../assets', '"' + str(
+        profile_path("tiny").parent.parent.parent / "assets")))
+    assert [c.ok for c in expected_checks(load_study(own), root)] == [True]

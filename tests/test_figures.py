@@ -176,3 +176,25 @@ def test_saved_figures_are_the_same_bytes_twice(tmp_path) -> None:
             tmp_path / "b" / f"F0.{ext}").read_bytes()
     # the two saves may share a second: the date must be absent, not merely equal
     assert b"CreationDate" not in (tmp_path / "a" / "F0.pdf").read_bytes()
+
+
+def test_f3_names_its_dashed_seed_control_lines_in_the_legend(tmp_path: Path) -> None:
+    """A panel that draws the seed control (dashed) says so in its legend; a panel without
+    one does not (the negative control)."""
+    from repro.outputs.figures import f3_survival_by_frequency
+
+    run = make_run(tmp_path / "run", n=60, n_causal=10)
+    tables = json.loads((run / "analysis" / "tables.json").read_text())
+    for row in tables["T3_survival"]:
+        if row["model"] == "gemma-3-1b" and row["method"] == "wanda":
+            row.update({f"survival_control_bin{i}": 0.5 for i in range(1, 6)},
+                       binned_rho_control=-0.9)
+    (run / "analysis" / "tables.json").write_text(json.dumps(tables))
+    with rc_context(RC):
+        fig, caption = f3_survival_by_frequency(load_run(run))
+    legends = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()]
+               for ax in fig.axes if ax.get_legend() is not None}
+    assert legends["gemma-3-1b · wanda"][-2:] == ["dense SAE's seed", "control seed"]
+    assert "control seed" not in legends["gemma-3-1b · magnitude"]
+    assert "Dashed: the same against the pruned model's SAE trained from the control seed" \
+        in caption

@@ -44,7 +44,7 @@ MODULES = _modules()
 
 
 def _imports(name: str) -> set[str]:
-    """The repro modules `name` imports, `from repro.x import f` resolved to module repro.x."""
+    """The repro modules `name` imports, `from <module> import f` resolved to the module."""
     path = MODULES[name]
     raw = _imported(name, ast.parse(path.read_text(encoding="utf-8")),
                     path.name == "__init__.py")

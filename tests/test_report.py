@@ -44,9 +44,12 @@ def test_report_embeds_tables_figures_verdicts_and_stage_times(tmp_path: Path, c
     for rid in IDS:
         assert page.count(f"<td>{rid}</td>") == len(TABLES)
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
-    assert CAPTION in page and 'class="pass">PASS (' in page
-    assert 'class="holds">HOLDS</td>' in page
-    assert "<td>F3_survival_by_frequency</td>" in page and PAPER_C1 in page
+    assert CAPTION in page and 'class="verdict pass">PASS<span class="note">blessed 11 (exact)' \
+        in page
+    assert 'class="verdict holds">HOLDS</td>' in page
+    # the claim links to the figure that shows it; the whole statement is its tooltip
+    assert '<a href="#F3_survival_by_frequency">C1</a>' in page
+    assert '<figure id="F3_survival_by_frequency">' in page and f'title="{PAPER_C1}' in page
     assert "Verification PASS" in page and "0.1.0+abc123" in page
     md = (run / "report.md").read_text()
     assert "![F3_survival_by_frequency](figures/F3_survival_by_frequency.png)" in md
@@ -77,8 +80,8 @@ def test_report_without_verification_says_so(tmp_path: Path) -> None:
     assert "NOT VERIFIED" in (run / "report.html").read_text()
 
 
-def test_an_incomplete_run_says_so_at_the_top_and_fails_verification(tmp_path: Path,
-                                                                     capsys) -> None:
+def test_an_incomplete_run_says_so_at_the_top_and_ends_partial(tmp_path: Path,
+                                                             capsys) -> None:
     from repro.study.reader import profile_path
 
     run = tmp_path / "run"
@@ -86,17 +89,18 @@ def test_an_incomplete_run_says_so_at_the_top_and_fails_verification(tmp_path: P
     (run / "study.toml").write_text(profile_path("tiny").read_text())  # killed before any stage
     assert main(["report", str(run)]) == 0
     out = capsys.readouterr().out
-    # 22 runs and 20 control SAEs without their last stage, analysis, tables, figures
-    assert "the run is incomplete: 45 part(s) missing (runs/gemma-3-tiny/dense/0/evaluate" in out
+    # 22 runs and 20 control SAEs not run, nor the study-level stages: nothing to compare yet
+    line = "verification PARTIAL: 0 of 42 runs finished, 0 of "
+    assert line in out and f"finish with: repro all --profile tiny --out {run} " in out
     top = (run / "report.md").read_text().splitlines()[:6]
-    assert any(line.startswith("**Incomplete run**: 45 part(s) missing") for line in top)
-    assert main(["verify", str(run)]) == 1
-    assert "FAIL completeness" in capsys.readouterr().out
-    empty = tmp_path / "empty"
+    assert any(text.startswith(f"**V{line[1:]}") for text in top), top
+    assert main(["verify", str(run)]) == 3
+    assert capsys.readouterr().out.startswith(line)
+    empty = tmp_path / "empty"  # not a run: refused, and nothing written into it
     empty.mkdir()
-    assert main(["report", str(empty)]) == 0
-    assert "incomplete: 1 part(s) missing (study.toml (nothing has run here" in \
-        capsys.readouterr().out
+    assert main(["report", str(empty)]) == 2
+    assert "is not a run folder: it has no study.toml" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []
 
 
 def test_a_complete_run_is_not_called_incomplete(tmp_path: Path) -> None:
@@ -127,7 +131,8 @@ def test_training_curves_are_drawn_and_a_still_rising_sae_is_warned_about(tmp_pa
     assert len(warned) == 1 and "gemma-3-tiny/wanda/50" in warned[0]
     assert "| gemma-3-tiny/dense/0 | 4000 | 40 | 0.8 | 4 | 0.1 |" in md and "| NO |" in md
     assert ".x.partial" not in md and "Verification PASS" in md  # the verdict is untouched
-    assert "**Training: 1 of 2 SAEs had not flattened" in md.split("## Claims")[0]
+    first_screen = md.split("## Method controls")[0]
+    assert "<details><summary>Training: 1 of 2 SAEs had not flattened" in first_screen
     png = (run / "report_training_curves.png").read_bytes()
     page = (run / "report.html").read_text()
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page

@@ -90,3 +90,33 @@ def test_list_prints_every_run() -> None:
     assert res.returncode == 0
     assert "gemma-3-1b/wanda/60" in res.stdout
     assert "22 runs + 20 control-seed SAEs (17 conditions" in res.stdout
+    assert "the default" not in res.stdout
+
+
+def test_a_bare_list_says_which_profile_it_lists() -> None:
+    """`repro list` means the tiny profile, as every command does, and says so first."""
+    res = run_cli("list")
+    assert res.returncode == 0 and res.stdout.startswith("profile tiny (the default; ")
+    assert "gemma-3-tiny/wanda/60" in res.stdout
+
+
+def test_the_input_contract_lists_every_rule() -> None:
+    """docs/input-contract.md has one row per declared study value, as the rule states it:
+    adding a field without its row (or changing a bound without the page) fails here."""
+    from dataclasses import fields
+
+    from repro.study import spec
+    from repro.study.reader import THRESHOLDS
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "input-contract.md").read_text()
+    places = [(spec.Study, "study."), (spec.ModelSpec, "models.KEY."),
+              (spec.PretrainedSae, "models.KEY.pretrained_sae."), (spec.StreamSpec, "data.STREAM."),
+              (spec.TextSource, "data.STREAM.source."), (spec.SaeSpec, "sae."),
+              (spec.VerdictSpec, "verdict.")]
+    rows = [(("[models.KEY] (the key)" if f.name == "key" else prefix + f.name), f.metadata["rule"])
+            for cls, prefix in places for f in fields(cls) if "rule" in f.metadata]
+    rows += [("extra_seeds[].seeds[]", fields(spec.Run)[1].metadata["rule"])]
+    rows += [(f"thresholds.{k}", rule) for k, rule in THRESHOLDS.items()]
+    missing = [name for name, rule in rows
+               if f"| `{name}` | {rule.allowed()} | {rule.why} |" not in page]
+    assert len(rows) == 46 and missing == []

@@ -125,8 +125,8 @@ def test_too_few_points_are_not_judged() -> None:
 
 def test_a_study_file_may_set_the_threshold_within_its_range() -> None:
     from repro.errors import ReproError
-    from repro.study.reader import _thresholds
+    from repro.study.reader import read_thresholds
 
-    assert _thresholds({"curve_flat_ev_gain": 0.02}) == {"curve_flat_ev_gain": 0.02}
+    assert read_thresholds({"curve_flat_ev_gain": 0.02}) == {"curve_flat_ev_gain": 0.02}
     with pytest.raises(ReproError, match="curve_flat_ev_gain"):
-        _thresholds({"curve_flat_ev_gain": 2.0})
+        read_thresholds({"curve_flat_ev_gain": 2.0})

@@ -303,6 +303,9 @@ def test_bless_then_verify_passes_and_tolerances_are_kept(tmp_path: Path, capsys
     prov = json.loads((fresh / "PROVENANCE.json").read_text())
     assert prov["code_version"] == "0.1.0+abc123" and prov["device"].startswith("cpu")
     assert prov["packages"]["pandas"] and set(prov["tables"]) == {f"{t}.csv" for t in TABLES}
+    header = (fresh / "claims.toml").read_text().split("\n\n")[0]
+    # what made the blessed run, never a folder of the machine it was blessed on
+    assert "code version 0.1.0+abc123" in header and str(tmp_path) not in header
     assert "rel = 1e-6" in (fresh / "tolerances.toml").read_text()  # a new folder: round-off
     assert main(["bless", str(run), "--expected", str(expected)]) == 0
     tol = (expected / "tolerances.toml").read_text()

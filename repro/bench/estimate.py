@@ -10,12 +10,16 @@ follows what each stage runs (repro/stages/pipeline.py, repro/stages/run_stages.
                column-by-column update, which does not depend on the tokens);
   perplexity   full forward with the LM head over the perplexity tokens, per variant;
   activations  forward up to the probe layer over the eval tokens, per variant;
-  sae          forward up to the probe layer + one TopK SAE step per token, per run;
+  sae          forward up to the probe layer + one TopK SAE step per token, per run; a
+               control SAE and every SAE of a further replicate replay the recorded
+               activations (SAE steps only);
   evaluate     CE-loss scores: clean, zero-ablated and one pass per SAE (own, dense for pruned
-               runs, pre-trained) through the layers above the probe and the head; RQ5 (dense
-               runs): one more such pass per sampled feature over the groups where it fires,
-               bounded here by all groups (an upper bound);
-  analyze      one Hungarian matching per condition and per pair of RQ1 seeds (CPU, scipy).
+               runs, pre-trained) through the layers above the probe and the head; a further
+               replicate passes clean, zero-ablated and its dense SAE only; RQ5 (dense runs,
+               every replicate): one more such pass per sampled feature over the groups where
+               it fires, bounded here by all groups (an upper bound);
+  analyze      one Hungarian matching per condition, RQ1 seed pair and control SAE, per
+               replicate (CPU, scipy).
 Seconds per layer-token are measured at short sequences; attention's share grows with the
 sequence (2048 for calibration and perplexity), which this model leaves out.
 
@@ -83,12 +87,12 @@ def study_work(study: Study) -> dict[str, dict[str, Any]]:
     """Work units per model of the study: variants by method, runs by role, token counts."""
     d = study.data
     out: dict[str, dict[str, Any]] = {}
+    base = study.replicate_runs(0)
     for key, spec in study.models.items():
         variants = [v for v in study.variants if v.model == key]
-        controls = sum(1 for r in study.runs if r.variant.model == key and r.is_control)
-        runs = [r for r in study.runs if r.variant.model == key and not r.is_control]
+        controls = sum(1 for r in base if r.variant.model == key and r.is_control)
+        runs = [r for r in base if r.variant.model == key and not r.is_control]
         seeds_dense = sum(1 for r in runs if r.variant.is_dense)
-        reps = study.verdict.replicates
         n_pretrained = 1 if spec.pretrained_sae is not None else 0
         sae_passes = 0
         for r in runs:
@@ -104,12 +108,13 @@ def study_work(study: Study) -> dict[str, dict[str, Any]]:
             "variants": len(variants),
             **{m: sum(v.method == m for v in variants) for m in PRUNING_METHODS},
             "runs": len(runs), "ce_passes": 2 * (len(runs) - extra) + 2 * extra + sae_passes,
+            # each further replicate: every SAE again on replayed activations; its evaluation
+            # passes clean, zero-ablated and the dense SAE (repro.stages.run_stages._transfer)
+            "replicates": study.verdict.replicates, "ce_passes_replicate": 3 * len(runs),
             "dense_runs": seeds_dense - extra,
             # a control SAE replays its variant's recorded activations: training only
             "control_saes": controls,
-            # per replicate: each condition, each pair of RQ1 seeds, each control SAE
-            "match_pairs": reps * (len(variants) - 1 + controls // reps
-                                   + (seeds_dense // reps) * (seeds_dense // reps - 1) // 2),
+            "match_pairs": len(variants) - 1 + seeds_dense * (seeds_dense - 1) // 2 + controls,
             "calibration_tokens": d.calibration.n_tokens, "sae_tokens": d.sae_train.n_tokens,
             "eval_tokens": d.eval.n_tokens, "ppl_tokens": d.perplexity.n_tokens,
             "causal_features": int(study.thresholds.get("causal_features_per_bin", 20))
@@ -124,16 +129,19 @@ def stage_seconds(w: dict[str, Any], r: Rates, match_s: float) -> dict[str, floa
     full = L * r.layer_s_per_token + r.head_s_per_token
     upper = (L - p - 1) * r.layer_s_per_token + r.head_s_per_token
     to_probe = (p + 1) * r.layer_s_per_token
+    more = w.get("replicates", 1) - 1
+    causal = w["dense_runs"] * (1 + w["causal_features"])
     return {
         "prune": sum(w.get(m, 0) * L * prune_seconds_per_layer(m, w, r)
                      for m in PRUNING_METHODS),
         "perplexity": w["variants"] * w["ppl_tokens"] * full,
         "activations": w["variants"] * w["eval_tokens"] * to_probe,
         "sae": w["runs"] * w["sae_tokens"] * (to_probe + r.sae_s_per_token)
-        + w.get("control_saes", 0) * w["sae_tokens"] * r.sae_s_per_token,
+        + (w.get("control_saes", 0) + more * (w["runs"] + w.get("control_saes", 0)))
+        * w["sae_tokens"] * r.sae_s_per_token,
         "evaluate": w["eval_tokens"] * upper * (
-            w["ce_passes"] + w["dense_runs"] * (1 + w["causal_features"])),
-        "analyze": w["match_pairs"] * match_s,
+            w["ce_passes"] + causal + more * (w.get("ce_passes_replicate", 0) + causal)),
+        "analyze": (1 + more) * w["match_pairs"] * match_s,
     }
 
 

@@ -2,8 +2,8 @@
 
 Run after `repro fetch --profile small`; a plain `repro bench` skips it (and says so) where
 the model is not fetched. Side by side on real weights and shapes: activation capture vs an
-all-layers forward, SAE training vs the sae-lens runner, Wanda vs the per-sequence
-reference, and what a float32 and a bfloat16 matmul cost on this device.
+all-layers forward, Wanda vs the per-sequence reference, and what a float32 and a bfloat16
+matmul cost on this device; SAE training three ways (`sae_ways`) belongs to the sae part.
 """
 
 from __future__ import annotations
@@ -25,32 +25,28 @@ def _small_study():
     return load_study(profile_path("small"))
 
 
+NEEDS_MODEL = ("smollm2", "arithmetic")
+"""The bench's parts that run SmolLM2-135M itself."""
+
+
 def absent(only: tuple[str, ...], explicit: bool) -> dict[str, str]:
-    """The part, with the reason, when a default run asks for it and the model is absent."""
+    """The parts, with the reason, that a default run asks for while the model is absent."""
     from repro.inputs.models import is_cached
 
-    if explicit or "smollm2" not in only or is_cached(_small_study().models[MODEL]):
+    wanted = [part for part in NEEDS_MODEL if part in only]
+    if explicit or not wanted or is_cached(_small_study().models[MODEL]):
         return {}
-    return {"smollm2": NOT_FETCHED}
+    return dict.fromkeys(wanted, NOT_FETCHED)
 
 
 def smollm2(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
-    """The measurements, at the small profile's SAE size (width 256 with --quick)."""
-    from repro.bench.saelens import sae_training
+    """The measurements on real weights (its SAE training: `sae_ways`, in the sae part)."""
     from repro.inputs.families import prunable_matrices
-    from repro.inputs.models import load_model, load_tokenizer
 
-    study = _small_study()
-    spec = study.models[MODEL]
-    model = load_model(spec, dtype="float32", device=device)  # one line if not fetched
-    tokenizer = load_tokenizer(spec)
+    model, tokenizer, spec = _model(device)
     vocab, bos, layer = model.config.vocab_size, tokenizer.bos_token_id, spec.probe_layer
     n = 2 if quick else 8
     cap = bp.capture(model, bp.random_ids(n, 128, vocab, bos), layer, repeats)
-    ids = bp.random_ids(n * 4, 128, vocab, bos, seed=2)
-    sae_spec = dataclasses.replace(study.sae, width=256 if quick else study.sae.width, epochs=1)
-    sae = sae_training(model, tokenizer, ids, ids != bos, layer=layer, spec=sae_spec,
-                       seq_batch=8, repeats=repeats)
     calib = bp.random_ids(n, 128, vocab, bos, seed=1)
     wanda = bp.wanda(model, calib, 0.5, batch_size=8, repeats=repeats)
     # MKL's portable GEMM rounds by shape: batched calibration moves norms in the last bits and
@@ -64,12 +60,33 @@ def smollm2(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
                                                                cap["times"]["probe"]),
                         "probe_tokens_per_s": bp.per_second(cap["tokens"],
                                                             cap["times"]["probe"])},
-            "sae": {**sae, "ratio": bp.ratio_spread(sae["times"]["sae_lens"],
-                                                     sae["times"]["project"])},
             "wanda": {**wanda, "ratio": bp.ratio_spread(wanda["times"]["reference"],
                                                          wanda["times"]["project"])},
             "matmul": bp.matmul_dtypes(1024, model.config.hidden_size,
                                        model.config.intermediate_size, repeats, device)}
+
+
+def _model(device: torch.device) -> tuple[Any, Any, Any]:
+    from repro.inputs.models import load_model, load_tokenizer
+
+    spec = _small_study().models[MODEL]
+    model = load_model(spec, dtype="float32", device=device)  # one line if not fetched
+    return model, load_tokenizer(spec), spec
+
+
+def sae_ways(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
+    """SAEs per hour three ways (repro.bench.saelens.sae_ways) at the small profile's SAE
+    (d_model 576, width 2048, k 32, batch 512; width 256 with --quick), one epoch over
+    64 x 128 random tokens (16 x 128 with --quick)."""
+    from repro.bench.saelens import sae_ways as ways
+
+    model, tokenizer, spec = _model(device)
+    sae = _small_study().sae
+    sae = dataclasses.replace(sae, width=256 if quick else sae.width, epochs=1)
+    bos = tokenizer.bos_token_id
+    ids = bp.random_ids(16 if quick else 64, 128, model.config.vocab_size, bos, seed=2)
+    return ways(model, tokenizer, ids, ids != bos, layer=spec.probe_layer, spec=sae,
+                seq_batch=8, repeats=repeats)
 
 
 def ratios(x: dict[str, Any], goals: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -81,9 +98,6 @@ def ratios(x: dict[str, Any], goals: dict[str, float]) -> dict[str, dict[str, An
                             "check": x["capture"]["same_activations"],
                             "what": f"probe hook vs all-layers LM forward, SmolLM2-135M (real "
                                     f"weights), probe {x['probe_layer']} of {x['n_layers']}"},
-        "sae_training_smollm2": {**x["sae"]["ratio"], "goal": goals["sae_training"],
-                                 "check": True, "what": "saes.train_sae vs the sae-lens "
-                                 "runner, SmolLM2-135M, the small profile's SAE"},
         "wanda_smollm2": {**w["ratio"], "goal": None, "check": w["masks_equal_at_batch_1"],
                           "what": f"prune_wanda (batches of 8) vs per-sequence reference, "
                                   f"SmolLM2-135M: {w['mask_entries_differing']} of "

@@ -49,6 +49,32 @@ def _tiny_rows(record: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _sae_rows(record: dict[str, Any]) -> list[str]:
+    """SAEs per hour, the three ways side by side: median (min-max over the rounds)."""
+    ways = list(next(iter(record["sae"].values()))["saes_per_hour"])
+    rows = ["| model (d_model, width, k, batch, tokens) | " + " | ".join(
+        w.replace("_", " ") for w in ways) + " |", "|---|" + "---:|" * len(ways)]
+    for model, x in record["sae"].items():
+        cells = [f"{_rate(x['saes_per_hour'][w]['median'])} "
+                 f"({_rate(x['saes_per_hour'][w]['min'])}-{_rate(x['saes_per_hour'][w]['max'])})"
+                 for w in ways]
+        rows.append(f"| {model} ({x['d_model']}, {x['width']}, {x['k']}, {x['batch_tokens']}, "
+                    f"{x['tokens']:,}) | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _arithmetic_rows(x: dict[str, Any]) -> list[str]:
+    rows = ["| setting | SAE s/step | SAE speed-up | SAE EV (held-out) | EV - pinned fp32 "
+            "| forward s | forward speed-up | forward rel. RMS error |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in x["settings"].items():
+        rows.append(f"| {name} | {r['sae_seconds_per_step']:.3f} | {r['sae_speedup']:.2f}x "
+                    f"| {r['explained_variance']:.4f} | {r['ev_minus_pinned_fp32']:+.4f} "
+                    f"| {r['forward_seconds']:.3f} | {r['forward_speedup']:.2f}x "
+                    f"| {r['forward_relative_rms_error']:.1e} |")
+    return rows
+
+
 def markdown(record: dict[str, Any]) -> str:
     s, prov = record["settings"], record["provenance"]
     out = ["# repro bench", "",
@@ -72,6 +98,23 @@ def markdown(record: dict[str, Any]) -> str:
                 "scaled to the real depth and probe layer (derived, not measured end to end). "
                 f"Wanda's per-layer time is scaled from {s['calib_seqs']} x {seq} "
                 "calibration tokens.", "", *_paper_rows(record), ""]
+    if "sae" in record:
+        out += ["## SAEs per hour", "",
+                "One epoch over the tokens, the model's forward included: sae-lens's runner "
+                "(one SAE per run), one at a time with sae-lens's SAETrainer (saes.train_sae; "
+                "replayed: a further seed reading recorded activations), and S SAEs in one "
+                "pass (repro.science.sae_batch). Median (min-max) over the rounds.", "",
+                *_sae_rows(record), ""]
+    if "arithmetic" in record:
+        x = record["arithmetic"]
+        cpu = x["cpu"]
+        has = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if cpu.get(f))
+        out += ["## Arithmetic: pinned float32, native float32, native bfloat16", "",
+                f"CPU: {cpu['cpu']} ({cpu['cores']} cores; {has or 'none of the listed'}). "
+                f"SmolLM2-135M: SAE {x['shapes']['sae']}, one epoch of the small profile's "
+                f"sae_train activations; forward {x['shapes']['forward']}. Times: the fastest "
+                "of the repeats; speed-ups against pinned float32.", "",
+                *_arithmetic_rows(x), ""]
     if "tiny" in record:
         out += ["## Tiny models (shipped, stage functions as the pipeline calls them)", "",
                 *_tiny_rows(record), ""]

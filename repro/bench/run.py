@@ -2,7 +2,8 @@
 
 Times the hot paths per unit of work and, side by side in one process, against a reference
 doing the same work (repro/bench/paths.py, repro/bench/saelens.py): activation capture
-(probe hook vs all-layers forward), SAE training (project vs sae-lens's runner), Wanda
+(probe hook vs all-layers forward), SAE training (SAEs per hour: sae-lens's runner, one
+at a time with sae-lens's trainer, and many together, repro.science.sae_batch), Wanda
 (project vs the reference algorithm per sequence), matching (block-wise vs one-shot), and
 CE-loss evaluation. Models: the paper's architectures from their declared configs with
 random weights (repro/bench/paper_configs.py), and the shipped tiny models. On a CPU the paper
@@ -23,13 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from repro.bench import arithmetic as bench_arithmetic
 from repro.bench import estimate as be
 from repro.bench import paths as bp
 from repro.bench import real as bench_real
 from repro.bench.paper_configs import PAPER_ARCHS, build_model
 from repro.inputs.families import prunable_matrices
+from repro.study.rules import FieldError, whole
 
-PARTS = ("capture", "paper", "tiny", "wanda", "match", "sae", "smollm2")
+PARTS = ("capture", "paper", "tiny", "wanda", "match", "sae", "smollm2", "arithmetic")
 TINY_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "models"
 GOALS = {"capture": 1.8, "sae_training": 1.0}
 """Speed-ups the project aims for (issue 7); the others are reported without a goal."""
@@ -203,9 +206,11 @@ def match_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
 
 
 def sae_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
+    """SAEs per hour three ways (repro.bench.saelens.sae_ways): gemma-3-tiny at the tiny
+    profile's SAE, and SmolLM2-135M at the small profile's when it is fetched."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from repro.bench.saelens import sae_training
+    from repro.bench.saelens import sae_ways
     from repro.study.spec import SaeSpec
 
     folder = TINY_DIR / "gemma-3-tiny"
@@ -213,13 +218,21 @@ def sae_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
     model = model.to(device).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     ids = bp.random_ids(s.tiny_seqs, 128, model.config.vocab_size, tokenizer.bos_token_id, seed=2)
-    got = sae_training(model, tokenizer, ids, ids != tokenizer.bos_token_id, layer=3,
-                       spec=SaeSpec(width=512, k=16, lr=1e-3, batch_tokens=1024),
-                       seq_batch=32, repeats=s.repeats)
-    got["ratio"] = bp.ratio_spread(got["times"]["sae_lens"], got["times"]["project"])
-    got["ratio_replay"] = bp.ratio_spread(got["times"]["sae_lens"],
-                                          got["times"]["project_replay"])
-    return got
+    out = {"gemma-3-tiny": sae_ways(model, tokenizer, ids, ids != tokenizer.bos_token_id,
+                                    layer=3, spec=SaeSpec(width=512, k=16, lr=1e-3,
+                                                          batch_tokens=1024),
+                                    seq_batch=32, repeats=s.repeats)}
+    if not bench_real.absent(("smollm2",), explicit=False):  # SmolLM2 is fetched
+        out["smollm2-135m"] = bench_real.sae_ways(s.quick, s.repeats, device)
+    for x in out.values():
+        t = x["times"]
+        x["ratio"] = bp.ratio_spread(t["sae_lens_runner"], t["one_at_a_time"])
+        x["ratio_replay"] = bp.ratio_spread(t["sae_lens_runner"], t["one_at_a_time_replayed"])
+        for name, n in x["saes"].items():  # per SAE: the runner's time over a 1/n share
+            if name.startswith("together"):
+                x[f"ratio_{name}"] = bp.ratio_spread(t["sae_lens_runner"],
+                                                     [v / n for v in t[name]])
+    return out
 
 
 def _dtype(device: torch.device) -> torch.dtype:
@@ -228,6 +241,23 @@ def _dtype(device: torch.device) -> torch.dtype:
 
 
 # ---- the command ------------------------------------------------------------------------------
+
+SIZES = {
+    "--repeats": whole(1, 1000, "timed rounds of each comparison", optional=True),
+    "--match-size": whole(2, 2**16, "features per SAE to match: width x width cosines, as "
+                          "sae.width", optional=True),
+}
+"""The sizes `repro bench` takes, each with its rule (unset: the bench's defaults)."""
+
+
+def check_sizes(repeats: int | None, match_size: int | None) -> None:
+    """--repeats and --match-size within their rules, before anything runs."""
+    for (option, rule), value in zip(SIZES.items(), (repeats, match_size), strict=True):
+        try:
+            rule.check(option, value)
+        except FieldError as exc:
+            raise exc.at("repro bench", fix=f"give {option} in that range") from None
+
 
 def run_bench(device: torch.device, out: Path, *, repeats: int | None = None,
               quick: bool = False, only: tuple[str, ...] = PARTS, explicit: bool = False,
@@ -248,7 +278,8 @@ def run_bench(device: torch.device, out: Path, *, repeats: int | None = None,
         "paper": lambda: {k: paper_rates(s, device, k) for k in s.paper_models},
         "tiny": lambda: tiny_rates(s, device), "wanda": lambda: wanda_ratio(s, device),
         "match": lambda: match_ratio(s, device), "sae": lambda: sae_ratio(s, device),
-        "smollm2": lambda: bench_real.smollm2(s.quick, s.repeats, device)}
+        "smollm2": lambda: bench_real.smollm2(s.quick, s.repeats, device),
+        "arithmetic": lambda: bench_arithmetic.arithmetic(s.quick, s.repeats)}
     skipped = bench_real.absent(only, explicit)
     record["skipped"] = skipped
     for part in PARTS:
@@ -281,15 +312,20 @@ def _summarise(record: dict[str, Any]) -> None:
         r["capture_no_head"] = {**c["ratio_vs_stack"], "goal": None,
                                 "what": "probe hook vs all-layers decoder stack (no LM head)",
                                 "check": c["same_activations"]}
-    if "sae" in record:
-        x = record["sae"]
-        r["sae_training"] = {**x["ratio"], "goal": GOALS["sae_training"], "check": True,
-                             "what": "saes.train_sae vs sae-lens LanguageModelSAETrainingRunner"
-                                     " (HookedProxyLM), gemma-3-tiny"}
-        r["sae_training_replayed"] = {
+    for model, x in record.get("sae", {}).items():
+        r[f"sae_training_{model}"] = {
+            **x["ratio"], "goal": GOALS["sae_training"], "check": True,
+            "what": f"saes.train_sae vs sae-lens LanguageModelSAETrainingRunner "
+                    f"(HookedProxyLM), {model}"}
+        r[f"sae_training_replayed_{model}"] = {
             **x["ratio_replay"], "goal": GOALS["sae_training"], "check": True,
-            "what": "a further seed replaying the run's recorded probe activations "
-                    "(saes.ProbeCapture) vs the sae-lens runner, gemma-3-tiny"}
+            "what": f"a further seed replaying the recorded probe activations "
+                    f"(saes.ProbeCapture) vs the sae-lens runner, {model}"}
+        together = max(n for n in x["saes"].values())
+        r[f"sae_training_together{together}_{model}"] = {
+            **x[f"ratio_together_{together}"], "goal": None, "check": True,
+            "what": f"{together} SAEs in one pass (sae_batch.train_saes), time per SAE, vs "
+                    f"the sae-lens runner, {model}"}
     for name, x in record.get("wanda", {}).items():
         r[f"wanda_{name}"] = {**x["ratio"], "goal": None, "check": x["masks_equal"],
                               "what": f"prune_wanda vs per-sequence reference, {name}"}

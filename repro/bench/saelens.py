@@ -1,4 +1,5 @@
-"""SAE training, the project's `saes.train_sae` vs sae-lens's own `LanguageModelSAETrainingRunner`.
+"""SAE training, the project's `saes.train_sae` vs sae-lens's own `LanguageModelSAETrainingRunner`,
+and SAEs per hour three ways (`sae_ways`: the runner, one SAE at a time, many together).
 
 Both train the same TopK SAE (width, k, lr, batch) on the same model, hook point and tokens,
 from activations produced on the fly by the model. sae-lens gets the HF model wrapped in its
@@ -20,9 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from repro.bench.paths import device_of, timed
+from repro.bench.paths import device_of, spread, timed
 from repro.inputs.families import decoder_layers, embeddings, family_of
-from repro.science.saes import MAX_DEAD_WINDOW, ProbeCapture, hook_name, train_sae
+from repro.science.saes import (
+    MAX_DEAD_WINDOW,
+    ProbeCapture,
+    hook_name,
+    train_sae,
+    training_steps,
+)
 from repro.study.spec import SaeSpec
 
 
@@ -142,3 +149,67 @@ def _quiet_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+GROUPS = (1, 4, 8)
+"""SAEs trained together in the bench's `together` timings."""
+
+
+def sae_ways(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
+             layer: int, spec: SaeSpec, seq_batch: int, repeats: int,
+             groups: tuple[int, ...] = GROUPS) -> dict[str, Any]:
+    """SAEs per hour three ways, side by side in `repeats` rounds (after an untimed round on a
+    few sequences), each SAE trained on the activations of `ids` from the model's forward:
+    - sae_lens_runner: sae-lens's LanguageModelSAETrainingRunner, one SAE per run;
+    - one_at_a_time: saes.train_sae (sae-lens's SAETrainer, the model's forward included),
+      and one_at_a_time_replayed, a further seed replaying the recorded activations (what
+      repro did for a variant's second and later SAEs);
+    - together_S: sae_batch.train_saes, S seeds in one pass (one forward for all)."""
+    logging.getLogger("sae_lens").setLevel(logging.ERROR)
+    warm = max(2, -(-2 * spec.batch_tokens // ids.shape[1]))
+    for fn in _ways(model, tokenizer, ids[:warm], keep[:warm], layer=layer, spec=spec,
+                    seq_batch=seq_batch, groups=groups).values():
+        fn()
+    times: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        ways = _ways(model, tokenizer, ids, keep, layer=layer, spec=spec, seq_batch=seq_batch,
+                     groups=groups)
+        for name, fn in ways.items():
+            times.setdefault(name, []).append(timed(fn, device_of(model))[0])
+    n_saes = {name: int(name.split("_")[1]) if name.startswith("together") else 1
+              for name in times}
+    return {"times": times, "saes": n_saes,
+            "saes_per_hour": {name: spread([3600 * n_saes[name] / t for t in ts])
+                              for name, ts in times.items()},
+            "tokens": int(keep.sum()), "steps": training_steps(spec, int(keep.sum())),
+            "width": spec.width, "k": spec.k, "batch_tokens": spec.batch_tokens,
+            "epochs": spec.epochs, "d_model": model.config.hidden_size}
+
+
+def _ways(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
+          layer: int, spec: SaeSpec, seq_batch: int,
+          groups: tuple[int, ...]) -> dict[str, Any]:
+    """The three ways as calls, in the order they run in each round; the replayed seed's
+    recording is made here, untimed."""
+    from repro.science.sae_batch import train_saes
+
+    special = sorted({int(t) for t in ids[~keep].unique()})
+    meta = {"model_name": "repro-bench"}
+
+    def one(seed: int, captured: ProbeCapture | None = None) -> Any:
+        return train_sae(model, ids, keep, layer=layer, spec=spec, seed=seed,
+                         seq_batch=seq_batch, metadata=meta, captured=captured)
+
+    def runner() -> Any:
+        with tempfile.TemporaryDirectory() as out, _quiet_warnings():
+            return _runner(model, tokenizer, ids, layer=layer, spec=spec,
+                           n_tokens=int(keep.sum()), seq_batch=seq_batch, special=special,
+                           seed=0, out=out).run()
+
+    captured = ProbeCapture()
+    one(0, captured)
+    return {"sae_lens_runner": runner, "one_at_a_time": lambda: one(0),
+            "one_at_a_time_replayed": lambda: one(1, captured),
+            **{f"together_{n}": (lambda n=n: train_saes(
+                model, ids, keep, layer=layer, spec=spec, seeds=list(range(n)),
+                seq_batch=seq_batch, metadata=[meta] * n)) for n in groups}}

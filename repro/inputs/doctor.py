@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-from repro.inputs import footprint, hubcache
-from repro.study.methods import Pattern, check_method
-from repro.study.spec import ModelSpec, Study
+from repro.files import path_problem
+from repro.inputs import footprint, hubcache, model_check
+from repro.study.methods import Pattern
+from repro.study.spec import Study
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,15 +62,18 @@ def preflight(study: Study, profile_arg: str) -> None:
 
     for path in hubcache.local_paths(study):
         if not path.exists():
-            raise ReproError(f"{path} is missing; restore it (git checkout) or run `repro "
-                             "build-tiny-assets`, or fix the path in the study file")
-    for v in study.conditions:  # a study built in code skips the reader's check
-        check_method(v.method, v.pattern)
+            raise ReproError(f"{path} {path_problem(path)}; restore it (git checkout) or "
+                             "run `repro build-tiny-assets`, or fix the path in the study file")
     longest = max(s.seq_len for s in study.data.streams.values())
+    widths = {}
     for spec in study.models.values():
         check_access(spec)
-        _check_config(spec, longest, {Pattern.parse(v.pattern).m for v in study.conditions
-                                      if v.model == spec.key} - {0})
+        groups = frozenset(Pattern.parse(v.pattern).m for v in study.conditions
+                           if v.model == spec.key) - {0}
+        width = model_check.check_model(spec, longest, groups)
+        if width is not None:
+            widths[spec.key] = width
+    model_check.check_sae_memory(study, widths)
     for name in hubcache.packaged_sources(study)[1]:
         from repro.inputs.packaged import is_fetched, text_file
 
@@ -90,112 +93,6 @@ def preflight(study: Study, profile_arg: str) -> None:
         if not (info and hubcache.stored_covers(info, source, streams, models)):
             raise ReproError(f"text {source.path} is not stored and HF_HUB_OFFLINE is set; "
                              f"run {fetch}")
-
-
-def _check_config(spec: ModelSpec, longest: int, groups: set[int]) -> None:
-    """The model folder, when it is on disk: the study's architecture and layer count against
-    its config (models.load_model checks the loaded model again), a layout repro knows, the
-    longest stream within the model's positions, every matrix's inputs in whole groups of
-    each N:M pattern's M (`groups`), its weights complete, its tokenizer loadable and no
-    larger than the embedding."""
-    import json
-
-    from repro.errors import ReproError
-    from repro.inputs.families import decoder_layers, in_features, prunable_matrices
-    from repro.inputs.models import location
-
-    folder = (Path(location(spec)) if spec.is_local or spec.is_packaged
-              else hubcache.cached_snapshot(hubcache.model_item(spec))[0])
-    if folder is None:
-        return
-    try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise ReproError(f"model {spec.key}: {folder}/config.json is missing or unreadable; "
-                         "restore the model folder or run `repro fetch`") from None
-    text = cfg.get("text_config") or {}
-    arch = (cfg.get("architectures") or ["?"])[0]
-    if arch != spec.architecture:
-        raise ReproError(f"model {spec.key}: config.json says {arch}, the study says "
-                         f"{spec.architecture}; fix models.{spec.key}.architecture")
-    model = _meta_model(spec, folder)
-    try:
-        layers = len(decoder_layers(model))
-    except ReproError as exc:
-        raise ReproError(f"model {spec.key}: {exc}") from None
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and longest > positions:
-        raise ReproError(f"model {spec.key}: a token stream has seq_len {longest}, the model "
-                         f"takes at most {positions} positions; lower data.*.seq_len")
-    if layers != spec.n_layers:
-        raise ReproError(f"model {spec.key}: config.json has {layers} decoder layers, the study "
-                         f"says {spec.n_layers}; fix models.{spec.key}.n_layers")
-    widths = sorted({in_features(m) for m in prunable_matrices(model).values()})
-    for m in sorted(groups):
-        if any(w % m for w in widths):
-            raise ReproError(f"model {spec.key}: pattern N:{m} needs every matrix's inputs in "
-                             f"whole groups of {m}, and its matrices have {widths} inputs; "
-                             "choose an M that divides them")
-    _check_weights(spec, folder)
-    _check_tokenizer(spec, folder, cfg.get("vocab_size", text.get("vocab_size")))
-
-
-def _meta_model(spec: ModelSpec, folder: Path) -> Any:
-    """The model built from its config on the meta device: its layout without reading a
-    weight."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from repro.errors import ReproError
-
-    try:
-        config = AutoConfig.from_pretrained(folder)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-    except (ValueError, KeyError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ReproError(f"model {spec.key}: transformers cannot build a causal LM from "
-                         f"{folder}/config.json ({first}); check the model folder") from None
-    return model
-
-
-def _check_weights(spec: ModelSpec, folder: Path) -> None:
-    """Every safetensors file holds all the data its header describes (a truncated download or
-    copy otherwise fails deep inside loading)."""
-    from safetensors import SafetensorError, safe_open
-
-    from repro.errors import ReproError
-
-    files = sorted(folder.glob("*.safetensors"))
-    if not files and not list(folder.glob("*.bin")):
-        raise ReproError(f"model {spec.key}: {folder} has no weights (*.safetensors); restore "
-                         "the model folder or run `repro fetch`")
-    for path in files:
-        try:  # reads the header only, and checks that the data it describes is all there
-            with safe_open(str(path), "pt"):
-                pass
-        except (SafetensorError, OSError):
-            raise ReproError(f"model {spec.key}: {path} is truncated or not a safetensors "
-                             "file; copy or download the model again (`repro fetch`)") from None
-
-
-def _check_tokenizer(spec: ModelSpec, folder: Path, vocab: int | None) -> None:
-    from repro.errors import ReproError
-    from repro.inputs.models import load_tokenizer
-
-    try:
-        tokenizer = load_tokenizer(spec)
-    except ReproError:
-        raise
-    except Exception as exc:  # transformers' many ways of finding no usable tokenizer
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise ReproError(f"model {spec.key}: no usable tokenizer in {folder} ({first}); save "
-                         "the model's tokenizer into the folder (tokenizer.save_pretrained)"
-                         ) from None
-    base = getattr(tokenizer, "vocab_size", None) or len(tokenizer)  # added tokens aside
-    if isinstance(vocab, int) and base > vocab:
-        raise ReproError(f"model {spec.key}: the tokenizer has {base} tokens, the model's "
-                         f"embedding only {vocab}; use the model's own tokenizer")
 
 
 # ---- packages -----------------------------------------------------------------------------
@@ -285,6 +182,13 @@ def check_device(study: Study) -> Check:
     return Check(True, f"device: {listed}; needs {need:.0f} GiB")
 
 
+ESTIMATED_FROM = {
+    "table": "models not fetched yet: sizes from their published configs (footprint.KNOWN_MODELS)",
+    "assumed": "a model of unknown size not fetched yet: sized as an 8B model in bf16",
+}
+"""What the disk need of models that are not on disk yet rests on (footprint.ModelFacts)."""
+
+
 def check_out_disk(study: Study, models: dict[str, footprint.ModelFacts], out: Path) -> Check:
     """Free disk where the results go against what the study writes there (footprint.out_bytes)."""
     parts = footprint.out_bytes(study, models)
@@ -292,7 +196,7 @@ def check_out_disk(study: Study, models: dict[str, footprint.ModelFacts], out: P
     where, free = hubcache.free_bytes(out)
     detail = ", ".join(f"{k} {_gb(v)}" for k, v in parts.items() if v)
     guessed = sorted({f.origin for f in models.values()} - {"files"})
-    note = f"; model sizes from {' and '.join(guessed)}" if guessed else ""
+    note = "".join(f"; {ESTIMATED_FROM[g]}" for g in guessed)
     if not os.access(where, os.W_OK):
         return Check(False, f"disk --out {out}: {where} is not writable",
                      "choose another --out (the container: mount a writable folder on /results)")

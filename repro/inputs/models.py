@@ -9,15 +9,18 @@ layers are always called with the arguments the model itself passes them (see `r
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from repro.errors import ReproError
+from repro.files import path_problem
 from repro.inputs.families import decoder_layers, stack
 from repro.study.spec import ModelSpec
 
@@ -68,10 +71,11 @@ def check_access(spec: ModelSpec) -> None:
         return
     if spec.is_local:
         if not is_cached(spec):
-            raise ReproError(
-                f"model {spec.key}: no model at {spec.source}; "
-                "run `repro build-tiny-assets` or fix models.*.source"
-            )
+            config = os.path.join(spec.source, "config.json")
+            what = (f"{config} {path_problem(Path(config))}" if os.path.isdir(spec.source)
+                    else f"no model at {spec.source}")
+            raise ReproError(f"model {spec.key}: {what}; run `repro build-tiny-assets` or fix "
+                             f"models.{spec.key}.source")
         return
     if is_cached(spec):
         return
@@ -97,8 +101,11 @@ def resolve_device(study_device: str, requested: str | None) -> torch.device:
             "this profile needs a CUDA GPU and none is visible; run --profile tiny "
             "on a CPU, or start the container with --gpus all"
         )
-    if name != "cpu" and not name.startswith("cuda"):
+    if name != "cpu" and not re.fullmatch(r"cuda(:[0-9]{1,4})?", name):
         raise ReproError(f"--device {name!r}: use cpu, cuda, cuda:N or auto")
+    if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+        raise ReproError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA "
+                         "GPU(s), numbered from 0; pick one of them (--device, LOCAL_RANK)")
     return torch.device(name)
 
 

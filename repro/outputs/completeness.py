@@ -42,10 +42,14 @@ def missing_parts(run_dir: Path) -> list[str] | None:
     return runs + [s for s in STUDY_STAGES if read_manifest(run_dir / s) is None]
 
 
-def describe_missing(missing: list[str]) -> str:
+def describe_missing(missing: list[str], command: str | None = None) -> str:
+    """What a run folder lacks, and how to finish it: `command` (repro.outputs.partial.
+    finish_command), else `repro all` with the folder's study and --out and without
+    --runs/--shard, which a rerun of a `--runs` command would not be."""
     shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-    return (f"incomplete: {len(missing)} part(s) missing ({shown}); rerun the same `repro all` "
-            "(it resumes) to finish")
+    how = (f"`{command}`" if command else "`repro all` with its study and --out, without "
+           "--runs or --shard")
+    return f"incomplete: {len(missing)} part(s) missing ({shown}); finish with {how} (it resumes)"
 
 
 def last_stage(run) -> str:

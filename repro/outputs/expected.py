@@ -1,13 +1,14 @@
 """Where the expected outputs live and how their tolerance and claim files read.
 
-`repro verify RUN_DIR` and `repro bless RUN_DIR` both start here. Layout (next to the package):
+`repro verify RUN_DIR` and `repro bless RUN_DIR` both start here. Layout (package data, inside
+the package, so that a checkout, a wheel, an sdist and the image find them the same way):
 
-    expected_outputs/tolerances.toml        per profile, table and column: abs and/or rel,
-                                            written by scripts/measure_spread.py
-    expected_outputs/paper/claims.toml      C1-C4 as the paper's abstract states them
-    expected_outputs/<profile>/claims.toml  the profile's own expected claims (written by
-                                            `repro bless`), overriding the paper's key by key
-    expected_outputs/<profile>/T*.csv       blessed tables of that profile
+    repro/expected_outputs/tolerances.toml        per profile, table and column: abs and/or rel,
+                                                  written by scripts/measure_spread.py
+    repro/expected_outputs/paper/claims.toml      C1-C4 as the paper's abstract states them
+    repro/expected_outputs/<profile>/claims.toml  the profile's own expected claims (written by
+                                                  `repro bless`), overriding the paper's key by key
+    repro/expected_outputs/<profile>/T*.csv       blessed tables of that profile
 
 A folder given with `--expected DIR` (a study of one's own) holds all of it in one place:
 DIR/T*.csv, DIR/claims.toml and DIR/tolerances.toml; the paper's claims always come from the
@@ -27,8 +28,9 @@ from typing import Any
 
 import repro
 from repro.errors import ReproError
+from repro.study.rules import NAME, NAME_TEXT
 
-EXPECTED_ROOT = Path(repro.__file__).resolve().parent.parent / "expected_outputs"
+EXPECTED_ROOT = Path(repro.__file__).resolve().parent / "expected_outputs"
 TOLERANCES = "tolerances.toml"
 CLAIMS = "claims.toml"
 BASE_CLAIMS_PROFILE = "paper"
@@ -50,8 +52,9 @@ def run_profile(run_dir: Path) -> str:
         name = tomllib.loads(path.read_text(encoding="utf-8"))["study"]["name"]
     except (tomllib.TOMLDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ReproError(f"{path}: cannot read [study] name ({exc})") from None
-    if not isinstance(name, str) or not name:
-        raise ReproError(f"{path}: [study] name must be a non-empty string")
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # it names a folder
+        raise ReproError(f"{path}: [study] name = {name!r} is not a plain name ({NAME_TEXT}); "
+                         "is it the study.toml `repro all` wrote?")
     return name
 
 

@@ -127,6 +127,9 @@ def f2_survival_vs_sparsity(d: RunData) -> Drawn:
 
 
 def _f3_panel(ax: Axes, d: RunData, pts: list[dict], top: float) -> None:
+    from matplotlib.lines import Line2D
+
+    controlled = False
     for r in pts:
         y = [num(r.get(f"survival_bin{i}")) for i in range(1, 6)]
         colour = ramp_colour(r["method"], r.get("sparsity"), top)
@@ -136,7 +139,13 @@ def _f3_panel(ax: Axes, d: RunData, pts: list[dict], top: float) -> None:
         control = [num(r.get(f"survival_control_bin{i}")) for i in range(1, 6)]
         if any(math.isfinite(v) for v in control):  # the seed control, no shared init
             ax.plot(range(1, 6), control, color=colour, ls="--", lw=0.9)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), handlelength=1.6,
+            controlled = True
+    lines, labels = ax.get_legend_handles_labels()
+    if controlled:  # the line styles, so that the dashed lines are not left to the caption
+        lines += [Line2D([], [], color=GREY, ls="-"), Line2D([], [], color=GREY, ls="--",
+                                                                 lw=0.9)]
+        labels += ["dense SAE's seed", "control seed"]
+    ax.legend(lines, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), handlelength=1.6,
               title="sparsity, binned ρ", title_fontsize=7, borderaxespad=0.2)
 
 

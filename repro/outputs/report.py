@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import pandas as pd
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text
-from repro.outputs import report_curves
+from repro.outputs import report_claims, report_curves, shapes
 from repro.outputs.expected import run_profile
 from repro.stages.store import MANIFEST, read_manifest
 
@@ -35,7 +34,7 @@ figcaption{font-size:.9em;color:#444}.pass{color:#176117;font-weight:bold}
 .holds{color:#176117;font-weight:bold}.does-not-hold{color:#b00020;font-weight:bold}
 .undecided{color:#a35a00;font-weight:bold}
 .info{color:#555}code{background:#f5f5f5;padding:0 .2em}.wide{overflow-x:auto;max-width:100%}
-td.text{text-align:left}"""
+td.text{text-align:left}code{overflow-wrap:anywhere}"""
 CLAIM_FIGURES = {"C1": "F3_survival_by_frequency", "C1_of": "F3_survival_by_frequency",
                  "C2": "F2_survival_vs_sparsity", "C3": "F4_transferability",
                  "C4": "F6_causal_vs_survival", "C4_per_firing": "F6_causal_vs_survival"}
@@ -71,14 +70,9 @@ class Report:
     """The study's curve_flat_ev_gain: below it, an SAE's curve counts as flattened."""
 
 
-def _json(path: Path) -> Any:
-    """A JSON file's content, or None when absent; a corrupt one is bad input."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReproError(f"{path}: not valid JSON ({exc})") from None
+def _json(path: Path, shape: Any) -> Any:
+    """A JSON file's content, or None when absent; a corrupt or misshapen one is bad input."""
+    return shapes.read(path, shape)
 
 
 def finished_manifests(run_dir: Path) -> list[dict[str, Any]]:
@@ -132,44 +126,19 @@ def gather(run_dir: Path) -> Report:
             tables[path.stem] = pd.read_csv(path, keep_default_na=True)
         except (ValueError, pd.errors.ParserError) as exc:
             raise ReproError(f"{path}: cannot read as CSV ({exc})") from None
-    captions = _json(run_dir / "figures" / "captions.json") or {}
-    pngs = sorted((run_dir / "figures").glob("*.png"))
+    captions = _json(run_dir / "figures" / "captions.json", shapes.CAPTIONS) or {}
+    pngs = sorted(p for p in (run_dir / "figures").glob("*.png") if p.is_file())
     figures = [(p, str(captions.get(p.stem, ""))) for p in pngs]
     manifests = finished_manifests(run_dir)
     from repro.outputs.completeness import missing_parts
 
-    return Report(run_dir, _study_name(run_dir), _json(run_dir / "verification.json"),
-                  _json(run_dir / "claims.json") or {}, tables, figures,
+    return Report(run_dir, _study_name(run_dir),
+                  _json(run_dir / "verification.json", shapes.verification),
+                  _json(run_dir / "claims.json", shapes.CLAIMS) or {}, tables, figures,
                   gather_provenance(run_dir, manifests), stage_times(manifests),
-                  missing_parts(run_dir) or [], _json(run_dir / METHOD_CONTROLS),
+                  missing_parts(run_dir) or [],
+                  _json(run_dir / METHOD_CONTROLS, shapes.METHOD_CONTROLS),
                   report_curves.gather_curves(run_dir), report_curves.flat_gain(run_dir))
-
-
-def claim_rows(rep: Report) -> list[list[Any]]:
-    """One line per claim: what it says, the paper's number, this run's value with its 95 %
-    interval over replicates, the two answers (does the paper's claim hold here? does this
-    run agree with its expected outputs?), the figure that shows it and the detail."""
-    from repro.outputs.verify_text import interval_text
-
-    checks = (rep.verification or {}).get("checks", [])
-    reproduced = {c["name"]: c for c in checks if c["kind"] == "reproduction"}
-    agreed = {c["name"]: c for c in checks if c["kind"] == "claim"}
-    if not reproduced and not agreed:  # verify has not run: the run's numbers, no answers
-        return [[name, "", "—", _cell(entry.get("value")) if isinstance(entry, dict) else
-                 _cell(entry), "NOT VERIFIED", "NOT VERIFIED", CLAIM_FIGURES.get(name, ""), ""]
-                for name, entry in sorted(rep.claims.items())]
-    rows = []
-    for name in sorted(set(reproduced) | set(agreed)):
-        r, a = reproduced.get(name, {}), agreed.get(name, {})
-        shown = r or a
-        agreement = (f"{a['verdict'].upper()} ({_cell(a['expected'])} {a['tolerance']})" if a
-                     else "—")
-        rows.append([name, shown.get("statement", ""),
-                     f"{_cell(r['expected'])} ({r['tolerance']})" if r else "—",
-                     interval_text(shown), str(r.get("verdict", "—")).upper(), agreement,
-                     CLAIM_FIGURES.get(name, ""), "; ".join(x for x in (r.get("detail"),
-                                                                      a.get("detail")) if x)])
-    return rows
 
 
 def failing_rows(rep: Report, limit: int = 50) -> list[list[Any]]:
@@ -179,8 +148,10 @@ def failing_rows(rep: Report, limit: int = 50) -> list[list[Any]]:
     bad = [c for c in failing(rep.verification) if c["kind"] != "table"] \
         if rep.verification and "checks" in rep.verification else []
     bad.sort(key=lambda c: (c["margin"] is None, c["margin"] or 0.0))
+    # a margin says how far outside: 2 significant digits
     return [[c["name"], c["verdict"].upper(), c["expected"], c["got"], c["tolerance"],
-             c["margin"], c["detail"]] for c in bad[:limit]]
+             "—" if c["margin"] is None else f"{c['margin']:.2g}", c["detail"]]
+            for c in bad[:limit]]
 
 
 def controls_text(rep: Report) -> tuple[str, str]:
@@ -221,8 +192,6 @@ def _stage_rows(rep: Report) -> list[list[Any]]:
     return rows + [["total", sum(s[1] for s in rep.stages), f"{sum(s[2] for s in rep.stages):.1f}"]]
 
 
-CLAIM_HEADER = ["claim", "says", "paper (accepts)", "this run [95 % interval]",
-                "paper's claim here", "agrees with expected (band)", "figure", "detail"]
 FAILING_HEADER = ["check", "verdict", "expected", "got", "band", "margin", "detail"]
 STAGE_HEADER = ["stage", "folders", "wall seconds"]
 
@@ -249,10 +218,13 @@ def _frame_rows(df: pd.DataFrame) -> list[list[Any]]:
 def _verdict_line(rep: Report) -> str:
     from repro.outputs.completeness import describe_missing
 
+    v = rep.verification
+    if v is not None and v.get("partial") and rep.missing:
+        return (f"**{v['line'][0].upper()}{v['line'][1:]}.** Finish with `{v['finish']}` (it "
+                "resumes). Exit code 3 while the run is partial, 1 when a compared row fails.")
     if rep.missing:
         return ("**Incomplete run**: " + describe_missing(rep.missing).removeprefix("incomplete: ")
                 + ". Its numbers are partial and no verdict applies.")
-    v = rep.verification
     if v is None:
         return f"Not verified yet: run `repro verify {rep.run_dir}`."
     if v.get("unverified"):
@@ -261,6 +233,18 @@ def _verdict_line(rep: Report) -> str:
 
     return (f"{headline(v)[0].upper()}{headline(v)[1:]} (see verification.md); exit code 0 on "
             "PASS, 1 on FAIL.")
+
+
+def _first_screen(rep: Report) -> tuple:
+    """The arguments both renderings of the first screen take (repro.outputs.report_claims)."""
+    verification = rep.verification or {}
+    study = report_claims.read_study(rep.run_dir)
+    verdict = study.get("verdict") if isinstance(study.get("verdict"), dict) else {}
+    return (report_claims.claim_rows(rep.verification, rep.claims),
+            verification.get("decides") or verdict.get("decides", "agreement"),
+            int(verification.get("replicates") or verdict.get("replicates", 1)),
+            report_claims.banner(study),
+            report_claims.sae_quality(rep.run_dir, rep.tables), rep.curves, rep.flat_gain)
 
 
 def _provenance_lines(rep: Report) -> list[str]:
@@ -276,12 +260,8 @@ def _provenance_lines(rep: Report) -> list[str]:
 
 def markdown(rep: Report) -> str:
     """report.md: figures referenced by relative path, so it reads inside the run folder."""
-    out = [f"# Report: {rep.study} run", "", f"Run folder `{rep.run_dir}`.", "",
-           _verdict_line(rep), ""]
-    training = report_curves.summary_line(rep.curves, rep.flat_gain)
-    out += [f"**{training}**", ""] if training else []
-    out += ["## Claims", ""]
-    out += _md_grid(CLAIM_HEADER, claim_rows(rep))
+    out = [f"# Report: {rep.study} run", "", f"Run folder `{rep.run_dir}`.", ""]
+    out += report_claims.markdown(_verdict_line(rep), *_first_screen(rep))
     failing = failing_rows(rep)
     if failing:
         out += ["", "## Failing checks", "", *_md_grid(FAILING_HEADER, failing)]
@@ -327,38 +307,43 @@ def _html_grid(header: list[str], rows: list[list[Any]],
 
 def _html_figure(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+    return (f'<figure id="{html.escape(path.stem)}"><img alt="{html.escape(path.stem)}" '
+            f'src="data:image/png;base64,{data}">'
             f"<figcaption><b>{html.escape(path.stem)}.</b> {html.escape(caption)}"
             "</figcaption></figure>")
 
 
 def _md_inline(text: str) -> str:
-    """Escape, then keep the `code` spans the Markdown lines use."""
+    """Escape, then keep the `code` and **bold** spans the Markdown lines use."""
     parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
 def to_html(rep: Report) -> str:
     """report.html: the same content as report.md with every figure inside the file."""
     title = html.escape(f"Report: {rep.study} run")
+    figures = {name: stem for name, stem in CLAIM_FIGURES.items()
+               if any(path.stem == stem for path, _ in rep.figures)}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
-             f"<style>{CSS}</style></head><body><h1>{title}</h1>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<style>{CSS}\n{report_claims.CSS}</style></head><body><h1>{title}</h1>",
+             '<section id="first-screen">',
              f"<p>Run folder <code>{html.escape(str(rep.run_dir))}</code>.</p>",
-             f"<p>{_md_inline(_verdict_line(rep))}</p>"]
-    training = report_curves.summary_line(rep.curves, rep.flat_gain)
-    if training:
-        parts.append(f'<p class="inconclusive">{html.escape(training)}</p>')
-    parts += ["<h2>Claims</h2>", _html_grid(CLAIM_HEADER, claim_rows(rep), verdict_col=(4, 5))]
+             *report_claims.html_parts(_md_inline(_verdict_line(rep)), *_first_screen(rep),
+                                       figures), "</section>"]
     failing = failing_rows(rep)
     if failing:
-        parts += ["<h2>Failing checks</h2>", _html_grid(FAILING_HEADER, failing, verdict_col=1)]
+        parts += ["<h2>Failing checks</h2>", '<div class="wide">'
+                  + _html_grid(FAILING_HEADER, failing, verdict_col=1) + "</div>"]
     line, how = controls_text(rep)
     verdict = "" if rep.method_controls is None else \
         f' class="{"pass" if rep.method_controls["ok"] else "fail"}"'
     parts += [f"<h2>{html.escape(CONTROLS_TITLE)}</h2>", f"<p{verdict}>{_md_inline(line)}</p>"]
     if rep.method_controls is not None:
-        parts += [f"<p>{_md_inline(how)}</p>",
-                  _html_grid(CONTROLS_HEADER, control_rows(rep), verdict_col=10)]
+        parts += [f"<p>{_md_inline(how)}</p>", '<div class="wide">'
+                  + _html_grid(CONTROLS_HEADER, control_rows(rep), verdict_col=10) + "</div>"]
     parts.append("<h2>Tables</h2>")
     for name, df in rep.tables.items():
         parts += [f"<h3>{html.escape(name)}</h3>",
@@ -368,8 +353,8 @@ def to_html(rep: Report) -> str:
     parts += report_curves.html(rep.run_dir, rep.curves, rep.flat_gain, _html_grid, _html_figure)
     parts.append("<h2>Provenance</h2><ul>")
     parts += [f"<li>{_md_inline(line[2:])}</li>" for line in _provenance_lines(rep)]
-    parts += ["</ul><h2>Wall time per stage</h2>",
-              _html_grid(STAGE_HEADER, _stage_rows(rep)), "</body></html>"]
+    parts += ["</ul><h2>Wall time per stage</h2>", '<div class="wide">'
+              + _html_grid(STAGE_HEADER, _stage_rows(rep)) + "</div></body></html>"]
     return "\n".join(parts) + "\n"
 
 

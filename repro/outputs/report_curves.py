@@ -15,14 +15,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from repro.outputs import shapes
 from repro.outputs.figure_style import DOUBLE, GREY, RC, bottom_legend, method_colour, new_figure
 from repro.science.training_curves import (
     CURVE_FILE,
     FLAT_EV_GAIN,
     LAST_SHARE,
-    load_curve,
     summarize,
 )
+from repro.study.reader import read_thresholds
 
 FIGURE = "report_training_curves.png"
 HEADER = ["SAE", "training tokens", "points", "final EV", "final L0", "final dead fraction",
@@ -42,7 +43,7 @@ def gather_curves(run_dir: Path) -> dict[str, dict[str, Any]]:
         parts = path.relative_to(run_dir / "runs").parts
         if any(part.startswith(".") for part in parts):  # unfinished (.partial) work
             continue
-        curve = load_curve(path)
+        curve = shapes.read(path, shapes.CURVE)
         if curve is not None:
             found["/".join(parts[:-2])] = curve
     return found
@@ -52,9 +53,9 @@ def flat_gain(run_dir: Path) -> float:
     """The run's study threshold curve_flat_ev_gain, else the default."""
     try:
         study = tomllib.loads((run_dir / "study.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return FLAT_EV_GAIN
-    return float(study.get("thresholds", {}).get("curve_flat_ev_gain", FLAT_EV_GAIN))
+    return read_thresholds(study.get("thresholds", {})).get("curve_flat_ev_gain", FLAT_EV_GAIN)
 
 
 def rows(curves: dict[str, dict[str, Any]], gain: float) -> list[list[Any]]:
@@ -144,8 +145,12 @@ def html(run_dir: Path, curves: dict[str, dict[str, Any]], gain: float, grid: An
     if not curves:
         return ["<h2>Training curves</h2><p>No SAE of this run recorded a training curve.</p>"]
     parts = ["<h2>Training curves</h2>"]
-    parts += [f'<p class="inconclusive">Warning: {escape.escape(line)}</p>'
-              for line in warnings(curves, gain)]
+    warned = warnings(curves, gain)
+    if warned:  # one line per SAE, folded: a run of 42 SAEs would be 42 paragraphs
+        items = "".join(f"<li>Warning: {escape.escape(line)}</li>" for line in warned)
+        parts.append(f'<details><summary class="inconclusive">'
+                     f'{escape.escape(summary_line(curves, gain) or "")}</summary>'
+                     f"<ul>{items}</ul></details>")
     if (run_dir / FIGURE).is_file():  # drawn by report.write before the page is rendered
         parts.append(figure(run_dir / FIGURE, CAPTION))
     return parts + [f'<div class="wide">{grid(HEADER, rows(curves, gain))}</div>']

@@ -2,7 +2,7 @@
 
 The run's sanity gates come first (tables/sanity.json: a run that fails one is not compared
 further). Then every expected table is compared row by row and cell by cell with the run's
-(tolerances from expected_outputs/tolerances.toml), after checking that the run's tables
+(tolerances from repro/expected_outputs/tolerances.toml), after checking that the run's tables
 still match the sha256 their stage recorded, and the claims in RUN_DIR/claims.json against
 the profile's expected claims (PASS, FAIL or INCONCLUSIVE). A last line compares the run's CPU
 numerics with the blessed run's. Writes RUN_DIR/verification.json and verification.md,
@@ -22,6 +22,7 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, sha256_file, write_json
+from repro.outputs import shapes
 from repro.outputs.check import Check
 from repro.outputs.expected import (
     SANITY,
@@ -37,6 +38,7 @@ from repro.outputs.verify_claims import verify_claims
 from repro.outputs.verify_text import markdown
 from repro.science.numerics import comparable
 from repro.stages.store import MANIFEST, read_manifest
+from repro.study.locations import recorded_path
 
 
 @dataclass(frozen=True)
@@ -222,10 +224,7 @@ def check_sanity(run_dir: Path) -> list[Check]:
     if sha256_file(path) != recorded:
         return [Check("sanity gates", "sanity", "fail", "sha256 as recorded", "differs",
                       "sha256", None, f"tables/{SANITY} does not match tables/{MANIFEST}")]
-    try:
-        gates = json.loads(path.read_text(encoding="utf-8"))["gates"]
-    except (ValueError, KeyError, TypeError):
-        return [Check("sanity gates", "sanity", "fail", "gates", "unreadable", "exact", None)]
+    gates = shapes.read(path, shapes.SANITY)["gates"]
     return [Check(f"sanity: {g['gate']}", "sanity", "pass" if g["ok"] else "fail",
                   [g["low"], g["high"]], g["value"], f"[{g['low']:.4g}, {g['high']:.4g}]",
                   min(g["value"] - g["low"], g["high"] - g["value"])
@@ -291,8 +290,9 @@ def verify_run(run_dir: Path, expected: Path | None = None,
     else:
         checks += verify_tables(run_dir, exp_dir, tols) + verify_claims(run_dir, exp_dir)
     checks += check_numerics(run_dir, exp_dir) + check_complete(run_dir)
-    result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir.resolve()),
-              "profile": profile, "tolerances": str(tols.source) if tols.source else None,
+    result = {"run_dir": str(run_dir.resolve()), "expected_dir": recorded_path(exp_dir),
+              "profile": profile,
+              "tolerances": recorded_path(tols.source) if tols.source else None,
               "expected_tables": sorted(p.stem for p in exp_dir.glob("*.csv")),
               **answers(checks, run_verdict(run_dir)),
               "checks": [asdict(c) for c in checks]}

@@ -1,13 +1,13 @@
 """The two answers every claim gets: does the paper's claim hold here, does this run agree?
 
 - Reproduction (`reproduce_claim`, kind "reproduction"): the paper's claim
-  (expected_outputs/paper/claims.toml: its number and this project's reconstruction
+  (repro/expected_outputs/paper/claims.toml: its number and this project's reconstruction
   tolerance) against this run's value and 95 % interval over replicates. HOLDS when the
   whole interval lies in the claim's region, DOES NOT HOLD when none of it does, UNDECIDED
   when it straddles the bound, or when the evidence a claim requires (C4's causal
   reliability) is not met over the whole interval. Decides the exit code of the paper profile.
 - Agreement (`agree_claim`, kind "claim"): the profile's blessed value and band
-  (expected_outputs/<profile>/claims.toml, written by `repro bless`) against this run's mean.
+  (repro/expected_outputs/<profile>/claims.toml, written by `repro bless`) against this run's mean.
   PASS inside the band; FAIL when the whole interval lies outside it; INCONCLUSIVE (a
   failure, with the reason) when the mean is outside but the interval still reaches the band,
   or when the band is so wide that the opposite finding would pass too (a ratio's inverse).
@@ -19,11 +19,11 @@ from the point, which the detail says.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from repro.outputs import shapes
 from repro.outputs.check import Check
 from repro.outputs.expected import (
     BASE_CLAIMS_PROFILE,
@@ -173,13 +173,8 @@ def agree_claim(spec: ClaimSpec, claims: dict | None) -> Check:
 
 
 def read_claims(run_dir: Path) -> dict | None:
-    """RUN_DIR/claims.json, or None when it is missing or not a JSON object."""
-    path = run_dir / "claims.json"
-    try:
-        claims = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (ValueError, OSError, UnicodeDecodeError):
-        return None
-    return claims if isinstance(claims, dict) else None
+    """RUN_DIR/claims.json, None when it is missing; one of the wrong shape is bad input."""
+    return shapes.read(run_dir / "claims.json", shapes.CLAIMS)
 
 
 def blessed_claims(exp_dir: Path) -> list[ClaimSpec]:

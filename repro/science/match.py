@@ -1,4 +1,4 @@
-"""Matching two SAEs by their decoder directions (DESIGN.md, "Matching two SAEs").
+"""Matching two SAEs by their decoder directions (docs/design.md, "Definitions").
 
 A feature is identified with its unit-normalised decoder row. Two SAEs (two seeds, or the
 dense model's and a pruned model's) are compared through the n x m cosine matrix of those
@@ -33,7 +33,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 SURVIVAL_TAU = 0.7
-"""Matched cosine at or above which a feature counts as surviving (DESIGN.md)."""
+"""Matched cosine at or above which a feature counts as surviving (docs/design.md)."""
 
 DEFAULT_BLOCK = 2048
 """Rows of `a` per step: 2048 x 16384 float32 is 128 MiB on the device."""
@@ -162,7 +162,7 @@ def hungarian_match(a: Matrix, b: Matrix, *, block: int = DEFAULT_BLOCK) -> Matc
 
 
 def survival(matched_cos: np.ndarray, tau: float = SURVIVAL_TAU) -> np.ndarray:
-    """Boolean per feature: its matched cosine is at least `tau` (DESIGN.md: tau = 0.7)."""
+    """Boolean per feature: its matched cosine is at least `tau` (docs/design.md: tau = 0.7)."""
     if not -1.0 <= tau <= 1.0:
         raise ValueError(f"tau is a cosine and must lie in [-1, 1], got {tau}")
     return np.asarray(matched_cos) >= tau
@@ -176,6 +176,6 @@ def shared_fraction(matched_cos: np.ndarray, tau: float = SURVIVAL_TAU) -> float
 
 def identity_rate(m: Match, alive: np.ndarray) -> float:
     """Fraction of the `alive` rows of `a` matched to the row of `b` with their own index:
-    what a shared initialisation and data order make Hungarian matching do (DESIGN.md,
+    what a shared initialisation and data order make Hungarian matching do (docs/design.md,
     "Seed control")."""
     return float(np.mean(m.index[alive] == np.flatnonzero(alive)))

@@ -24,7 +24,7 @@ The synthetic study (sizes and shares: `ControlSpec`):
   in every stratum, so no frequency effect exists and any found is the method's own.
 - The method, unchanged: SAEs trained by `repro.science.saes.fit_sae` (the project's training)
   on the dense data (study seed) and on each pruned data set with the same seed (the paper's
-  protocol: shared initialisation and data order) and with the control seed (DESIGN.md "Seed
+  protocol: shared initialisation and data order) and with the control seed (docs/design.md "Seed
   control"); firing rates of the dense SAE on held-out dense data; `match.hungarian_match`;
   survival and frequency effect by `stats.frequency_effect`, the function behind Table 3.
 - Verdicts, per protocol: the positive control passes when the feature-level rho is negative

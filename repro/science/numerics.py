@@ -36,6 +36,18 @@ MKL's SGEMM is the only outside kernel they run (MKL_VERBOSE), so its code path 
 is the likely cause. The verdict's bands therefore come from runs perturbed in the last bits
 on purpose (scripts/measure_spread.py), not from runs the pins make identical.
 CUDA runs are not pinned: GPU kernels are another matter (see the README).
+
+Waiting, not arithmetic: torch's CPU wheels run ATen's and MKL's parallel regions on GNU
+OpenMP (libgomp; `torch.__config__.parallel_info()`), whose idle threads spin for a while by
+default before they sleep. On a machine other jobs share, a spinning thread burns the time
+slice the thread it waits for needs: a loop of small GEMMs on the project's 2 cores at load 7
+took 109 s with OpenMP's default and 13.5 s with `OMP_WAIT_POLICY=PASSIVE`. So every run of
+the `repro` command sleeps while it waits (`share_cores_politely`, called before anything
+loads torch; an `OMP_WAIT_POLICY` already in the environment wins, e.g. ACTIVE on a machine
+of one's own). How a thread waits decides no operand and no order of summation, so it is
+recorded (`omp_wait_policy` in `numerics()`) but not compared (`comparable`).
+KMP_BLOCKTIME is Intel OpenMP's equivalent, which these wheels do not load; torch's
+inter-op pool waits on a condition variable and never spins.
 """
 
 from __future__ import annotations
@@ -56,6 +68,16 @@ PINNED_THREADS = 2
 MODE_VARIABLE = "REPRO_NUMERICS"
 """`native` disables the pins; unset or `pinned` keeps them."""
 MODES = ("pinned", "native")
+POLITE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""Read by OpenMP once, when torch loads it: idle threads sleep instead of spinning."""
+
+
+def share_cores_politely() -> dict[str, str]:
+    """Make OpenMP's idle threads sleep (unless the environment already says how they wait);
+    return the settings in force. Only effective before torch is imported."""
+    for name, value in POLITE_ENV.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in POLITE_ENV}
 
 
 def mode() -> str:
@@ -113,6 +135,8 @@ def numerics() -> dict:
     return {"mode": mode(), "threads": torch.get_num_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             **{name.lower(): os.environ.get(name) for name in PINNED_ENV},
+            # how idle threads wait: recorded, never compared (it changes no arithmetic)
+            **{name.lower(): os.environ.get(name) for name in POLITE_ENV},
             "cpu": _cpu_model()}
 
 

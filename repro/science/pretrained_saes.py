@@ -26,6 +26,7 @@ from repro.science.saes import (
     save_training_record,
     train_sae,
 )
+from repro.study.locations import recorded_path
 from repro.study.spec import PretrainedSae, SaeSpec, StreamSpec, TextSource
 
 SHIPPED = {"width": 1024, "k": 24, "lr": 1e-3, "batch_tokens": 1024, "n_sequences": 1024,
@@ -117,7 +118,8 @@ def published_stats(spec: PretrainedSae) -> dict[str, Any]:
             l0 = json.loads(record.read_text(encoding="utf-8")).get("train_l0")
         except (OSError, ValueError):
             l0 = None
-        return {"l0": l0, "explained_variance": None, "source": f"{record} (train_l0)"}
+        return {"l0": l0, "explained_variance": None,
+                "source": f"{recorded_path(record)} (train_l0)"}
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     lookup = get_pretrained_saes_directory().get(spec.release)

@@ -1,7 +1,7 @@
 """Magnitude and Wanda pruning of every matrix inside the decoder layers, unstructured or N:M.
 
 `repro prune --profile tiny --run gemma-3-tiny/wanda/50 --out DIR` prunes one run's model.
-Definitions (DESIGN.md): magnitude zeroes exactly floor(s * numel) smallest |W| per matrix;
+Definitions (docs/design.md): magnitude zeroes exactly floor(s * numel) smallest |W| per matrix;
 Wanda (Sun et al. 2023, reference locuslab/wanda) scores |W_ij| * ||X_j||_2 and zeroes
 exactly floor(s * in_features) lowest scores per output row, ties to the lower column (stable
 sort), layer by layer, each layer's inputs coming from the already pruned layers before it.

@@ -162,15 +162,13 @@ class ActivationStream(ShuffledStream):
     def __init__(self, model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *,
                  layer: int, batch_tokens: int, seq_batch: int, seed: int,
                  captured: ProbeCapture | None = None, epochs: int = 1) -> None:
-        self.model, self.ids, self.keep, self.layer = model, input_ids, keep, layer
-        self.seq_batch = seq_batch
         device = next(model.parameters()).device
         if epochs > 1 and captured is None:  # later epochs replay the first one's activations
             captured = ProbeCapture()
         if captured is not None and captured.complete:
             source = captured.replay(device)  # another seed already ran the model
         else:
-            source = self._probe_batches()
+            source = probe_batches(model, input_ids, keep, layer=layer, seq_batch=seq_batch)
             if captured is not None:
                 source = captured.recording(source)
         if epochs > 1:  # each epoch reshuffles: the pool is drawn afresh from the generator
@@ -179,15 +177,18 @@ class ActivationStream(ShuffledStream):
         super().__init__(source, int(keep.sum()), batch_tokens=batch_tokens, seed=seed,
                          epochs=epochs)
 
-    def _probe_batches(self) -> Iterator[torch.Tensor]:
-        device = next(self.model.parameters()).device
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                    else contextlib.nullcontext())
-        for start in range(0, len(self.ids), self.seq_batch):
-            with autocast:
-                acts = probe(self.model, self.ids[start:start + self.seq_batch], self.layer)
-            keep = self.keep[start:start + self.seq_batch].to(acts.device)
-            yield acts[keep]
+
+def probe_batches(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
+                  seq_batch: int) -> Iterator[torch.Tensor]:
+    """The model's probe activations at the kept (non-special) positions, `seq_batch`
+    sequences per forward, in order."""
+    device = next(model.parameters()).device
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    for start in range(0, len(input_ids), seq_batch):
+        with autocast:
+            acts = probe(model, input_ids[start:start + seq_batch], layer)
+        yield acts[keep[start:start + seq_batch].to(acts.device)]
 
 
 def tensor_stream(acts: torch.Tensor, *, batch_tokens: int, seed: int,
@@ -231,7 +232,7 @@ def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, 
 def fit_sae(stream: ShuffledStream, *, spec: SaeSpec, seed: int, device: torch.device,
             layer: int, metadata: dict[str, Any],
             on_init: Callable[[Any], None] | None = None,
-            curve: CurveRecorder | None = None) -> tuple[Any, dict]:
+            curve: CurveRecorder | None = None, dtype: str = "float32") -> tuple[Any, dict]:
     """Train a sae-lens TopK SAE on `stream` (`spec.epochs` passes already in it).
 
     Seeded: the same activations and seed give the same SAE (initialisation through the
@@ -240,18 +241,63 @@ def fit_sae(stream: ShuffledStream, *, spec: SaeSpec, seed: int, device: torch.d
     `expected_average_only_in` does, and the factor is folded back into the weights when
     training ends. b_dec starts at the activations' mean (as in Gao et al.'s TopK SAEs, which
     use their geometric median): residual streams carry a large shared component, and from
-    b_dec = 0 the same k latents win on every token and the rest never fire.
+    b_dec = 0 the same k latents win on every token and the rest never fire. `dtype` is the
+    SAE's parameter dtype (float64 only for the tests that compare trainers to round-off).
+    Many SAEs on the same activations train together in repro.science.sae_batch.
     """
-    from sae_lens import LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens import SAETrainer
     from sae_lens.training import sae_trainer as trainer_module
 
-    first = stream.prime()
+    sae, scaling = new_sae(stream.prime(), spec=spec, seed=seed, device=device, layer=layer,
+                           metadata=metadata, on_init=on_init, dtype=dtype)
+    cfg = trainer_config(spec, stream.n_tokens, device)
+    trainer = SAETrainer(cfg, sae, data_provider=stream)
+    trainer.activation_scaler.scaling_factor = scaling
+    started = time.time()
+    # sae-lens draws a progress bar; keep it for terminals, off in logs and CI.
+    with (patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)),
+          curve.attached(trainer, training_steps(spec, stream.n_tokens))
+          if curve is not None else contextlib.nullcontext()):
+        sae = trainer.fit()
+    return sae, training_record(sae, spec, stream.n_tokens, seed=seed, scaling=scaling,
+                                steps=trainer.n_training_steps,
+                                dead_window=cfg.dead_feature_window,
+                                seconds=time.time() - started)
+
+
+def training_steps(spec: SaeSpec, n_tokens: int) -> int:
+    """Steps of a training over `n_tokens` activations per epoch (the last batch may be short)."""
+    return math.ceil(n_tokens * spec.epochs / spec.batch_tokens)
+
+
+def trainer_config(spec: SaeSpec, n_tokens: int, device: torch.device) -> Any:
+    """sae-lens's `SAETrainerConfig` of every SAE training: constant learning rate, Adam with
+    sae-lens's defaults, a dead-latent window of an eighth of the steps (at most sae-lens's
+    default 1000) for the auxiliary loss, and one sparsity window over the whole training."""
+    from sae_lens import LoggingConfig
+    from sae_lens.config import SAETrainerConfig
+
+    steps = training_steps(spec, n_tokens)
+    return SAETrainerConfig(
+        total_training_samples=n_tokens * spec.epochs, train_batch_size_samples=spec.batch_tokens,
+        lr=spec.lr, lr_end=spec.lr, device=str(device),
+        dead_feature_window=max(1, min(MAX_DEAD_WINDOW, steps // 8)),
+        feature_sampling_window=steps + 1, logger=LoggingConfig(log_to_wandb=False))
+
+
+def new_sae(first: torch.Tensor, *, spec: SaeSpec, seed: int, device: torch.device, layer: int,
+            metadata: dict[str, Any], on_init: Callable[[Any], None] | None = None,
+            dtype: str = "float32") -> tuple[Any, float]:
+    """A freshly initialised sae-lens `TopKTrainingSAE` of `seed` and its activation scaling
+    factor, from `first`, the stream's first (unshuffled) buffer: the factor that brings the
+    mean norm to sqrt(d_model), and b_dec at the scaled mean."""
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
     scaling = math.sqrt(first.shape[1]) / float(first.norm(dim=-1).double().mean())
     seed_everything(seed)
     cfg = TopKTrainingSAEConfig(
-        d_in=first.shape[1], d_sae=spec.width, k=spec.k, dtype="float32", device=str(device),
+        d_in=first.shape[1], d_sae=spec.width, k=spec.k, dtype=dtype, device=str(device),
         normalize_activations="expected_average_only_in",
         metadata=SAEMetadata(hook_name=hook_name(layer), prepend_bos=True, **metadata))
     sae = TopKTrainingSAE(cfg)
@@ -259,30 +305,19 @@ def fit_sae(stream: ShuffledStream, *, spec: SaeSpec, seed: int, device: torch.d
         on_init(sae)
     with torch.no_grad():  # residual streams sit far from the origin; start b_dec at their mean
         sae.b_dec.copy_(first.mean(0) * scaling)
-    samples = stream.n_tokens * spec.epochs
-    steps = math.ceil(samples / spec.batch_tokens)
-    dead_window = max(1, min(MAX_DEAD_WINDOW, steps // 8))
-    trainer = SAETrainer(
-        SAETrainerConfig(total_training_samples=samples,
-                         train_batch_size_samples=spec.batch_tokens, lr=spec.lr, lr_end=spec.lr,
-                         device=str(device), dead_feature_window=dead_window,
-                         feature_sampling_window=steps + 1,
-                         logger=LoggingConfig(log_to_wandb=False)),
-        sae, data_provider=stream)
-    trainer.activation_scaler.scaling_factor = scaling
-    started = time.time()
-    # sae-lens draws a progress bar; keep it for terminals, off in logs and CI.
-    with (patched(trainer_module, "tqdm", functools.partial(trainer_module.tqdm, disable=None)),
-          curve.attached(trainer, steps) if curve is not None else contextlib.nullcontext()):
-        sae = trainer.fit()
-    return sae, {"n_tokens": stream.n_tokens, "epochs": spec.epochs,
-                 "steps": trainer.n_training_steps,
-                 "batch_tokens": spec.batch_tokens, "width": spec.width, "k": spec.k,
-                 "lr": spec.lr, "seed": seed, "norm_scaling_factor": scaling,
-                 "dead_feature_window_steps": dead_window,
-                 "train_l0": sae.cfg.metadata.l0,
-                 "dead_at_end": sae.cfg.metadata.num_dead_features,
-                 "train_seconds": round(time.time() - started, 3)}
+    return sae, scaling
+
+
+def training_record(sae: Any, spec: SaeSpec, n_tokens: int, *, seed: int, scaling: float,
+                    steps: int, dead_window: int, seconds: float) -> dict[str, Any]:
+    """What training.json records of a finished SAE (train_seconds goes to the manifest)."""
+    return {"n_tokens": n_tokens, "epochs": spec.epochs, "steps": steps,
+            "batch_tokens": spec.batch_tokens, "width": spec.width, "k": spec.k,
+            "lr": spec.lr, "seed": seed, "norm_scaling_factor": scaling,
+            "dead_feature_window_steps": dead_window,
+            "train_l0": sae.cfg.metadata.l0,
+            "dead_at_end": sae.cfg.metadata.num_dead_features,
+            "train_seconds": round(seconds, 3)}
 
 
 def save_training_record(record: dict[str, Any], path: Path) -> None:

@@ -1,6 +1,6 @@
 """Statistics of the analysis: frequency bins, rank correlations, the C2 ratio, RQ4's Pearson r.
 
-Definitions are DESIGN.md's; scipy does the statistics (spearmanr, bootstrap). Everything is
+Definitions are docs/design.md's; scipy does the statistics (spearmanr, bootstrap). Everything is
 vectorised over features. `feature_spearman` on 16384 features, measured on the project's
 shared 2-core CPU: 2.5-7.5 s with 1000 percentile resamples (the default), 25 s with 10000,
 65 s with BCa and 1000 (its jackknife dominates).
@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 
 N_BINS = 5
-"""Equal-count firing-rate bins of the RQ2 frequency analysis (DESIGN.md)."""
+"""Equal-count firing-rate bins of the RQ2 frequency analysis (docs/design.md)."""
 
 
 def frequency_bins(firing_rate: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,11 @@ class CurveRecorder:
         self._sums: Any = None
         self._tokens_in_window = 0
 
+    def begin(self, steps: int) -> None:
+        """Start a curve for a run of `steps` steps (what `attached` does first)."""
+        self.points, self.steps, self.every = [], steps, record_every(steps)
+        self._sums, self._tokens_in_window = None, 0
+
     @contextlib.contextmanager
     def attached(self, trainer: Any, steps: int) -> Iterator[CurveRecorder]:
         """Observe every `trainer.step(batch)` of a run of `steps` steps, then detach.
@@ -66,8 +71,7 @@ class CurveRecorder:
         The trainer's own `step` is called unchanged and its result returned as is; the
         recorder only reads that result after the step (weights already updated).
         """
-        self.points, self.steps, self.every = [], steps, record_every(steps)
-        self._sums, self._tokens_in_window = None, 0
+        self.begin(steps)
         original = trainer.step
 
         def recorded_step(batch: Any) -> Any:
@@ -82,7 +86,7 @@ class CurveRecorder:
             del trainer.step  # the class's own method shows through again
 
     def observe(self, output: Any, trainer: Any) -> None:
-        """Add one finished step's batch to the window; close a point every `every` steps."""
+        """Add one finished sae-lens step's batch to the window."""
         import torch
 
         with torch.no_grad():
@@ -91,20 +95,26 @@ class CurveRecorder:
             var = (x - x.mean(0)).pow(2).sum()
             active = output.feature_acts.bool().float().sum(-1).to_dense().sum()
             sums = torch.stack([err.double(), var.double(), active.double()])
-        self._sums = sums if self._sums is None else self._sums + sums
-        self._tokens_in_window += int(x.shape[0])
-        done = trainer.n_training_steps + 1  # sae-lens counts the step after `step` returns
-        if done % self.every == 0 or done >= self.steps:
-            self._close_point(done, trainer)
+        # sae-lens counts the step after `step` returns
+        self.add(sums, int(x.shape[0]), done=trainer.n_training_steps + 1,
+                 samples=trainer.n_training_samples, dead=lambda: trainer.dead_neurons)
 
-    def _close_point(self, done: int, trainer: Any) -> None:
-        err, var, active = (float(v) for v in self._sums.cpu())
-        self.points.append({
-            "step": done, "tokens": int(trainer.n_training_samples),
-            "explained_variance": 1.0 - err / var if var > 0 else float("nan"),
-            "l0": active / self._tokens_in_window,
-            "dead_fraction": float(trainer.dead_neurons.float().mean())})
-        self._sums, self._tokens_in_window = None, 0
+    def add(self, sums: Any, n_tokens: int, *, done: int, samples: int,
+            dead: Callable[[], Any]) -> None:
+        """Add one finished step: `sums` holds its batch's summed squared error, summed
+        variance about the batch mean and number of active latents (float64, on the SAE's
+        device); a point closes every `every` steps, with the dead-latent mask `dead()`
+        after the step. What `observe` does for sae-lens's trainer, for any trainer."""
+        self._sums = sums if self._sums is None else self._sums + sums
+        self._tokens_in_window += n_tokens
+        if done % self.every == 0 or done >= self.steps:
+            err, var, active = (float(v) for v in self._sums.cpu())
+            self.points.append({
+                "step": done, "tokens": int(samples),
+                "explained_variance": 1.0 - err / var if var > 0 else float("nan"),
+                "l0": active / self._tokens_in_window,
+                "dead_fraction": float(dead().float().mean())})
+            self._sums, self._tokens_in_window = None, 0
 
     def curve(self, **about: Any) -> dict[str, Any]:
         """The curve as curve.json stores it: how it was sampled, then the points."""

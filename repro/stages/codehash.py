@@ -1,8 +1,11 @@
 """The code a stage runs, as a hash in its input: an upgraded `repro` redoes what it changed.
 
-`code_hash("repro.science.evaluate")` is the sha256 over the source of that module and of every
+`code_hash("repro.science.evaluate")` is the sha256 over the code of that module and of every
 `repro` module it imports, directly or through others (at the top or inside a function), read
-from the files Python would import. A stage puts `stage_code(science, binding)` into its
+from the files Python would import. "The code" is the module's syntax tree without its
+docstrings (`_code`): comments, docstrings, blank lines and line breaks change no hash, so
+editing what the code says about itself redoes nothing, and a one-token change of what it
+does redoes its stages. A stage puts `stage_code(science, binding)` into its
 input hash: the transitive hash of its science module and the source of the module that
 binds it to folders. Editing `repro/science/evaluate.py` redoes every evaluate stage and, through
 their fingerprints, the analysis after them, and nothing before them; editing a module that
@@ -22,7 +25,7 @@ from pathlib import Path
 def _source(module: str) -> Path | None:
     try:
         spec = importlib.util.find_spec(module)
-    except (ImportError, AttributeError, ValueError):  # `from repro.x import name`: no module
+    except (ImportError, AttributeError, ValueError):  # `from a.module import name`: no module
         return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
@@ -64,12 +67,32 @@ def imported_modules(module: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _code(path: Path) -> bytes:
+    """What a source file does: its syntax tree without docstrings or positions. A string
+    statement right after an attribute (a field's docstring) is dropped too: it does nothing."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        kept = [stmt for i, stmt in enumerate(body)
+                if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+                        and isinstance(stmt.value.value, str)
+                        and (i == 0 and isinstance(node, _DOCUMENTED)
+                             or i > 0 and isinstance(body[i - 1], ast.Assign | ast.AnnAssign)))]
+        node.body = kept or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False).encode()
+
+
 @functools.cache
 def code_hash(module: str) -> str:
-    """sha256 over the sources of `imported_modules(module)`, each named by its module."""
+    """sha256 over the code (`_code`) of `imported_modules(module)`, each named by its module."""
     digest = hashlib.sha256()
     for name in imported_modules(module):
-        digest.update(name.encode() + b"\0" + _source(name).read_bytes() + b"\0")
+        digest.update(name.encode() + b"\0" + _code(_source(name)) + b"\0")
     return digest.hexdigest()
 
 
@@ -89,4 +112,4 @@ def stage_code(science: str, binding: str) -> dict[str, str]:
 @functools.cache  # every stage of a run asks: hash each stage module once per process
 def _file_hash(module: str) -> str:
     path = _source(module)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path else ""
+    return hashlib.sha256(_code(path)).hexdigest() if path else ""

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from repro.errors import ReproError
 from repro.inputs import models
 from repro.inputs.families import prunable_matrices
-from repro.science import prune, saes
+from repro.science import prune
 from repro.stages.provenance import provenance
 from repro.stages.store import fingerprint
 from repro.study.methods import METHODS
@@ -113,22 +113,6 @@ class ModelHolder:
         self.tokenizers: dict[str, object] = {}
         self.dense: dict[str, torch.Tensor] = {}
         self.current: Variant | None = None
-        self.capture: tuple[tuple, saes.ProbeCapture] | None = None
-
-    def probe_capture(self, variant: Variant, tokens: str, n_tokens: int,
-                      d_model: int) -> saes.ProbeCapture | None:
-        """The SAE-training activations of `variant` to record or replay, when more than one
-        run (seed) of the study trains on them and they fit in host memory; else None."""
-        key = (variant, tokens)
-        if self.capture is not None and self.capture[0] == key:
-            return self.capture[1]
-        self.capture = None  # another variant's stream: free it
-        seeds = sum(r.variant == variant for r in self.ctx.study.runs)
-        dtype = models.DTYPES[self.ctx.study.dtype]
-        if seeds < 2 or not saes.ProbeCapture.fits(n_tokens, d_model, dtype):
-            return None
-        self.capture = (key, saes.ProbeCapture())
-        return self.capture[1]
 
     def tokenizer_for(self, spec: ModelSpec):
         if spec.key not in self.tokenizers:

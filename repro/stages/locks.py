@@ -60,6 +60,15 @@ def _describe(entry: dict) -> str:
             f"{entry.get('started', '?')}: {entry.get('command', '?')}")
 
 
+def live_writers(out: Path) -> list[str]:
+    """The live repro processes registered as writers of `out`, described."""
+    folder = out / WRITERS
+    if not folder.is_dir():
+        return []
+    return [_describe(_read_entry(p)) for p in sorted(folder.glob("*.json"))
+            if _held_elsewhere(p)]
+
+
 @contextlib.contextmanager
 def writer_lock(out: Path, run_ids: list[str], log=print) -> Iterator[None]:
     """Register this process as the writer of `run_ids` in `out`, or refuse in one line."""

@@ -29,6 +29,7 @@ from repro.stages.context import (
     upstream,
 )
 from repro.stages.store import StageOutcome, run_stage
+from repro.study.locations import recorded_path
 from repro.study.spec import ModelSpec, Variant
 
 # ---- tokens ------------------------------------------------------------------------------
@@ -42,7 +43,7 @@ def tokens_stage(
         "version": STAGE_VERSION["tokens"],
         "code": stage_code("repro.inputs.data", __name__),
         "stream": stream_spec,
-        "model": spec.source,
+        "model": recorded_path(spec.source),  # the same key in every install
         "revision": spec.revision,
     }
 
@@ -74,7 +75,7 @@ def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOut
         "version": STAGE_VERSION["prune"],
         "code": stage_code("repro.science.pruners", __name__),
         "variant": variant,
-        "model": spec.source,
+        "model": recorded_path(spec.source),  # the same key in every install
         "revision": spec.revision,
         "dtype": ctx.study.dtype,
     }

@@ -1,13 +1,15 @@
 """The order a study runs in: `repro all --profile tiny --out DIR`.
 
-Per model the token streams, per variant its stages (repro.stages.pipeline), per run its SAE
-and evaluation (repro.stages.run_stages), then the study-level stages `finish` is given
+Per model the token streams, per variant its stages (repro.stages.pipeline), then per
+variant the SAEs of its runs (trained together) and each run's evaluation
+(repro.stages.run_stages), then the study-level stages `finish` is given
 (repro.outputs.finish: analysis, tables, figures, method controls, report, verification),
 all under one writer lock on the output folder.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from repro.files import write_text_if_changed
@@ -56,19 +58,21 @@ def _run_selected(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[s
             outcome = stage(ctx, holder, variant)
             _report(ctx, counts, f"[{i}/{len(variants)} {variant.id}] {name}", outcome)
     # Per model, dense runs first: a pruned run's evaluation reads the dense run's SAE. The
-    # runs of one variant (its seeds, its control) follow each other, so that the later ones
-    # replay the first one's probe activations. A reference run outside the selection only
-    # gets the SAE that evaluation needs; a control run has no evaluation.
+    # runs of one variant (its seeds, its control) train their SAEs together, in one pass
+    # over the variant's activations, then each is evaluated. A reference run outside the
+    # selection only gets the SAE that evaluation needs; a control run has no evaluation.
     models_order = list(dict.fromkeys(v.model for v in variants))
     ordered = sorted(
         needed, key=lambda r: (models_order.index(r.variant.model), not r.variant.is_dense,
                                variants.index(r.variant))
     )
-    for i, run in enumerate(ordered, 1):
+    position = {run: i for i, run in enumerate(ordered, 1)}
+    for _, group in itertools.groupby(ordered, key=lambda r: r.variant):
+        group = list(group)
         for name, stage in RUN_STAGES:
-            if name == "sae" or (run in runs and run.is_evaluated):
-                outcome = stage(ctx, holder, run)
-                _report(ctx, counts, f"[{i}/{len(ordered)} {run.id}] {name}", outcome)
+            todo = group if name == "sae" else [r for r in group if r in runs and r.is_evaluated]
+            for run, outcome in zip(todo, stage(ctx, holder, todo), strict=True):
+                _report(ctx, counts, f"[{position[run]}/{len(ordered)} {run.id}] {name}", outcome)
     verdict = finish(ctx, lambda name, outcome: _report(ctx, counts, f"[study] {name}", outcome))
     ctx.log(f"finished: {counts['done']} stages done, {counts['skipped']} already done")
     return {**counts, "verify": verdict}

@@ -12,13 +12,15 @@ runs/<run id>/sae/ (every run)
 - firing_rates.safetensors: firing_rate float64 [width] (fraction of non-special eval tokens
   with f_i > 0, on the model the SAE was trained on), fire_count int64 [width],
   n_tokens int64 [] (non-special eval tokens).
-- The seeds of one variant (RQ1's extra seeds) share one pass of the model: the first records
-  the probe activations of the SAE-training stream in host memory (saes.ProbeCapture, held
-  by the ModelHolder while it stays on that variant) and the others replay them; the
-  manifest's result says `replayed_activations`.
-- training.json: n_tokens, steps, batch_tokens, width, k, lr, seed, norm_scaling_factor,
-  dead_feature_window_steps, train_l0, dead_at_end, alive_on_eval (train_seconds is in
-  the manifest's result).
+- The SAEs of one variant (its run's seed, RQ1's extra seeds, the control seed) that are not
+  done train together, in one pass of the model over the sae_train tokens
+  (repro.science.sae_batch), each in its own data order; the manifest's result names them
+  (`trained_together`) and gives the group's training time (`group_train_seconds`; each
+  manifest's wall_seconds holds an even share of it).
+- training.json: n_tokens, epochs, steps, batch_tokens, width, k, lr, seed,
+  norm_scaling_factor, dead_feature_window_steps, train_l0, dead_at_end, alive_on_eval.
+- init_decoder.safetensors: W_dec float32 [width, d_model] at initialisation (how far each
+  latent moved, the seed control's drift).
 - curve.json: the training curve (repro.science.training_curves), recorded from the training steps
   themselves: {"run", "batch_tokens", "dead_feature_window_steps", "every_steps", "steps",
   "points": [{"step", "tokens", "explained_variance", "l0", "dead_fraction"}]}, tokens
@@ -52,6 +54,9 @@ runs/<run id>/evaluate/
 from __future__ import annotations
 
 import copy
+import functools
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +67,7 @@ from safetensors.torch import save_file
 from repro.errors import ReproError
 from repro.files import sha256_file, write_json
 from repro.inputs import data
-from repro.science import evaluate, pretrained_saes, saes, training_curves
+from repro.science import evaluate, pretrained_saes, sae_batch, saes, training_curves
 from repro.science.seeding import seed_everything
 from repro.stages.codehash import stage_code
 from repro.stages.context import (
@@ -73,7 +78,8 @@ from repro.stages.context import (
     retry_smaller_on_oom,
     upstream,
 )
-from repro.stages.store import StageOutcome, run_stage
+from repro.stages.store import StageOutcome, run_stage, run_stages_together
+from repro.study.locations import recorded_path
 from repro.study.spec import ModelSpec, Run
 
 CAUSAL_PER_BIN = 20
@@ -116,51 +122,80 @@ def _needs(ctx: Context, run: Run, folder: Path) -> str:
 
 # ---- sae ---------------------------------------------------------------------------------
 
-def sae_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
-    """Train the run's SAE on its variant's sae_train activations; add eval firing rates."""
-    spec = ctx.study.models[run.variant.model]
-    s = ctx.study.sae
-    inputs = {"version": STAGE_VERSION["sae"], "code": stage_code("repro.science.saes", __name__),
-              "seed": run.seed, "layer": spec.probe_layer,
-              "sae": {"width": s.width, "k": s.k, "lr": s.lr, "batch_tokens": s.batch_tokens,
-                      "epochs": s.epochs},
-              "prune": upstream(ctx.variant_dir(run.variant, "prune")),
-              "tokens": upstream(ctx.tokens_dir(spec.key, "sae_train")),
-              "activations": upstream(ctx.variant_dir(run.variant, "activations"))}
+def sae_stages(ctx: Context, holder: ModelHolder, runs: list[Run]) -> list[StageOutcome]:
+    """Train the SAEs of `runs` (the runs of one variant) that are not done, in one pass over
+    the variant's sae_train activations (repro.science.sae_batch), and write each run's folder
+    with its eval firing rates. A group where some runs are done trains the others only; an
+    SAE's bits do not depend on which others train beside it."""
+    variant = runs[0].variant
+    if any(run.variant != variant for run in runs):
+        raise ValueError("SAEs trained together must read the same variant's activations")
+    spec = ctx.study.models[variant.model]
+    inputs = [_sae_inputs(ctx, run) for run in runs]
 
-    def work(tmp: Path) -> dict:
+    def prepare(todo: list[int]) -> tuple[list[Callable[[Path], dict]], float]:
+        group = [runs[i] for i in todo]
         tokenizer = holder.tokenizer_for(spec)
         ids = load_tokens(ctx, spec.key, "sae_train")
-        model = holder.variant_model(run.variant)
-        captured = holder.probe_capture(run.variant, inputs["tokens"], ids.numel(),
-                                        model.config.hidden_size)
-        replayed = captured is not None and captured.complete
-        def keep_init(sae: Any) -> None:  # the seed control's drift from initialisation
-            save_file({"W_dec": sae.W_dec.detach().float().cpu().contiguous()},
-                      str(tmp / "init_decoder.safetensors"))
+        initial: dict[str, torch.Tensor] = {}
 
-        curve = training_curves.CurveRecorder()
-        sae, record = saes.train_sae(
-            model, ids, data.special_token_mask(ids, tokenizer),
-            layer=spec.probe_layer, spec=s, seed=run.seed, seq_batch=ctx.batch_size,
-            metadata={"model_name": spec.source, "context_size": int(ids.shape[1]),
-                      "repro_run": run.id}, captured=captured, on_init=keep_init, curve=curve)
-        saes.save_sae(sae, tmp)
-        training_curves.save_curve(curve.curve(run=run.id, batch_tokens=s.batch_tokens,
-                                               dead_feature_window_steps=record[
-                                                   "dead_feature_window_steps"]),
-                                   tmp / training_curves.CURVE_FILE)
-        rates = saes.firing_rates(saes.load_sae(tmp, ctx.device),
-                                  ctx.variant_dir(run.variant, "activations"),
-                                  special_ids(tokenizer))
-        saes.save_firing_rates(rates, tmp / "firing_rates.safetensors")
-        record["alive_on_eval"] = int((rates["fire_count"] > 0).sum())
-        saes.save_training_record(record, tmp / "training.json")
-        return {**{k: record[k] for k in ("n_tokens", "steps", "alive_on_eval", "train_seconds")},
-                "replayed_activations": replayed}
+        def keep_init(run: Run) -> Callable[[Any], None]:  # the seed control's drift
+            return lambda sae: initial.setdefault(run.id, sae.W_dec.detach().float().cpu().clone())
 
-    return run_stage(run_dir(ctx, run, "sae"), inputs, work,
-                     provenance=ctx.provenance(run=run.id, seed=run.seed), force=ctx.force)
+        curves = [training_curves.CurveRecorder() for _ in group]
+        started = time.time()
+        trained = sae_batch.train_saes(
+            holder.variant_model(variant), ids, data.special_token_mask(ids, tokenizer),
+            layer=spec.probe_layer, spec=ctx.study.sae, seeds=[run.seed for run in group],
+            seq_batch=ctx.batch_size,
+            metadata=[{"model_name": recorded_path(spec.source), "context_size": int(ids.shape[1]),
+                       "repro_run": run.id} for run in group],
+            on_init=[keep_init(run) for run in group], curves=curves)
+        together = [run.id for run in group]
+        works = [functools.partial(_write_sae, ctx, holder, run, sae, record, curve,
+                                   initial[run.id], together)
+                 for run, (sae, record), curve in zip(group, trained, curves, strict=True)]
+        return works, time.time() - started
+
+    return run_stages_together([run_dir(ctx, run, "sae") for run in runs], inputs, prepare,
+                               provenance=[ctx.provenance(run=run.id, seed=run.seed)
+                                           for run in runs], force=ctx.force)
+
+
+def _sae_inputs(ctx: Context, run: Run) -> dict[str, Any]:
+    spec = ctx.study.models[run.variant.model]
+    s = ctx.study.sae
+    return {"version": STAGE_VERSION["sae"],
+            "code": stage_code("repro.science.sae_batch", __name__),
+            "seed": run.seed, "layer": spec.probe_layer,
+            "sae": {"width": s.width, "k": s.k, "lr": s.lr, "batch_tokens": s.batch_tokens,
+                    "epochs": s.epochs},
+            "prune": upstream(ctx.variant_dir(run.variant, "prune")),
+            "tokens": upstream(ctx.tokens_dir(spec.key, "sae_train")),
+            "activations": upstream(ctx.variant_dir(run.variant, "activations"))}
+
+
+def _write_sae(ctx: Context, holder: ModelHolder, run: Run, sae: Any, record: dict,
+               curve: training_curves.CurveRecorder, initial: torch.Tensor,
+               together: list[str], tmp: Path) -> dict[str, Any]:
+    """One run's sae folder from its trained SAE: weights, initial decoder, curve, eval
+    firing rates, training record; the manifest's result."""
+    spec = ctx.study.models[run.variant.model]
+    saes.save_sae(sae, tmp)
+    save_file({"W_dec": initial.contiguous()}, str(tmp / "init_decoder.safetensors"))
+    training_curves.save_curve(
+        curve.curve(run=run.id, batch_tokens=ctx.study.sae.batch_tokens,
+                    dead_feature_window_steps=record["dead_feature_window_steps"]),
+        tmp / training_curves.CURVE_FILE)
+    rates = saes.firing_rates(saes.load_sae(tmp, ctx.device),
+                              ctx.variant_dir(run.variant, "activations"),
+                              special_ids(holder.tokenizer_for(spec)))
+    saes.save_firing_rates(rates, tmp / "firing_rates.safetensors")
+    record["alive_on_eval"] = int((rates["fire_count"] > 0).sum())
+    saes.save_training_record(record, tmp / "training.json")
+    return {"n_tokens": record["n_tokens"], "steps": record["steps"],
+            "alive_on_eval": record["alive_on_eval"],
+            "group_train_seconds": record["train_seconds"], "trained_together": together}
 
 
 # ---- evaluate ----------------------------------------------------------------------------
@@ -250,7 +285,7 @@ def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[st
     p = spec.pretrained_sae
     if role != "extra_seed" and p is not None and first:
         loaded["pretrained"] = pretrained_saes.load_pretrained(p, ctx.device, spec.probe_layer)
-        sources["pretrained"] = p.path or f"{p.release}/{p.sae_id}"
+        sources["pretrained"] = recorded_path(p.path) if p.path else f"{p.release}/{p.sae_id}"
     ids, acts = evaluate.load_eval(folder)
     scores = evaluate.ce_loss_scores(
         holder.variant_model(run.variant), loaded, ids, acts,
@@ -327,5 +362,11 @@ def _write_causal(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> dic
     return {"causal_features": len(features), "clean_ce": got["clean_ce"]}
 
 
-RUN_STAGES = (("sae", sae_stage), ("evaluate", evaluate_stage))
-"""The per-run stages in order, as repro.stages.run.run_all runs them."""
+def evaluate_stages(ctx: Context, holder: ModelHolder,
+                    runs: list[Run]) -> Iterator[StageOutcome]:
+    """Evaluate `runs` one after another, each outcome as soon as it is done."""
+    return (evaluate_stage(ctx, holder, run) for run in runs)
+
+
+RUN_STAGES = (("sae", sae_stages), ("evaluate", evaluate_stages))
+"""The stages of each group of runs that read one variant, in order: names and functions."""

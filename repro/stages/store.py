@@ -14,6 +14,7 @@ stage's lock (repro.stages.locks.stage_lock) while it checks and writes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -41,10 +42,34 @@ def warn(msg: str) -> None:
 
 
 def read_manifest(folder: Path) -> dict | None:
+    """The stage's manifest, or None when it is missing, unreadable or not of the shape
+    `_write_manifest` gives it (then the stage is not done, and is redone)."""
     try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    return manifest if _well_formed(manifest) else None
+
+
+_FIELDS = {"stage": str, "input_hash": str, "outputs": dict, "result": dict,
+           "provenance": dict, "wall_seconds": (int, float), "started": str}
+"""The manifest's fields that readers use, and their JSON types (each may be absent)."""
+
+
+def _well_formed(manifest: object) -> bool:
+    """A JSON object whose known fields have their types, whose outputs name files inside the
+    stage folder by their sha256, and whose provenance's packages and numerics are tables."""
+    if not isinstance(manifest, dict):
+        return False
+    if any(k in manifest and (not isinstance(manifest[k], t) or isinstance(manifest[k], bool))
+           for k, t in _FIELDS.items()):
+        return False
+    for rel, digest in manifest.get("outputs", {}).items():
+        parts = Path(rel).parts
+        if not isinstance(digest, str) or not parts or Path(rel).is_absolute() or ".." in parts:
+            return False
+    prov = manifest.get("provenance", {})
+    return all(prov.get(k) is None or isinstance(prov[k], dict) for k in ("packages", "numerics"))
 
 
 def fingerprint(folder: Path) -> str | None:
@@ -98,35 +123,87 @@ def run_stage(
     if not force and check_done(folder, input_hash) is None:
         return StageOutcome("skipped", 0.0)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.partial")
     with stage_lock(folder, log=warn):
         # Checked again under the lock: another writer may have finished it meanwhile.
-        reason = "forced" if force else check_done(folder, input_hash)
-        if reason is None:
-            return StageOutcome("skipped", 0.0)
-        if reason == "not run yet" and check_done(tmp, input_hash) is None:
-            _swap_in(tmp, folder)  # a run killed after its manifest was written: keep its work
-            return StageOutcome("skipped", 0.0, "recovered")
-        if reason not in ("forced", "not run yet", "inputs changed"):
-            warn(f"{folder}: {reason} (truncated, altered or deleted); redoing its stage")
+        reason, outcome = _recheck(folder, input_hash, force)
+        if outcome is not None:
+            return outcome
+        return _write_stage(folder, input_hash, inputs, work, provenance, reason)
+
+
+def run_stages_together(
+    folders: list[Path],
+    inputs: list[dict],
+    prepare: Callable[[list[int]], tuple[list[Callable[[Path], dict | None]], float]],
+    *,
+    provenance: list[dict],
+    force: bool = False,
+) -> list[StageOutcome]:
+    """Several stages whose expensive part is shared (SAEs trained in one pass): for the
+    folders not done, `prepare(positions)` does that part once and returns each one's `work`
+    (writing its files as run_stage's does) and the shared part's seconds, which the
+    manifests split evenly. Each folder is then written as run_stage writes it, one after
+    the other, so a kill loses at most what `prepare` did and the folder being written.
+    The stage locks of all pending folders are held meanwhile, in a fixed order."""
+    hashes = [hash_inputs(i) for i in inputs]
+    outcomes: list[StageOutcome | None] = [
+        None if force or check_done(f, h) is not None else StageOutcome("skipped", 0.0)
+        for f, h in zip(folders, hashes, strict=True)]
+    pending = [i for i, o in enumerate(outcomes) if o is None]
+    with contextlib.ExitStack() as locks:
+        reasons = {}
+        for i in sorted(pending, key=lambda i: str(folders[i])):
+            folders[i].parent.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(stage_lock(folders[i], log=warn))
+            reasons[i], outcomes[i] = _recheck(folders[i], hashes[i], force)
+        todo = [i for i in pending if outcomes[i] is None]
+        if todo:
+            works, shared_seconds = prepare(todo)
+            for i, work in zip(todo, works, strict=True):
+                outcomes[i] = _write_stage(folders[i], hashes[i], inputs[i], work,
+                                           provenance[i], reasons[i],
+                                           shared_seconds=shared_seconds / len(todo))
+    return [o for o in outcomes if o is not None]
+
+
+def _recheck(folder: Path, input_hash: str, force: bool) -> tuple[str, StageOutcome | None]:
+    """Under the stage's lock: why it must run, or its outcome when it need not (done
+    meanwhile, or recovered from a run killed after writing its manifest)."""
+    reason = "forced" if force else check_done(folder, input_hash)
+    if reason is None:
+        return "", StageOutcome("skipped", 0.0)
+    tmp = folder.with_name(f".{folder.name}.partial")
+    if reason == "not run yet" and check_done(tmp, input_hash) is None:
+        _swap_in(tmp, folder)  # a run killed after its manifest was written: keep its work
+        return reason, StageOutcome("skipped", 0.0, "recovered")
+    if reason not in ("forced", "not run yet", "inputs changed"):
+        warn(f"{folder}: {reason} (truncated, altered or deleted); redoing its stage")
+    return reason, None
+
+
+def _write_stage(folder: Path, input_hash: str, inputs: dict,
+                 work: Callable[[Path], dict | None], provenance: dict, reason: str, *,
+                 shared_seconds: float = 0.0) -> StageOutcome:
+    """`work` into the .partial folder, its manifest last, then the folder swapped in."""
+    tmp = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    point(f"stage:{folder}:begin")
+    started = time.time()
+    try:
+        extra = work(tmp) or {}
+        seconds = time.time() - started + shared_seconds
+        point(f"stage:{folder}:outputs")
+        _write_manifest(tmp, folder.name, input_hash, inputs, started, seconds, extra,
+                        provenance)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        point(f"stage:{folder}:begin")
-        started = time.time()
-        try:
-            extra = work(tmp) or {}
-            seconds = time.time() - started
-            point(f"stage:{folder}:outputs")
-            _write_manifest(tmp, folder.name, input_hash, inputs, started, seconds, extra,
-                            provenance)
-        except BaseException as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            full = disk_error(exc, folder)
-            if full is None:
-                raise
-            raise full from None
-        point(f"stage:{folder}:ready")
-        _swap_in(tmp, folder)
+        full = disk_error(exc, folder)
+        if full is None:
+            raise
+        raise full from None
+    point(f"stage:{folder}:ready")
+    _swap_in(tmp, folder)
     return StageOutcome("done", seconds, reason)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from repro.errors import ReproError
+from repro.study.rules import shown
 
 UNSTRUCTURED = "unstructured"
 N_M = "N:M"
@@ -52,6 +53,7 @@ PRUNING_METHODS = tuple(name for name in METHODS if name != "dense")
 
 
 def known_methods() -> str:
+    """The pruning methods, comma-separated, for messages and help."""
     return ", ".join(PRUNING_METHODS)
 
 
@@ -72,7 +74,7 @@ class Pattern:
             n, m = int(parts[0]), int(parts[1])
             if 0 < n < m:
                 return cls(n, m)
-        raise ReproError(f"pattern {text!r} is not known; use {UNSTRUCTURED} or N:M with "
+        raise ReproError(f"pattern {shown(text)} is not known; use {UNSTRUCTURED} or N:M with "
                          "0 < N < M (e.g. 2:4)")
 
     @property
@@ -101,10 +103,10 @@ def check_method(method: str, pattern: str) -> Method:
     """The declared method, once it and its pattern are known to go together; else one line
     naming the known methods and patterns."""
     if method not in METHODS:
-        raise ReproError(f"method {method!r} is not known; use one of {known_methods()}")
+        raise ReproError(f"method {shown(method)} is not known; use one of {known_methods()}")
     found = METHODS[method]
     kind = Pattern.parse(pattern).kind
     if kind not in found.patterns:
-        raise ReproError(f"method {method!r} does not support pattern {pattern!r}; it supports "
-                         f"{', '.join(found.patterns)}")
+        raise ReproError(f"method {method!r} does not support pattern {shown(pattern)}; it "
+                         f"supports {', '.join(found.patterns)}")
     return found

@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
-import math
+import json
 import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from repro.errors import ReproError
-from repro.study.methods import PRUNING_METHODS, UNSTRUCTURED, known_methods
+from repro.files import path_problem
+from repro.study.methods import PRUNING_METHODS, UNSTRUCTURED, Pattern, known_methods
+from repro.study.rules import NAME, FieldError, Rule, number, rule_of, shown, text, whole
 from repro.study.spec import (
     REPLICATE_SEED_STRIDE,
     DataSpec,
@@ -30,6 +32,16 @@ from repro.study.spec import (
 )
 
 PROFILES_DIR = Path(__file__).resolve().parent / "studies"
+CONTEXT = "study file"
+"""How every refusal of a study value starts."""
+SECTIONS: dict[str, type] = {f.name: get_type_hints(Study)[f.name] for f in fields(Study)
+                             if f.metadata.get("section")}
+"""The study file's tables read straight into a spec dataclass: every field of Study declared
+with repro.study.rules.section ([sae], ...)."""
+TOP_LEVEL = ("study", "models", "conditions", "extra_seeds", "thresholds", "data", *SECTIONS)
+HEAD = ("name", "device", "dtype", "seed", "numerics", "description")
+"""The keys of [study]; each but description is a field of Study with its declared rule."""
+DESCRIPTION = text("a line that says what the study is")
 
 
 def _check_keys(
@@ -41,27 +53,37 @@ def _check_keys(
     _need(
         not unknown,
         where,
-        f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+        f"unknown key(s) {', '.join(k if NAME.fullmatch(k) else repr(k) for k in unknown)}; "
+        f"allowed: {', '.join(sorted(allowed))}",
     )
 
 
-_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+def _table(value: Any, where: str, what: str = "must be a table") -> dict[str, Any]:
+    _need(isinstance(value, dict), where, what)
+    return value
 
 
 def _build(cls: type, table: Any, where: str, **fixed: Any) -> Any:
-    """Construct a spec dataclass from a TOML table, checking keys and scalar types first."""
-    _need(isinstance(table, dict), where, "must be a table")
+    """Construct a spec dataclass from a TOML table: keys first, then every declared rule
+    (in the class's __post_init__), each refusal naming `where.field`."""
+    table = _table(table, where)
     _check_keys(table, cls, where)
-    for f in fields(cls):
-        expected = _SCALARS.get(str(f.type))
-        value = table.get(f.name)
-        if expected and value is not None:
-            ok = isinstance(value, expected) and (bool in expected or not isinstance(value, bool))
-            _need(ok, where, f"{f.name} must be {f.type}, got {value!r}")
     try:
         return cls(**table, **fixed)
+    except FieldError as exc:
+        raise exc.at(CONTEXT, where, f"change {where}.{exc.name} in the study file") from None
     except TypeError as exc:  # a missing field
-        raise ReproError(f"study file: {where}: {exc}") from None
+        raise ReproError(f"{CONTEXT}: {where}: {exc}") from None
+
+
+def _field(cls: type, name: str, value: Any, where: str, shown: str = "") -> None:
+    """One declared field of `cls` checked before the value is used to build anything else;
+    `shown` names it in the message when the study file calls it otherwise."""
+    try:
+        rule_of(cls, name).check(shown or name, value)
+    except FieldError as exc:
+        raise exc.at(CONTEXT, where, f"change {where}.{shown or name} in the study file"
+                     ) from None
 
 
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
@@ -71,50 +93,89 @@ def _resolve(path: str, base: Path, where: str = "") -> str:
     """Local paths are relative to the study file (with or without ./); a path that names no
     folder there is a Hub id, and must look like one (org/name); packaged sources stay."""
     if path.startswith((".", "/", "~")):
-        return str((base / Path(path).expanduser()).resolve())
+        return _real(base / Path(path).expanduser(), where)
     if path.startswith("package:") or not where:
         return path
     if (base / path).exists():
-        return str((base / path).resolve())
+        return _real(base / path, where)
     _need(bool(HUB_ID.fullmatch(path)) and not path.endswith((".", "-")), where,
           f"{path!r} is neither a folder (relative to the study file, {base}) nor a Hugging "
           "Face Hub id (org/name); fix the path")
     return path
 
 
-def _model(key: str, table: dict[str, Any], base: Path) -> ModelSpec:
+def _real(path: Path, where: str) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a symlink loop
+        raise ReproError(f"{CONTEXT}: {where or 'a path'}: {path} is a loop of symbolic links; "
+                         "fix the path") from None
+
+
+def _model(key: str, table: Any, base: Path) -> ModelSpec:
+    try:
+        rule_of(ModelSpec, "key").check("model key", key)
+    except FieldError as exc:
+        raise exc.at(CONTEXT, fix=f"rename [models.{json.dumps(key)}] in the study file"
+                     ) from None
     where = f"models.{key}"
-    _need(isinstance(table, dict), where, "must be a table")
-    table = dict(table)
+    table = dict(_table(table, where))
     sae = table.pop("pretrained_sae", None)
     if sae is not None:
         sae = _build(PretrainedSae, sae, f"{where}.pretrained_sae")
         if sae.path:
             sae = PretrainedSae(path=_resolve(sae.path, base))
     if "source" in table:
-        table["source"] = _resolve(str(table["source"]), base, f"{where}.source")
+        _field(ModelSpec, "source", table["source"], where)
+        table["source"] = _resolve(table["source"], base, f"{where}.source")
     return _build(ModelSpec, table, where, key=key, pretrained_sae=sae)
 
 
 def _stream(table: Any, where: str, base: Path) -> StreamSpec:
-    _need(isinstance(table, dict), where, "must be a table")
-    table = dict(table)
+    table = dict(_table(table, where))
     source = _build(TextSource, table.pop("source", None), f"{where}.source")
     if source.path.startswith((".", "/")):
         source = TextSource(**{**source.__dict__, "path": _resolve(source.path, base)})
+    elif source.kind == "hub":
+        _need(bool(HUB_ID.fullmatch(source.path)), f"{where}.source",
+              f"path {source.path!r} is neither a folder (start it with ./ or /) nor a Hugging "
+              "Face Hub dataset id (org/name); fix the path")
     return _build(StreamSpec, table, where, source=source)
 
 
+def _entries(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """An array of tables ([[conditions]], [[extra_seeds]]), each entry checked to be a table."""
+    entries = raw.get(key, [])
+    _need(isinstance(entries, list), key, f"must be [[{key}]] entries (tables), got "
+          f"{type(entries).__name__}")
+    for i, entry in enumerate(entries):
+        _table(entry, f"{key}[{i}]")
+    return entries
+
+
+def _model_of(entry: dict[str, Any], models: dict[str, ModelSpec], where: str) -> str:
+    model = entry.get("model")
+    _need(isinstance(model, str) and model in models, where,
+          f"model {model!r} is not among [models]: {', '.join(models)}")
+    return model
+
+
+def _pattern(pattern: Any, where: str) -> None:
+    """A pattern the registry knows (repro.study.methods.Pattern), refused where it stands."""
+    try:
+        Pattern.parse(pattern)
+    except ReproError as exc:
+        raise ReproError(f"study file: {where}: {exc}") from None
+
+
 def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple[Run, ...]:
-    grid = raw.get("conditions", [])
-    _need(isinstance(grid, list) and grid, "conditions", "needs at least one [[conditions]] entry")
+    grid = _entries(raw, "conditions")
+    _need(bool(grid), "conditions", "needs at least one [[conditions]] entry")
     variants: list[Variant] = []
     for i, entry in enumerate(grid):
         where = f"conditions[{i}]"
-        _need(isinstance(entry, dict), where, "must be a table")
         _check_keys(entry, None, where, extra=("model", "methods", "sparsities", "patterns"))
-        model = entry.get("model")
-        _need(model in models, where, f"model {model!r} is not among [models]: {', '.join(models)}")
+        model = _model_of(entry, models, where)
         methods, sparsities = entry.get("methods", []), entry.get("sparsities", [])
         patterns = entry.get("patterns", [UNSTRUCTURED])
         _need(isinstance(methods, list) and methods, where, "methods must be a non-empty list")
@@ -125,9 +186,11 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
         )
         _need(isinstance(patterns, list) and patterns, where,
               f"patterns must be a non-empty list (e.g. [\"{UNSTRUCTURED}\", \"2:4\"])")
+        for pattern in patterns:
+            _pattern(pattern, where)
         for method in methods:
             _need(method in PRUNING_METHODS, where,
-                  f"method {method!r} is not known; use one of {known_methods()}")
+                  f"method {shown(method)} is not known; use one of {known_methods()}")
             for s in sparsities:
                 _need(
                     isinstance(s, int | float) and not isinstance(s, bool),
@@ -138,16 +201,14 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
                 variants += [Variant(model, method, float(s), pattern) for pattern in patterns]
     runs = [Run(Variant(m, "dense", 0.0), seed) for m in models]
     runs += [Run(v, seed) for v in variants]
-    for i, entry in enumerate(raw.get("extra_seeds", [])):
+    for i, entry in enumerate(_entries(raw, "extra_seeds")):
         where = f"extra_seeds[{i}]"
         _check_keys(entry, None, where, extra=("model", "seeds"))
-        model, seeds = entry.get("model"), entry.get("seeds", [])
-        _need(model in models, where, f"model {model!r} is not among [models]")
-        _need(
-            isinstance(seeds, list) and all(isinstance(s, int) for s in seeds),
-            where,
-            "seeds must be a list of integers",
-        )
+        model, seeds = _model_of(entry, models, where), entry.get("seeds", [])
+        _need(isinstance(seeds, list), where, f"seeds must be a list of whole numbers, got "
+              f"{seeds!r}")
+        for j, seed_ in enumerate(seeds):
+            _field(Run, "seed", seed_, where, f"seeds[{j}]")
         _need(seed not in seeds, where, f"seed {seed} is the study's base seed; pick others")
         runs += [Run(Variant(model, "dense", 0.0), s, is_extra_seed=True) for s in seeds]
     return tuple(runs)
@@ -174,81 +235,98 @@ def _replicates(runs: tuple[Run, ...], verdict: VerdictSpec) -> tuple[Run, ...]:
     return runs + tuple(r.replicated(i) for i in range(1, verdict.replicates) for r in runs)
 
 
+def _head(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """[study]: name (the file's name when left out), device, dtype, seed, each checked."""
+    head = _table(raw.get("study", {}), "study")
+    _check_keys(head, None, "study", extra=HEAD)
+    try:
+        DESCRIPTION.check("description", head.get("description", ""))
+    except FieldError as exc:
+        raise exc.at(CONTEXT, "study", "change study.description in the study file") from None
+    values = {"name": head.get("name", path.stem), "device": head.get("device", "cpu"),
+              "dtype": head.get("dtype", "float32"), "seed": head.get("seed", 0),
+              "numerics": head.get("numerics", "pinned")}
+    for key, value in values.items():
+        if key == "name" and "name" not in head:
+            try:
+                rule_of(Study, "name").check("name", value)
+            except FieldError:
+                raise ReproError(f"{CONTEXT}: the study is named after its file, {path.name}, "
+                                 f"and {value!r} is not a plain name (letters, digits, '.', "
+                                 "'_', '-'); set [study] name") from None
+        _field(Study, key, value, "study")
+    return values
+
+
 def load_study(path: Path) -> Study:
     """Read and validate a study file; every problem is a one-line ReproError."""
     path = Path(path)
-    if not path.is_file():
-        raise ReproError(f"study file {path} does not exist; give an existing TOML file to --study")
+    try:
+        found = path.is_file()
+    except OSError:  # a name too long, a loop of symbolic links
+        found = False
+    if not found:
+        what = "does not exist" if not path.exists() else path_problem(path)
+        raise ReproError(f"study file {path} {what}; give an existing TOML file to --study")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ReproError(f"study file {path} is not valid TOML ({exc}); fix the syntax") from None
+    except OSError as exc:
+        raise ReproError(f"study file {path} cannot be read ({exc.strerror}); give a readable "
+                         "file to --study") from None
     base = path.resolve().parent
-    _check_keys(
-        raw,
-        None,
-        "top level",
-        extra=("study", "models", "conditions", "extra_seeds", "sae", "thresholds", "data",
-               "verdict"),
-    )
-    head = raw.get("study", {})
-    _need(isinstance(head, dict), "study", "must be a table")
-    _check_keys(head, None, "study", extra=("name", "device", "dtype", "seed", "description"))
+    _check_keys(raw, None, "top level", extra=TOP_LEVEL)
+    head = _head(raw, path)
     models_raw = raw.get("models", {})
     _need(isinstance(models_raw, dict) and models_raw, "models", "needs at least one [models.KEY]")
     models = {key: _model(key, table, base) for key, table in models_raw.items()}
-    data_raw = raw.get("data", {})
-    _need(isinstance(data_raw, dict), "data", "must be a table")
+    data_raw = _table(raw.get("data", {}), "data")
     _check_keys(data_raw, DataSpec, "data")
     data = DataSpec(
         **{f.name: _stream(data_raw.get(f.name), f"data.{f.name}", base) for f in fields(DataSpec)}
     )
-    seed = head.get("seed", 0)
-    _need(isinstance(seed, int), "study", f"seed must be an integer, got {seed!r}")
-    thresholds = _thresholds(raw.get("thresholds", {}))
-    sae = _build(SaeSpec, raw.get("sae"), "sae")
-    verdict = _build(VerdictSpec, raw.get("verdict", {}), "verdict")
+    thresholds = read_thresholds(raw.get("thresholds", {}))
+    sections = {name: _build(cls, raw.get(name, {}), name) for name, cls in SECTIONS.items()}
     return Study(
-        name=str(head.get("name", path.stem)),
         path=path.resolve(),
-        device=head.get("device", "cpu"),
-        dtype=head.get("dtype", "float32"),
-        seed=seed,
         models=models,
         data=data,
-        sae=sae,
-        runs=_replicates(_controls(_runs(raw, models, seed), sae), verdict),
+        runs=_replicates(_controls(_runs(raw, models, head["seed"]), sections["sae"]),
+                         sections["verdict"]),
         thresholds=thresholds,
-        verdict=verdict,
+        **head,
+        **sections,
     )
 
 
-THRESHOLDS = {
-    # name: (lowest, highest, whole number, what it is)
-    "viable_ce_score": (-math.inf, 1.0, False, "the CE-loss score an SAE must reach (RQ3)"),
-    "fragile_r": (-1.0, 1.0, False, "the Pearson r below which a feature is fragile (RQ4)"),
-    "frequency_bins": (2, 100, True, "firing-rate bins (RQ2, RQ5)"),
-    "causal_features_per_bin": (1, 10_000, True, "features ablated per bin (RQ5)"),
-    "causal_sequences": (0, 10**6, True, "eval sequences of the ablations, 0 for all (RQ5)"),
-    "sanity_l0_rel": (0.0, math.inf, False, "the shipped SAEs' L0 band (sanity gate)"),
-    "sanity_ev_abs": (0.0, 1.0, False, "the shipped SAEs' EV band (sanity gate)"),
-    "curve_flat_ev_gain": (0.0, 1.0, False, "the EV an SAE may still gain over its last "
-                           "quarter of training and count as trained enough (report warning)"),
+THRESHOLDS: dict[str, Rule] = {
+    "viable_ce_score": number(None, 1.0, "RQ3: the CE-loss score an SAE must reach; a score, not "
+                              "a percentage"),
+    "fragile_r": number(-1.0, 1.0, "RQ4: the Pearson r below which a feature is fragile"),
+    "frequency_bins": whole(2, 100, "RQ2 and RQ5: firing-rate bins; a rank correlation needs 2"),
+    "causal_features_per_bin": whole(1, 10_000, "RQ5: features ablated per bin"),
+    "causal_sequences": whole(0, 10**6, "RQ5: eval sequences of the ablations, 0 for all"),
+    "sanity_l0_rel": number(0.0, 1.0, "the shipped SAEs' L0 band as a fraction: 0.25 is 25 %; "
+                            "at 1 the band's low edge is 0", high_open=True),
+    "sanity_ev_abs": number(0.0, 1.0, "the shipped SAEs' explained-variance band"),
+    "curve_flat_ev_gain": number(0.0, 1.0, "the explained variance an SAE may still gain over "
+                                 "its last quarter of training and count as trained enough"),
 }
+"""[thresholds]: each optional, each with its rule; the stages apply their defaults."""
 
 
-def _thresholds(table: Any) -> dict[str, float]:
-    """[thresholds], each key known and each value a number in its range."""
+def read_thresholds(table: Any) -> dict[str, float]:
+    """[thresholds], each key known and each value within its rule."""
     _need(isinstance(table, dict), "thresholds", "must be a table of name = number")
     out = {}
     for key, value in table.items():
         where = f"thresholds.{key}"
         _need(key in THRESHOLDS, where, f"unknown threshold; use one of {', '.join(THRESHOLDS)}")
-        low, high, whole, what = THRESHOLDS[key]
-        _need(isinstance(value, int | float) and not isinstance(value, bool)
-              and math.isfinite(value) and (not whole or float(value).is_integer()), where,
-              f"must be a {'whole ' if whole else ''}number ({what}), got {value!r}")
-        _need(low <= value <= high, where, f"must be in [{low}, {high}] ({what}), got {value!r}")
+        try:
+            THRESHOLDS[key].check(key, value)
+        except FieldError as exc:
+            raise exc.at(CONTEXT, "thresholds", f"change {where} in the study file") from None
         out[key] = float(value)
     return out
 

@@ -7,17 +7,42 @@ Everything the paper's abstract leaves open is declared as data; repro/study/rea
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from repro.errors import ReproError
-from repro.study.methods import UNSTRUCTURED, Pattern, check_method
+from repro.study.methods import METHODS, UNSTRUCTURED, Pattern, check_method
+from repro.study.rules import (
+    NAME,
+    FieldError,
+    check_fields,
+    choice,
+    declare,
+    flag,
+    number,
+    path_name,
+    section,
+    seed_value,
+    text,
+    whole,
+)
 
 DTYPES = ("float32", "bfloat16", "float16")
 DECIDES = ("agreement", "reproduction")
+NUMERICS = ("pinned", "native")
 REPLICATE_SEED_STRIDE = 100_000
 """Replicate r of a run trains from the run's seed + r * this: far from every seed a study
 names, so the SAEs of two replicates never share an initialisation or a data order."""
+MAX_LAYERS = 1000
+"""More decoder layers than any released model has (the largest have about 130); the model's
+config.json must agree with n_layers anyway."""
+MAX_STREAM_TOKENS = 2**30
+"""Tokens of one stream (n_sequences x seq_len): its ids are held in memory as int64, 8 GiB at
+2^30; the paper's largest stream has 2^24 (16384 x 1024)."""
+_ANY = re.compile(r"\S.*", re.DOTALL)
+_NAME_OR_EMPTY = re.compile(f"(?:{NAME.pattern})?")
+_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _need(cond: bool, where: str, problem: str) -> None:
@@ -29,44 +54,47 @@ def _need(cond: bool, where: str, problem: str) -> None:
 class PretrainedSae:
     """A public (paper) or shipped (tiny) SAE that plays the pre-trained SAE of RQ3."""
 
-    release: str = ""
+    release: str = declare(text("an sae-lens release name", pattern=re.compile(r"\S*"),
+                                pattern_text="text without spaces"), "")
     """sae-lens release name (e.g. gemma-scope-2b-pt-res-canonical); empty for a local SAE."""
-    sae_id: str = ""
+    sae_id: str = declare(text("an SAE id inside the release", pattern=re.compile(r"\S*"),
+                               pattern_text="text without spaces"), "")
     """sae-lens SAE id inside the release (e.g. layer_12/width_16k/canonical)."""
-    path: str = ""
+    path: str = declare(text("a folder, relative to the study file"), "")
     """Folder of an SAE saved by sae-lens (`SAE.load_from_disk`); absolute once loaded."""
 
     def __post_init__(self) -> None:
-        _need(
-            bool(self.path) != bool(self.release),
-            "pretrained_sae",
-            "give either path, or release and sae_id",
-        )
-        _need(
-            bool(self.release) == bool(self.sae_id),
-            "pretrained_sae",
-            "release and sae_id go together",
-        )
+        check_fields(self)
+        if bool(self.path) == bool(self.release):
+            raise FieldError("path", f"{self.path!r}: give either path, or release and sae_id")
+        if bool(self.release) != bool(self.sae_id):
+            raise FieldError("sae_id", f"{self.sae_id!r}: release and sae_id go together")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """One language model of the study and where its residual stream is probed."""
 
-    key: str
+    key: str = declare(path_name("the model key names its folders under tokens/, variants/ and "
+                            "runs/ of --out and starts every run id"))
     """Short name used in run ids (e.g. gemma-3-1b)."""
-    source: str
+    source: str = declare(text("a Hub id, a folder or package:<name>", pattern=_ANY,
+                               pattern_text="non-empty text"))
     """Hugging Face Hub id (org/name), a local folder (absolute once loaded), or
     `package:<name>`, a model repro.inputs.packaged installs by package name."""
-    architecture: str
+    architecture: str = declare(text("a transformers model class, checked against "
+                                     "config.json", pattern=_CLASS,
+                                     pattern_text="a class name like LlamaForCausalLM"))
     """Expected transformers class, checked on load (e.g. Gemma3ForCausalLM)."""
-    probe_layer: int
+    probe_layer: int = declare(whole(0, MAX_LAYERS - 1, "a decoder layer index, below n_layers"))
     """Decoder layer L whose output is probed: HF hidden_states[L + 1]."""
-    n_layers: int
+    n_layers: int = declare(whole(1, MAX_LAYERS, "no released model has more layers; "
+                                  "config.json must agree"))
     """Number of decoder layers, to check probe_layer and the loaded config."""
-    gated: bool = False
+    gated: bool = declare(flag("whether HF_TOKEN is needed"), False)
     """Whether the Hub repository needs an accepted licence and HF_TOKEN."""
-    revision: str = "main"
+    revision: str = declare(text("a Hub branch, tag or commit", pattern=re.compile(r"\S+"),
+                                 pattern_text="non-empty text without spaces"), "main")
     """Hub revision (branch, tag or commit) to pin."""
     pretrained_sae: PretrainedSae | None = None
     """The pre-trained SAE for RQ3, or None (the dense-trained SAE stands in)."""
@@ -75,16 +103,16 @@ class ModelSpec:
     (a model loaded wrong, e.g. without its BOS token, lands far outside)."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         where = f"models.{self.key}"
         if self.perplexity_range is not None:
             r = self.perplexity_range
             _need(isinstance(r, list | tuple) and len(r) == 2
-                  and all(isinstance(x, int | float) and not isinstance(x, bool) for x in r)
+                  and all(isinstance(x, int | float) and not isinstance(x, bool)
+                          and math.isfinite(x) for x in r)
                   and 0 < r[0] < r[1], where,
                   f"perplexity_range must be [low, high] with 0 < low < high, got {r!r}")
             object.__setattr__(self, "perplexity_range", (float(r[0]), float(r[1])))
-        _need(bool(self.source), where, "source is empty")
-        _need(self.n_layers > 0, where, f"n_layers must be positive, got {self.n_layers}")
         _need(
             0 <= self.probe_layer < self.n_layers,
             where,
@@ -105,31 +133,30 @@ class ModelSpec:
 class TextSource:
     """Where a token stream's text comes from."""
 
-    kind: str
+    kind: str = declare(choice(("hub", "tiny", "package"), "where the text comes from"))
     """'hub' (a `datasets` dataset), 'tiny' (the project's generated corpus) or 'package'
     (a text repro.inputs.packaged installs by package name; path names it, split picks
     documents)."""
-    path: str = ""
+    path: str = declare(text("a dataset id, folder or file"), "")
     """Dataset id or local folder/file for `datasets.load_dataset`; unused for 'tiny'."""
-    name: str = ""
+    name: str = declare(text("a dataset configuration names the stored copy of its rows",
+                             pattern=_NAME_OR_EMPTY, pattern_text="empty, or a name of "
+                             "letters, digits, '.', '_' and '-'"), "")
     """Dataset configuration (e.g. wikitext-2-raw-v1); empty for none."""
-    split: str = "train"
+    split: str = declare(path_name("a split names the stored copy of its rows"), "train")
     """Dataset split, or the generated corpus's split name for 'tiny'."""
-    data_files: str = ""
+    data_files: str = declare(text("a file pattern inside the dataset"), "")
     """Optional data file pattern inside the dataset (e.g. one C4 shard)."""
-    text_field: str = "text"
+    text_field: str = declare(text("a column name", pattern=_ANY,
+                                   pattern_text="non-empty text"), "text")
     """Column holding the text."""
-    streaming: bool = False
+    streaming: bool = declare(flag("stream or download"), False)
     """Stream the dataset instead of downloading it whole."""
 
     def __post_init__(self) -> None:
-        _need(
-            self.kind in ("hub", "tiny", "package"),
-            "text source",
-            f"kind must be hub, tiny or package, got {self.kind!r}",
-        )
-        _need(self.kind == "tiny" or bool(self.path), "text source",
-              f"a {self.kind} source needs path")
+        check_fields(self)
+        if self.kind != "tiny" and not self.path:
+            raise FieldError("path", f"'': a {self.kind} source needs a path")
 
 
 @dataclass(frozen=True)
@@ -138,31 +165,31 @@ class StreamSpec:
 
     source: TextSource
     """Text the stream is cut from."""
-    n_sequences: int
+    n_sequences: int = declare(whole(1, MAX_STREAM_TOKENS // 2, "with seq_len, at most 2^30 "
+                                     "tokens per stream: int64 ids, 8 GiB"))
     """Number of sequences."""
-    seq_len: int
+    seq_len: int = declare(whole(2, 2**17, "tokens per sequence: a next-token loss needs 2; no "
+                                 "model here takes more than 2^17 positions"))
     """Tokens per sequence."""
-    sampling: str = "packed"
+    sampling: str = declare(choice(("windows", "packed", "joined"), "how sequences are cut"),
+                            "packed")
     """'windows': random windows of random long documents (the Wanda reference's C4
     calibration); 'packed': documents in order, each opened by BOS, concatenated and cut
     into sequences (SAE training and evaluation); 'joined': all texts joined by blank lines,
     tokenized once and cut into consecutive sequences (the reference's WikiText-2 perplexity)."""
-    seed: int = 0
+    seed: int = declare(seed_value(), 0)
     """Seed of the document and window choice."""
-    skip_documents: int = 0
+    skip_documents: int = declare(whole(0, 10**9, "more documents than any corpus read "
+                                        "here holds"), 0)
     """Documents skipped first, so that streams drawn from one source do not overlap."""
 
     def __post_init__(self) -> None:
-        _need(
-            self.n_sequences > 0, "stream", f"n_sequences must be positive, got {self.n_sequences}"
-        )
-        _need(self.seq_len > 1, "stream", f"seq_len must be at least 2, got {self.seq_len}")
-        _need(
-            self.sampling in ("windows", "packed", "joined"),
-            "stream",
-            f"sampling must be windows, packed or joined, got {self.sampling!r}",
-        )
-        _need(self.skip_documents >= 0, "stream", "skip_documents must be >= 0")
+        check_fields(self)
+        if self.n_tokens > MAX_STREAM_TOKENS:
+            raise FieldError("n_sequences", f"{self.n_sequences}: with seq_len = {self.seq_len} "
+                             f"that is {self.n_tokens} tokens; allowed: at most 2^30 tokens per "
+                             "stream (its ids are held in memory as int64, 8 GiB)",
+                             "lower n_sequences or seq_len")
 
     @property
     def n_tokens(self) -> int:
@@ -192,90 +219,79 @@ class DataSpec:
 class SaeSpec:
     """Hyper-parameters of the SAEs the project trains (sae-lens TopK)."""
 
-    width: int
+    width: int = declare(whole(1, 2**16, "matching holds width x width cosines, 22 bytes "
+                               "each, 90 GiB at 2^16; the paper uses 2^14"))
     """Number of latents (paper: 16384)."""
-    k: int
+    k: int = declare(whole(1, 2**16, "active latents per token, at most width"))
     """Active latents per token (TopK)."""
-    lr: float
+    lr: float = declare(number(0, 1, "Adam moves each weight by about lr per step; above 1 a "
+                               "step overwrites the unit-norm decoder", low_open=True))
     """Adam learning rate."""
-    batch_tokens: int
+    batch_tokens: int = declare(whole(1, 2**20, "a step holds batch_tokens x width latent "
+                                      "activations: 64 GiB at 2^20 x 2^14"))
     """Activations per training step."""
-    epochs: int = 1
+    epochs: int = declare(whole(1, 100, "each epoch replays the recorded activations; the "
+                                "paper uses 1"), 1)
     """Passes over the SAE-training activations (paper: 1; the model runs once, later epochs
     replay its activations reshuffled, for budgets where more tokens cost too much)."""
-    survival_threshold: float = 0.7
+    survival_threshold: float = declare(number(0, 1, "a cosine: 0.7 is the paper's tau",
+                                               low_open=True), 0.7)
     """Matched decoder cosine at or above which a feature survives (tau)."""
-    control_seed: int | None = None
+    control_seed: int | None = declare(seed_value(optional=True), None)
     """Seed of the control SAEs: every variant (dense and pruned) gets one more SAE from this
     seed, so survival can be measured between SAEs that share no initialisation and no data
     order (the seed control of RQ2); None trains none."""
 
     def __post_init__(self) -> None:
-        _need(self.width > 0 and self.k > 0, "sae", "width and k must be positive")
-        _need(self.control_seed is None or (isinstance(self.control_seed, int)
-                                            and not isinstance(self.control_seed, bool)),
-              "sae", f"control_seed must be an integer, got {self.control_seed!r}")
+        check_fields(self)
         _need(self.k <= self.width, "sae", f"k ({self.k}) must not exceed width ({self.width})")
-        _need(self.lr > 0, "sae", f"lr must be positive, got {self.lr}")
-        _need(self.batch_tokens > 0, "sae", "batch_tokens must be positive")
-        _need(isinstance(self.epochs, int) and not isinstance(self.epochs, bool)
-              and self.epochs >= 1, "sae",
-              f"epochs must be a positive integer, got {self.epochs!r}")
-        _need(0 < self.survival_threshold <= 1, "sae", "survival_threshold must be in (0, 1]")
 
 
 @dataclass(frozen=True)
 class VerdictSpec:
     """How a run reaches its verdict: how often every SAE is trained, and which answer decides."""
 
-    replicates: int = 1
+    replicates: int = declare(whole(1, 100, "every replicate trains and measures every SAE "
+                                    "again; 3 give an interval, 100 would take 100 runs"), 1)
     """Times every SAE of the study is trained and measured, each time from other seeds
     (replicate 0 is the study's own seeds): every number of the tables and claims is the mean
     over replicates, with its standard deviation and a 95 % interval beside it."""
-    decides: str = "agreement"
+    decides: str = declare(choice(DECIDES, "which answer sets the exit code"), "agreement")
     """Which of the two answers sets the exit code: 'agreement' (does this run agree with the
     stored expected outputs? the CPU profiles) or 'reproduction' (do the paper's claims hold
     in this run? the paper profile)."""
-    min_features: int = 10
+    min_features: int = declare(whole(1, 10**6, "the fewest features a survival rate may "
+                                      "rest on before C2 uses a ratio of two"), 10)
     """Fewest features a survival rate may rest on before a ratio of two rates (C2) uses it:
     a rate of 2 of 1,639 features moves by half with one feature."""
 
     def __post_init__(self) -> None:
-        _need(isinstance(self.replicates, int) and not isinstance(self.replicates, bool)
-              and 1 <= self.replicates <= 100, "verdict",
-              f"replicates must be a whole number in [1, 100], got {self.replicates!r}")
-        _need(self.decides in DECIDES, "verdict",
-              f"decides must be one of {', '.join(DECIDES)}, got {self.decides!r}")
-        _need(isinstance(self.min_features, int) and not isinstance(self.min_features, bool)
-              and self.min_features >= 1, "verdict",
-              f"min_features must be a whole number >= 1, got {self.min_features!r}")
+        check_fields(self)
 
 
 @dataclass(frozen=True, order=True)
 class Variant:
     """One model as it is analysed: dense, or pruned by one method at one sparsity and pattern."""
 
-    model: str
+    model: str = declare(path_name("the model key"))
     """Model key."""
-    method: str
+    method: str = declare(choice(tuple(METHODS), "the methods of the registry, "
+                                 "repro/study/methods.py"))
     """'dense' or a pruning method of repro.study.methods.METHODS."""
-    sparsity: float
+    sparsity: float = declare(number(0, 1, "a fraction of each matrix's weights: write 0.5 "
+                                     "for 50 %", high_open=True))
     """Fraction of weights removed per pruned matrix, in [0, 1); 0 for dense."""
     pattern: str = UNSTRUCTURED
     """'unstructured', or 'N:M' (N of every M consecutive inputs of an output removed)."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         where = f"condition {self.model}/{self.method}"
         try:
             check_method(self.method, self.pattern)
         except ReproError as exc:
             raise ReproError(f"study file: {where}: {exc}") from None
         object.__setattr__(self, "pattern", str(Pattern.parse(self.pattern)))  # 02:4 -> 2:4
-        _need(
-            0.0 <= self.sparsity < 1.0,
-            where,
-            f"sparsity {self.sparsity} is outside [0, 1); write 0.5 for 50 %",
-        )
         _need(
             (self.method == "dense") == (self.sparsity == 0.0),
             where,
@@ -306,7 +322,7 @@ class Run:
 
     variant: Variant
     """The model variant the SAE is trained on."""
-    seed: int
+    seed: int = declare(seed_value())
     """SAE initialisation and shuffling seed."""
     is_extra_seed: bool = False
     """True for the additional seeds of the dense model (RQ1)."""
@@ -315,6 +331,9 @@ class Run:
     replicate: int = 0
     """0 for the study's own run; r > 0 for its r-th replicate, which trains from seed
     base seed + r * REPLICATE_SEED_STRIDE (the `seed` above) and is measured the same way."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @property
     def base_seed(self) -> int:
@@ -350,39 +369,47 @@ class Run:
 class Study:
     """A whole profile: models, data, SAE settings and the list of runs."""
 
-    name: str
+    name: str = declare(path_name("the study's name picks expected_outputs/<name>/ and keys its "
+                             "tolerances"))
     """Profile name (paper, tiny or a user's)."""
     path: Path
     """The study file it was read from."""
-    device: str
+    device: str = declare(choice(("cuda", "cpu"), "where the profile is meant to run"))
     """'cuda' or 'cpu': where the profile is meant to run."""
-    dtype: str
+    dtype: str = declare(choice(DTYPES, "the model dtypes repro runs in"))
     """Model dtype for pruning and capture (bfloat16 on GPU, float32 on CPU)."""
-    seed: int
+    seed: int = declare(seed_value())
     """Base seed of the study."""
     models: dict[str, ModelSpec]
     """Model registry of the study, by key."""
     data: DataSpec
     """Token streams."""
-    sae: SaeSpec
-    """SAE hyper-parameters."""
+    sae: SaeSpec = section()
+    """SAE hyper-parameters ([sae])."""
     runs: tuple[Run, ...]
     """Every run, dense references first for each model."""
     thresholds: dict[str, float] = field(default_factory=dict)
     """Analysis thresholds (e.g. viable_ce_score, fragile_r)."""
-    verdict: VerdictSpec = field(default_factory=VerdictSpec)
-    """Replicates and which answer decides the exit code."""
+    verdict: VerdictSpec = section(VerdictSpec())
+    """Replicates and which answer decides the exit code ([verdict])."""
+    numerics: str = declare(choice(NUMERICS, "the CPU arithmetic: the same bits on one "
+                                   "machine, or the machine's own kernels"), "pinned")
+    """CPU arithmetic (repro.science.numerics): 'pinned', the same bits on one machine
+    whatever its threads and ISA, or 'native', the machine's own kernels (several times
+    faster, not bit-stable); REPRO_NUMERICS in the environment overrides it."""
 
     def __post_init__(self) -> None:
-        _need(
-            self.device in ("cuda", "cpu"),
-            "study",
-            f"device must be cuda or cpu, got {self.device!r}",
-        )
-        _need(self.dtype in DTYPES, "study", f"dtype must be one of {', '.join(DTYPES)}")
+        check_fields(self)
         ids = [r.id for r in self.runs]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         _need(not dupes, "runs", f"duplicate run ids: {', '.join(dupes)}")
+        folded = [k.lower() for k in self.models]
+        twins = sorted({k for k in self.models if folded.count(k.lower()) > 1})
+        _need(not twins, "models", f"keys {', '.join(twins)} differ only in case, and name the "
+              "same folder on a case-insensitive disk; rename one")
+        # Every path under --out is built from these parts: none may climb out of it.
+        bad = next((i for i in ids if not all(NAME.fullmatch(p) for p in i.split("/"))), None)
+        _need(bad is None, "runs", f"run id {bad!r} has a part that is not a plain name")
 
     def replicate_runs(self, replicate: int) -> tuple[Run, ...]:
         """The runs of one replicate (0: the study's own seeds), in study order."""
