@@ -433,4 +433,4 @@ def test_malformed_tolerances_are_refused(tmp_path: Path,
 
 def test_the_cases_the_readme_counts() -> None:
     assert (len(STUDY_EDITS), len(ARG_CASES), len(MODEL_CASES), len(PARSED_ENV) * 2,
-            len(ENV_CASES) + 4) == (66, 12, 17, 10, 6)  # as docs/input-contract.md says
+            len(ENV_CASES) + 4) == (69, 12, 17, 10, 6)  # as docs/input-contract.md says

@@ -38,6 +38,7 @@ from repro.files import atomic_write_text, write_json
 from repro.outputs.check import Check
 from repro.outputs.expected import expected_dir, load_tolerances, tolerances_path
 from repro.stages.store import read_manifest
+from repro.study.methods import UNSTRUCTURED
 from repro.study.spec import Run, Study, Variant
 
 PARTIAL_EXIT = 3
@@ -119,7 +120,7 @@ def _rows(a: Any, chosen: list[Unit]) -> dict[str, list[dict]]:
     out["T3_survival"] = t3
     pairs = set(pick("T4_ratios"))
     out["T4_ratios"] = [r for r in a.t4_ratios(t3)
-                        if (r["model"], r["pattern"], r["sparsity"]) in pairs]
+                        if (r["model"], r.get("pattern", UNSTRUCTURED), r["sparsity"]) in pairs]
     out["T5_transfer"] = [a.transfer_row(v) for v in a.study.variants
                           if v in pick("T5_transfer")]
     out["T6_fragility_causal"] = [a.fragility_row(v) for v in a.study.conditions

@@ -15,7 +15,7 @@ Layers go in order, each from the inputs of the already pruned layers (`prune.la
 
 Choices, stated: the unstructured block mask removes exactly floor(s * block entries) with
 ties to the lower (row-major) position, where the reference's `<= threshold` removes one more
-and any ties (the same choice as magnitude, DESIGN.md); N:M ties go to the lower column where
+and any ties (the same choice as magnitude, docs/design.md); N:M ties go to the lower column where
 the reference's `topk` leaves them unspecified. Arithmetic: each calibration batch's X^T X
 in float32 (float64 for a float64 model), as the reference computes it, summed over the
 batches in float64 (the reference sums in float32: over 262k tokens that loses digits the
