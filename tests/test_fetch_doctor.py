@@ -19,7 +19,7 @@ from conftest import make_model, word_tokenizer
 from repro import cli
 from repro.errors import ReproError
 from repro.inputs import data, doctor, fetch, footprint, hubcache
-from repro.outputs.shipped import expected_checks
+from repro.outputs.shipped import NOT_YET_BLESSED, expected_checks
 from repro.study.reader import load_study, profile_path
 from repro.study.spec import StreamSpec, TextSource
 
@@ -367,6 +367,10 @@ def test_doctor_finds_each_profiles_expected_outputs(tmp_path: Path) -> None:
     checks = expected_checks(load_study(profile_path("paper")))
     assert [c.ok for c in checks] == [True]
     assert "paper: no tables (claims only), 8 claim checks" in checks[0].what
+    for name in NOT_YET_BLESSED:  # blessing one means taking it off the list
+        assert not (EXPECTED_ROOT / name).exists(), name
+        check = expected_checks(load_study(profile_path(name)))[0]
+        assert check.ok and "has not yet been run and blessed" in check.what, name
 
 
 def test_doctor_fails_on_missing_or_changed_expected_outputs(tmp_path: Path) -> None:
