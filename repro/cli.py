@@ -73,7 +73,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not args.study and not args.profile:  # say what a bare `repro list` lists
         print(f"profile {DEFAULT_PROFILE} (the default; --profile small, --profile paper or "
               "--study FILE list another)")
-    rows = [("run id", "model", "method", "sparsity", "seed", "role")]
+    rows = [("run id", "model", "method", "pattern", "sparsity", "seed", "role")]
     for r in runs:
         role = (
             "control seed (RQ2)" if r.is_control
@@ -86,6 +86,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 r.id,
                 r.variant.model,
                 r.variant.method,
+                r.variant.pattern,
                 f"{r.variant.sparsity:.0%}",
                 str(r.seed),
                 role,
@@ -142,6 +143,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from repro.stages import layout
     from repro.stages.context import ModelHolder, check_output_dir
     from repro.stages.pipeline import prune_stage, tokens_stage
+    from repro.study.methods import METHODS
 
     check_environment()
     study = _study(args)
@@ -158,7 +160,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     write_text_if_changed(ctx.out / layout.STUDY_FILE, study.path.read_text(encoding="utf-8"))
     holder = ModelHolder(ctx)
     spec = study.models[run.variant.model]
-    if run.variant.method == "wanda":
+    if METHODS[run.variant.method].needs_calibration:
         tokens_stage(ctx, spec, "calibration", lambda: holder.tokenizer_for(spec))
     outcome = prune_stage(ctx, holder, run.variant)
     model = holder.variant_model(run.variant)
@@ -365,7 +367,10 @@ def _parser() -> argparse.ArgumentParser:
                          "tolerances.toml; default: repro/expected_outputs/<the study's name>)")
     sp.set_defaults(fn=cmd_all)
 
-    sp = sub.add_parser("prune", help="prune one run's model and save it")
+    from repro.study.methods import known_methods
+
+    sp = sub.add_parser("prune", help=f"prune one run's model and save it (methods: "
+                        f"{known_methods()}; unstructured or N:M)")
     study_opts(sp, runs=False)
     sp.add_argument("--run", required=True, metavar="ID", help="run id, see `repro list`")
     compute_opts(sp, None)

@@ -25,6 +25,7 @@ from repro.science import match, stats
 from repro.science.survival import alive as is_alive
 from repro.science.survival import n_survived, survival_rate
 from repro.stages import layout
+from repro.study.methods import UNSTRUCTURED, Pattern
 from repro.study.spec import Run, Study, Variant
 
 
@@ -65,6 +66,15 @@ class Analysis:
         self._read: dict[tuple[str, str], np.ndarray] = {}
         self.features: dict[str, np.ndarray] = {}
         """Per-feature arrays behind the rows, keyed 'ID|name', for the figures."""
+        self.patterned = any(v.pattern != UNSTRUCTURED for v in study.conditions)
+        """Whether rows carry a `pattern` column: only a study with an N:M condition has one,
+        so the paper's tables (and the blessed tiny and small ones) keep their columns."""
+
+    def head(self, v: Variant) -> dict[str, Any]:
+        """The columns that name a variant, first in every per-variant row."""
+        pattern = {"pattern": v.pattern} if self.patterned else {}
+        return {"id": v.id, "model": v.model, "method": v.method, **pattern,
+                "sparsity": v.sparsity}
 
     def run_folder(self, run: Run) -> Path:
         return layout.run_folder(self.out, run)
@@ -131,10 +141,7 @@ class Analysis:
                                         ).get("achieved_sparsity")
             rows.append(
                 {
-                    "id": v.id,
-                    "model": v.model,
-                    "method": v.method,
-                    "sparsity": v.sparsity,
+                    **self.head(v),
                     "achieved_sparsity": _num(achieved),
                     "dense_perplexity": dense_ppl,
                     "perplexity": ppl,
@@ -189,10 +196,7 @@ class Analysis:
         self.features[f"{v.id}|firing_rate"] = rate[alive]
         self.features[f"{v.id}|matched_cosine"] = cos
         row = {
-            "id": v.id,
-            "model": v.model,
-            "method": v.method,
-            "sparsity": v.sparsity,
+            **self.head(v),
             "n_alive": int(alive.sum()),
             "survival": effect.survival,
             "n_survived": n_survived(cos, self.tau),
@@ -254,13 +258,18 @@ class Analysis:
 
     # ---- T4 (C2) ---------------------------------------------------------------------------
     def t4_ratios(self, t3: list[dict]) -> list[dict]:
-        by = {(r["model"], r["method"], r["sparsity"]): r for r in t3}
+        # rows of tables written before patterns existed are unstructured
+        by = {(r["model"], r["method"], r.get("pattern", UNSTRUCTURED), r["sparsity"]): r
+              for r in t3}
         rows = []
-        for (model, method, s), wanda in by.items():
-            if method != "wanda" or (model, "magnitude", s) not in by:
+        for (model, method, pattern, s), wanda in by.items():
+            if method != "wanda" or (model, "magnitude", pattern, s) not in by:
                 continue
-            mag = by[(model, "magnitude", s)]
-            row = {"id": f"{model}/{round(s * 100, 6):g}", "model": model, "sparsity": s}
+            mag = by[(model, "magnitude", pattern, s)]
+            tag = Pattern.parse(pattern).tag  # unstructured rows keep the paper's ids
+            row = {"id": "/".join([model, *([tag] if tag else []), f"{round(s * 100, 6):g}"]),
+                   "model": model, **({"pattern": pattern} if self.patterned else {}),
+                   "sparsity": s}
             for suffix in ("", "_control"):
                 if f"survival{suffix}" not in wanda:
                     continue
@@ -286,12 +295,7 @@ class Analysis:
         if "pretrained" not in transfer["saes"]:  # a further replicate: measured in 0 only
             first = self.run_folder(run.replicated(0)) / "evaluate" / "transfer.json"
             transfer["saes"]["pretrained"] = json.loads(first.read_text())["saes"]["pretrained"]
-        row: dict[str, Any] = {
-            "id": v.id,
-            "model": v.model,
-            "method": v.method,
-            "sparsity": v.sparsity,
-        }
+        row: dict[str, Any] = self.head(v)
         for name in ("dense", "pretrained"):
             m = transfer["saes"][name]
             for key in ("explained_variance", "mse", "l0", "dead_fraction", "ce_loss_score"):
@@ -303,8 +307,7 @@ class Analysis:
 
     # ---- T6 (RQ4, RQ5) ---------------------------------------------------------------------
     def fragility_row(self, v: Variant) -> dict:
-        return {"id": v.id, "model": v.model, "method": v.method, "sparsity": v.sparsity,
-                **self._fragility(v), **self._causal(v)}
+        return {**self.head(v), **self._fragility(v), **self._causal(v)}
 
     def _fragility(self, v: Variant) -> dict:
         """RQ4 over the dense model's alive features, the silenced ones counted as fragile."""

@@ -18,7 +18,8 @@ import numpy as np
 
 from repro.errors import ReproError
 from repro.stages import layout
-from repro.study.spec import PRUNING_METHODS, SURVIVAL_TAU, Study, Thresholds
+from repro.study.methods import PRUNING_METHODS
+from repro.study.spec import SURVIVAL_TAU, Study, Thresholds
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -27,12 +28,14 @@ if TYPE_CHECKING:
 SINGLE, DOUBLE = 3.5, 7.0
 """Figure widths in inches: one and two columns of a paper."""
 DPI = 200
-METHOD_COLOURS = {"magnitude": "#D55E00", "wanda": "#0072B2", "dense": "#000000"}
-METHOD_RAMPS = {"magnitude": "Oranges", "wanda": "Blues"}
+METHOD_COLOURS = {"magnitude": "#D55E00", "wanda": "#0072B2", "sparsegpt": "#009E73",
+                  "dense": "#000000"}
+METHOD_RAMPS = {"magnitude": "Oranges", "wanda": "Blues", "sparsegpt": "Greens"}
 """Sequential maps in each method's hue, for one line per sparsity level."""
-EXTRA_COLOURS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+EXTRA_COLOURS = ("#CC79A7", "#E69F00", "#56B4E9", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 METHOD_ORDER = PRUNING_METHODS
+"""Methods in the registry's order (repro.study.methods), in legends and tables."""
 GREY = "#555555"
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
       "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 9,

@@ -14,7 +14,8 @@ mean over replicates), and it is computed by the analysis's own code for that ro
     T2 (a model)          sae of each of the model's dense seeds
     T3 (a condition)      sae of the condition's run and of its model's dense run, and of
                           both control-seed runs when the study has a control seed
-    T4 (model, sparsity)  T3's stages for the Wanda and the magnitude condition
+    T4 (model, pattern,   T3's stages for the Wanda and the magnitude condition
+        sparsity)
     T5 (a variant)        evaluate of the variant's run
     T6 (a condition)      T3's stages, and evaluate of the condition's and the dense run
 
@@ -38,6 +39,7 @@ from repro.outputs.check import Check, Verdict
 from repro.outputs.expected import expected_dir, load_tolerances, tolerances_path
 from repro.stages import layout
 from repro.stages.store import read_manifest
+from repro.study.methods import UNSTRUCTURED
 from repro.study.spec import Run, Study, Variant
 
 PARTIAL_EXIT = 3
@@ -48,7 +50,7 @@ STUDY_STAGES = (layout.ANALYSIS_DIR, layout.TABLES_DIR, layout.FIGURES_DIR,
 
 @dataclass(frozen=True)
 class Unit:
-    """Rows of one table that come from one variant, model or (model, sparsity)."""
+    """Rows of one table that come from one variant, model or (model, pattern, sparsity)."""
 
     table: str
     key: Any
@@ -85,9 +87,9 @@ def units(study: Study, replicate: int) -> list[Unit]:
             layout.run_part(a.condition_run(v).id, "evaluate"),
             layout.run_part(a.dense_run(v.model).id, "evaluate"))))
     for v in study.conditions:
-        other = Variant(v.model, "magnitude", v.sparsity)
+        other = Variant(v.model, "magnitude", v.sparsity, v.pattern)
         if v.method == "wanda" and other in t3:
-            out.append(Unit("T4_ratios", (v.model, v.sparsity), t3[v] + t3[other]))
+            out.append(Unit("T4_ratios", (v.model, v.pattern, v.sparsity), t3[v] + t3[other]))
     return out
 
 
@@ -121,7 +123,8 @@ def _rows(a: Any, chosen: list[Unit]) -> dict[str, list[dict]]:
     t3 = [a.survival_row(v) for v in a.study.conditions if v in pick("T3_survival")]
     out["T3_survival"] = t3
     pairs = set(pick("T4_ratios"))
-    out["T4_ratios"] = [r for r in a.t4_ratios(t3) if (r["model"], r["sparsity"]) in pairs]
+    out["T4_ratios"] = [r for r in a.t4_ratios(t3)
+                        if (r["model"], r.get("pattern", UNSTRUCTURED), r["sparsity"]) in pairs]
     out["T5_transfer"] = [a.transfer_row(v) for v in a.study.variants
                           if v in pick("T5_transfer")]
     out["T6_fragility_causal"] = [a.fragility_row(v) for v in a.study.conditions

@@ -86,9 +86,10 @@ def summary_line(curves: dict[str, dict[str, Any]], gain: float) -> str | None:
 
 
 def _style(name: str) -> tuple[str, str]:
-    """(colour, line style) of an SAE from its folder name: model/method/sparsity[/seed]."""
+    """(colour, line style) of an SAE from its folder name: model/method/sparsity[/seed], the
+    method with its N:M tag (wanda-2of4) drawn in the method's colour."""
     parts = name.split("/")
-    method = parts[1] if len(parts) > 1 else "?"
+    method = parts[1].split("-")[0] if len(parts) > 1 else "?"
     extra = parts[3] if len(parts) > 3 else ""
     return method_colour(method), ("--" if extra.startswith("control") else
                                    ":" if extra else "-")
@@ -112,7 +113,7 @@ def draw(curves: dict[str, dict[str, Any]], path: Path) -> None:
         for ax, title in zip(axes, ("(a) Explained variance", "(b) L0", "(c) Dead fraction"),
                              strict=True):
             ax.set(title=title, xlabel="Training tokens")
-        methods = sorted({name.split("/")[1] for name in curves if "/" in name})
+        methods = sorted({name.split("/")[1].split("-")[0] for name in curves if "/" in name})
         items = [Line2D([], [], color=method_colour(m), label=m) for m in methods]
         items += [Line2D([], [], color=GREY, ls=ls, label=label) for ls, label in
                   (("-", "run seed"), ("--", "control seed"), (":", "extra seed"))]

@@ -14,9 +14,9 @@ from typing import Any, get_type_hints
 
 from repro.errors import ReproError
 from repro.files import path_problem
-from repro.study.rules import NAME, FieldError, rule_of, text
+from repro.study.methods import PRUNING_METHODS, UNSTRUCTURED, Pattern, known_methods
+from repro.study.rules import NAME, FieldError, rule_of, shown, text
 from repro.study.spec import (
-    PRUNING_METHODS,
     REPLICATE_SEED_STRIDE,
     DataSpec,
     ModelSpec,
@@ -161,27 +161,37 @@ def _model_of(entry: dict[str, Any], models: dict[str, ModelSpec], where: str) -
     return model
 
 
+def _pattern(pattern: Any, where: str) -> None:
+    """A pattern the registry knows (repro.study.methods.Pattern), refused where it stands."""
+    try:
+        Pattern.parse(pattern)
+    except ReproError as exc:
+        raise ReproError(f"study file: {where}: {exc}") from None
+
+
 def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple[Run, ...]:
     grid = _entries(raw, "conditions")
     _need(bool(grid), "conditions", "needs at least one [[conditions]] entry")
     variants: list[Variant] = []
     for i, entry in enumerate(grid):
         where = f"conditions[{i}]"
-        _check_keys(entry, None, where, extra=("model", "methods", "sparsities"))
+        _check_keys(entry, None, where, extra=("model", "methods", "sparsities", "patterns"))
         model = _model_of(entry, models, where)
         methods, sparsities = entry.get("methods", []), entry.get("sparsities", [])
+        patterns = entry.get("patterns", [UNSTRUCTURED])
         _need(isinstance(methods, list) and methods, where, "methods must be a non-empty list")
         _need(
             isinstance(sparsities, list) and sparsities,
             where,
             "sparsities must be a non-empty list",
         )
+        _need(isinstance(patterns, list) and patterns, where,
+              f"patterns must be a non-empty list (e.g. [\"{UNSTRUCTURED}\", \"2:4\"])")
+        for pattern in patterns:
+            _pattern(pattern, where)
         for method in methods:
-            _need(
-                method in PRUNING_METHODS,
-                where,
-                f"method {method!r}: use magnitude or wanda",
-            )
+            _need(method in PRUNING_METHODS, where,
+                  f"method {shown(method)} is not known; use one of {known_methods()}")
             for s in sparsities:
                 _need(
                     isinstance(s, int | float) and not isinstance(s, bool),
@@ -189,7 +199,7 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
                     f"sparsity {s!r} is not a number",
                 )
                 _need(0.0 < s < 1.0, where, f"sparsity {s} is outside (0, 1); write 0.5 for 50 %")
-                variants.append(Variant(model, method, float(s)))
+                variants += [Variant(model, method, float(s), pattern) for pattern in patterns]
     runs = [Run(Variant(m, "dense", 0.0), seed) for m in models]
     runs += [Run(v, seed) for v in variants]
     for i, entry in enumerate(_entries(raw, "extra_seeds")):
