@@ -127,7 +127,11 @@ def test_estimate_prices_every_method_and_sparsegpt_by_its_own_work() -> None:
     paper = be.estimate(load_study(profile_path("paper")), dict.fromkeys(plus.models, rates), 60)
     est = be.estimate(plus, dict.fromkeys(plus.models, rates), 60.0)
     assert est["h100_class_stages"]["prune"] > paper["h100_class_stages"]["prune"]
-    gpu = be.gpu_rates("gemma-2-2b", 16384)  # computed: the 9216-input down_proj dominates
+    gpu = be.gpu_rates("gemma-2-2b", 16384, 64)  # computed: the 9216-input down_proj dominates
+    # an SAE step: the encoder's one dense product, the rest over the k active latents only
+    wider = be.gpu_rates("gemma-2-2b", 2 * 16384, 64)
+    assert wider.sae_s_per_token / gpu.sae_s_per_token == pytest.approx(
+        (2 * 32768 + 8 * 64) / (2 * 16384 + 8 * 64))
     assert gpu.hessian_s_per_token > 0 and gpu.sparsegpt_s_per_layer > 9216**3 * 2 / 67e12
 
 

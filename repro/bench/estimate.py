@@ -46,9 +46,13 @@ H100_FP32_FLOPS = 67e12
 MFU_MODEL = 0.35
 """Assumed utilisation of model forwards (bf16, batches of 16 x 1024 tokens)."""
 MFU_SAE = 0.6
-"""Assumed utilisation of SAE steps (three large float32 matmuls per step)."""
-SAE_FLOPS_PER_TOKEN_PER_WEIGHT = 6
-"""Forward (2) + backward (4) FLOPs per weight and token, for encoder and decoder each."""
+"""Assumed utilisation of SAE steps in float32 (one dense product, the rest over k latents)."""
+SAE_DENSE_FLOPS_PER_WEIGHT = 2
+"""Per token and encoder weight: the encoder's forward, the one dense product of a step."""
+SAE_SPARSE_FLOPS_PER_WEIGHT = 8
+"""Per token and weight of the k active latents: decoder forward (2), the decoder's gradient
+and the latents' (2 + 2), the active encoder rows' gradient (2) (repro.science.sae_batch
+computes these over the k active latents only)."""
 H100_FP64_FLOPS = 67e12
 """FP64 tensor-core peak of an H100 SXM (its FP32 peak too): SparseGPT's Hessians, factors
 and updates."""
@@ -145,14 +149,15 @@ def stage_seconds(w: dict[str, Any], r: Rates, match_s: float) -> dict[str, floa
     }
 
 
-def gpu_rates(key: str, width: int, bf16_flops: float = H100_BF16_FLOPS,
+def gpu_rates(key: str, width: int, k: int, bf16_flops: float = H100_BF16_FLOPS,
               fp32_flops: float = H100_FP32_FLOPS) -> Rates:
     """Rates of an H100/H200-class GPU from FLOP counts (2 FLOPs per weight and token)."""
     v = PAPER_ARCHS[key].values
     model = bf16_flops * MFU_MODEL
     layer = 2 * layer_params(key) / model
     head = 2 * v["vocab_size"] * v["hidden_size"] / model
-    sae = 2 * SAE_FLOPS_PER_TOKEN_PER_WEIGHT * width * v["hidden_size"] / (fp32_flops * MFU_SAE)
+    sae = ((SAE_DENSE_FLOPS_PER_WEIGHT * width + SAE_SPARSE_FLOPS_PER_WEIGHT * k)
+           * v["hidden_size"] / (fp32_flops * MFU_SAE))
     fp64 = H100_FP64_FLOPS * MFU_FP64
     shapes = layer_shapes(key)
     # per matrix: H += x^T x (2 in^2 per token); three in^3 factorisations (Cholesky, its
@@ -168,7 +173,7 @@ def estimate(study: Study, rates: dict[str, Rates], match_s: float) -> dict[str,
     """Per stage and in total: seconds on the measured device, and on an H100/H200 class GPU."""
     work = study_work(study)
     measured = {k: stage_seconds(w, rates[k], match_s) for k, w in work.items()}
-    gpu = {k: stage_seconds(w, gpu_rates(k, study.sae.width), match_s)
+    gpu = {k: stage_seconds(w, gpu_rates(k, study.sae.width, study.sae.k), match_s)
            for k, w in work.items()}
 
     def by_stage(per_model: dict[str, dict[str, float]]) -> dict[str, float]:
