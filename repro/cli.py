@@ -73,7 +73,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not args.study and not args.profile:  # say what a bare `repro list` lists
         print(f"profile {DEFAULT_PROFILE} (the default; --profile small, --profile paper or "
               "--study FILE list another)")
-    rows = [("run id", "model", "method", "sparsity", "seed", "role")]
+    rows = [("run id", "model", "method", "pattern", "sparsity", "seed", "role")]
     for r in runs:
         role = (
             "control seed (RQ2)" if r.is_control
@@ -86,6 +86,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 r.id,
                 r.variant.model,
                 r.variant.method,
+                r.variant.pattern,
                 f"{r.variant.sparsity:.0%}",
                 str(r.seed),
                 role,
@@ -112,6 +113,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     from repro.outputs.preflight import check_environment, take_over
     from repro.stages.launch import launched_shard
     from repro.stages.run import run_all
+    from repro.stages.store import Status
     from repro.study.reader import select_runs
 
     check_environment()
@@ -126,7 +128,7 @@ def cmd_all(args: argparse.Namespace) -> int:
         ctx.log(moved)
     ctx.log(f"study {study.name}: {len(runs)} runs on {ctx.device}, output in {ctx.out}")
     counts = run_all(ctx, runs, finish)
-    if counts["done"] == 0:
+    if counts[Status.DONE] == 0:
         from repro.outputs.partial import is_partial
 
         partial = is_partial(ctx.out) is not None  # its PARTIAL lines said what is missing
@@ -138,8 +140,10 @@ def cmd_all(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from repro.files import write_text_if_changed
     from repro.outputs.preflight import check_environment, take_over
+    from repro.stages import layout
     from repro.stages.context import ModelHolder, check_output_dir
     from repro.stages.pipeline import prune_stage, tokens_stage
+    from repro.study.methods import METHODS
 
     check_environment()
     study = _study(args)
@@ -153,10 +157,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         ctx.log(moved)
     check_output_dir(ctx.out)
     # the folder is this study's from now on, as a `repro all` run folder is
-    write_text_if_changed(ctx.out / "study.toml", study.path.read_text(encoding="utf-8"))
+    write_text_if_changed(ctx.out / layout.STUDY_FILE, study.path.read_text(encoding="utf-8"))
     holder = ModelHolder(ctx)
     spec = study.models[run.variant.model]
-    if run.variant.method == "wanda":
+    if METHODS[run.variant.method].needs_calibration:
         tokens_stage(ctx, spec, "calibration", lambda: holder.tokenizer_for(spec))
     outcome = prune_stage(ctx, holder, run.variant)
     model = holder.variant_model(run.variant)
@@ -363,7 +367,10 @@ def _parser() -> argparse.ArgumentParser:
                          "tolerances.toml; default: repro/expected_outputs/<the study's name>)")
     sp.set_defaults(fn=cmd_all)
 
-    sp = sub.add_parser("prune", help="prune one run's model and save it")
+    from repro.study.methods import known_methods
+
+    sp = sub.add_parser("prune", help=f"prune one run's model and save it (methods: "
+                        f"{known_methods()}; unstructured or N:M)")
     study_opts(sp, runs=False)
     sp.add_argument("--run", required=True, metavar="ID", help="run id, see `repro list`")
     compute_opts(sp, None)

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from repro.outputs.bless import _claims_toml as bless_claims_toml
+from repro.outputs.tables import TABLE_NAMES
 from repro.stages.store import run_stage
 
-TABLES = ("T1_pruning", "T2_seed_stability", "T3_survival", "T4_ratios", "T5_transfer",
-          "T6_fragility_causal")
+TABLES = TABLE_NAMES
+"""Every table of the study (repro.outputs.tables.TABLES), each with the synthetic rows below."""
 IDS = ("gemma-3-tiny/dense/0", "gemma-3-tiny/magnitude/50", "gemma-3-tiny/wanda/50",
        "llama-tiny/wanda/50")
 PROVENANCE = {"code_version": "0.1.0+abc123", "device": "cpu (test, 2 threads)",

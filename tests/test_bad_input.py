@@ -58,7 +58,17 @@ STUDY_EDITS = [
     ("model folder missing", ("models/llama-tiny", "models/llama-huge"), "llama-huge"),
     ("pretrained SAE folder missing", ("saes/gemma-2-tiny", "saes/gemma-2-none"),
      "gemma-2-none is missing"),
-    ("unknown method", ('methods = ["wanda"]', 'methods = ["sparsegpt"]'), "magnitude or wanda"),
+    ("unknown method", ('methods = ["wanda"]', 'methods = ["obd"]'),
+     "use one of magnitude, wanda, sparsegpt"),
+    ("unknown pattern", ('methods = ["wanda"]', 'methods = ["wanda"]\npatterns = ["2of4"]'),
+     "pattern '2of4' is not known; use unstructured or N:M"),
+    ("N:M pattern at another sparsity", ('methods = ["wanda"]',
+                                         'methods = ["wanda"]\npatterns = ["2:4"]'),
+     "pattern 2:4 removes 0.5 of the weights, not 0.3"),
+    ("N:M groups that do not divide the widths", (
+        'methods = ["wanda", "magnitude"]\nsparsities = [0.5]',
+        'methods = ["wanda", "magnitude"]\npatterns = ["2:5"]\nsparsities = [0.4]'),
+     "pattern N:5 needs every matrix's inputs in whole groups of 5"),
     ("sparsity 1.0", ("sparsities = [0.3, 0.5]", "sparsities = [0.3, 1.0]"), "outside (0, 1)"),
     ("sparsity 0", ("sparsities = [0.3, 0.5]", "sparsities = [0.0, 0.5]"), "outside (0, 1)"),
     ("sparsity negative", ("sparsities = [0.3, 0.5]", "sparsities = [-0.3, 0.5]"),
@@ -87,7 +97,8 @@ STUDY_EDITS = [
     ("frequency bins zero", ("frequency_bins = 5", "frequency_bins = 0"),
      "thresholds.frequency_bins = 0: below the allowed range; allowed: a whole number in [2, 100]"),
     ("threshold misspelt", ("fragile_r = 0.5", "fragile = 0.5"),
-     "thresholds.fragile: unknown threshold"),
+     "thresholds: unknown key(s) fragile; allowed: causal_features_per_bin, "
+     "causal_sequences, curve_flat_ev_gain, fragile_r"),
     ("model path neither a folder nor a Hub id", (f'"{ASSETS}/models/llama-tiny"',
                                                   '"my models/llama-tiny"'),
      "'my models/llama-tiny' is neither a folder"),
@@ -423,4 +434,4 @@ def test_malformed_tolerances_are_refused(tmp_path: Path,
 
 def test_the_cases_the_readme_counts() -> None:
     assert (len(STUDY_EDITS), len(ARG_CASES), len(MODEL_CASES), len(PARSED_ENV) * 2,
-            len(ENV_CASES) + 4) == (66, 12, 17, 10, 6)  # as docs/input-contract.md says
+            len(ENV_CASES) + 4) == (69, 12, 17, 10, 6)  # as docs/input-contract.md says

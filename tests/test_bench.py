@@ -40,6 +40,15 @@ def test_bench_wanda_reports_equal_masks_and_restores_weights() -> None:
         assert torch.equal(p, before[n]), n
 
 
+def test_bench_sparsegpt_costs_leave_the_weights_and_count_every_matrix() -> None:
+    model = make_model("LlamaForCausalLM", n_layers=1, hidden=32, dtype=torch.float32)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    got = bp.sparsegpt_costs(model, 64)
+    assert got["sparsegpt_s_per_layer"] > 0 and got["hessian_s_per_token"] > 0
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+
+
 def test_one_shot_and_blockwise_matching_agree() -> None:
     a, b = bp.decoders(300, 32)
     blockwise = match.hungarian_match(a, b, block=64).index
@@ -75,6 +84,7 @@ def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     assert {w["replicates"] for w in work.values()} == {3} and len(study.runs) == 3 * 42
     g = work["gemma-3-1b"]
     assert g["variants"] == 13 and g["wanda"] == 6 and g["magnitude"] == 6
+    assert g["sparsegpt"] == 0
     assert g["match_pairs"] == 12 + 3 + 13  # conditions, RQ1 seed pairs, control SAEs
     rates = be.Rates(1e-3, 5e-3, 2.0, 3.0, 4e-3)
     base = be.stage_seconds(g, rates, 60.0)
@@ -95,6 +105,34 @@ def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     est = be.estimate(study, dict.fromkeys(study.models, rates), 60.0)
     assert est["total_s"] == pytest.approx(sum(est["stages"].values()))
     assert 0 < est["h100_class_total_s"] < est["total_s"]
+
+
+def test_estimate_prices_every_method_and_sparsegpt_by_its_own_work() -> None:
+    """Every pruning method of the registry has a cost; SparseGPT's grows with its solve and
+    its Hessian's tokens, and paper-plus adds SparseGPT and 2:4 to the paper's prune stage."""
+    from repro.study.methods import PRUNING_METHODS
+
+    plus = load_study(profile_path("paper-plus"))
+    work = be.study_work(plus)
+    rates = be.Rates(1e-3, 5e-3, 2.0, 3.0, 4e-3, 7.0, 1e-4)
+    for key, w in work.items():
+        assert {m for m in PRUNING_METHODS if w[m]} == set(PRUNING_METHODS), key
+        for m in PRUNING_METHODS:
+            assert be.prune_seconds_per_layer(m, w, rates) > 0, m
+    g = work["gemma-3-1b"]
+    more = be.Rates(1e-3, 5e-3, 2.0, 3.0, 4e-3, 8.0, 2e-4)
+    extra = be.stage_seconds(g, more, 60.0)["prune"] - be.stage_seconds(g, rates, 60.0)["prune"]
+    assert extra == pytest.approx(g["sparsegpt"] * g["n_layers"] * (
+        1.0 + 1e-4 * g["calibration_tokens"]))
+    paper = be.estimate(load_study(profile_path("paper")), dict.fromkeys(plus.models, rates), 60)
+    est = be.estimate(plus, dict.fromkeys(plus.models, rates), 60.0)
+    assert est["h100_class_stages"]["prune"] > paper["h100_class_stages"]["prune"]
+    gpu = be.gpu_rates("gemma-2-2b", 16384, 64)  # computed: the 9216-input down_proj dominates
+    # an SAE step: the encoder's one dense product, the rest over the k active latents only
+    wider = be.gpu_rates("gemma-2-2b", 2 * 16384, 64)
+    assert wider.sae_s_per_token / gpu.sae_s_per_token == pytest.approx(
+        (2 * 32768 + 8 * 64) / (2 * 16384 + 8 * 64))
+    assert gpu.hessian_s_per_token > 0 and gpu.sparsegpt_s_per_layer > 9216**3 * 2 / 67e12
 
 
 @pytest.mark.parametrize("key", list(PAPER_ARCHS))

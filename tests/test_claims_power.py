@@ -18,7 +18,7 @@ from repro.science import stats
 from repro.study.reader import load_study, profile_path
 
 C4 = next(c for c in load_claims(EXPECTED_ROOT / "paper") if c.name == "C4")
-PAPER_FEATURES = 5 * int(load_study(profile_path("paper")).thresholds["causal_features_per_bin"])
+PAPER_FEATURES = 5 * load_study(profile_path("paper")).thresholds.causal_features_per_bin
 
 
 def simulate(rng: np.random.Generator, n: int, kind: str, conditions: int = 17) -> str:

@@ -45,7 +45,7 @@ def test_an_edit_changes_the_hash_of_exactly_its_importers(tmp_path: Path) -> No
     original = stats.read_text()
     # what the code says about itself: docstrings (module, function, field), comments
     stats.write_text(original.replace('"""', '"""Reworded. ', 1)
-                     .replace('"""Equal-count', '"""Reworded: equal-count', 1)
+                     .replace('"""(n_bins,) mean', '"""Reworded: (n_bins,) mean', 1)
                      .replace("    if n_bins < 1:", "    # a comment\n    if n_bins < 1:", 1)
                      + "\n# an edit\n")
     assert stats.read_text().count("Reworded") == 2

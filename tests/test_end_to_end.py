@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from edit_code import manifests
 
-from repro.outputs.tables import TITLES
+from repro.outputs.tables import TABLE_NAMES
 from repro.study.reader import load_study, profile_path
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def run_dir(installed_tiny) -> Path:
 def test_tables_have_one_row_per_run_or_condition(run_dir: Path) -> None:
     study = load_study(profile_path("tiny"))
     rows = {name: list(csv.DictReader(
-        (run_dir / "tables" / f"{name}.csv").read_text().splitlines())) for name in TITLES}
+        (run_dir / "tables" / f"{name}.csv").read_text().splitlines())) for name in TABLE_NAMES}
     conditions = {v.id for v in study.conditions}
     assert {r["id"] for r in rows["T1_pruning"]} == {v.id for v in study.variants}
     assert {r["id"] for r in rows["T3_survival"]} == conditions

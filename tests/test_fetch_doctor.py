@@ -19,7 +19,7 @@ from conftest import make_model, word_tokenizer
 from repro import cli
 from repro.errors import ReproError
 from repro.inputs import data, doctor, fetch, footprint, hubcache
-from repro.outputs.shipped import expected_checks
+from repro.outputs.shipped import NOT_YET_BLESSED, expected_checks
 from repro.study.reader import load_study, profile_path
 from repro.study.spec import StreamSpec, TextSource
 
@@ -328,6 +328,17 @@ def test_paper_estimates_follow_their_derivation(hf_home: Path) -> None:
         1152 * (15 + 13) + 2304 * (4 + 4) + 2048 * (3 + 3))
     assert footprint.gpu_need_gib(study) == 34
     assert footprint.gpu_need_gib(load_study(profile_path("tiny"))) == 0
+    # paper-plus: SparseGPT's kept weights in bf16 beside its masks (6 + 2 + 1 unstructured
+    # variants at the paper's sparsities, one 2:4 per model at 0.5)
+    plus = load_study(profile_path("paper-plus"))
+    masks = footprint.out_bytes(plus, facts)["masks"]
+    n = {k: f.n_params for k, f in facts.items()}
+    kept = (sum(int((1 - s) * n["gemma-3-1b"]) * 2 for s in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
+            + sum(int(0.5 * n[k]) * 2 for k in n) + int(0.7 * n["gemma-2-2b"]) * 2
+            + int(0.5 * n["gemma-2-2b"]) * 2 + int(0.5 * n["llama-3.2-1b"]) * 2)
+    bits = sum(n[v.model] // 8 for v in plus.conditions)
+    assert masks == bits + kept
+    assert footprint.gpu_need_gib(plus) == 34
 
 
 def test_doctor_paper_lists_everything_missing_here(hf_home: Path) -> None:
@@ -356,6 +367,10 @@ def test_doctor_finds_each_profiles_expected_outputs(tmp_path: Path) -> None:
     checks = expected_checks(load_study(profile_path("paper")))
     assert [c.ok for c in checks] == [True]
     assert "paper: no tables (claims only), 8 claim checks" in checks[0].what
+    for name in NOT_YET_BLESSED:  # blessing one means taking it off the list
+        assert not (EXPECTED_ROOT / name).exists(), name
+        check = expected_checks(load_study(profile_path(name)))[0]
+        assert check.ok and "has not yet been run and blessed" in check.what, name
 
 
 def test_doctor_fails_on_missing_or_changed_expected_outputs(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from matplotlib import rc_context
 from repro.errors import ReproError
 from repro.outputs.figure_style import RC, load_run
 from repro.outputs.figures import FIGURES, write_figures
+from repro.study.reader import load_study, profile_path
 
 PAPER_GRID = {"gemma-3-1b": {"magnitude": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
                              "wanda": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]},
@@ -98,8 +100,6 @@ def make_run(root: Path, n: int = 400, n_causal: int = 40, seed: int = 0,
     (root / "analysis").mkdir(parents=True)
     (root / "analysis" / "tables.json").write_text(json.dumps(tables))
     np.savez(root / "analysis" / "features.npz", **feats)
-    (root / "study.toml").write_text('[sae]\nsurvival_threshold = 0.7\n'
-                                     '[thresholds]\nviable_ce_score = 0.9\nfragile_r = 0.5\n')
     return root
 
 
@@ -130,11 +130,25 @@ def _check_images(out: Path) -> None:
 
 def test_six_figures_from_a_partial_study(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run")
-    captions = write_figures(run, tmp_path / "figs")
+    captions = write_figures(run, tmp_path / "figs", load_study(profile_path("tiny")))
     assert set(captions) == set(FIGURES) and len(captions) == 6
     assert json.loads((tmp_path / "figs" / "captions.json").read_text()) == captions
     assert all("τ = 0.7" in c for c in captions.values())
     _check_images(tmp_path / "figs")
+
+
+def test_the_figures_draw_the_studys_thresholds(tmp_path: Path) -> None:
+    """tau, the viability score and fragile_r come from the study given, not from defaults."""
+    run = make_run(tmp_path / "run", n=50, n_causal=10)
+    study = load_study(profile_path("tiny"))
+    study = replace(study, sae=replace(study.sae, survival_threshold=0.6),
+                    thresholds=replace(study.thresholds, viable_ce_score=0.8, fragile_r=0.3))
+    data = load_run(run, study)
+    with rc_context(RC):
+        captions = {stem: draw(data)[1] for stem, draw in FIGURES.items()}
+    assert all("τ = 0.6" in c and "τ = 0.7" not in c for c in captions.values())
+    assert "CE-loss score 0.8" in captions["F4_transferability"]
+    assert "below r = 0.3" in captions["F5_fragility"]
 
 
 @pytest.mark.parametrize("keep", ["T3_survival", "nothing"])
@@ -145,8 +159,7 @@ def test_near_empty_runs_still_draw(tmp_path: Path, keep: str) -> None:
     tables = {k: (v[:1] if k == keep else []) for k, v in tables.items()}
     (run / "analysis" / "tables.json").write_text(json.dumps(tables))
     (run / "analysis" / "features.npz").unlink()
-    (run / "study.toml").unlink()
-    data = load_run(run)
+    data = load_run(run, None)
     with rc_context(RC):
         for draw in FIGURES.values():
             fig, caption = draw(data)
@@ -156,7 +169,7 @@ def test_near_empty_runs_still_draw(tmp_path: Path, keep: str) -> None:
 
 def test_missing_tables_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReproError, match="tables.json"):
-        write_figures(tmp_path, tmp_path / "figs")
+        write_figures(tmp_path, tmp_path / "figs", None)
 
 
 def test_saved_figures_are_the_same_bytes_twice(tmp_path) -> None:

@@ -15,8 +15,6 @@ from repro.science.match import (
     hungarian_from_cosine,
     hungarian_match,
     max_cosine,
-    shared_fraction,
-    survival,
 )
 
 
@@ -103,16 +101,6 @@ def test_self_match_survives_and_permutation_is_recovered() -> None:
     inverse = torch.argsort(perm).numpy()
     np.testing.assert_array_equal(shuffled.index, inverse)
     np.testing.assert_allclose(shuffled.cosine, 1.0, atol=1e-5)
-
-
-def test_survival_threshold_and_shared_fraction() -> None:
-    cos = np.array([0.69999, 0.7, 0.95, -0.8, 0.0])
-    np.testing.assert_array_equal(survival(cos), [False, True, True, False, False])
-    assert shared_fraction(cos) == pytest.approx(0.4)
-    assert shared_fraction(cos, tau=0.9) == pytest.approx(0.2)
-    assert np.isnan(shared_fraction(np.array([])))
-    with pytest.raises(ValueError):
-        survival(cos, tau=1.5)
 
 
 def test_match_result_is_frozen_and_consistent() -> None:

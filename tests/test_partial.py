@@ -64,7 +64,7 @@ def test_a_row_is_compared_once_every_stage_it_reads_has_finished(tmp_path: Path
         _stage(run, rel)
     got = _units(run)
     assert {("T6_fragility_causal", w50), ("T3_survival", m50),
-            ("T4_ratios", "('gemma-3-tiny', 0.5)"), ("T5_transfer", dense)} <= got
+            ("T4_ratios", "('gemma-3-tiny', 'unstructured', 0.5)"), ("T5_transfer", dense)} <= got
     assert ("T2_seed_stability", "gemma-3-tiny") not in got  # seeds 1 and 2 have not run
     assert ("T6_fragility_causal", m50) not in got  # its own evaluation has not run
 

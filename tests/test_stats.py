@@ -185,6 +185,36 @@ def test_pearson_constant_float64_column_is_nan_despite_rounding() -> None:
     assert np.isnan(got[1]) and not np.isnan(got[[0, 2]]).any()
 
 
+def _raw_moment_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The textbook one-pass formula from raw sums (sum x, sum x^2, ...) in float64: what RQ4
+    used before ColumnPearson. The negative control below: it fails where values sit far from 0."""
+    n, sx, sy = len(x), x.sum(0), y.sum(0)
+    cov = (x * y).sum(0) - sx * sy / n
+    var_x = np.clip((x * x).sum(0) - sx * sx / n, 0, None)
+    var_y = np.clip((y * y).sum(0) - sy * sy / n, 0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(cov / np.sqrt(var_x * var_y), -1, 1)
+
+
+@pytest.mark.parametrize("chunk", [7, 1000, 4096])
+def test_pearson_keeps_its_digits_where_raw_moments_lose_them(chunk: int) -> None:
+    """Columns of unit spread around 0, 1e4 and 1e8 (r about 0.71 each). Pearson r does not
+    depend on the offset, so the reference is corrcoef of the same values with the offset
+    taken off (exactly: x - offset is exact in float64 here). The careful accumulation keeps
+    9 digits at every offset; the raw-moment formula keeps 7 at 1e4 and none at 1e8, where
+    sum x^2 is 4e19 and its rounding (8192) exceeds the whole centred sum of squares (4096)."""
+    rng = np.random.default_rng(29)
+    e, f = rng.normal(size=(4096, 3)), rng.normal(size=(4096, 3))
+    offset = np.array([0.0, 1e4, 1e8])
+    x, y = offset + e, offset + e + f
+    ref = np.array([np.corrcoef(x[:, j] - offset[j], y[:, j] - offset[j])[0, 1]
+                    for j in range(3)])
+    np.testing.assert_allclose(pearson_columns(x, y, chunk=chunk), ref, rtol=0, atol=1e-9)
+    raw = _raw_moment_pearson(x, y)
+    assert abs(raw[0] - ref[0]) < 1e-12  # the twin is right where nothing cancels
+    assert not abs(raw[2] - ref[2]) < 0.1  # and far off (or NaN) at 1e8
+
+
 def test_column_pearson_rejects_mismatch_and_empty() -> None:
     acc = ColumnPearson()
     with pytest.raises(ValueError):

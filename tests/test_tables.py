@@ -51,6 +51,26 @@ def t3_row(model: str, method: str, s: float, survival: float, rho: float) -> di
     }
 
 
+def test_ratios_pair_methods_within_a_pattern_and_only_an_n_m_study_names_it(study) -> None:
+    """C2's ratio compares Wanda with magnitude at the same pattern; the tiny study (all
+    unstructured) keeps the paper's columns, the beyond study's rows carry `pattern`."""
+    beyond = load_study(profile_path("beyond"))
+    a = Analysis(beyond, profile_path("beyond").parent)
+    assert all(a.head(v)["pattern"] == v.pattern for v in beyond.conditions)
+    assert "pattern" not in Analysis(study, profile_path("tiny").parent).head(study.conditions[0])
+    t3 = [{**t3_row("m", method, 0.5, survival, -1.0), "pattern": pattern}
+          for method, pattern, survival in [("wanda", "unstructured", 0.6),
+                                            ("magnitude", "unstructured", 0.2),
+                                            ("wanda", "2:4", 0.3), ("magnitude", "2:4", 0.1),
+                                            ("sparsegpt", "2:4", 0.9)]]
+    t4 = a.t4_ratios(t3)
+    assert [(r["id"], r["pattern"], r["ratio"]) for r in t4] == [
+        ("m/50", "unstructured", pytest.approx(3.0)), ("m/2of4/50", "2:4", pytest.approx(3.0))]
+    t3[3]["pattern"] = "unstructured"  # planted: magnitude's 2:4 row mislabelled, so it
+    # shadows the unstructured one and Wanda's 2:4 row has no partner
+    assert [(r["id"], r["ratio"]) for r in a.t4_ratios(t3)] == [("m/50", pytest.approx(6.0))]
+
+
 def test_claims_from_rows(study) -> None:
     t3 = [
         t3_row("gemma-3-tiny", "wanda", 0.5, 0.6, -1.0),

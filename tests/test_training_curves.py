@@ -127,6 +127,7 @@ def test_a_study_file_may_set_the_threshold_within_its_range() -> None:
     from repro.errors import ReproError
     from repro.study.reader import read_thresholds
 
-    assert read_thresholds({"curve_flat_ev_gain": 0.02}) == {"curve_flat_ev_gain": 0.02}
+    assert read_thresholds({"curve_flat_ev_gain": 0.02}).curve_flat_ev_gain == 0.02
+    assert read_thresholds({}).curve_flat_ev_gain == training_curves.FLAT_EV_GAIN
     with pytest.raises(ReproError, match="curve_flat_ev_gain"):
         read_thresholds({"curve_flat_ev_gain": 2.0})

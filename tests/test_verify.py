@@ -354,6 +354,38 @@ def test_bless_creates_default_tolerances_and_refuses_tampered_tables(tmp_path: 
         bless_run(run, expected)
 
 
+def test_bless_takes_the_registrys_tables_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    """bless copies exactly repro.outputs.tables.TABLES: a stray CSV in tables/ stays out,
+    and a run whose tables stage lacks a registered table is refused (the negative control)."""
+    def extra(tables: Rows) -> None:
+        tables["T7_extra"] = tables["T1_pruning"]
+    run, expected = make_run(tmp_path / "a", extra)
+    done = bless_run(run, expected)
+    assert done["tables"] == sorted(f"{name}.csv" for name in TABLES)
+    assert not (expected / "T7_extra.csv").exists()
+
+    def drop(tables: Rows) -> None:
+        del tables["T4_ratios"]
+    run, expected = make_run(tmp_path / "b", drop)
+    with pytest.raises(ReproError, match="tables/T4_ratios.csv is missing"):
+        bless_run(run, expected)
+
+
+def test_verification_json_spells_kinds_and_verdicts_as_plain_words(tmp_path: Path) -> None:
+    """Kind and Verdict are StrEnums in the code; the file holds their words, which is what
+    report, bless and older readers compare against."""
+    from repro.outputs.check import Kind, Verdict
+
+    run, expected = make_run(tmp_path, lambda t: row(t, "T3_survival", "llama-tiny/wanda/50")
+                             .update(survival=0.0))
+    verify_run(run, expected)
+    text = (run / "verification.json").read_text()
+    checks = json.loads(text)["checks"]
+    assert {c["kind"] for c in checks} <= {k.value for k in Kind}
+    assert {"pass", "fail"} <= {c["verdict"] for c in checks} <= {v.value for v in Verdict}
+    assert "Verdict." not in text and "Kind." not in text
+
+
 def test_a_table_nobody_expects_is_reported_not_failed(tmp_path: Path) -> None:
     def edit(tables: Rows) -> None:
         tables["T7_extra"] = tables["T1_pruning"]

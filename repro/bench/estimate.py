@@ -3,8 +3,11 @@
 Per-stage wall time = work units of the study (tokens, layers, runs, pairs; read from the
 study file) x measured seconds per unit (from `repro bench` on this device). The work model
 follows what each stage runs (repro/stages/pipeline.py, repro/stages/run_stages.py):
-  prune        magnitude: sort every matrix (s/layer); Wanda: two passes of every layer over
-               the calibration tokens + the row sorts (s/layer);
+  prune        per method (repro/study/methods.py): magnitude sorts every matrix (s/layer);
+               a calibrated method runs two passes of every layer over the calibration
+               tokens, then Wanda sorts rows (s/layer), SparseGPT sums every matrix's
+               Hessian (s per layer-token) and solves (s/layer: Cholesky factors and the
+               column-by-column update, which does not depend on the tokens);
   perplexity   full forward with the LM head over the perplexity tokens, per variant;
   activations  forward up to the probe layer over the eval tokens, per variant;
   sae          per variant one forward up to the probe layer over the SAE tokens, read once
@@ -21,7 +24,10 @@ Seconds per layer-token are measured at short sequences; attention's share grows
 sequence (2048 for calibration and perplexity), which this model leaves out.
 
 The H100/H200-class figure is computed, not measured: FLOPs per unit / (peak x utilisation),
-with the constants below; matching stays on the CPU and keeps its measured time.
+with the constants below; matching stays on the CPU and keeps its measured time. SparseGPT
+(repro/science/sparsegpt.py) sums its Hessians in float32 and solves in float64: both are
+counted at 67 TFLOP/s (an H100's FP32 and FP64 tensor-core peaks), plus a kernel launch
+overhead per column of its update loop.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from repro.bench.paper_configs import PAPER_ARCHS, layer_params
+from repro.bench.paper_configs import PAPER_ARCHS, layer_params, layer_shapes
+from repro.study.methods import METHODS, PRUNING_METHODS
 from repro.study.spec import Study
 
 H100_BF16_FLOPS = 989e12
@@ -39,9 +46,20 @@ H100_FP32_FLOPS = 67e12
 MFU_MODEL = 0.35
 """Assumed utilisation of model forwards (bf16, batches of 16 x 1024 tokens)."""
 MFU_SAE = 0.6
-"""Assumed utilisation of SAE steps (three large float32 matmuls per step)."""
-SAE_FLOPS_PER_TOKEN_PER_WEIGHT = 6
-"""Forward (2) + backward (4) FLOPs per weight and token, for encoder and decoder each."""
+"""Assumed utilisation of SAE steps in float32 (one dense product, the rest over k latents)."""
+SAE_DENSE_FLOPS_PER_WEIGHT = 2
+"""Per token and encoder weight: the encoder's forward, the one dense product of a step."""
+SAE_SPARSE_FLOPS_PER_WEIGHT = 8
+"""Per token and weight of the k active latents: decoder forward (2), the decoder's gradient
+and the latents' (2 + 2), the active encoder rows' gradient (2) (repro.science.sae_batch
+computes these over the k active latents only)."""
+H100_FP64_FLOPS = 67e12
+"""FP64 tensor-core peak of an H100 SXM (its FP32 peak too): SparseGPT's Hessians, factors
+and updates."""
+MFU_FP64 = 0.35
+"""Assumed utilisation of SparseGPT's float64 matmuls and factorisations."""
+LAUNCH_S = 10e-6
+"""Seconds per GPU kernel launch; SparseGPT's update runs about 8 kernels per column."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,20 @@ class Rates:
     wanda_mask_s_per_layer: float
     magnitude_s_per_layer: float
     sae_s_per_token: float
+    sparsegpt_s_per_layer: float = 0.0
+    """SparseGPT's solve of every matrix of a layer (factors and update), tokens aside."""
+    hessian_s_per_token: float = 0.0
+    """SparseGPT's Hessian sums of every matrix of a layer, per calibration token."""
+
+
+def prune_seconds_per_layer(method: str, w: dict[str, Any], r: Rates) -> float:
+    """One variant's pruning time per layer: the method's own work, and for a calibrated
+    method the dense and the pruned pass of the layer over the calibration tokens."""
+    own = {"magnitude": r.magnitude_s_per_layer, "wanda": r.wanda_mask_s_per_layer,
+           "sparsegpt": r.sparsegpt_s_per_layer
+           + w["calibration_tokens"] * r.hessian_s_per_token}[method]
+    passes = 2 * w["calibration_tokens"] * r.layer_s_per_token
+    return own + (passes if METHODS[method].needs_calibration else 0.0)
 
 
 def study_work(study: Study) -> dict[str, dict[str, Any]]:
@@ -78,8 +110,7 @@ def study_work(study: Study) -> dict[str, dict[str, Any]]:
         out[key] = {
             "n_layers": spec.n_layers, "probe_layer": spec.probe_layer,
             "variants": len(variants),
-            "magnitude": sum(v.method == "magnitude" for v in variants),
-            "wanda": sum(v.method == "wanda" for v in variants),
+            **{m: sum(v.method == m for v in variants) for m in PRUNING_METHODS},
             "runs": len(runs), "ce_passes": 2 * (len(runs) - extra) + 2 * extra + sae_passes,
             # each further replicate: every SAE again on replayed activations; its evaluation
             # passes clean, zero-ablated and the dense SAE (repro.stages.run_stages._transfer)
@@ -90,8 +121,8 @@ def study_work(study: Study) -> dict[str, dict[str, Any]]:
             "match_pairs": len(variants) - 1 + seeds_dense * (seeds_dense - 1) // 2 + controls,
             "calibration_tokens": d.calibration.n_tokens, "sae_tokens": d.sae_train.n_tokens,
             "eval_tokens": d.eval.n_tokens, "ppl_tokens": d.perplexity.n_tokens,
-            "causal_features": int(study.thresholds.get("causal_features_per_bin", 20))
-            * int(study.thresholds.get("frequency_bins", 5)),
+            "causal_features": study.thresholds.causal_features_per_bin
+            * study.thresholds.frequency_bins,
         }
     return out
 
@@ -105,8 +136,8 @@ def stage_seconds(w: dict[str, Any], r: Rates, match_s: float) -> dict[str, floa
     more = w.get("replicates", 1) - 1
     causal = w["dense_runs"] * (1 + w["causal_features"])
     return {
-        "prune": w["magnitude"] * L * r.magnitude_s_per_layer + w["wanda"] * L * (
-            2 * w["calibration_tokens"] * r.layer_s_per_token + r.wanda_mask_s_per_layer),
+        "prune": sum(w.get(m, 0) * L * prune_seconds_per_layer(m, w, r)
+                     for m in PRUNING_METHODS),
         "perplexity": w["variants"] * w["ppl_tokens"] * full,
         "activations": w["variants"] * w["eval_tokens"] * to_probe,
         "sae": w["variants"] * w["sae_tokens"] * to_probe
@@ -118,23 +149,31 @@ def stage_seconds(w: dict[str, Any], r: Rates, match_s: float) -> dict[str, floa
     }
 
 
-def gpu_rates(key: str, width: int, bf16_flops: float = H100_BF16_FLOPS,
+def gpu_rates(key: str, width: int, k: int, bf16_flops: float = H100_BF16_FLOPS,
               fp32_flops: float = H100_FP32_FLOPS) -> Rates:
     """Rates of an H100/H200-class GPU from FLOP counts (2 FLOPs per weight and token)."""
     v = PAPER_ARCHS[key].values
     model = bf16_flops * MFU_MODEL
     layer = 2 * layer_params(key) / model
     head = 2 * v["vocab_size"] * v["hidden_size"] / model
-    sae = 2 * SAE_FLOPS_PER_TOKEN_PER_WEIGHT * width * v["hidden_size"] / (fp32_flops * MFU_SAE)
+    sae = ((SAE_DENSE_FLOPS_PER_WEIGHT * width + SAE_SPARSE_FLOPS_PER_WEIGHT * k)
+           * v["hidden_size"] / (fp32_flops * MFU_SAE))
+    fp64 = H100_FP64_FLOPS * MFU_FP64
+    shapes = layer_shapes(key)
+    # per matrix: H += x^T x (2 in^2 per token); three in^3 factorisations (Cholesky, its
+    # inverse, Cholesky again: about 2 in^3 in all) and the OBS updates (2 out in^2)
+    hessian = sum(2 * n_in**2 for _, n_in in shapes) / fp64
+    solve = sum((2 * n_in**3 + 2 * n_out * n_in**2) / fp64 + 8 * n_in * LAUNCH_S
+                for n_out, n_in in shapes)
     # sorting a layer's scores on the GPU: memory-bound, ~1 ms per layer at these sizes
-    return Rates(layer, head, 1e-3, 1e-3, sae)
+    return Rates(layer, head, 1e-3, 1e-3, sae, solve, hessian)
 
 
 def estimate(study: Study, rates: dict[str, Rates], match_s: float) -> dict[str, Any]:
     """Per stage and in total: seconds on the measured device, and on an H100/H200 class GPU."""
     work = study_work(study)
     measured = {k: stage_seconds(w, rates[k], match_s) for k, w in work.items()}
-    gpu = {k: stage_seconds(w, gpu_rates(k, study.sae.width), match_s)
+    gpu = {k: stage_seconds(w, gpu_rates(k, study.sae.width, study.sae.k), match_s)
            for k, w in work.items()}
 
     def by_stage(per_model: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -147,7 +186,8 @@ def estimate(study: Study, rates: dict[str, Rates], match_s: float) -> dict[str,
             "h100_class_total_s": sum(h100.values()),
             "assumptions": {"bf16_peak_flops": H100_BF16_FLOPS,
                             "fp32_peak_flops": H100_FP32_FLOPS, "mfu_model": MFU_MODEL,
-                            "mfu_sae": MFU_SAE,
+                            "mfu_sae": MFU_SAE, "fp64_peak_flops": H100_FP64_FLOPS,
+                            "mfu_fp64": MFU_FP64,
                             "matching": "scipy on the CPU, measured time per 16384^2 pair",
                             "causal": "every group rerun for every sampled feature (bound)"}}
 
@@ -186,6 +226,7 @@ def lines(est: dict[str, Any], fp: dict[str, float], device: str) -> list[str]:
             f"{fp['disk_gb']:.1f} GB; downloads: {fp['download_gb']:.1f} GB.",
             f"H100/H200 column: FLOPs / (peak x utilisation): bf16 {a['bf16_peak_flops']:.3g} "
             f"FLOP/s x {a['mfu_model']} for model passes, fp32 {a['fp32_peak_flops']:.3g} "
-            f"FLOP/s x {a['mfu_sae']} for SAE steps; matching: {a['matching']}; "
+            f"FLOP/s x {a['mfu_sae']} for SAE steps, fp64 {a['fp64_peak_flops']:.3g} FLOP/s x "
+            f"{a['mfu_fp64']} for SparseGPT; matching: {a['matching']}; "
             f"RQ5: {a['causal']}."]
     return out

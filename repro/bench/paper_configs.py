@@ -167,9 +167,14 @@ def param_count(key: str, n_layers: int | None = None) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def layer_params(key: str) -> int:
-    """Parameters of the Linear matrices of one decoder layer (what each token multiplies)."""
+def layer_shapes(key: str) -> list[tuple[int, int]]:
+    """(out, in) of every Linear of one decoder layer: q, k, v, o, gate, up, down."""
     v = PAPER_ARCHS[key].values
     d, h, kv, hd, ff = (v["hidden_size"], v["num_attention_heads"], v["num_key_value_heads"],
                         v["head_dim"], v["intermediate_size"])
-    return d * h * hd * 2 + d * kv * hd * 2 + 3 * d * ff
+    return [(h * hd, d), (kv * hd, d), (kv * hd, d), (d, h * hd), (ff, d), (ff, d), (d, ff)]
+
+
+def layer_params(key: str) -> int:
+    """Parameters of the Linear matrices of one decoder layer (what each token multiplies)."""
+    return sum(rows * cols for rows, cols in layer_shapes(key))

@@ -27,7 +27,7 @@ from repro.inputs.families import (
     stack,
 )
 from repro.inputs.models import layers_swapped
-from repro.science import activations, match, prune
+from repro.science import activations, match, prune, sparsegpt
 
 
 def sync(device: torch.device) -> None:
@@ -231,6 +231,23 @@ def mask_costs(model: nn.Module, sparsity: float) -> dict[str, float]:
     sort_s = timed(lambda: prune.wanda_mask(out_in(one), norms, sparsity), device)[0]
     mag_s = timed(lambda: prune.magnitude_mask(one.weight, sparsity), device)[0]
     return {"mask_seconds_per_layer": sort_s * scale, "magnitude_seconds_per_layer": mag_s * scale}
+
+
+def sparsegpt_costs(model: nn.Module, n_tokens: int) -> dict[str, float]:
+    """Seconds of SparseGPT's own work on the first layer: every matrix's Hessian sum, per
+    calibration token, and every matrix's solve (factors and update, which do not depend on
+    the tokens). Random inputs: the work does not depend on the values."""
+    device = device_of(model)
+    gen = torch.Generator(device=device).manual_seed(0)
+    hessian_s = solve_s = 0.0
+    for mod in layer_matrices(decoder_layers(model)[0]).values():
+        n = in_features(mod)
+        x = torch.randn(n_tokens, n, device=device, generator=gen)
+        h = torch.zeros(n, n, dtype=torch.float64, device=device)
+        hessian_s += timed(lambda x=x, h=h: h.add_(x.double().T @ x.double()), device)[0]
+        solve_s += timed(lambda h=h, mod=mod: sparsegpt.solve(out_in(mod), h, 0.5), device)[0]
+        del h
+    return {"hessian_s_per_token": hessian_s / n_tokens, "sparsegpt_s_per_layer": solve_s}
 
 
 # ---- matching -----------------------------------------------------------------------------

@@ -23,8 +23,9 @@ def _ratio_rows(record: dict[str, Any]) -> list[str]:
 
 def _paper_rows(record: dict[str, Any]) -> list[str]:
     rows = ["| model | layers built / real | capture tok/s (to probe) | SAE training tok/s "
-            "| CE-loss eval tok/s | Wanda s/layer (128 x 2048) | SAE step tok/s (16k) |",
-            "|---|---|---:|---:|---:|---:|---:|"]
+            "| CE-loss eval tok/s | Wanda s/layer (128 x 2048) | SparseGPT s/layer (128 x 2048) "
+            "| SAE step tok/s (16k) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for key, p in record["paper"].items():
         d, rates = p["derived"], p["rates"]
         rows.append(f"| {key} | {p['layers_built']} / {p['layers_real']} "
@@ -32,6 +33,7 @@ def _paper_rows(record: dict[str, Any]) -> list[str]:
                     f"| {_rate(d['sae_training_tokens_per_s'])} "
                     f"| {_rate(d['ce_eval_tokens_per_s'])} "
                     f"| {d['wanda_s_per_layer_128x2048']:.3g} "
+                    f"| {d.get('sparsegpt_s_per_layer_128x2048', float('nan')):.3g} "
                     f"| {_rate(1 / rates['sae_s_per_token'])} |")
     return rows
 
@@ -118,7 +120,7 @@ def markdown(record: dict[str, Any]) -> str:
                 *_tiny_rows(record), ""]
     if "estimate" in record:
         est = record["estimate"]
-        out += ["## Estimated budget of the paper profile", "",
+        out += [f"## Estimated budget of the {est.get('profile', 'paper')} profile", "",
                 f"Rates measured here for {', '.join(est['models_measured'])} (other models "
                 "use gemma-3-1b's rates); matching "
                 f"{est['match_seconds_per_pair']['value']:.0f} s per pair "

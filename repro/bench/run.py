@@ -108,11 +108,13 @@ def paper_rates(s: Settings, device: torch.device, key: str) -> dict[str, Any]:
     calib = bp.random_ids(s.calib_seqs, s.seq_len, vocab, bos, seed=1)
     from repro.science import prune
     wanda_s = bp.timed(lambda: prune.prune_wanda(model, calib, 0.5, batch_size=8), device)[0]
+    sgpt = bp.sparsegpt_costs(model, calib.numel())
     d = arch.values["hidden_size"]
     step = bp.sae_steps(d, 16384, 64, s.sae_batch, s.sae_steps, device)
     rates = be.Rates(split["layer_s_per_token"], split["head_s_per_token"],
                      masks["mask_seconds_per_layer"], masks["magnitude_seconds_per_layer"],
-                     step["seconds"] / step["tokens"])
+                     step["seconds"] / step["tokens"], sgpt["sparsegpt_s_per_layer"],
+                     sgpt["hessian_s_per_token"])
     L, p = arch.n_layers, arch.probe_layer
     to_probe = (p + 1) * rates.layer_s_per_token
     upper = (L - p - 1) * rates.layer_s_per_token + rates.head_s_per_token
@@ -124,7 +126,10 @@ def paper_rates(s: Settings, device: torch.device, key: str) -> dict[str, Any]:
             "derived": {"capture_tokens_per_s": 1 / to_probe,
                         "sae_training_tokens_per_s": 1 / (to_probe + rates.sae_s_per_token),
                         "ce_eval_tokens_per_s": 1 / (3 * upper),
-                        "wanda_s_per_layer_128x2048": wanda_layer}}
+                        "wanda_s_per_layer_128x2048": wanda_layer,
+                        "sparsegpt_s_per_layer_128x2048": wanda_layer
+                        - rates.wanda_mask_s_per_layer + rates.sparsegpt_s_per_layer
+                        + 128 * 2048 * rates.hessian_s_per_token}}
 
 
 def tiny_rates(s: Settings, device: torch.device) -> dict[str, Any]:
@@ -357,4 +362,5 @@ def _estimate(record: dict[str, Any], profile: str) -> dict[str, Any]:
     est["footprint"] = be.footprint(study)
     est["match_seconds_per_pair"] = {"value": match_s, "source": match_note}
     est["models_measured"] = [k for k in study.models if k in paper]
+    est["profile"] = profile
     return est

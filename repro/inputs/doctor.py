@@ -15,6 +15,7 @@ from pathlib import Path
 
 from repro.files import path_problem
 from repro.inputs import footprint, hubcache, model_check
+from repro.study.methods import Pattern
 from repro.study.spec import Study
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,9 @@ def preflight(study: Study, profile_arg: str) -> None:
     widths = {}
     for spec in study.models.values():
         check_access(spec)
-        width = model_check.check_model(spec, longest)
+        groups = frozenset(Pattern.parse(v.pattern).m for v in study.conditions
+                           if v.model == spec.key) - {0}
+        width = model_check.check_model(spec, longest, groups)
         if width is not None:
             widths[spec.key] = width
     model_check.check_sae_memory(study, widths)

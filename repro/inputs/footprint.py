@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.inputs import hubcache
+from repro.study.methods import METHODS
 from repro.study.spec import ModelSpec, StreamSpec, Study
 
 GIB = 2**30
 
-GPU_NEED_GIB = {"paper": 34.0, "tiny": 0.0}
+GPU_NEED_GIB = {"paper": 34.0, "paper-plus": 34.0, "tiny": 0.0}
 """Free memory a profile needs on its GPU (estimated). The peak is perplexity on gemma-2-2b
 (2.61e9 params, 256k vocabulary), batch 4 x 2048 tokens in bf16:
   weights 2.61e9 x 2 B = 5.2 GB; dense copies of the pruned matrices that ModelHolder keeps to
@@ -26,7 +27,10 @@ GPU_NEED_GIB = {"paper": 34.0, "tiny": 0.0}
   => 5.2 + 4.0 + 4.2 + 8.4 + 8.4 = 30.2 GB = 28.1 GiB, plus ~20 % for allocator slack and
   layer activations = 34 GiB: an A100 40GB or larger. Wanda calibration (128 x 2048 x 2304
   bf16 inputs and outputs per layer, 2.4 GB) and SAE training (16384 x 2304 fp32 encoder and
-  decoder with Adam, ~1.2 GB) stay below that. The tiny profile runs on the CPU."""
+  decoder with Adam, ~1.2 GB) stay below that. So does SparseGPT (paper-plus), in float64:
+  a layer's seven Hessians on gemma-2-2b (five 2304^2, one 2048^2, one 9216^2) 0.9 GB, and
+  the solve of the largest, three 9216^2 matrices at once, 2.0 GB. The tiny profile runs on
+  the CPU."""
 
 DEFAULT_GPU_NEED_GIB = GPU_NEED_GIB["paper"]
 """Need assumed for a study of one's own that runs on CUDA (--study FILE)."""
@@ -98,8 +102,9 @@ def out_bytes(study: Study, facts: dict[str, ModelFacts]) -> dict[str, int]:
 
     tokens: every stream as int64, per model; activations: eval tokens x d_model x dtype bytes
     per variant (dense and pruned); masks: one bit per parameter per pruned variant (bit-packed
-    keep-masks; the count includes the embeddings, so it is an upper bound); saes: encoder and
-    decoder, width x d_model float32 each, per run.
+    keep-masks; the count includes the embeddings, so it is an upper bound), and for a method
+    that updates the weights it keeps (SparseGPT) the kept fraction of the parameters in the
+    study's dtype; saes: encoder and decoder, width x d_model float32 each, per run.
     """
     streams = study.data.streams.values()
     act_bytes = _DTYPE_BYTES[study.dtype]
@@ -109,6 +114,8 @@ def out_bytes(study: Study, facts: dict[str, ModelFacts]) -> dict[str, int]:
         f = facts[v.model]
         parts["activations"] += study.data.eval.n_tokens * f.d_model * act_bytes
         parts["masks"] += 0 if v.is_dense else f.n_params // 8
+        if METHODS[v.method].updates_weights:
+            parts["masks"] += int((1 - v.sparsity) * f.n_params) * act_bytes
     for r in study.runs:
         parts["saes"] += 2 * study.sae.width * facts[r.variant.model].d_model * 4
     parts["other"] = int(sum(parts.values()) * (MARGIN - 1))

@@ -7,7 +7,8 @@ What is read, in order, each problem one line naming the model, the file and the
    whose attention heads divide into key/value heads, whose dtype is a torch dtype;
 2. transformers' own config class for its model_type (`AutoConfig`), which validates the rest;
 3. the model built from that config on the meta device (no weight read): the study's
-   architecture, a decoder layout repro knows, its layer count and positions;
+   architecture, a decoder layout repro knows, its layer count and positions, and every
+   prunable matrix's inputs in whole groups of M for each N:M pattern the study prunes it with;
 4. the weights: complete safetensors files whose tensors have the shapes the config builds
    (a config edited apart from its weights is refused here, not deep inside loading);
 5. the tokenizer, loadable and no larger than the embedding;
@@ -60,10 +61,11 @@ def quiet() -> Any:
         hub_logging.set_verbosity(levels[1])
 
 
-def check_model(spec: ModelSpec, longest: int) -> int | None:
+def check_model(spec: ModelSpec, longest: int, groups: frozenset[int] = frozenset()) -> int | None:
     """Every check above for a model on disk; returns its residual width. A Hub model not yet
     in the cache has its config.json fetched (the run would fetch it first thing) and checked
-    through step 3; its weights and tokenizer are checked when `repro fetch` has them."""
+    through step 3; its weights and tokenizer are checked when `repro fetch` has them.
+    `groups`: the M of every N:M pattern the study prunes this model with."""
     from repro.inputs.models import location
 
     folder = (Path(location(spec)) if spec.is_local or spec.is_packaged
@@ -74,6 +76,7 @@ def check_model(spec: ModelSpec, longest: int) -> int | None:
         cfg = _read_config(spec, folder)
         model = _meta_model(spec, folder)
         _check_layout(spec, model, cfg, longest)
+        _check_groups(spec, model, groups)
         if complete:
             _check_side_files(spec, folder)
             _check_weights(spec, folder, model, cfg)
@@ -222,6 +225,19 @@ def _check_layout(spec: ModelSpec, model: Any, cfg: dict[str, Any], longest: int
     if layers != spec.n_layers:
         raise ReproError(f"model {spec.key}: config.json has {layers} decoder layers, the study "
                          f"says {spec.n_layers}; fix models.{spec.key}.n_layers")
+
+
+def _check_groups(spec: ModelSpec, model: Any, groups: frozenset[int]) -> None:
+    """N:M works on whole groups of M consecutive inputs (repro.science.prune.check_groups):
+    a matrix whose input width M does not divide would fail only in the prune stage."""
+    from repro.inputs.families import in_features, prunable_matrices
+
+    widths = sorted({in_features(m) for m in prunable_matrices(model).values()})
+    for m in sorted(groups):
+        if any(w % m for w in widths):
+            raise ReproError(f"model {spec.key}: pattern N:{m} needs every matrix's inputs in "
+                             f"whole groups of {m}, and its matrices have {widths} inputs; "
+                             "choose an M that divides them")
 
 
 def _check_weights(spec: ModelSpec, folder: Path, model: Any, cfg: dict[str, Any]) -> None:

@@ -4,8 +4,9 @@ Run by `repro all` after every run's sae and evaluate stages (stage folder `anal
 Reads only files: prune/perplexity manifests, each run's SAE decoder and firing rates, and
 the evaluate stage's transfer/fragility/causal files (formats in repro/stages/run_stages.py).
 
-Survival (RQ2) is measured over the features alive on the dense model (firing rate > 0 on
-the evaluation tokens): a feature that never fires has no behaviour for pruning to keep.
+Survival (RQ2) is measured over the features alive on the dense model (firing on the
+evaluation tokens at least once, repro.science.survival): a feature that never fires has no
+behaviour for pruning to keep.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from repro.science import match, stats
+from repro.science.survival import alive as is_alive
+from repro.science.survival import n_survived, survival_rate
+from repro.stages import layout
+from repro.study.methods import UNSTRUCTURED, Pattern
 from repro.study.spec import Run, Study, Variant
-
-N_BINS = 5
-"""Firing-rate bins when the study file sets no `frequency_bins`."""
 
 
 def decoder(run_folder: Path) -> np.ndarray:
@@ -59,14 +61,23 @@ class Analysis:
         self.runs = study.replicate_runs(replicate)
         """The runs this analysis reads: one replicate's (repro.outputs.replicates)."""
         self.tau = study.sae.survival_threshold
-        self.n_bins = int(study.thresholds.get("frequency_bins", N_BINS))
+        self.n_bins = study.thresholds.frequency_bins
         self._matches: dict[str, match.Match] = {}
         self._read: dict[tuple[str, str], np.ndarray] = {}
         self.features: dict[str, np.ndarray] = {}
         """Per-feature arrays behind the rows, keyed 'ID|name', for the figures."""
+        self.patterned = any(v.pattern != UNSTRUCTURED for v in study.conditions)
+        """Whether rows carry a `pattern` column: only a study with an N:M condition has one,
+        so the paper's tables (and the blessed tiny and small ones) keep their columns."""
+
+    def head(self, v: Variant) -> dict[str, Any]:
+        """The columns that name a variant, first in every per-variant row."""
+        pattern = {"pattern": v.pattern} if self.patterned else {}
+        return {"id": v.id, "model": v.model, "method": v.method, **pattern,
+                "sparsity": v.sparsity}
 
     def run_folder(self, run: Run) -> Path:
-        return self.out / "runs" / run.id
+        return layout.run_folder(self.out, run)
 
     def _once(self, what: str, run: Run, read: Callable[[Path], Any]) -> Any:
         """Read a run's file once: every condition re-reads its model's dense run."""
@@ -121,18 +132,16 @@ class Analysis:
     # ---- T1 --------------------------------------------------------------------------------
     def t1_pruning(self) -> list[dict]:
         rows = []
-        variants = self.out / "variants"
         for v in self.study.variants:
-            dense = variants / Variant(v.model, "dense", 0.0).id
-            dense_ppl = _num(_manifest_result(dense / "perplexity").get("perplexity"))
-            ppl = _num(_manifest_result(variants / v.id / "perplexity").get("perplexity"))
-            achieved = _manifest_result(variants / v.id / "prune").get("achieved_sparsity")
+            dense = layout.variant_dir(self.out, Variant(v.model, "dense", 0.0), "perplexity")
+            dense_ppl = _num(_manifest_result(dense).get("perplexity"))
+            ppl = _num(_manifest_result(layout.variant_dir(self.out, v, "perplexity"))
+                       .get("perplexity"))
+            achieved = _manifest_result(layout.variant_dir(self.out, v, "prune")
+                                        ).get("achieved_sparsity")
             rows.append(
                 {
-                    "id": v.id,
-                    "model": v.model,
-                    "method": v.method,
-                    "sparsity": v.sparsity,
+                    **self.head(v),
                     "achieved_sparsity": _num(achieved),
                     "dense_perplexity": dense_ppl,
                     "perplexity": ppl,
@@ -157,7 +166,7 @@ class Analysis:
             a, b = run_a.base_seed, run_b.base_seed
             m = match.hungarian_match(self.decoder_of(run_a), self.decoder_of(run_b))
             # over seed a's features alive on the dense model: RQ2's denominator
-            alive = self.rates_of(run_a) > 0
+            alive = is_alive(self.rates_of(run_a))
             cos = m.cosine[alive]
             pair = f"{model}/dense/0/seed-{a}-vs-seed-{b}"
             self.features[f"{pair}|matched_cosine"] = cos
@@ -169,7 +178,7 @@ class Analysis:
                     "seed_b": b,
                     "n_alive": int(alive.sum()),
                     "n_dead": int((~alive).sum()),
-                    "shared_fraction": float(np.mean(cos >= self.tau)),
+                    "shared_fraction": survival_rate(cos, self.tau),
                     "mean_matched_cosine": float(np.mean(cos)),
                     "mean_max_cosine": float(np.mean(np.asarray(m.max_cosine)[alive])),
                 }
@@ -180,22 +189,19 @@ class Analysis:
     def survival_row(self, v: Variant) -> dict:
         m = self.survival_match(v)
         rate = self.dense_firing_rate(v)
-        alive = rate > 0
+        alive = is_alive(rate)
         cos, maxcos = m.cosine[alive], np.asarray(m.max_cosine)[alive]
         effect = self.frequency_effect(rate[alive], cos)
         binned, fs = effect.binned, effect.feature
         self.features[f"{v.id}|firing_rate"] = rate[alive]
         self.features[f"{v.id}|matched_cosine"] = cos
         row = {
-            "id": v.id,
-            "model": v.model,
-            "method": v.method,
-            "sparsity": v.sparsity,
+            **self.head(v),
             "n_alive": int(alive.sum()),
             "survival": effect.survival,
-            "n_survived": int(np.sum(cos >= self.tau)),
+            "n_survived": n_survived(cos, self.tau),
             "mean_matched_cosine": float(np.mean(cos)),
-            "survival_max_cosine": float(np.mean(maxcos >= self.tau)),
+            "survival_max_cosine": survival_rate(maxcos, self.tau),
         }
         row.update({f"survival_bin{i + 1}": float(r) for i, r in enumerate(binned.rate)})
         row.update(
@@ -231,8 +237,8 @@ class Analysis:
         binned, fs = effect.binned, effect.feature
         self.features[f"{v.id}|control_cosine"] = cos
         row = {"survival_control": effect.survival,
-               "n_survived_control": int(np.sum(cos >= self.tau)),
-               "seed_floor": float(np.mean(dense_control.cosine[alive] >= self.tau)),
+               "n_survived_control": n_survived(cos, self.tau),
+               "seed_floor": survival_rate(dense_control.cosine[alive], self.tau),
                "binned_rho_control": binned.rho, "feature_rho_control": fs.rho,
                "identity_rate_control": match.identity_rate(control, alive)}
         row.update({f"survival_control_bin{i + 1}": float(r) for i, r in enumerate(binned.rate)})
@@ -252,13 +258,18 @@ class Analysis:
 
     # ---- T4 (C2) ---------------------------------------------------------------------------
     def t4_ratios(self, t3: list[dict]) -> list[dict]:
-        by = {(r["model"], r["method"], r["sparsity"]): r for r in t3}
+        # rows of tables written before patterns existed are unstructured
+        by = {(r["model"], r["method"], r.get("pattern", UNSTRUCTURED), r["sparsity"]): r
+              for r in t3}
         rows = []
-        for (model, method, s), wanda in by.items():
-            if method != "wanda" or (model, "magnitude", s) not in by:
+        for (model, method, pattern, s), wanda in by.items():
+            if method != "wanda" or (model, "magnitude", pattern, s) not in by:
                 continue
-            mag = by[(model, "magnitude", s)]
-            row = {"id": f"{model}/{round(s * 100, 6):g}", "model": model, "sparsity": s}
+            mag = by[(model, "magnitude", pattern, s)]
+            tag = Pattern.parse(pattern).tag  # unstructured rows keep the paper's ids
+            row = {"id": "/".join([model, *([tag] if tag else []), f"{round(s * 100, 6):g}"]),
+                   "model": model, **({"pattern": pattern} if self.patterned else {}),
+                   "sparsity": s}
             for suffix in ("", "_control"):
                 if f"survival{suffix}" not in wanda:
                     continue
@@ -278,18 +289,13 @@ class Analysis:
 
     def transfer_row(self, v: Variant) -> dict:
         """T5's row of one variant: both SAEs evaluated on it."""
-        threshold = self.study.thresholds.get("viable_ce_score", 0.9)
+        threshold = self.study.thresholds.viable_ce_score
         run = self.condition_run(v)
         transfer = json.loads((self.run_folder(run) / "evaluate" / "transfer.json").read_text())
         if "pretrained" not in transfer["saes"]:  # a further replicate: measured in 0 only
-            first = self.out / "runs" / run.replicated(0).id / "evaluate" / "transfer.json"
+            first = self.run_folder(run.replicated(0)) / "evaluate" / "transfer.json"
             transfer["saes"]["pretrained"] = json.loads(first.read_text())["saes"]["pretrained"]
-        row: dict[str, Any] = {
-            "id": v.id,
-            "model": v.model,
-            "method": v.method,
-            "sparsity": v.sparsity,
-        }
+        row: dict[str, Any] = self.head(v)
         for name in ("dense", "pretrained"):
             m = transfer["saes"][name]
             for key in ("explained_variance", "mse", "l0", "dead_fraction", "ce_loss_score"):
@@ -301,12 +307,11 @@ class Analysis:
 
     # ---- T6 (RQ4, RQ5) ---------------------------------------------------------------------
     def fragility_row(self, v: Variant) -> dict:
-        return {"id": v.id, "model": v.model, "method": v.method, "sparsity": v.sparsity,
-                **self._fragility(v), **self._causal(v)}
+        return {**self.head(v), **self._fragility(v), **self._causal(v)}
 
     def _fragility(self, v: Variant) -> dict:
         """RQ4 over the dense model's alive features, the silenced ones counted as fragile."""
-        fragile_r = self.study.thresholds.get("fragile_r", 0.5)
+        fragile_r = self.study.thresholds.fragile_r
         evaluated = self.run_folder(self.condition_run(v)) / "evaluate"
         frag = load_file(str(evaluated / "fragility.safetensors"))
         r = frag["pearson_r"]
@@ -314,7 +319,7 @@ class Analysis:
         ok = np.isfinite(r)
         # alive on the dense model and never firing on the pruned one: r is undefined, but
         # such a feature is the most fragile of all, so it counts as fragile
-        silenced = (frag["fires_dense"] > 0) & (frag["fires_pruned"] == 0)
+        silenced = is_alive(frag["fires_dense"]) & ~is_alive(frag["fires_pruned"])
         n_fragile = int(np.sum(r[ok] < fragile_r)) + int(silenced.sum())
         rho_rate = stats.feature_spearman(
             rate[ok], r[ok], n_resamples=self.bootstrap, seed=self.study.seed
@@ -382,8 +387,7 @@ def sanity_gates(a: Analysis, t1: list[dict]) -> list[dict]:
     `sanity_l0_rel` (default 25 %) of it, explained variance within `sanity_ev_abs`
     (default 0.05) where the publisher recorded one.
     """
-    rel = a.study.thresholds.get("sanity_l0_rel", 0.25)
-    ev_abs = a.study.thresholds.get("sanity_ev_abs", 0.05)
+    rel, ev_abs = a.study.thresholds.sanity_l0_rel, a.study.thresholds.sanity_ev_abs
     gates = []
     for model, spec in a.study.models.items():
         dense = a.dense_run(model)

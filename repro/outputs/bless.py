@@ -30,13 +30,14 @@ from repro.outputs.expected import (
     BASE_CLAIMS_PROFILE,
     CLAIMS,
     EXPECTED_ROOT,
-    SPREAD,
     expected_dir,
     load_claims,
     load_tolerances,
     tolerances_path,
 )
+from repro.outputs.tables import TABLE_NAMES
 from repro.outputs.verify import check_integrity, read_table
+from repro.stages import layout
 from repro.stages.store import MANIFEST, read_manifest
 
 PROVENANCE = "PROVENANCE.json"
@@ -69,15 +70,18 @@ def default_tolerances(profile: str, tables: list[str]) -> str:
 
 
 def _run_tables(run_dir: Path) -> list[Path]:
-    """The run's tables, refused unless each still matches its manifest and parses."""
+    """The run's tables, every one of the study's (repro.outputs.tables.TABLES), refused
+    unless each is there, still matches its manifest and parses."""
     _checks, bad = check_integrity(run_dir)
     if bad:
         what = "tables/manifest.json is missing" if "*" in bad else \
             f"{', '.join(sorted(bad))} differ from tables/manifest.json"
         raise ReproError(f"refusing to bless {run_dir}: {what}; rerun the tables stage")
-    tables = sorted(p for p in (run_dir / "tables").glob("*.csv") if p.name != SPREAD)
-    if not tables:
-        raise ReproError(f"{run_dir / 'tables'} holds no CSV tables to bless")
+    tables = [run_dir / layout.TABLES_DIR / f"{name}.csv" for name in TABLE_NAMES]
+    missing = [p.name for p in tables if not p.is_file()]
+    if missing:
+        raise ReproError(f"refusing to bless {run_dir}: {layout.TABLES_DIR}/{missing[0]} is "
+                         "missing; rerun the tables stage (`repro all`)")
     for path in tables:
         if read_table(path).duplicates:
             raise ReproError(f"refusing to bless {path}: its ids are not unique")
@@ -108,12 +112,12 @@ def _check_clean(run_dir: Path) -> None:
 
 def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> str:
     """The profile's expected claims: the paper's checks, with this run's values as expected."""
-    found = shapes.read(run_dir / "claims.json", shapes.CLAIMS)
+    found = shapes.read(run_dir / layout.CLAIMS_JSON, shapes.CLAIMS)
     if found is None:
         raise ReproError(f"refusing to bless {run_dir}: claims.json is missing; rerun the "
                          "tables stage (`repro all`)")
     found_bands = load_tolerances(tol_path, profile).by_table.get("claims", {})
-    made = read_manifest(run_dir / "tables") or {}
+    made = read_manifest(run_dir / layout.TABLES_DIR) or {}
     # what made the run, not where it lay: a folder of the blessing machine means nothing
     # to anyone else (PROVENANCE.json keeps it for the person who blessed)
     version = (made.get("provenance") or {}).get("code_version") or "unknown"
@@ -182,7 +186,7 @@ def bless_run(run_dir: Path, expected: Path | None = None,
         (exp_dir / name).unlink()
     for path in tables:
         shutil.copyfile(path, exp_dir / path.name)
-    manifest = read_manifest(run_dir / "tables") or {}
+    manifest = read_manifest(run_dir / layout.TABLES_DIR) or {}
     prov = manifest.get("provenance", {})
     record = {"source_run": str(run_dir.resolve()), "profile": profile,
               "blessed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -206,13 +210,13 @@ def bless_run(run_dir: Path, expected: Path | None = None,
 
 def read_replicates(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """Each replicate's tables and claims, as the analysis stage wrote them."""
-    folder = run_dir / "analysis" / "replicates"
+    folder = run_dir / layout.ANALYSIS_DIR / layout.REPLICATES
     reps = sorted((p for p in folder.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
     tables, claims = [], []
     for rep in reps:
         try:
-            tables.append(json.loads((rep / "tables.json").read_text(encoding="utf-8")))
-            claims.append(json.loads((rep / "claims.json").read_text(encoding="utf-8")))
+            tables.append(json.loads((rep / layout.TABLES_JSON).read_text(encoding="utf-8")))
+            claims.append(json.loads((rep / layout.CLAIMS_JSON).read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
             raise ReproError(f"refusing to bless {run_dir}: {rep} unreadable ({exc}); rerun "
                              "the analysis stage") from None

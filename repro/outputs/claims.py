@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from repro.study.methods import UNSTRUCTURED
 from repro.study.spec import Study
 
 
@@ -25,6 +26,7 @@ def claims(study: Study, t3: list[dict], t4: list[dict], t5: list[dict], t6: lis
                 (r["sparsity"], r["pretrained_viable"])
                 for r in t5
                 if r["model"] == model and r["method"] == "wanda"
+                and r.get("pattern", UNSTRUCTURED) == UNSTRUCTURED  # the paper's claim
             )
         )
         if level is not None and (c3 is None or level < c3):

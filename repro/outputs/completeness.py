@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from repro.stages import layout
 from repro.stages.context import Context
 from repro.stages.store import read_manifest
 
@@ -19,10 +20,10 @@ def unfinished_runs(ctx: Context) -> list[str]:
 
 def _unfinished(study, out: Path) -> list[str]:
     return [r.id for r in study.runs
-            if read_manifest(out / "runs" / r.id / last_stage(r)) is None]
+            if read_manifest(out / layout.run_part(r.id, last_stage(r))) is None]
 
 
-STUDY_STAGES = ("analysis", "tables", "figures")
+STUDY_STAGES = (layout.ANALYSIS_DIR, layout.TABLES_DIR, layout.FIGURES_DIR)
 
 
 def missing_parts(run_dir: Path) -> list[str] | None:
@@ -32,13 +33,13 @@ def missing_parts(run_dir: Path) -> list[str] | None:
     from repro.errors import ReproError
     from repro.study.reader import load_study
 
-    if not (run_dir / "study.toml").is_file():
-        return ["study.toml (nothing has run here, or not with `repro all`)"]
+    if not (run_dir / layout.STUDY_FILE).is_file():
+        return [f"{layout.STUDY_FILE} (nothing has run here, or not with `repro all`)"]
     try:
-        study = load_study(run_dir / "study.toml")
+        study = load_study(run_dir / layout.STUDY_FILE)
     except ReproError:
         return None
-    runs = [f"runs/{rid}/{last_stage(study.run(rid))}" for rid in _unfinished(study, run_dir)]
+    runs = [layout.run_part(rid, last_stage(study.run(rid))) for rid in _unfinished(study, run_dir)]
     return runs + [s for s in STUDY_STAGES if read_manifest(run_dir / s) is None]
 
 

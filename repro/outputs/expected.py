@@ -28,6 +28,7 @@ from typing import Any
 
 import repro
 from repro.errors import ReproError
+from repro.stages import layout
 from repro.study.rules import NAME, NAME_TEXT
 
 EXPECTED_ROOT = Path(repro.__file__).resolve().parent / "expected_outputs"
@@ -44,7 +45,7 @@ that is blessed or compared (its bands are what bless derives from the replicate
 
 def run_profile(run_dir: Path) -> str:
     """The study name recorded in RUN_DIR/study.toml: it picks the expected outputs."""
-    path = run_dir / "study.toml"
+    path = run_dir / layout.STUDY_FILE
     if not path.is_file():
         raise ReproError(f"{path} is missing; is {run_dir} a run folder made by `repro all`? "
                          "(or pass --expected DIR)")
@@ -63,7 +64,7 @@ def run_verdict(run_dir: Path) -> dict[str, Any]:
     exit code and how many replicates it has (agreement and 1 for a bare copy of tables)."""
     verdict: dict[str, Any] = {"decides": "agreement", "replicates": 1}
     try:
-        raw = tomllib.loads((run_dir / "study.toml").read_text(encoding="utf-8"))
+        raw = tomllib.loads((run_dir / layout.STUDY_FILE).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return verdict
     given = raw.get("verdict") if isinstance(raw, dict) else None
@@ -84,7 +85,7 @@ def expected_dir(run_dir: Path, given: Path | None) -> tuple[Path, str]:
     if given is None:
         profile = run_profile(run_dir)
         return EXPECTED_ROOT / profile, profile
-    profile = run_profile(run_dir) if (run_dir / "study.toml").is_file() else given.name
+    profile = run_profile(run_dir) if (run_dir / layout.STUDY_FILE).is_file() else given.name
     return given, profile
 
 

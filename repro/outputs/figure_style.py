@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from repro.errors import ReproError
+from repro.stages import layout
+from repro.study.methods import PRUNING_METHODS
+from repro.study.spec import SURVIVAL_TAU, Study, Thresholds
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,12 +28,14 @@ if TYPE_CHECKING:
 SINGLE, DOUBLE = 3.5, 7.0
 """Figure widths in inches: one and two columns of a paper."""
 DPI = 200
-METHOD_COLOURS = {"magnitude": "#D55E00", "wanda": "#0072B2", "dense": "#000000"}
-METHOD_RAMPS = {"magnitude": "Oranges", "wanda": "Blues"}
+METHOD_COLOURS = {"magnitude": "#D55E00", "wanda": "#0072B2", "sparsegpt": "#009E73",
+                  "dense": "#000000"}
+METHOD_RAMPS = {"magnitude": "Oranges", "wanda": "Blues", "sparsegpt": "Greens"}
 """Sequential maps in each method's hue, for one line per sparsity level."""
-EXTRA_COLOURS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+EXTRA_COLOURS = ("#CC79A7", "#E69F00", "#56B4E9", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-METHOD_ORDER = ("magnitude", "wanda")
+METHOD_ORDER = PRUNING_METHODS
+"""Methods in the registry's order (repro.study.methods), in legends and tables."""
 GREY = "#555555"
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
       "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 9,
@@ -63,9 +67,10 @@ class RunData:
 
     tables: dict[str, list[dict]]
     features: dict[str, np.ndarray] = field(default_factory=dict)
-    tau: float = 0.7
-    viable_ce: float = 0.9
-    fragile_r: float = 0.5
+    tau: float = SURVIVAL_TAU
+    """The study's survival threshold ([sae] survival_threshold)."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    """The study's [thresholds] (viable_ce_score, fragile_r)."""
 
     def rows(self, table: str) -> list[dict]:
         """Rows of a table, sorted by model (first-seen order), method and sparsity."""
@@ -110,28 +115,23 @@ def ramp_colour(method: str, sparsity: float, top: float) -> Any:
     return colormaps[METHOD_RAMPS[method]](0.35 + 0.6 * min(max(frac, 0.0), 1.0))
 
 
-def load_run(run_dir: Path) -> RunData:
-    """Read analysis/tables.json (required), features.npz and the study's thresholds."""
-    path = run_dir / "analysis" / "tables.json"
+def load_run(run_dir: Path, study: Study | None = None) -> RunData:
+    """Read analysis/tables.json (required) and features.npz; the thresholds are the study's
+    (the defaults without one)."""
+    path = run_dir / layout.ANALYSIS_DIR / layout.TABLES_JSON
     try:
         tables = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReproError(f"{path}: cannot read the analysis tables ({exc}); "
                          "run the analysis stage first (`repro all`)") from None
     features: dict[str, np.ndarray] = {}
-    npz = run_dir / "analysis" / "features.npz"
+    npz = run_dir / layout.ANALYSIS_DIR / layout.FEATURES_NPZ
     if npz.is_file():
         with np.load(npz, allow_pickle=False) as f:
             features = {k: f[k] for k in f.files}
     data = RunData(tables if isinstance(tables, dict) else {}, features)
-    try:
-        study = tomllib.loads((run_dir / "study.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        study = {}
-    data.tau = num(study.get("sae", {}).get("survival_threshold", data.tau))
-    thresholds = study.get("thresholds", {})
-    data.viable_ce = num(thresholds.get("viable_ce_score", data.viable_ce))
-    data.fragile_r = num(thresholds.get("fragile_r", data.fragile_r))
+    if study is not None:
+        data.tau, data.thresholds = study.sae.survival_threshold, study.thresholds
     return data
 
 

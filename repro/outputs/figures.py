@@ -43,6 +43,10 @@ from repro.outputs.figure_style import (
     sparsity_axis,
     sparsity_xy,
 )
+from repro.science.survival import alive, survival_rate
+from repro.stages import layout
+from repro.study.reader import load_study
+from repro.study.spec import Study
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -65,7 +69,7 @@ def f1_seed_stability(d: RunData) -> Drawn:
             continue
         colour, marker = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9")[i % 4], d.marker(row["model"])
         ax_h.hist(cos, bins=np.linspace(0, 1, 41), histtype="step", color=colour, lw=1.2)
-        shared = (cos[None, :] >= taus[:, None]).mean(axis=1)
+        shared = [survival_rate(cos, tau) for tau in taus]
         ax_t.plot(taus, shared, color=colour, marker=marker, markevery=20)
         items.append(Line2D([], [], color=colour, marker=marker, label=(
             f"{row['model']}: seed {row.get('seed_a')} vs {row.get('seed_b')} "
@@ -199,7 +203,7 @@ def _f4_lines(ax: Axes, d: RunData, rows: list[dict], metric: str, stand_in: boo
 def f4_transferability(d: RunData) -> Drawn:
     from matplotlib.lines import Line2D
 
-    rows = d.rows("T5_transfer")
+    rows, viable = d.rows("T5_transfer"), d.thresholds.viable_ce_score
     models = list(dict.fromkeys(r["model"] for r in rows)) or ["(none)"]
     fig = new_figure(SINGLE if len(models) == 1 else DOUBLE, 4.4)
     axes = fig.subplots(2, len(models), sharex=True, sharey="row", squeeze=False)
@@ -210,7 +214,7 @@ def f4_transferability(d: RunData) -> Drawn:
         for i, (key, label) in enumerate(metrics):
             ax = axes[i, j]
             if i == 0:
-                ax.axhline(d.viable_ce, color=GREY, ls=":", lw=1)
+                ax.axhline(viable, color=GREY, ls=":", lw=1)
                 ax.set_title(model + ("\n(pre-trained SAE = stand-in)" if stand_in else ""))
             if mine:
                 _f4_lines(ax, d, mine, key, stand_in)
@@ -224,14 +228,14 @@ def f4_transferability(d: RunData) -> Drawn:
         Line2D([], [], color=GREY, marker="o", ls="--", label="pre-trained SAE"),
         Line2D([], [], color=GREY, marker="o", ls="--", mfc="white",
                label="stand-in for pre-trained"),
-        Line2D([], [], color=GREY, ls=":", label=f"viable: CE score ≥ {d.viable_ce:g}")]
+        Line2D([], [], color=GREY, ls=":", label=f"viable: CE score ≥ {viable:g}")]
     bottom_legend(fig, items, ncol=4)
     fig.suptitle("RQ3: SAE transferability to pruned models")
     return fig, (
         "RQ3 transferability: CE-loss score (top; 1 = SAE reconstruction costs nothing, 0 = as bad "
         "as zero-ablating the layer) and explained variance (bottom) of the dense-trained SAE "
         "(solid) and the public pre-trained SAE (dashed) on each pruned model; 0 % is the dense "
-        f"model. Dotted: viability threshold (CE-loss score {d.viable_ce:g}). Hollow markers: no "
+        f"model. Dotted: viability threshold (CE-loss score {viable:g}). Hollow markers: no "
         "public SAE exists, the dense-trained SAE stands in. Survival threshold elsewhere: "
         f"τ = {d.tau:g}.")
 
@@ -251,7 +255,7 @@ def _rate_scatter(ax: Axes, d: RunData, row: dict) -> Any:
 
     rate, r = finite_pairs(d.feature(f"{row['id']}|pearson_rate"),
                            d.feature(f"{row['id']}|pearson_r"))
-    rate, r = rate[rate > 0], r[rate > 0]
+    rate, r = rate[alive(rate)], r[alive(rate)]
     c = method_colour(row["method"])
     label = f"{row['model']} {row['method']} {pct(row.get('sparsity'))}"
     if rate.size == 0:
@@ -275,7 +279,7 @@ def _silenced(rows: list[dict]) -> str:
 
 
 def f5_fragility(d: RunData) -> Drawn:
-    rows = d.rows("T6_fragility_causal")
+    rows, fragile_r = d.rows("T6_fragility_causal"), d.thresholds.fragile_r
     fig = new_figure(DOUBLE, 3.0)
     ax_f, ax_r = fig.subplots(1, 2)
     for (model, method), pts in rows_by(rows, "model", "method").items():
@@ -283,9 +287,9 @@ def f5_fragility(d: RunData) -> Drawn:
                   marker=d.marker(model))
     sparsity_axis(ax_f)
     ax_f.set(title="(a) Fragile features vs sparsity", ylim=(0, 1.03),
-             ylabel=f"Fragile fraction (Pearson r < {d.fragile_r:g})")
+             ylabel=f"Fragile fraction (Pearson r < {fragile_r:g})")
     shown = [h for h in (_rate_scatter(ax_r, d, r) for r in _most_pruned(rows)) if h]
-    ax_r.axhline(d.fragile_r, color=GREY, ls=":", lw=1)
+    ax_r.axhline(fragile_r, color=GREY, ls=":", lw=1)
     ax_r.set(title="(b) Activation correlation vs firing rate", ylim=(-1.05, 1.05),
              xlabel="Dense firing rate (fraction of tokens, log scale)",
              ylabel="Pearson r (dense vs pruned)")
@@ -303,7 +307,7 @@ def f5_fragility(d: RunData) -> Drawn:
     fig.suptitle("RQ4: feature fragility (dense SAE applied to the pruned model)")
     return fig, (
         "RQ4 fragility: (a) fraction of the dense model's alive features whose activations on "
-        f"the pruned model correlate with those on the dense model below r = {d.fragile_r:g} "
+        f"the pruned model correlate with those on the dense model below r = {fragile_r:g} "
         "(dotted line in b), or that never fire on the pruned model (silenced, counted as "
         f"fragile: {_silenced(rows)}); (b) per-"
         "feature Pearson r against the feature's dense firing rate for the most pruned condition "
@@ -368,11 +372,12 @@ FIGURES: dict[str, Callable[[RunData], Drawn]] = {
 }
 
 
-def write_figures(run_dir: Path, out_dir: Path) -> dict[str, str]:
-    """Draw the six figures of run_dir into out_dir (PNG + PDF); return {stem: caption}."""
+def write_figures(run_dir: Path, out_dir: Path, study: Study | None) -> dict[str, str]:
+    """Draw the six figures of run_dir into out_dir (PNG + PDF) with the study's thresholds
+    (the defaults for None); return {stem: caption}."""
     import matplotlib
 
-    data = load_run(run_dir)
+    data = load_run(run_dir, study)
     out_dir.mkdir(parents=True, exist_ok=True)
     captions: dict[str, str] = {}
     with matplotlib.rc_context(RC):
@@ -380,7 +385,7 @@ def write_figures(run_dir: Path, out_dir: Path) -> dict[str, str]:
             fig, caption = draw(data)
             save(fig, out_dir, stem)
             captions[stem] = caption
-    write_json(out_dir / "captions.json", captions)
+    write_json(out_dir / layout.CAPTIONS_JSON, captions)
     return captions
 
 
@@ -389,7 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= len(args) <= 2:
         raise SystemExit("usage: python -m repro.outputs.figures RUN_DIR [OUT_DIR]")
     run_dir = Path(args[0])
-    out = write_figures(run_dir, Path(args[1]) if len(args) == 2 else run_dir / "figures")
+    study_file = run_dir / layout.STUDY_FILE
+    study = load_study(study_file) if study_file.is_file() else None
+    out_dir = Path(args[1]) if len(args) == 2 else run_dir / layout.FIGURES_DIR
+    out = write_figures(run_dir, out_dir, study)
     print("\n".join(sorted(out)))
 
 

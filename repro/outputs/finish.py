@@ -9,10 +9,12 @@ rest; the last shard to finish (or a plain `repro all` afterwards) completes it.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from repro.files import write_json
 from repro.outputs.completeness import last_stage, unfinished_runs
+from repro.stages import layout
 from repro.stages.codehash import stage_code
 from repro.stages.context import Context
 from repro.stages.locks import stage_lock
@@ -30,14 +32,17 @@ def figures_stage(ctx: Context) -> StageOutcome:
     inputs = {
         "version": FIGURES_VERSION,
         "code": stage_code("repro.outputs.figures", __name__),
-        "analysis": fingerprint(ctx.out / "analysis"),
+        "analysis": fingerprint(ctx.out / layout.ANALYSIS_DIR),
+        # the thresholds the figures draw and name in their captions
+        "tau": ctx.study.sae.survival_threshold,
+        "thresholds": asdict(ctx.study.thresholds),
     }
 
     def work(tmp: Path) -> dict:
-        return {"figures": sorted(write_figures(ctx.out, tmp))}
+        return {"figures": sorted(write_figures(ctx.out, tmp, ctx.study))}
 
     return run_stage(
-        ctx.out / "figures", inputs, work, provenance=ctx.provenance(), force=ctx.force
+        ctx.out / layout.FIGURES_DIR, inputs, work, provenance=ctx.provenance(), force=ctx.force
     )
 
 
@@ -45,18 +50,18 @@ def method_controls_stage(ctx: Context) -> StageOutcome:
     """The synthetic positive and negative controls of the whole method
     (repro.science.method_controls): the same for every profile, seconds on one CPU thread,
     read by the report."""
-    from repro.science.method_controls import FILE, run_controls
+    from repro.science.method_controls import run_controls
 
     inputs = {"version": METHOD_CONTROLS_VERSION,
               "code": stage_code("repro.science.method_controls", __name__)}
 
     def work(tmp: Path) -> dict:
         result = run_controls()
-        write_json(tmp / FILE, result)
+        write_json(tmp / layout.METHOD_CONTROLS_JSON, result)
         return {"ok": result["ok"]}
 
-    return run_stage(ctx.out / "method_controls", inputs, work, provenance=ctx.provenance(),
-                     force=ctx.force)
+    return run_stage(ctx.out / layout.METHOD_CONTROLS_DIR, inputs, work,
+                     provenance=ctx.provenance(), force=ctx.force)
 
 
 def finish(ctx: Context, report_stage) -> int | None:
@@ -66,7 +71,7 @@ def finish(ctx: Context, report_stage) -> int | None:
 
     if unfinished_runs(ctx):
         return partial_end(ctx)
-    evaluated = [f"runs/{r.id}/{last_stage(r)}" for r in ctx.study.runs]
+    evaluated = [layout.run_part(r.id, last_stage(r)) for r in ctx.study.runs]
     report_stage("analysis", analysis_stage(ctx, evaluated))
     report_stage("tables", tables_stage(ctx))
     report_stage("figures", figures_stage(ctx))

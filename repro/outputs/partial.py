@@ -14,7 +14,8 @@ mean over replicates), and it is computed by the analysis's own code for that ro
     T2 (a model)          sae of each of the model's dense seeds
     T3 (a condition)      sae of the condition's run and of its model's dense run, and of
                           both control-seed runs when the study has a control seed
-    T4 (model, sparsity)  T3's stages for the Wanda and the magnitude condition
+    T4 (model, pattern,   T3's stages for the Wanda and the magnitude condition
+        sparsity)
     T5 (a variant)        evaluate of the variant's run
     T6 (a condition)      T3's stages, and evaluate of the condition's and the dense run
 
@@ -34,19 +35,22 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, write_json
-from repro.outputs.check import Check
+from repro.outputs.check import Check, Verdict
 from repro.outputs.expected import expected_dir, load_tolerances, tolerances_path
+from repro.stages import layout
 from repro.stages.store import read_manifest
+from repro.study.methods import UNSTRUCTURED
 from repro.study.spec import Run, Study, Variant
 
 PARTIAL_EXIT = 3
 """`repro all`, `repro verify`: the run is unfinished and nothing compared failed."""
-STUDY_STAGES = ("analysis", "tables", "figures", "method_controls")
+STUDY_STAGES = (layout.ANALYSIS_DIR, layout.TABLES_DIR, layout.FIGURES_DIR,
+                layout.METHOD_CONTROLS_DIR)
 
 
 @dataclass(frozen=True)
 class Unit:
-    """Rows of one table that come from one variant, model or (model, sparsity)."""
+    """Rows of one table that come from one variant, model or (model, pattern, sparsity)."""
 
     table: str
     key: Any
@@ -55,7 +59,7 @@ class Unit:
 
 
 def _sae(run: Run | None) -> list[str]:
-    return [] if run is None else [f"runs/{run.id}/sae"]
+    return [] if run is None else [layout.run_part(run.id, "sae")]
 
 
 def units(study: Study, replicate: int) -> list[Unit]:
@@ -66,9 +70,10 @@ def units(study: Study, replicate: int) -> list[Unit]:
     out = []
     for v in study.variants:
         dense = Variant(v.model, "dense", 0.0)
-        out.append(Unit("T1_pruning", v, (f"variants/{v.id}/prune", f"variants/{v.id}/perplexity",
-                                          f"variants/{dense.id}/perplexity")))
-        out.append(Unit("T5_transfer", v, (f"runs/{a.condition_run(v).id}/evaluate",)))
+        out.append(Unit("T1_pruning", v, (layout.variant_part(v, "prune"),
+                                          layout.variant_part(v, "perplexity"),
+                                          layout.variant_part(dense, "perplexity"))))
+        out.append(Unit("T5_transfer", v, (layout.run_part(a.condition_run(v).id, "evaluate"),)))
     for model in study.models:
         out.append(Unit("T2_seed_stability", model,
                         tuple(s for r in a.dense_seeds(model) for s in _sae(r))))
@@ -79,11 +84,12 @@ def units(study: Study, replicate: int) -> list[Unit]:
                       + _sae(a.control_run(dense)) + _sae(a.control_run(v)))
         out.append(Unit("T3_survival", v, t3[v]))
         out.append(Unit("T6_fragility_causal", v, t3[v] + (
-            f"runs/{a.condition_run(v).id}/evaluate", f"runs/{a.dense_run(v.model).id}/evaluate")))
+            layout.run_part(a.condition_run(v).id, "evaluate"),
+            layout.run_part(a.dense_run(v.model).id, "evaluate"))))
     for v in study.conditions:
-        other = Variant(v.model, "magnitude", v.sparsity)
+        other = Variant(v.model, "magnitude", v.sparsity, v.pattern)
         if v.method == "wanda" and other in t3:
-            out.append(Unit("T4_ratios", (v.model, v.sparsity), t3[v] + t3[other]))
+            out.append(Unit("T4_ratios", (v.model, v.pattern, v.sparsity), t3[v] + t3[other]))
     return out
 
 
@@ -117,7 +123,8 @@ def _rows(a: Any, chosen: list[Unit]) -> dict[str, list[dict]]:
     t3 = [a.survival_row(v) for v in a.study.conditions if v in pick("T3_survival")]
     out["T3_survival"] = t3
     pairs = set(pick("T4_ratios"))
-    out["T4_ratios"] = [r for r in a.t4_ratios(t3) if (r["model"], r["sparsity"]) in pairs]
+    out["T4_ratios"] = [r for r in a.t4_ratios(t3)
+                        if (r["model"], r.get("pattern", UNSTRUCTURED), r["sparsity"]) in pairs]
     out["T5_transfer"] = [a.transfer_row(v) for v in a.study.variants
                           if v in pick("T5_transfer")]
     out["T6_fragility_causal"] = [a.fragility_row(v) for v in a.study.conditions
@@ -173,7 +180,7 @@ def compare(tables: dict[str, list[dict]], exp_dir: Path, profile: str,
 
 def _stages_done(run_dir: Path, run: Run) -> list[str]:
     stages = ("sae", "evaluate") if run.is_evaluated else ("sae",)
-    return [s for s in stages if read_manifest(run_dir / "runs" / run.id / s) is not None]
+    return [s for s in stages if read_manifest(layout.run_dir(run_dir, run, s)) is not None]
 
 
 def progress(study: Study, run_dir: Path) -> dict[str, list[str]]:
@@ -194,7 +201,7 @@ def finish_command(run_dir: Path, study_path: Path | None = None,
     the folder's study.toml is one), the folder as --out, no --runs or --shard."""
     from repro.study.reader import PROFILES_DIR
 
-    text = (run_dir / "study.toml").read_text(encoding="utf-8")
+    text = (run_dir / layout.STUDY_FILE).read_text(encoding="utf-8")
     profile = next((p.stem for p in sorted(PROFILES_DIR.glob("*.toml"))
                     if p.read_text(encoding="utf-8") == text), None)
     which = (f"--profile {profile}" if profile else
@@ -230,13 +237,13 @@ def verify_partial(run_dir: Path, study: Study, expected: Path | None = None,
     if exp_dir.is_dir():
         checks, compared, total = compare(partial_tables(study, run_dir), exp_dir, profile,
                                           tolerances)
-    failed = sum(c.verdict == "fail" for c in checks)
+    failed = sum(c.verdict == Verdict.FAIL for c in checks)
     result = {"run_dir": str(run_dir.resolve()), "expected_dir": str(exp_dir),
               "profile": profile, "partial": True, "ok": False,
               "exit_code": 1 if failed else PARTIAL_EXIT, "progress": state,
               "n_runs": len(study.runs), "compared": compared, "expected_rows": total,
-              "counts": {"pass": sum(c.verdict == "pass" for c in checks), "fail": failed,
-                         "inconclusive": 0, "info": 0},
+              "counts": {Verdict.PASS: sum(c.verdict == Verdict.PASS for c in checks),
+                         Verdict.FAIL: failed, Verdict.INCONCLUSIVE: 0, Verdict.INFO: 0},
               "finish": command or finish_command(run_dir, expected=expected),
               "checks": [asdict(c) for c in checks]}
     result["line"] = headline(result)
@@ -248,7 +255,7 @@ def verify_partial(run_dir: Path, study: Study, expected: Path | None = None,
 def headline(result: dict[str, Any]) -> str:
     """`verification PARTIAL: N of M runs finished, ...` (FAIL when a compared cell fails)."""
     done, n = len(result["progress"]["finished"]), result["n_runs"]
-    word = "FAIL" if result["counts"]["fail"] else "PARTIAL"
+    word = "FAIL" if result["counts"][Verdict.FAIL] else "PARTIAL"
     if result["expected_rows"] is None:
         return (f"verification {word}: {done} of {n} runs finished; no expected outputs to "
                 f"compare with at {result['expected_dir']}")
@@ -278,7 +285,7 @@ def lines(result: dict[str, Any]) -> list[str]:
 
 def summary(result: dict[str, Any], max_failures: int = 20) -> str:
     """What `repro all` and `repro verify` print for an unfinished run folder."""
-    bad = [c for c in result["checks"] if c["verdict"] == "fail"]
+    bad = [c for c in result["checks"] if c["verdict"] == Verdict.FAIL]
     out = [result["line"], *(f"  {line}" for line in lines(result))]
     out += [f"  FAIL {c['name']}: expected {c['expected']}, got {c['got']} [{c['tolerance']}]"
             for c in bad[:max_failures]]
@@ -295,7 +302,7 @@ def markdown(result: dict[str, Any]) -> str:
            "the other rows need every run.", ""]
     for table, ids in result["compared"].items():
         out += [f"## {table}", "", *(f"- {i}" for i in ids), ""]
-    bad = [c for c in result["checks"] if c["verdict"] == "fail"]
+    bad = [c for c in result["checks"] if c["verdict"] == Verdict.FAIL]
     if bad:
         out += [f"## Failures ({len(bad)})", ""]
         out += [f"- {c['name']}: expected {c['expected']}, got {c['got']} [{c['tolerance']}]"
@@ -308,10 +315,10 @@ def is_partial(run_dir: Path) -> Study | None:
     or not a `repro all` folder whose study can be read)."""
     from repro.study.reader import load_study
 
-    if not (run_dir / "study.toml").is_file():
+    if not (run_dir / layout.STUDY_FILE).is_file():
         return None
     try:
-        study = load_study(run_dir / "study.toml")
+        study = load_study(run_dir / layout.STUDY_FILE)
     except ReproError:
         return None
     state = progress(study, run_dir)

@@ -29,6 +29,7 @@ from repro.outputs.expected import (
     tolerances_path,
 )
 from repro.outputs.report_curves import FIGURE
+from repro.outputs.tables import TABLE_NAMES
 from repro.outputs.verify import read_table
 from repro.stages.context import Context
 from repro.study.spec import Run
@@ -110,7 +111,7 @@ def check_bless(run_dir: Path, expected: Path | None) -> None:
 
     runfolder.require_run(run_dir, tables_ok=expected is not None)
     exp_dir = expected_dir(run_dir, expected)[0]
-    tables = [p.name for p in (run_dir / "tables").glob("*.csv")]
+    tables = [f"{name}.csv" for name in TABLE_NAMES]
     stale = [p.name for p in exp_dir.glob("*.csv")]
     runfolder.check_files(exp_dir, [*tables, *stale, PROVENANCE, CLAIMS, TOLERANCES])
 

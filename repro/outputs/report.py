@@ -22,8 +22,11 @@ import pandas as pd
 from repro.errors import ReproError
 from repro.files import atomic_write_text
 from repro.outputs import report_claims, report_curves, sae_quality, shapes
+from repro.outputs.check import Kind
 from repro.outputs.expected import run_profile
+from repro.stages import layout
 from repro.stages.store import MANIFEST, read_manifest
+from repro.study.thresholds import Thresholds
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
@@ -39,7 +42,7 @@ CLAIM_FIGURES = {"C1": "F3_survival_by_frequency", "C1_of": "F3_survival_by_freq
                  "C2": "F2_survival_vs_sparsity", "C3": "F4_transferability",
                  "C4": "F6_causal_vs_survival", "C4_per_firing": "F6_causal_vs_survival"}
 """The figure that shows each claim's evidence."""
-METHOD_CONTROLS = Path("method_controls") / "method_controls.json"
+METHOD_CONTROLS = Path(layout.METHOD_CONTROLS_DIR) / layout.METHOD_CONTROLS_JSON
 """Where the method-controls stage (repro.outputs.finish) leaves its result."""
 CONTROLS_TITLE = "Method controls: the method can detect the effect it looks for"
 CONTROLS_HEADER = ["control", "protocol", "planted sign", "survival",
@@ -66,7 +69,7 @@ class Report:
     """The synthetic controls of the method (repro.science.method_controls); None when not run."""
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each SAE's training curve (repro.outputs.report_curves), by its folder under runs/."""
-    flat_gain: float = report_curves.FLAT_EV_GAIN
+    flat_gain: float = Thresholds().curve_flat_ev_gain
     """The study's curve_flat_ev_gain: below it, an SAE's curve counts as flattened."""
 
 
@@ -101,7 +104,7 @@ def stage_times(manifests: list[dict[str, Any]]) -> list[tuple[str, int, float]]
 def gather_provenance(run_dir: Path, manifests: list[dict[str, Any]]) -> dict[str, Any]:
     """Code versions and devices over all stages (a mix is worth seeing); packages of the tables."""
     provs = [m.get("provenance") or {} for m in manifests]
-    tables = (read_manifest(run_dir / "tables") or {}).get("provenance") or {}
+    tables = (read_manifest(run_dir / layout.TABLES_DIR) or {}).get("provenance") or {}
     packages = tables.get("packages") or next((p["packages"] for p in provs if p.get("packages")),
                                               {})
     return {"code_versions": Counter(str(p.get("code_version")) for p in provs if p),
@@ -121,20 +124,20 @@ def gather(run_dir: Path) -> Report:
     if not run_dir.is_dir():
         raise ReproError(f"run folder {run_dir} does not exist")
     tables = {}
-    for path in sorted((run_dir / "tables").glob("*.csv")):
+    for path in sorted((run_dir / layout.TABLES_DIR).glob("*.csv")):
         try:
             tables[path.stem] = pd.read_csv(path, keep_default_na=True)
         except (ValueError, pd.errors.ParserError) as exc:
             raise ReproError(f"{path}: cannot read as CSV ({exc})") from None
-    captions = _json(run_dir / "figures" / "captions.json", shapes.CAPTIONS) or {}
-    pngs = sorted(p for p in (run_dir / "figures").glob("*.png") if p.is_file())
+    captions = _json(run_dir / layout.FIGURES_DIR / layout.CAPTIONS_JSON, shapes.CAPTIONS) or {}
+    pngs = sorted(p for p in (run_dir / layout.FIGURES_DIR).glob("*.png") if p.is_file())
     figures = [(p, str(captions.get(p.stem, ""))) for p in pngs]
     manifests = finished_manifests(run_dir)
     from repro.outputs.completeness import missing_parts
 
     return Report(run_dir, _study_name(run_dir),
                   _json(run_dir / "verification.json", shapes.verification),
-                  _json(run_dir / "claims.json", shapes.CLAIMS) or {}, tables, figures,
+                  _json(run_dir / layout.CLAIMS_JSON, shapes.CLAIMS) or {}, tables, figures,
                   gather_provenance(run_dir, manifests), stage_times(manifests),
                   missing_parts(run_dir) or [],
                   _json(run_dir / METHOD_CONTROLS, shapes.METHOD_CONTROLS),
@@ -145,7 +148,7 @@ def failing_rows(rep: Report, limit: int = 50) -> list[list[Any]]:
     """The checks that failed (or were inconclusive), smallest margin first."""
     from repro.outputs.verify_text import failing
 
-    bad = [c for c in failing(rep.verification) if c["kind"] != "table"] \
+    bad = [c for c in failing(rep.verification) if c["kind"] != Kind.TABLE] \
         if rep.verification and "checks" in rep.verification else []
     bad.sort(key=lambda c: (c["margin"] is None, c["margin"] or 0.0))
     # a margin says how far outside: 2 significant digits

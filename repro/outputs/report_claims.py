@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from repro.outputs import report_curves, sae_quality
+from repro.outputs.check import Kind, Verdict
+from repro.stages import layout
 
 BANNERS = {
     "tiny": ("a check of the code, not a test of the paper. Its tiny models were trained by "
@@ -37,7 +39,7 @@ BANNERS = {
 OTHER_CPU_BANNER = ("a study whose verdict is agreement with its own blessed run: a check "
                     "that the pipeline gives the numbers it gave before, not a reproduction of "
                     "the paper at the paper's scale.")
-VERDICTS = {"pass", "fail", "inconclusive", "holds", "does not hold", "undecided", "info"}
+VERDICTS = set(Verdict)
 FIELD_WORDS = {"abs_rho_ci_high": "the largest upper 95 % bound of |ρ| over conditions",
                "value": "the value"}
 """How the report names the field of claims.json a claim reads, when it is not `value`."""
@@ -158,8 +160,8 @@ def claim_rows(verification: dict[str, Any] | None, claims: dict[str, Any]) -> l
     """One row per claim: both answers when `repro verify` has run, else the run's numbers."""
     checks = (verification or {}).get("checks", [])
     unanswered = "NOT YET" if (verification or {}).get("partial") else "NOT VERIFIED"
-    reproduced = {c["name"]: c for c in checks if c["kind"] == "reproduction"}
-    agreed = {c["name"]: c for c in checks if c["kind"] == "claim"}
+    reproduced = {c["name"]: c for c in checks if c["kind"] == Kind.REPRODUCTION}
+    agreed = {c["name"]: c for c in checks if c["kind"] == Kind.CLAIM}
     specs = _paper_specs()
     names = list(dict.fromkeys([*reproduced, *agreed])) or list(specs)
     rows = []
@@ -196,7 +198,7 @@ def _short(detail: str) -> str:
 def read_study(run_dir: Path) -> dict[str, Any]:
     """The run's study.toml as a plain dict ({} when absent or unreadable)."""
     try:
-        raw = tomllib.loads((run_dir / "study.toml").read_text(encoding="utf-8"))
+        raw = tomllib.loads((run_dir / layout.STUDY_FILE).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return {}
     return raw if isinstance(raw, dict) else {}

@@ -11,7 +11,6 @@ with the report, outside figures/, so the figures stage's six files stay what ve
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,11 @@ from repro.outputs import shapes
 from repro.outputs.figure_style import DOUBLE, GREY, RC, bottom_legend, method_colour, new_figure
 from repro.science.training_curves import (
     CURVE_FILE,
-    FLAT_EV_GAIN,
     LAST_SHARE,
     summarize,
 )
-from repro.study.reader import read_thresholds
+from repro.stages.layout import RUNS_DIR, STUDY_FILE
+from repro.study.reader import thresholds_of
 
 FIGURE = "report_training_curves.png"
 HEADER = ["SAE", "training tokens", "points", "final EV", "final L0", "final dead fraction",
@@ -39,8 +38,8 @@ CAPTION = (f"Training curves of every SAE of the run: explained variance, mean L
 def gather_curves(run_dir: Path) -> dict[str, dict[str, Any]]:
     """{SAE name (its folder under runs/): curve} for every SAE that recorded one."""
     found = {}
-    for path in sorted((run_dir / "runs").glob(f"**/sae/{CURVE_FILE}")):
-        parts = path.relative_to(run_dir / "runs").parts
+    for path in sorted((run_dir / RUNS_DIR).glob(f"**/sae/{CURVE_FILE}")):
+        parts = path.relative_to(run_dir / RUNS_DIR).parts
         if any(part.startswith(".") for part in parts):  # unfinished (.partial) work
             continue
         curve = shapes.read(path, shapes.CURVE)
@@ -51,11 +50,7 @@ def gather_curves(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 def flat_gain(run_dir: Path) -> float:
     """The run's study threshold curve_flat_ev_gain, else the default."""
-    try:
-        study = tomllib.loads((run_dir / "study.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return FLAT_EV_GAIN
-    return read_thresholds(study.get("thresholds", {})).get("curve_flat_ev_gain", FLAT_EV_GAIN)
+    return thresholds_of(run_dir / STUDY_FILE).curve_flat_ev_gain
 
 
 def rows(curves: dict[str, dict[str, Any]], gain: float) -> list[list[Any]]:
@@ -91,9 +86,10 @@ def summary_line(curves: dict[str, dict[str, Any]], gain: float) -> str | None:
 
 
 def _style(name: str) -> tuple[str, str]:
-    """(colour, line style) of an SAE from its folder name: model/method/sparsity[/seed]."""
+    """(colour, line style) of an SAE from its folder name: model/method/sparsity[/seed], the
+    method with its N:M tag (wanda-2of4) drawn in the method's colour."""
     parts = name.split("/")
-    method = parts[1] if len(parts) > 1 else "?"
+    method = parts[1].split("-")[0] if len(parts) > 1 else "?"
     extra = parts[3] if len(parts) > 3 else ""
     return method_colour(method), ("--" if extra.startswith("control") else
                                    ":" if extra else "-")
@@ -117,7 +113,7 @@ def draw(curves: dict[str, dict[str, Any]], path: Path) -> None:
         for ax, title in zip(axes, ("(a) Explained variance", "(b) L0", "(c) Dead fraction"),
                              strict=True):
             ax.set(title=title, xlabel="Training tokens")
-        methods = sorted({name.split("/")[1] for name in curves if "/" in name})
+        methods = sorted({name.split("/")[1].split("-")[0] for name in curves if "/" in name})
         items = [Line2D([], [], color=method_colour(m), label=m) for m in methods]
         items += [Line2D([], [], color=GREY, ls=ls, label=label) for ls, label in
                   (("-", "run seed"), ("--", "control seed"), (":", "extra seed"))]

@@ -27,18 +27,19 @@ from pathlib import Path
 from repro.errors import ReproError
 from repro.outputs.completeness import STUDY_STAGES
 from repro.outputs.report_curves import FIGURE
+from repro.stages import layout
 from repro.stages.context import Context
+from repro.stages.layout import STUDY_FILE
 from repro.stages.locks import WRITERS, live_writers
 from repro.stages.pipeline import VARIANT_STAGES
 from repro.stages.run_stages import RUN_STAGES, run_dir
 from repro.stages.store import MANIFEST
 from repro.study.spec import Run, Study
 
-STUDY_FILE = "study.toml"
-TOP_FILES = (STUDY_FILE, "claims.json", "verification.json", "verification.md", "report.md",
+TOP_FILES = (STUDY_FILE, layout.CLAIMS_JSON, "verification.json", "verification.md", "report.md",
              "report.html", FIGURE)
 """The files `repro all` writes at the top of a run folder."""
-STUDY_LEVEL = (*STUDY_STAGES, "method_controls")
+STUDY_LEVEL = (*STUDY_STAGES, layout.METHOD_CONTROLS_DIR)
 """The study-level stage folders (repro.outputs.finish)."""
 STARTING = (WRITERS, ".write-test-")
 """What a run that was stopped before it wrote study.toml leaves (repro.stages.run.run_all)."""
@@ -205,7 +206,7 @@ def require_run(run_dir: Path, tables_ok: bool = False) -> None:
         raise ReproError(f"run folder {run_dir} does not exist")
     if not run_dir.is_dir():
         raise ReproError(f"{run_dir} is a file, not a run folder; give the --out of `repro all`")
-    if (run_dir / STUDY_FILE).is_file() or (tables_ok and (run_dir / "tables").is_dir()):
+    if (run_dir / STUDY_FILE).is_file() or (tables_ok and (run_dir / layout.TABLES_DIR).is_dir()):
         return
     also = " (or, with --expected, a folder holding a run's tables/)" if tables_ok else ""
     raise ReproError(f"{run_dir} is not a run folder: it has no {STUDY_FILE}; give the --out "

@@ -19,6 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from repro.stages import layout
+from repro.study.spec import Run, Variant
+
 
 @dataclass(frozen=True)
 class QualityBar:
@@ -81,7 +84,8 @@ def _frame(tables: dict[str, pd.DataFrame], name: str) -> pd.DataFrame:
 
 
 def _training(run_dir: Path, model: str) -> dict[str, Any]:
-    path = run_dir / "runs" / model / "dense" / "0" / "sae" / "training.json"
+    dense = Run(Variant(model, "dense", 0.0), 0)  # its id names no seed: any seed will do
+    path = layout.run_dir(run_dir, dense, "sae") / "training.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

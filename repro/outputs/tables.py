@@ -3,35 +3,66 @@ and the stages that produce them: analysis -> tables (+ RUN_DIR/claims.json).
 
 Formats: every table has an `id` column first (a run, condition or pair id); CSV floats are
 written with 10 significant digits; the Markdown twin rounds to 4.
+
+`TABLES` is the one list of tables: a new table is one entry there (its name, its title and
+the rows repro.outputs.analysis builds for it); the analysis stage, this stage, `repro bless`
+and the tests' synthetic run folders all read it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from repro.files import atomic_write_text, write_json, write_text_if_changed
 from repro.outputs.expected import SANITY, SPREAD
+from repro.stages import layout
 from repro.stages.codehash import code_hash, stage_code
 from repro.stages.store import StageOutcome, fingerprint, run_stage
 
-TITLES = {
-    "T1_pruning": "Table 1. Pruning: achieved sparsity and perplexity (dense vs pruned)",
-    "T2_seed_stability": "Table 2. RQ1 seed stability of dense SAEs (Hungarian matching)",
-    "T3_survival": "Table 3. RQ2 feature survival and its dependence on firing rate",
-    "T4_ratios": "Table 4. C2 Wanda / magnitude survival ratios",
-    "T5_transfer": "Table 5. RQ3 transferability of the dense-trained and pre-trained SAEs",
-    "T6_fragility_causal": "Table 6. RQ4 fragility and RQ5 causal importance vs survival",
-}
-STAGE_VERSION = {"analysis": 4, "tables": 4}
-REPLICATES = "replicates"
-"""analysis/replicates/<r>/{tables,claims}.json: each replicate's own numbers (bless reads
-them to measure the spread its bands come from)."""
+if TYPE_CHECKING:
+    from repro.outputs.analysis import Analysis
 
+Rows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the study."""
+
+    name: str
+    """Its file stem under tables/ and its key in analysis/tables.json."""
+    title: str
+    """Its heading in the Markdown twin and the report."""
+    build: Callable[[Analysis, dict[str, Rows]], Rows]
+    """Its rows, from one replicate's Analysis and the tables built before it (T4 reads T3)."""
+
+
+TABLES: tuple[Table, ...] = (
+    Table("T1_pruning", "Table 1. Pruning: achieved sparsity and perplexity (dense vs pruned)",
+          lambda a, done: a.t1_pruning()),
+    Table("T2_seed_stability", "Table 2. RQ1 seed stability of dense SAEs (Hungarian matching)",
+          lambda a, done: a.t2_seed_stability()),
+    Table("T3_survival", "Table 3. RQ2 feature survival and its dependence on firing rate",
+          lambda a, done: a.t3_survival()),
+    Table("T4_ratios", "Table 4. C2 Wanda / magnitude survival ratios",
+          lambda a, done: a.t4_ratios(done["T3_survival"])),
+    Table("T5_transfer",
+          "Table 5. RQ3 transferability of the dense-trained and pre-trained SAEs",
+          lambda a, done: a.t5_transfer()),
+    Table("T6_fragility_causal",
+          "Table 6. RQ4 fragility and RQ5 causal importance vs survival",
+          lambda a, done: a.t6_fragility_causal()),
+)
+"""Every table, in the order they are built and shown."""
+TABLE_NAMES = tuple(t.name for t in TABLES)
+STAGE_VERSION = {"analysis": 4, "tables": 4}
 
 
 def _cell(value: Any, digits: int) -> str:
@@ -89,11 +120,11 @@ def replicate_tables(ctx: Any, replicate: int) -> tuple[Any, dict, dict]:
     from repro.outputs.claims import claims
 
     a = Analysis(ctx.study, ctx.out, replicate=replicate)
-    t3 = a.t3_survival()
-    t4, t5, t6 = a.t4_ratios(t3), a.t5_transfer(), a.t6_fragility_causal()
-    tables = {"T1_pruning": a.t1_pruning(), "T2_seed_stability": a.t2_seed_stability(),
-              "T3_survival": t3, "T4_ratios": t4, "T5_transfer": t5, "T6_fragility_causal": t6}
-    return a, tables, claims(ctx.study, t3, t4, t5, t6)
+    tables: dict[str, Rows] = {}
+    for table in TABLES:
+        tables[table.name] = table.build(a, tables)
+    return a, tables, claims(ctx.study, *(tables[name] for name in (
+        "T3_survival", "T4_ratios", "T5_transfer", "T6_fragility_causal")))
 
 
 def _dump_tables(path: Path, tables: dict) -> None:
@@ -120,48 +151,50 @@ def analysis_stage(ctx: Any, runs_done: list[str]) -> StageOutcome:
         per_tables, per_claims = [], []
         for r in range(ctx.study.verdict.replicates):
             a, tables, claims = replicate_tables(ctx, r)
-            (tmp / REPLICATES / str(r)).mkdir(parents=True)
+            (tmp / layout.REPLICATES / str(r)).mkdir(parents=True)
             if r == 0:
-                np.savez(tmp / "features.npz", **a.features)
+                np.savez(tmp / layout.FEATURES_NPZ, **a.features)
                 write_json(tmp / SANITY, {"gates": sanity_gates(a, tables["T1_pruning"])})
-            _dump_tables(tmp / REPLICATES / str(r) / "tables.json", tables)
-            write_json(tmp / REPLICATES / str(r) / "claims.json", claims)
+            _dump_tables(tmp / layout.REPLICATES / str(r) / layout.TABLES_JSON, tables)
+            write_json(tmp / layout.REPLICATES / str(r) / layout.CLAIMS_JSON, claims)
             per_tables.append(tables)
             per_claims.append(claims)
         tables, spreads = combine_tables(per_tables)
-        _dump_tables(tmp / "tables.json", tables)
-        write_json(tmp / "spread.json", {"replicates": len(per_tables), "cells": spreads})
-        write_json(tmp / "claims.json", combine_claims(per_claims))
+        _dump_tables(tmp / layout.TABLES_JSON, tables)
+        write_json(tmp / layout.SPREAD_JSON, {"replicates": len(per_tables), "cells": spreads})
+        write_json(tmp / layout.CLAIMS_JSON, combine_claims(per_claims))
         return {"rows": {k: len(v) for k, v in tables.items()},
                 "replicates": len(per_tables)}
 
     return run_stage(
-        ctx.out / "analysis", inputs, work, provenance=ctx.provenance(), force=ctx.force
+        ctx.out / layout.ANALYSIS_DIR, inputs, work, provenance=ctx.provenance(), force=ctx.force
     )
 
 
 def tables_stage(ctx: Any) -> StageOutcome:
     """Render the analysis rows as CSV and Markdown; copy the claims to RUN_DIR/claims.json."""
+    analysis = ctx.out / layout.ANALYSIS_DIR
     inputs = {
         "version": STAGE_VERSION["tables"],
         "code": stage_code("repro.outputs.tables", __name__),
-        "analysis": fingerprint(ctx.out / "analysis"),
+        "analysis": fingerprint(analysis),
     }
 
     def work(tmp: Path) -> dict:
-        tables = json.loads((ctx.out / "analysis" / "tables.json").read_text())
-        cells = json.loads((ctx.out / "analysis" / "spread.json").read_text())["cells"]
-        for name, title in TITLES.items():
+        tables = json.loads((analysis / layout.TABLES_JSON).read_text())
+        cells = json.loads((analysis / layout.SPREAD_JSON).read_text())["cells"]
+        for table in TABLES:
+            name = table.name
             sds = {(c["id"], c["column"]): c["sd"] for c in cells if c["table"] == name}
             atomic_write_text(tmp / f"{name}.csv", to_csv(tables[name]))
-            atomic_write_text(tmp / f"{name}.md", to_markdown(title, tables[name], sds))
+            atomic_write_text(tmp / f"{name}.md", to_markdown(table.title, tables[name], sds))
         atomic_write_text(tmp / SPREAD, spread_csv(cells))
-        atomic_write_text(tmp / SANITY, (ctx.out / "analysis" / SANITY).read_text())
-        return {"tables": list(TITLES)}
+        atomic_write_text(tmp / SANITY, (analysis / SANITY).read_text())
+        return {"tables": list(TABLE_NAMES)}
 
     outcome = run_stage(
-        ctx.out / "tables", inputs, work, provenance=ctx.provenance(), force=ctx.force
+        ctx.out / layout.TABLES_DIR, inputs, work, provenance=ctx.provenance(), force=ctx.force
     )
-    write_text_if_changed(ctx.out / "claims.json",
-                          (ctx.out / "analysis" / "claims.json").read_text())
+    write_text_if_changed(ctx.out / layout.CLAIMS_JSON,
+                          (analysis / layout.CLAIMS_JSON).read_text())
     return outcome

@@ -23,7 +23,14 @@ from typing import Any
 from repro.errors import ReproError
 from repro.files import atomic_write_text, sha256_file, write_json
 from repro.outputs import shapes
-from repro.outputs.check import Check
+from repro.outputs.check import (
+    AGREEMENT_VERDICTS,
+    REPRODUCTION_VERDICTS,
+    Check,
+    Kind,
+    Verdict,
+    passed,
+)
 from repro.outputs.expected import (
     SANITY,
     SPREAD,
@@ -37,6 +44,7 @@ from repro.outputs.expected import (
 from repro.outputs.verify_claims import verify_claims
 from repro.outputs.verify_text import markdown
 from repro.science.numerics import comparable
+from repro.stages import layout
 from repro.stages.store import MANIFEST, read_manifest
 from repro.study.locations import recorded_path
 
@@ -84,17 +92,17 @@ def compare_cell(name: str, exp: str, got: str, tol: Tolerance) -> Check:
     e, g = _as_float(exp), _as_float(got)
     if e is None or g is None:
         same = exp == got
-        return Check(name, "cell", "pass" if same else "fail", exp, got, "exact", None)
+        return Check(name, Kind.CELL, passed(same), exp, got, "exact", None)
     describe = tol.describe()
     if math.isnan(e) or math.isnan(g):
         same = math.isnan(e) and math.isnan(g)
-        return Check(name, "cell", "pass" if same else "fail", exp, got, describe, None)
+        return Check(name, Kind.CELL, passed(same), exp, got, describe, None)
     if e == g:  # also equal infinities, which have no finite difference
-        return Check(name, "cell", "pass", e, g, describe, tol.allowance(e) if math.isfinite(e)
-                     else None)
+        return Check(name, Kind.CELL, Verdict.PASS, e, g, describe,
+                     tol.allowance(e) if math.isfinite(e) else None)
     margin = tol.allowance(e) - abs(g - e)
     ok = math.isfinite(margin) and margin >= 0
-    return Check(name, "cell", "pass" if ok else "fail", e, g, describe,
+    return Check(name, Kind.CELL, passed(ok), e, g, describe,
                  margin if math.isfinite(margin) else None)
 
 
@@ -103,8 +111,8 @@ def compare_tables(table: str, exp: Table, got: Table, tols: Tolerances) -> list
     checks: list[Check] = []
 
     def structure(what: str, expected: Any, found: Any) -> None:
-        checks.append(Check(f"{table}: {what}", "structure", "fail", expected, found, "exact",
-                            None))
+        checks.append(Check(f"{table}: {what}", Kind.STRUCTURE, Verdict.FAIL, expected, found,
+                            "exact", None))
 
     for rid in got.duplicates:
         structure(f"duplicate row {rid}", "unique ids", "duplicated")
@@ -126,11 +134,11 @@ def compare_tables(table: str, exp: Table, got: Table, tols: Tolerances) -> list
 
 def check_integrity(run_dir: Path) -> tuple[list[Check], set[str]]:
     """Each file the tables stage recorded must still hash the same; returns the bad names."""
-    folder = run_dir / "tables"
+    folder = run_dir / layout.TABLES_DIR
     manifest = read_manifest(folder)
     if manifest is None or not isinstance(manifest.get("outputs"), dict):
-        return [Check(f"integrity: tables/{MANIFEST}", "integrity", "fail", "a valid manifest",
-                      "missing or unreadable", "exact", None,
+        return [Check(f"integrity: tables/{MANIFEST}", Kind.INTEGRITY, Verdict.FAIL,
+                      "a valid manifest", "missing or unreadable", "exact", None,
                       "tables cannot be trusted without their manifest")], {"*"}
     checks, bad = [], set()
     for rel, digest in sorted(manifest["outputs"].items()):
@@ -139,7 +147,7 @@ def check_integrity(run_dir: Path) -> tuple[list[Check], set[str]]:
         ok = found == digest
         if not ok:
             bad.add(rel)
-        checks.append(Check(f"integrity: tables/{rel}", "integrity", "pass" if ok else "fail",
+        checks.append(Check(f"integrity: tables/{rel}", Kind.INTEGRITY, passed(ok),
                             digest, found or "missing", "sha256", None,
                             "" if ok else "file differs from the one its stage wrote"))
     return checks, bad
@@ -148,46 +156,46 @@ def check_integrity(run_dir: Path) -> tuple[list[Check], set[str]]:
 def verify_tables(run_dir: Path, expected: Path, tols: Tolerances) -> list[Check]:
     """Integrity first; a table that fails it is refused rather than compared."""
     checks, bad = check_integrity(run_dir)
-    recorded = (read_manifest(run_dir / "tables") or {}).get("outputs", {})
+    recorded = (read_manifest(run_dir / layout.TABLES_DIR) or {}).get("outputs", {})
     for exp_path in sorted(expected.glob("*.csv")):
-        table, got_path = exp_path.stem, run_dir / "tables" / exp_path.name
+        table, got_path = exp_path.stem, run_dir / layout.TABLES_DIR / exp_path.name
         exp = read_table(exp_path)
         if not got_path.is_file():
-            checks.append(Check(f"{table}: missing table", "table", "fail", exp_path.name,
+            checks.append(Check(f"{table}: missing table", Kind.TABLE, Verdict.FAIL, exp_path.name,
                                 None, "exact", None, f"{got_path} does not exist"))
             continue
         if exp_path.name in bad or ("*" not in bad and exp_path.name not in recorded):
-            checks.append(Check(f"{table}: refused", "table", "fail", "sha256 as recorded",
+            checks.append(Check(f"{table}: refused", Kind.TABLE, Verdict.FAIL, "sha256 as recorded",
                                 "differs or unrecorded", "sha256", None,
                                 f"tables/{exp_path.name} does not match tables/{MANIFEST}"))
             continue
         try:
             got = read_table(got_path)
         except ReproError as exc:
-            checks.append(Check(f"{table}: unreadable", "table", "fail", "a table", str(exc),
-                                "exact", None))
+            checks.append(Check(f"{table}: unreadable", Kind.TABLE, Verdict.FAIL, "a table",
+                                str(exc), "exact", None))
             continue
         checks.extend(_table_summary(table, compare_tables(table, exp, got, tols), len(exp.rows),
                                      len(got.rows)))
     expected_names = {p.name for p in expected.glob("*.csv")}
     if expected_names:  # a table nobody expects yet is news, not an error: bless adds it
-        for path in sorted((run_dir / "tables").glob("*.csv")):
+        for path in sorted((run_dir / layout.TABLES_DIR).glob("*.csv")):
             if path.name not in expected_names and path.name != SPREAD:
-                checks.append(Check(path.stem, "table", "info", None, "present", "exact", None,
-                                    "not in the expected outputs"))
+                checks.append(Check(path.stem, Kind.TABLE, Verdict.INFO, None, "present", "exact",
+                                    None, "not in the expected outputs"))
     return checks
 
 
 def _table_summary(table: str, cell_checks: list[Check], n_exp: int, n_got: int) -> list[Check]:
     """One line per table (worst margin, and where) ahead of its cell checks."""
-    failed = [c for c in cell_checks if c.verdict == "fail"]
+    failed = [c for c in cell_checks if c.verdict == Verdict.FAIL]
     # an exact cell that matches has margin 0 by definition: it says nothing about closeness
     margins = [c for c in cell_checks if c.margin is not None
                and (c.tolerance != "exact" or c.margin < 0)]
     worst = min(margins, key=lambda c: c.margin, default=None)
     detail = f"{len(cell_checks)} checks, {len(failed)} failed"
     detail += f"; worst margin at {worst.name}" if worst else "; every number exact"
-    head = Check(table, "table", "fail" if failed else "pass", f"{n_exp} rows", f"{n_got} rows",
+    head = Check(table, Kind.TABLE, passed(not failed), f"{n_exp} rows", f"{n_got} rows",
                  "per column", worst.margin if worst else None, detail)
     return [head, *cell_checks]
 
@@ -203,7 +211,8 @@ def check_numerics(run_dir: Path, expected: Path) -> list[Check]:
         blessed = json.loads((expected / "PROVENANCE.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
-    mine = ((read_manifest(run_dir / "tables") or {}).get("provenance") or {}).get("numerics")
+    made = read_manifest(run_dir / layout.TABLES_DIR) or {}
+    mine = (made.get("provenance") or {}).get("numerics")
     theirs = blessed.get("numerics") if isinstance(blessed, dict) else None
     if not isinstance(mine, dict) or not isinstance(theirs, dict):
         return []
@@ -211,21 +220,21 @@ def check_numerics(run_dir: Path, expected: Path) -> list[Check]:
     detail = ("the same pinned settings as the blessed run" if not differ else
               "differs from the blessed run in " + "; ".join(differ) +
               ": failing numbers may come from the arithmetic, not the science")
-    return [Check("numerics", "numerics", "info", theirs.get("mode"), mine.get("mode"),
+    return [Check("numerics", Kind.NUMERICS, Verdict.INFO, theirs.get("mode"), mine.get("mode"),
                   "same settings", None, detail)]
 
 
 def check_sanity(run_dir: Path) -> list[Check]:
     """The run's sanity gates (tables/sanity.json, integrity-checked with the tables)."""
-    path = run_dir / "tables" / SANITY
-    recorded = ((read_manifest(run_dir / "tables") or {}).get("outputs") or {}).get(SANITY)
+    path = run_dir / layout.TABLES_DIR / SANITY
+    recorded = ((read_manifest(run_dir / layout.TABLES_DIR) or {}).get("outputs") or {}).get(SANITY)
     if not path.is_file() or recorded is None:
         return []
     if sha256_file(path) != recorded:
-        return [Check("sanity gates", "sanity", "fail", "sha256 as recorded", "differs",
+        return [Check("sanity gates", Kind.SANITY, Verdict.FAIL, "sha256 as recorded", "differs",
                       "sha256", None, f"tables/{SANITY} does not match tables/{MANIFEST}")]
     gates = shapes.read(path, shapes.SANITY)["gates"]
-    return [Check(f"sanity: {g['gate']}", "sanity", "pass" if g["ok"] else "fail",
+    return [Check(f"sanity: {g['gate']}", Kind.SANITY, passed(g["ok"]),
                   [g["low"], g["high"]], g["value"], f"[{g['low']:.4g}, {g['high']:.4g}]",
                   min(g["value"] - g["low"], g["high"] - g["value"])
                   if math.isfinite(g["value"]) else None, g["source"]) for g in gates]
@@ -235,10 +244,10 @@ def check_complete(run_dir: Path) -> list[Check]:
     """A run folder of `repro all` that lacks runs or stages fails: its tables are partial."""
     from repro.outputs.completeness import describe_missing, missing_parts
 
-    missing = missing_parts(run_dir) if (run_dir / "study.toml").is_file() else None
+    missing = missing_parts(run_dir) if (run_dir / layout.STUDY_FILE).is_file() else None
     if missing is None:  # a bare copy of tables, or a study nobody can read: nothing to count
         return []
-    return [Check("completeness", "run", "fail" if missing else "pass", "every run and stage",
+    return [Check("completeness", Kind.RUN, passed(not missing), "every run and stage",
                   f"{len(missing)} missing", "exact", None,
                   describe_missing(missing) if missing else "")]
 
@@ -282,9 +291,9 @@ def verify_run(run_dir: Path, expected: Path | None = None,
         raise ReproError(f"{tol_path}: [{profile}.{stray[0]}] names no expected table (there "
                          f"are {', '.join(sorted(known - {'claims'}))}); fix or remove it")
     checks = check_sanity(run_dir)
-    failed_gates = [c.name for c in checks if c.verdict == "fail"]
+    failed_gates = [c.name for c in checks if c.verdict == Verdict.FAIL]
     if failed_gates:  # a model or SAE that loaded wrong: its numbers mean nothing
-        checks.append(Check("comparison", "sanity", "fail", "every sanity gate passes",
+        checks.append(Check("comparison", Kind.SANITY, Verdict.FAIL, "every sanity gate passes",
                             f"{len(failed_gates)} failed", "exact", None,
                             "tables and claims not compared: " + "; ".join(failed_gates)))
     else:
@@ -301,10 +310,6 @@ def verify_run(run_dir: Path, expected: Path | None = None,
     return result
 
 
-AGREEMENT_VERDICTS = ("pass", "fail", "inconclusive", "info")
-REPRODUCTION_VERDICTS = ("holds", "does not hold", "undecided", "info")
-
-
 def answers(checks: list[Check], verdict: dict[str, Any]) -> dict[str, Any]:
     """The two answers and which of them is the run's verdict (`ok`, the exit code).
 
@@ -313,15 +318,15 @@ def answers(checks: list[Check], verdict: dict[str, Any]) -> dict[str, Any]:
     holds, and no gate, integrity or completeness check failed (a run whose files cannot be
     trusted reproduces nothing).
     """
-    agreement = [c for c in checks if c.kind != "reproduction"]
-    reproduction = [c for c in checks if c.kind == "reproduction"]
+    agreement = [c for c in checks if c.kind != Kind.REPRODUCTION]
+    reproduction = [c for c in checks if c.kind == Kind.REPRODUCTION]
     a_counts = {v: sum(c.verdict == v for c in agreement) for v in AGREEMENT_VERDICTS}
     r_counts = {v: sum(c.verdict == v for c in reproduction) for v in REPRODUCTION_VERDICTS}
-    trusted = not any(c.verdict == "fail" for c in agreement
-                      if c.kind in ("sanity", "integrity", "run"))
-    a_ok = a_counts["fail"] == 0 and a_counts["inconclusive"] == 0
-    r_ok = bool(reproduction) and trusted and r_counts["does not hold"] == 0 \
-        and r_counts["undecided"] == 0
+    trusted = not any(c.verdict == Verdict.FAIL for c in agreement
+                      if c.kind in (Kind.SANITY, Kind.INTEGRITY, Kind.RUN))
+    a_ok = a_counts[Verdict.FAIL] == 0 and a_counts[Verdict.INCONCLUSIVE] == 0
+    r_ok = bool(reproduction) and trusted and r_counts[Verdict.DOES_NOT_HOLD] == 0 \
+        and r_counts[Verdict.UNDECIDED] == 0
     decides = verdict["decides"]
     return {"decides": decides, "replicates": verdict["replicates"],
             "ok": a_ok if decides == "agreement" else r_ok, "counts": a_counts,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.outputs import shapes
-from repro.outputs.check import Check
+from repro.outputs.check import Check, Kind, Verdict
 from repro.outputs.expected import (
     BASE_CLAIMS_PROFILE,
     CLAIMS,
@@ -32,8 +32,9 @@ from repro.outputs.expected import (
     ClaimSpec,
     load_claims,
 )
+from repro.stages import layout
 
-HOLDS, DOES_NOT_HOLD, UNDECIDED = "holds", "does not hold", "undecided"
+HOLDS, DOES_NOT_HOLD, UNDECIDED = Verdict.HOLDS, Verdict.DOES_NOT_HOLD, Verdict.UNDECIDED
 
 
 def _finite(x: Any) -> bool:
@@ -124,8 +125,8 @@ def reproduce_claim(spec: ClaimSpec, claims: dict | None) -> Check:
         details.append("the interval straddles the bound")
     if spec.informational:
         details.insert(0, f"{verdict}; the paper has no number for this control")
-        verdict = "info"
-    return Check(spec.name, "reproduction", verdict, spec.expected, got, _tolerance_text(spec),
+        verdict = Verdict.INFO
+    return Check(spec.name, Kind.REPRODUCTION, verdict, spec.expected, got, _tolerance_text(spec),
                  _margin(spec, got) if _finite(got) else None,
                  "; ".join(details), spec.statement, _interval_list(iv))
 
@@ -152,29 +153,29 @@ def agree_claim(spec: ClaimSpec, claims: dict | None) -> Check:
     lo, hi = region(spec)
     details = [_show(iv)] if claims is not None else ["claims.json is missing"]
     if iv is None:
-        verdict = "fail"
+        verdict = Verdict.FAIL
     elif lo <= got <= hi:
-        verdict = "pass"
+        verdict = Verdict.PASS
         if _cannot_tell_direction(spec):
-            verdict = "inconclusive"
+            verdict = Verdict.INCONCLUSIVE
             details.insert(0, f"the band is so wide that the inverse ratio "
                               f"{1 / spec.expected:.4g} would pass too")
     elif iv[1] < lo or iv[0] > hi:
-        verdict = "fail"
+        verdict = Verdict.FAIL
     else:
-        verdict = "inconclusive"
+        verdict = Verdict.INCONCLUSIVE
         details.insert(0, "the mean is outside the band, its interval still reaches it")
     if spec.informational:
-        details.insert(0, "met" if verdict == "pass" else f"not met ({verdict})")
-        verdict = "info"
-    return Check(spec.name, "claim", verdict, spec.expected, got, _tolerance_text(spec),
+        details.insert(0, "met" if verdict == Verdict.PASS else f"not met ({verdict})")
+        verdict = Verdict.INFO
+    return Check(spec.name, Kind.CLAIM, verdict, spec.expected, got, _tolerance_text(spec),
                  _margin(spec, got) if _finite(got) else None, "; ".join(details),
                  spec.statement, _interval_list(iv))
 
 
 def read_claims(run_dir: Path) -> dict | None:
     """RUN_DIR/claims.json, None when it is missing; one of the wrong shape is bad input."""
-    return shapes.read(run_dir / "claims.json", shapes.CLAIMS)
+    return shapes.read(run_dir / layout.CLAIMS_JSON, shapes.CLAIMS)
 
 
 def blessed_claims(exp_dir: Path) -> list[ClaimSpec]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from repro.outputs.check import Kind, Verdict
+
 MAX_LISTED = 200
-FAILING = ("fail", "inconclusive")
+FAILING = (Verdict.FAIL, Verdict.INCONCLUSIVE)
 """Agreement verdicts that make a verification fail: INCONCLUSIVE is a failure with its
 reason. A reproduction answer other than HOLDS fails only the paper profile's verdict."""
 
@@ -37,7 +39,7 @@ def failing(result: dict[str, Any]) -> list[dict[str, Any]]:
     decided by reproduction also the paper's claims that do not hold or are undecided."""
     by_reproduction = result.get("decides") == "reproduction"
     return [c for c in result["checks"] if c["verdict"] in FAILING
-            or (by_reproduction and c["verdict"] in ("does not hold", "undecided"))]
+            or (by_reproduction and c["verdict"] in (Verdict.DOES_NOT_HOLD, Verdict.UNDECIDED))]
 
 
 def headline(result: dict[str, Any]) -> str:
@@ -98,10 +100,10 @@ def markdown(result: dict[str, Any]) -> str:
            f"- agreement with the expected outputs: {_counts(counts)}",
            *([f"- the paper's claims in this run: {_reproduction_counts(reproduction)}"]
              if reproduction else []),
-           *[f"- numerics: {c['detail']}" for c in checks if c["kind"] == "numerics"], "",
+           *[f"- numerics: {c['detail']}" for c in checks if c["kind"] == Kind.NUMERICS], "",
            "Margin = allowance - |got - expected| (positive: inside the tolerance).", "",
            "## Sanity gates", ""]
-    gates = [c for c in checks if c["kind"] == "sanity"]
+    gates = [c for c in checks if c["kind"] == Kind.SANITY]
     out += (_grid(["gate", "verdict", "range", "run", "source"],
                   [[c["name"], c["verdict"].upper(), c["tolerance"], c["got"], c["detail"]]
                    for c in gates]) if gates else ["None declared for this profile."])
@@ -109,16 +111,16 @@ def markdown(result: dict[str, Any]) -> str:
     out += _grid(["claim", "answer", "paper", "this run [95 % interval]", "accepts", "detail"],
                  [[c["name"], c["verdict"].upper(), c["expected"], interval_text(c),
                    c["tolerance"], c["detail"]]
-                  for c in checks if c["kind"] == "reproduction"])
+                  for c in checks if c["kind"] == Kind.REPRODUCTION])
     out += ["", "## Agreement with the expected claims", ""]
-    claims = [c for c in checks if c["kind"] == "claim"]
+    claims = [c for c in checks if c["kind"] == Kind.CLAIM]
     out += (_grid(["claim", "verdict", "expected", "this run [95 % interval]", "band", "margin",
                    "detail"],
                   [[c["name"], c["verdict"].upper(), c["expected"], interval_text(c),
                     c["tolerance"], c["margin"], c["detail"]] for c in claims])
             if claims else ["No blessed claims for this profile: agreement is not asked."])
     out += ["", "## Tables", ""]
-    tables = [c for c in checks if c["kind"] == "table"]
+    tables = [c for c in checks if c["kind"] == Kind.TABLE]
     if tables:
         out += _grid(["table", "verdict", "expected", "run", "worst margin", "detail"],
                      [[c["name"], c["verdict"], c["expected"], c["got"], c["margin"],
@@ -126,8 +128,8 @@ def markdown(result: dict[str, Any]) -> str:
     else:
         out.append(f"No expected tables for profile `{result['profile']}` yet: only the "
                    "claims were checked.")
-    integrity = [c for c in checks if c["kind"] == "integrity"]
-    bad = [c for c in integrity if c["verdict"] == "fail"]
+    integrity = [c for c in checks if c["kind"] == Kind.INTEGRITY]
+    bad = [c for c in integrity if c["verdict"] == Verdict.FAIL]
     out += ["", "## Integrity", "",
             f"{len(integrity) - len(bad)} of {len(integrity)} recorded table files match the "
             "sha256 in tables/manifest.json."]
@@ -144,13 +146,13 @@ def summary(result: dict[str, Any], max_failures: int = 20) -> str:
     """What `repro verify` prints: one count line per kind, then the first failures."""
     checks = result["checks"]
     lines = [headline(result)]
-    for kind, label in (("sanity", "sanity gates"), ("table", "tables"),
-                        ("claim", "claims agree"), ("reproduction", "paper's claims here"),
-                        ("integrity", "files")):
+    for kind, label in ((Kind.SANITY, "sanity gates"), (Kind.TABLE, "tables"),
+                        (Kind.CLAIM, "claims agree"), (Kind.REPRODUCTION, "paper's claims here"),
+                        (Kind.INTEGRITY, "files")):
         of_kind = [c for c in checks if c["kind"] == kind]
         if of_kind:
             parts = [f"{c['name']} {c['verdict']}" for c in of_kind] \
-                if kind in ("claim", "reproduction") else [
+                if kind in (Kind.CLAIM, Kind.REPRODUCTION) else [
                 f"{sum(c['verdict'] == 'pass' for c in of_kind)}/{len(of_kind)} pass"]
             lines.append(f"  {label}: {', '.join(parts)}")
     if not result["expected_tables"]:
@@ -160,7 +162,7 @@ def summary(result: dict[str, Any], max_failures: int = 20) -> str:
     lines += [f"  {c['verdict'].upper()} {_failure_line(c)}" for c in failures[:max_failures]]
     if len(failures) > max_failures:
         lines.append(f"  … and {len(failures) - max_failures} more")
-    numerics = next((c for c in checks if c["kind"] == "numerics"), None)
+    numerics = next((c for c in checks if c["kind"] == Kind.NUMERICS), None)
     if numerics is not None and "differs" in numerics["detail"]:
         lines.append(f"  numerics: {numerics['detail']}")
     lines.append(f"  details: {result['run_dir']}/verification.md")

@@ -30,6 +30,9 @@ from repro.errors import ReproError
 from repro.inputs.models import layers_swapped
 from repro.science.activations import read_chunks
 from repro.science.saes import SLICE_TOKENS, check_layer, encode
+from repro.science.stats import ColumnPearson
+from repro.science.survival import active
+from repro.science.survival import alive as is_alive
 
 # ---- RQ3: reconstruction on stored activations -------------------------------------------
 
@@ -170,39 +173,26 @@ def fragility(sae: Any, dense: Iterator[tuple[torch.Tensor, torch.Tensor]],
               pruned: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Per feature, Pearson r of f_i on dense vs pruned activations of the same tokens.
 
-    Moment sums are accumulated in float64 over all features at once. r is NaN where the
-    feature is constant (never active) on either model; `fires_dense` and `fires_pruned`
-    count its active tokens so the analysis can tell "never fired" from "died when pruned".
+    r is stats.ColumnPearson's: centred float64 sums merged chunk by chunk, over all features
+    at once. It is NaN where the feature is constant (never active) on either model;
+    `fires_dense` and `fires_pruned` count its active tokens so the analysis can tell "never
+    fired" from "died when pruned".
     """
     d = sae.cfg.d_sae
-    sums = {k: torch.zeros(d, dtype=torch.float64, device=sae.device)
-            for k in ("x", "y", "xx", "yy", "xy")}
+    pearson = ColumnPearson()
     fires = {k: torch.zeros(d, dtype=torch.int64, device=sae.device) for k in ("x", "y")}
-    n = 0
     for (acts_d, tok_d), (acts_p, tok_p) in zip(dense, pruned, strict=True):
         if not torch.equal(tok_d, tok_p):
             raise ReproError("dense and pruned eval activations hold different tokens; "
                              "rerun `repro all --force` for the eval activations")
         for (_, fd), (_, fp) in zip(encode(sae, acts_d), encode(sae, acts_p), strict=True):
-            x, y = fd.double(), fp.double()
-            for key, val in (("x", x), ("y", y), ("xx", x * x), ("yy", y * y), ("xy", x * y)):
-                sums[key] += val.sum(0)
-            fires["x"] += (fd > 0).sum(0)
-            fires["y"] += (fp > 0).sum(0)
-            n += len(x)
-    return {"pearson_r": pearson_from_sums(n, **sums).cpu(), "fires_dense": fires["x"].cpu(),
-            "fires_pruned": fires["y"].cpu(), "n_tokens": torch.tensor(n, dtype=torch.int64)}
-
-
-def pearson_from_sums(n: int, x: torch.Tensor, y: torch.Tensor, xx: torch.Tensor,
-                      yy: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """Pearson r from first and second moment sums; NaN where either variance is zero."""
-    cov = xy - x * y / n
-    var_x = (xx - x * x / n).clamp(min=0)
-    var_y = (yy - y * y / n).clamp(min=0)
-    r = cov / (var_x * var_y).sqrt()
-    r = r.clamp(-1.0, 1.0)
-    return torch.where((var_x > 0) & (var_y > 0), r, torch.full_like(r, float("nan")))
+            pearson.update(fd, fp)
+            fires["x"] += active(fd).sum(0)
+            fires["y"] += active(fp).sum(0)
+    nan = torch.full((d,), float("nan"), dtype=torch.float64)
+    return {"pearson_r": torch.from_numpy(pearson.result()) if pearson.n else nan,
+            "fires_dense": fires["x"].cpu(), "fires_pruned": fires["y"].cpu(),
+            "n_tokens": torch.tensor(pearson.n, dtype=torch.int64)}
 
 
 # ---- RQ5: causal importance --------------------------------------------------------------
@@ -215,7 +205,7 @@ def stratified_sample(rates: np.ndarray, per_bin: int, n_bins: int,
     into equal counts); up to per_bin features are drawn from each without replacement.
     Returns (feature indices, bin of each), sorted by feature index.
     """
-    alive = np.flatnonzero(rates > 0)
+    alive = np.flatnonzero(is_alive(rates))
     if len(alive) < n_bins:
         raise ReproError(f"only {len(alive)} SAE features fire on the eval tokens, fewer than "
                          f"{n_bins} strata; use more eval tokens or check the SAE")
@@ -277,9 +267,9 @@ def causal_importance(model: nn.Module, sae: Any, input_ids: torch.Tensor, acts:
         for j in range(len(features)):
             for gi, g in enumerate(groups):
                 f_j = fired[gi][..., j]
-                n_fire[j] += np.bincount(half[g].numpy(), weights=(f_j > 0).sum(1).numpy(),
+                n_fire[j] += np.bincount(half[g].numpy(), weights=active(f_j).sum(1).numpy(),
                                          minlength=2).astype(np.int64)
-                if not bool((f_j > 0).any()):
+                if not bool(active(f_j).any()):
                     continue
                 h = acts[g].to(device)
                 ablated = h.float() - f_j.to(device)[..., None] * directions[j]

@@ -3,9 +3,10 @@
 A feature is identified with its unit-normalised decoder row. Two SAEs (two seeds, or the
 dense model's and a pruned model's) are compared through the n x m cosine matrix of those
 rows; the one-to-one Hungarian assignment maximising the total cosine gives each feature of
-the first SAE a partner, and its survival score is the matched cosine (survives when >= tau =
-0.7). The max-cosine, which lets several features share a partner, is reported beside it: the
-gap between the two shows how much the one-to-one constraint costs.
+the first SAE a partner, and its survival score is the matched cosine (it survives by
+repro.science.survival's rule, cosine >= tau). The max-cosine, which lets several features
+share a partner, is reported beside it: the gap between the two shows how much the one-to-one
+constraint costs.
 
 Cost, measured on the project's shared 2-core CPU (scipy 1.17, torch 2.13, float32) for
 16384 x 16384 with d = 1152 (gemma-3-1b's width), exact `linear_sum_assignment`, no
@@ -32,8 +33,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-SURVIVAL_TAU = 0.7
-"""Matched cosine at or above which a feature counts as surviving (docs/design.md)."""
+from repro.science.survival import survival_rate, survives
+from repro.study.thresholds import SURVIVAL_TAU
 
 DEFAULT_BLOCK = 2048
 """Rows of `a` per step: 2048 x 16384 float32 is 128 MiB on the device."""
@@ -58,12 +59,12 @@ class Match:
             raise ValueError("index, cosine and max_cosine must be 1-D of the same length")
 
     def survived(self, tau: float = SURVIVAL_TAU) -> np.ndarray:
-        """Boolean survival per row of `a` (matched cosine >= tau)."""
-        return survival(self.cosine, tau)
+        """Boolean survival per row of `a` (repro.science.survival.survives)."""
+        return survives(self.cosine, tau)
 
     def shared_fraction(self, tau: float = SURVIVAL_TAU) -> float:
         """Fraction of rows of `a` that survive: RQ1's shared fraction, RQ2's survival rate."""
-        return shared_fraction(self.cosine, tau)
+        return survival_rate(self.cosine, tau)
 
     @property
     def mean_cosine(self) -> float:
@@ -159,19 +160,6 @@ def hungarian_match(a: Matrix, b: Matrix, *, block: int = DEFAULT_BLOCK) -> Matc
     for the rectangular case. Exact scipy `linear_sum_assignment`; cost in the module docstring.
     """
     return hungarian_from_cosine(cosine_matrix(a, b, block=block))
-
-
-def survival(matched_cos: np.ndarray, tau: float = SURVIVAL_TAU) -> np.ndarray:
-    """Boolean per feature: its matched cosine is at least `tau` (docs/design.md: tau = 0.7)."""
-    if not -1.0 <= tau <= 1.0:
-        raise ValueError(f"tau is a cosine and must lie in [-1, 1], got {tau}")
-    return np.asarray(matched_cos) >= tau
-
-
-def shared_fraction(matched_cos: np.ndarray, tau: float = SURVIVAL_TAU) -> float:
-    """Fraction of features that survive; NaN for an empty set (no features, no fraction)."""
-    alive = survival(matched_cos, tau)
-    return float(alive.mean()) if alive.size else float("nan")
 
 
 def identity_rate(m: Match, alive: np.ndarray) -> float:

@@ -51,12 +51,14 @@ import torch
 
 from repro.errors import ReproError
 from repro.science import match, stats
+from repro.science.survival import active
+from repro.science.survival import alive as is_alive
 from repro.study.spec import SaeSpec
+from repro.study.thresholds import N_BINS
 
 CONTROLS = {"positive": -1, "negative": 0}
 """Each control and the sign of the frequency effect planted in it."""
 PROTOCOLS = ("same seed", "control seed")
-FILE = "method_controls.json"
 Matcher = Callable[[np.ndarray, np.ndarray], match.Match]
 
 
@@ -102,7 +104,7 @@ class ControlSpec:
     """Seed of the dictionary, codes, noise and perturbed sets."""
     alpha: float = 0.05
     """Significance level of both verdicts."""
-    n_bins: int = 5
+    n_bins: int = N_BINS
     """Firing-rate bins, as in Table 3."""
     bootstrap: int = 1000
     """Bootstrap resamples of the feature-level CI, as in Table 3."""
@@ -233,7 +235,7 @@ def train_saes(data: SyntheticData, spec: ControlSpec) -> TrainedSaes:
     with one_thread():
         dense = train(data.dense_train, spec, spec.seed)
         with torch.no_grad():
-            rate = (dense.encode(data.dense_eval) > 0).double().mean(0).numpy()
+            rate = active(dense.encode(data.dense_eval)).double().mean(0).numpy()
         pruned = {(name, protocol): _decoder(train(acts, spec, seed))
                   for name, acts in data.pruned_train.items()
                   for protocol, seed in zip(PROTOCOLS, (spec.seed, spec.control_seed),
@@ -293,7 +295,7 @@ def detect(dense_decoder: np.ndarray, pruned_decoder: np.ndarray, firing_rate: n
     """RQ2 as Table 3 computes it, over the dense SAE's alive latents, then the verdict.
     `matcher` is the matching (the tests plant broken ones)."""
     m = matcher(dense_decoder, pruned_decoder)
-    alive = firing_rate > 0
+    alive = is_alive(firing_rate)
     effect = stats.frequency_effect(firing_rate[alive], m.cosine[alive],
                                     tau=spec.sae.survival_threshold, n_bins=spec.n_bins,
                                     n_resamples=spec.bootstrap, seed=spec.seed)

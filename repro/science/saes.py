@@ -33,6 +33,7 @@ from repro.errors import ReproError
 from repro.files import write_json
 from repro.science.activations import probe, read_chunks
 from repro.science.seeding import seed_everything
+from repro.science.survival import active
 from repro.science.training_curves import CurveRecorder
 from repro.study.spec import SaeSpec
 
@@ -373,12 +374,12 @@ def encode(sae: Any, acts: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.T
 
 @torch.no_grad()
 def firing_rates(sae: Any, folder: Path, special_ids: list[int]) -> dict[str, torch.Tensor]:
-    """Per latent, the fraction of non-special eval tokens on which f_i > 0."""
+    """Per latent, the fraction of non-special eval tokens on which it is active (f_i > 0)."""
     counts = torch.zeros(sae.cfg.d_sae, dtype=torch.int64, device=sae.device)
     n = 0
     for acts, _ in masked_chunks(folder, special_ids):
         for _, f in encode(sae, acts):
-            counts += (f > 0).sum(0)
+            counts += active(f).sum(0)
         n += len(acts)
     if n == 0:
         raise ReproError(f"the eval activations in {folder} hold only special tokens")

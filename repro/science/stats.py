@@ -15,25 +15,26 @@ import numpy as np
 import torch
 from scipy import stats
 
-N_BINS = 5
-"""Equal-count firing-rate bins of the RQ2 frequency analysis (docs/design.md)."""
+from repro.science.survival import alive as is_alive
+from repro.science.survival import survival_rate, survives
+from repro.study.thresholds import N_BINS
 
 
 def frequency_bins(firing_rate: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
     """Bin index per feature (0 = rarest), -1 for features dead on the dense model.
 
-    Only features with rate > 0 are ranked (NaN counts as dead): a feature that never fires
-    has no frequency to speak of and would fill the rarest bin with noise. They are ordered
-    by rate, ties by feature index, so tied rates may straddle a bin edge but always the same
-    way. With k alive features, each bin holds k // n_bins features and the first k % n_bins
-    bins (the rarest) one more, as `numpy.array_split` distributes them.
+    Only alive features are ranked (repro.science.survival; NaN counts as dead): a feature
+    that never fires has no frequency to speak of and would fill the rarest bin with noise.
+    They are ordered by rate, ties by feature index, so tied rates may straddle a bin edge but
+    always the same way. With k alive features, each bin holds k // n_bins features and the
+    first k % n_bins bins (the rarest) one more, as `numpy.array_split` distributes them.
     """
     rate = np.asarray(firing_rate, dtype=np.float64)
     if rate.ndim != 1:
         raise ValueError(f"firing_rate must be 1-D, got shape {rate.shape}")
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    alive = np.flatnonzero(rate > 0)
+    alive = np.flatnonzero(is_alive(rate))
     if len(alive) < n_bins:
         raise ValueError(f"{len(alive)} alive features cannot fill {n_bins} bins")
     order = alive[np.lexsort((alive, rate[alive]))]
@@ -206,9 +207,9 @@ def frequency_effect(firing_rate: np.ndarray, matched_cosine: np.ndarray, *, tau
     synthetic method controls (repro.science.method_controls) both call it, so a control that
     passes vouches for the code the tables come from. Give it the alive features only."""
     cos = np.asarray(matched_cosine)
-    survived = cos >= tau
+    survived = survives(cos, tau)
     return FrequencyEffect(
-        survival=float(np.mean(survived)),
+        survival=survival_rate(cos, tau),
         binned=binned_survival(firing_rate, survived, n_bins),
         feature=feature_spearman(firing_rate, cos, n_resamples=n_resamples, seed=seed))
 

@@ -20,18 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from repro.study.thresholds import Thresholds
+
 CURVE_FILE = "curve.json"
 TARGET_POINTS = 100
 """Points per curve: one every `steps // 100` steps, so 100-199 points; every step when a run
 has fewer than 200 steps (the tiny profile's 63)."""
 LAST_SHARE = 0.25
 """The final share of training tokens whose explained-variance gain decides `flattened`."""
-FLAT_EV_GAIN = 0.01
-"""Default of the study threshold `curve_flat_ev_gain`: an SAE whose explained variance still
-rose by 0.01 or more over its last quarter of training tokens has not flattened. At that pace
-another quarter of tokens buys about one more point of explained variance, which is the size
-of the differences the report reads between SAEs (RQ3 compares explained variances of
-SAEs on dense and pruned models), so such an SAE's numbers move with its token budget."""
+FLAT_EV_GAIN = Thresholds().curve_flat_ev_gain
+"""The default of the study threshold `curve_flat_ev_gain` (repro.study.thresholds says why)."""
 MIN_POINTS = 3
 """Fewer points than this in the last quarter cannot tell a trend from a noisy batch."""
 

@@ -21,18 +21,24 @@ from repro.errors import ReproError
 from repro.inputs import models
 from repro.inputs.families import prunable_matrices
 from repro.science import prune
+from repro.stages import layout
 from repro.stages.provenance import provenance
 from repro.stages.store import fingerprint
+from repro.study.methods import METHODS
 from repro.study.spec import ModelSpec, Study, Variant
 
 STAGE_VERSION = {
     "tokens": 1,
-    "prune": 2,
+    "prune": 3,
     "perplexity": 1,
     "activations": 1,
     "sae": 2,
     "evaluate": 2,
 }
+KEPT_WEIGHTS = "weights.safetensors"
+"""In a variant's prune folder, beside masks.safetensors, when its method changes the weights it
+keeps (SparseGPT): their values (repro.science.prune.save_kept_weights). Every other variant
+is the dense model times its masks."""
 
 
 @dataclass
@@ -63,10 +69,10 @@ class Context:
         return max(1, (16 if self.device.type == "cuda" else 32) // self.shrink)
 
     def tokens_dir(self, model: str, stream: str) -> Path:
-        return self.out / "tokens" / model / stream
+        return layout.tokens_dir(self.out, model, stream)
 
     def variant_dir(self, variant: Variant, stage: str) -> Path:
-        return self.out / "variants" / variant.id / stage
+        return layout.variant_dir(self.out, variant, stage)
 
 
 def check_output_dir(out: Path) -> None:
@@ -132,13 +138,18 @@ class ModelHolder:
                 mod.weight.copy_(self.dense[name])
 
     def variant_model(self, variant: Variant) -> torch.nn.Module:
-        """The model with this variant's stored masks applied."""
+        """The model as the variant's prune stage left it: its stored masks applied to the
+        dense weights, or its stored kept weights where its method updates them."""
         if self.current == variant:
             return self.model
         model = self.dense_model(self.ctx.study.models[variant.model])
         if not variant.is_dense:
-            masks = prune.load_masks(self.ctx.variant_dir(variant, "prune") / "masks.safetensors")
-            prune.apply_masks(model, masks)
+            folder = self.ctx.variant_dir(variant, "prune")
+            masks = prune.load_masks(folder / "masks.safetensors")
+            if METHODS[variant.method].updates_weights:
+                prune.apply_kept_weights(model, masks, folder / KEPT_WEIGHTS)
+            else:
+                prune.apply_masks(model, masks)
         self.current = variant
         return model
 

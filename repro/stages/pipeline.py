@@ -15,11 +15,12 @@ from safetensors.torch import save_file
 
 from repro.files import write_json
 from repro.inputs import data, models
-from repro.science import activations, prune
+from repro.science import activations, prune, pruners
 from repro.science.perplexity import perplexity
 from repro.science.seeding import seed_everything
 from repro.stages.codehash import stage_code
 from repro.stages.context import (
+    KEPT_WEIGHTS,
     STAGE_VERSION,
     Context,
     ModelHolder,
@@ -69,34 +70,32 @@ def _variant_stage(ctx: Context, variant: Variant, name: str, inputs: dict,
 
 def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOutcome:
     spec = ctx.study.models[variant.model]
+    method = None if variant.is_dense else pruners.pruner(variant.method, variant.pattern).method
     inputs = {
         "version": STAGE_VERSION["prune"],
-        "code": stage_code("repro.science.prune", __name__),
+        "code": stage_code("repro.science.pruners", __name__),
         "variant": variant,
         "model": recorded_path(spec.source),  # the same key in every install
         "revision": spec.revision,
         "dtype": ctx.study.dtype,
     }
-    if variant.method == "wanda":
+    if method is not None and method.needs_calibration:
         inputs["calibration"] = upstream(ctx.tokens_dir(spec.key, "calibration"))
 
     def work(tmp: Path) -> dict:
         model = holder.dense_model(spec)
         seed_everything(ctx.study.seed)
-        if variant.method == "magnitude":
-            masks = prune.prune_magnitude(model, variant.sparsity)
-        elif variant.method == "wanda":
-            masks = prune.prune_wanda(
-                model,
-                load_tokens(ctx, spec.key, "calibration"),
-                variant.sparsity,
-                batch_size=ctx.batch_size,
-            )
-        else:
-            masks = {}
+        masks = {}
+        if method is not None:
+            calibration = (load_tokens(ctx, spec.key, "calibration")
+                           if method.needs_calibration else None)
+            masks = pruners.prune_variant(model, variant.method, variant.sparsity,
+                                          variant.pattern, calibration, ctx.batch_size)
         holder.current = variant
         report = prune.sparsity_report(model)
         prune.save_masks(masks, tmp / "masks.safetensors")
+        if method is not None and method.updates_weights:
+            prune.save_kept_weights(model, masks, tmp / KEPT_WEIGHTS)
         write_json(tmp / "sparsity.json", report)
         return {"achieved_sparsity": report["overall"]}
 

@@ -13,11 +13,12 @@ import itertools
 from collections.abc import Callable
 
 from repro.files import write_text_if_changed
+from repro.stages import layout
 from repro.stages.context import Context, ModelHolder, check_output_dir
 from repro.stages.locks import writer_lock
 from repro.stages.pipeline import VARIANT_STAGES, tokens_stage
 from repro.stages.run_stages import RUN_STAGES
-from repro.stages.store import StageOutcome
+from repro.stages.store import StageOutcome, Status
 from repro.study.spec import Run, Study
 
 
@@ -43,8 +44,8 @@ def run_all(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[str, in
 
 
 def _run_selected(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[str, int | None]:
-    write_text_if_changed(ctx.out / "study.toml", ctx.study.path.read_text(encoding="utf-8"))
-    counts = {"done": 0, "skipped": 0}
+    write_text_if_changed(ctx.out / layout.STUDY_FILE, ctx.study.path.read_text(encoding="utf-8"))
+    counts = {Status.DONE: 0, Status.SKIPPED: 0}
     holder = ModelHolder(ctx)
     needed = with_references(ctx.study, runs)
     variants = tuple(dict.fromkeys(r.variant for r in needed))
@@ -74,7 +75,7 @@ def _run_selected(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[s
             for run, outcome in zip(todo, stage(ctx, holder, todo), strict=True):
                 _report(ctx, counts, f"[{position[run]}/{len(ordered)} {run.id}] {name}", outcome)
     verdict = finish(ctx, lambda name, outcome: _report(ctx, counts, f"[study] {name}", outcome))
-    ctx.log(f"finished: {counts['done']} stages done, {counts['skipped']} already done")
+    ctx.log(f"finished: {counts[Status.DONE]} stages done, {counts[Status.SKIPPED]} already done")
     return {**counts, "verify": verdict}
 
 
@@ -82,6 +83,6 @@ def _report(ctx: Context, counts: dict[str, int], what: str, outcome: StageOutco
     counts[outcome.status] += 1
     if outcome.reason == "recovered":
         ctx.log(f"{what}: recovered (it had finished when the previous run was stopped)")
-    if outcome.status == "done":
+    if outcome.status == Status.DONE:
         why = f" ({outcome.reason})" if outcome.reason not in ("not run yet", "") else ""
         ctx.log(f"{what}: done in {outcome.seconds:.1f}s{why}")

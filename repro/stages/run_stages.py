@@ -57,6 +57,7 @@ import copy
 import functools
 import time
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ from repro.files import sha256_file, write_json
 from repro.inputs import data
 from repro.science import evaluate, pretrained_saes, sae_batch, saes, training_curves
 from repro.science.seeding import seed_everything
+from repro.science.survival import active, alive
+from repro.stages import layout
 from repro.stages.codehash import stage_code
 from repro.stages.context import (
     STAGE_VERSION,
@@ -82,17 +85,9 @@ from repro.stages.store import StageOutcome, run_stage, run_stages_together
 from repro.study.locations import recorded_path
 from repro.study.spec import ModelSpec, Run
 
-CAUSAL_PER_BIN = 20
-"""Features sampled per firing-rate stratum for RQ5 (study threshold causal_features_per_bin)."""
-CAUSAL_SEQUENCES = 0
-"""Eval sequences RQ5 ablates on, from the first; 0 = all (study threshold causal_sequences).
-Each sampled feature costs a forward over the sequences it fires in, above the probe layer."""
-N_BINS = 5
-"""Equal-count firing-rate bins, as RQ2 (study threshold frequency_bins)."""
-
 
 def run_dir(ctx: Context, run: Run, stage: str) -> Path:
-    return ctx.out / "runs" / run.id / stage
+    return layout.run_dir(ctx.out, run, stage)
 
 
 def special_ids(tokenizer: Any) -> list[int]:
@@ -191,7 +186,7 @@ def _write_sae(ctx: Context, holder: ModelHolder, run: Run, sae: Any, record: di
                               ctx.variant_dir(run.variant, "activations"),
                               special_ids(holder.tokenizer_for(spec)))
     saes.save_firing_rates(rates, tmp / "firing_rates.safetensors")
-    record["alive_on_eval"] = int((rates["fire_count"] > 0).sum())
+    record["alive_on_eval"] = int(alive(rates["fire_count"]).sum())
     saes.save_training_record(record, tmp / "training.json")
     return {"n_tokens": record["n_tokens"], "steps": record["steps"],
             "alive_on_eval": record["alive_on_eval"],
@@ -200,10 +195,21 @@ def _write_sae(ctx: Context, holder: ModelHolder, run: Run, sae: Any, record: di
 
 # ---- evaluate ----------------------------------------------------------------------------
 
-def _role(run: Run) -> str:
+class Role(StrEnum):
+    """What a run's evaluate stage measures (transfer.json's "role")."""
+
+    DENSE = "dense"
+    """The dense model's SAE of the study's seed: transfer and causal importance (RQ3, RQ5)."""
+    PRUNED = "pruned"
+    """A pruned model's SAE: transfer and fragility (RQ3, RQ4)."""
+    EXTRA_SEED = "extra_seed"
+    """A further dense seed (RQ1): its own SAE's transfer only."""
+
+
+def _role(run: Run) -> Role:
     if run.is_extra_seed:
-        return "extra_seed"
-    return "dense" if run.variant.is_dense else "pruned"
+        return Role.EXTRA_SEED
+    return Role.DENSE if run.variant.is_dense else Role.PRUNED
 
 
 def _pretrained_key(spec: ModelSpec) -> str | None:
@@ -223,9 +229,8 @@ def _pretrained_key(spec: ModelSpec) -> str | None:
 
 def _causal_settings(ctx: Context, seed: int) -> dict[str, int]:
     t = ctx.study.thresholds
-    return {"per_bin": int(t.get("causal_features_per_bin", CAUSAL_PER_BIN)),
-            "n_bins": int(t.get("frequency_bins", N_BINS)),
-            "n_sequences": int(t.get("causal_sequences", CAUSAL_SEQUENCES)), "seed": seed}
+    return {"per_bin": t.causal_features_per_bin, "n_bins": t.frequency_bins,
+            "n_sequences": t.causal_sequences, "seed": seed}
 
 
 def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
@@ -238,13 +243,13 @@ def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
         "role": role, "layer": spec.probe_layer,
         "sae": upstream(run_dir(ctx, run, "sae")),
         "activations": upstream(ctx.variant_dir(run.variant, "activations"))}
-    if role != "extra_seed":
+    if role != Role.EXTRA_SEED:
         ref = dense_reference(ctx, run)
         inputs["dense_sae"] = _needs(ctx, run, run_dir(ctx, ref, "sae"))
         inputs["dense_activations"] = _needs(ctx, run, ctx.variant_dir(ref.variant, "activations"))
         if run.replicate == 0:
             inputs["pretrained"] = _pretrained_key(spec)
-    if role == "dense":
+    if role == Role.DENSE:
         inputs["causal"] = _causal_settings(ctx, run.seed)
 
     def work(tmp: Path) -> dict:
@@ -253,9 +258,9 @@ def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
         write_json(tmp / "transfer.json", transfer)
         result = {f"{name}_ce_loss_score": m["ce_loss_score"]
                   for name, m in transfer["saes"].items()}
-        if role == "pruned":
+        if role == Role.PRUNED:
             result.update(_write_fragility(ctx, holder, run, tmp))
-        if role == "dense":
+        if role == Role.DENSE:
             result.update(_write_causal(ctx, holder, run, tmp))
         return result
 
@@ -264,7 +269,7 @@ def evaluate_stage(ctx: Context, holder: ModelHolder, run: Run) -> StageOutcome:
                      provenance=ctx.provenance(run=run.id, seed=run.seed), force=ctx.force)
 
 
-def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[str, Any]:
+def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: Role) -> dict[str, Any]:
     """RQ3 numbers of the run's SAEs on its model: reconstruction, then CE-loss scores.
 
     A further replicate (run.replicate > 0) measures only what its seeds change: the dense
@@ -277,13 +282,13 @@ def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[st
     special = special_ids(holder.tokenizer_for(spec))
     folder = ctx.variant_dir(run.variant, "activations")
     first = run.replicate == 0
-    paths = {"own": run_dir(ctx, run, "sae")} if first or role != "pruned" else {}
-    if role == "pruned":
+    paths = {"own": run_dir(ctx, run, "sae")} if first or role != Role.PRUNED else {}
+    if role == Role.PRUNED:
         paths["dense"] = run_dir(ctx, dense_reference(ctx, run), "sae")
     loaded = {name: saes.load_sae(path, ctx.device) for name, path in paths.items()}
     sources = {name: str(path.relative_to(ctx.out)) for name, path in paths.items()}
     p = spec.pretrained_sae
-    if role != "extra_seed" and p is not None and first:
+    if role != Role.EXTRA_SEED and p is not None and first:
         loaded["pretrained"] = pretrained_saes.load_pretrained(p, ctx.device, spec.probe_layer)
         sources["pretrained"] = recorded_path(p.path) if p.path else f"{p.release}/{p.sae_id}"
     ids, acts = evaluate.load_eval(folder)
@@ -294,11 +299,11 @@ def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: str) -> dict[st
     out = {name: {**evaluate.reconstruction_metrics(
         sae, (a for a, _ in saes.masked_chunks(folder, special))), **scores[name],
         "source": sources[name]} for name, sae in loaded.items()}
-    if role == "dense":
+    if role == Role.DENSE:
         out["dense"] = out["own"]
-    if role != "extra_seed" and p is None:  # the run's own dense SAE stands in
+    if role != Role.EXTRA_SEED and p is None:  # the run's own dense SAE stands in
         out["pretrained"] = {**out["dense"], "stand_in": True}
-    elif role != "extra_seed" and first:
+    elif role != Role.EXTRA_SEED and first:
         out["pretrained"] = {**out["pretrained"], "stand_in": False,
                              "published": pretrained_saes.published_stats(p)}
     return {"run": run.id, "variant": run.variant.id, "role": role, "saes": out}
@@ -334,8 +339,8 @@ def _write_causal(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> dic
     if settings["n_sequences"] > 0:
         ids, acts = ids[:settings["n_sequences"]], acts[:settings["n_sequences"]]
     keep = data.special_token_mask(ids, holder.tokenizer_for(spec))
-    active = sum(((f > 0).sum(0) for _, f in saes.encode(sae, acts[keep]))).cpu().numpy() > 0
-    features, strata = evaluate.stratified_sample(np.where(active, rates, 0.0),
+    fired = alive(sum(active(f).sum(0) for _, f in saes.encode(sae, acts[keep])).cpu().numpy())
+    features, strata = evaluate.stratified_sample(np.where(fired, rates, 0.0),
                                                   settings["per_bin"], settings["n_bins"],
                                                   settings["seed"])
     model = holder.variant_model(run.variant)

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,20 @@ def check_done(folder: Path, input_hash: str) -> str | None:
     return None
 
 
+class Status(StrEnum):
+    """How a stage ended."""
+
+    DONE = "done"
+    """It ran and wrote its outputs."""
+    SKIPPED = "skipped"
+    """Its outputs were already there for the same inputs."""
+
+
 @dataclass(frozen=True)
 class StageOutcome:
-    """What happened to one stage: 'skipped' (already done) or 'done', and in how long."""
+    """What happened to one stage, and in how long."""
 
-    status: str
+    status: Status
     seconds: float
     reason: str = ""
 
@@ -121,7 +131,7 @@ def run_stage(
     """
     input_hash = hash_inputs(inputs)
     if not force and check_done(folder, input_hash) is None:
-        return StageOutcome("skipped", 0.0)
+        return StageOutcome(Status.SKIPPED, 0.0)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with stage_lock(folder, log=warn):
         # Checked again under the lock: another writer may have finished it meanwhile.
@@ -147,7 +157,7 @@ def run_stages_together(
     The stage locks of all pending folders are held meanwhile, in a fixed order."""
     hashes = [hash_inputs(i) for i in inputs]
     outcomes: list[StageOutcome | None] = [
-        None if force or check_done(f, h) is not None else StageOutcome("skipped", 0.0)
+        None if force or check_done(f, h) is not None else StageOutcome(Status.SKIPPED, 0.0)
         for f, h in zip(folders, hashes, strict=True)]
     pending = [i for i, o in enumerate(outcomes) if o is None]
     with contextlib.ExitStack() as locks:
@@ -171,11 +181,11 @@ def _recheck(folder: Path, input_hash: str, force: bool) -> tuple[str, StageOutc
     meanwhile, or recovered from a run killed after writing its manifest)."""
     reason = "forced" if force else check_done(folder, input_hash)
     if reason is None:
-        return "", StageOutcome("skipped", 0.0)
+        return "", StageOutcome(Status.SKIPPED, 0.0)
     tmp = folder.with_name(f".{folder.name}.partial")
     if reason == "not run yet" and check_done(tmp, input_hash) is None:
         _swap_in(tmp, folder)  # a run killed after its manifest was written: keep its work
-        return reason, StageOutcome("skipped", 0.0, "recovered")
+        return reason, StageOutcome(Status.SKIPPED, 0.0, "recovered")
     if reason not in ("forced", "not run yet", "inputs changed"):
         warn(f"{folder}: {reason} (truncated, altered or deleted); redoing its stage")
     return reason, None
@@ -204,7 +214,7 @@ def _write_stage(folder: Path, input_hash: str, inputs: dict,
         raise full from None
     point(f"stage:{folder}:ready")
     _swap_in(tmp, folder)
-    return StageOutcome("done", seconds, reason)
+    return StageOutcome(Status.DONE, seconds, reason)
 
 
 def _write_manifest(tmp: Path, stage: str, input_hash: str, inputs: dict, started: float,

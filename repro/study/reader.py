@@ -14,7 +14,8 @@ from typing import Any, get_type_hints
 
 from repro.errors import ReproError
 from repro.files import path_problem
-from repro.study.rules import NAME, FieldError, Rule, number, rule_of, text, whole
+from repro.study.methods import PRUNING_METHODS, UNSTRUCTURED, Pattern, known_methods
+from repro.study.rules import NAME, FieldError, rule_of, shown, text
 from repro.study.spec import (
     REPLICATE_SEED_STRIDE,
     DataSpec,
@@ -25,6 +26,7 @@ from repro.study.spec import (
     StreamSpec,
     Study,
     TextSource,
+    Thresholds,
     Variant,
     VerdictSpec,
     _need,
@@ -36,8 +38,8 @@ CONTEXT = "study file"
 SECTIONS: dict[str, type] = {f.name: get_type_hints(Study)[f.name] for f in fields(Study)
                              if f.metadata.get("section")}
 """The study file's tables read straight into a spec dataclass: every field of Study declared
-with repro.study.rules.section ([sae], ...)."""
-TOP_LEVEL = ("study", "models", "conditions", "extra_seeds", "thresholds", "data", *SECTIONS)
+with repro.study.rules.section ([sae], [thresholds], ...)."""
+TOP_LEVEL = ("study", "models", "conditions", "extra_seeds", "data", *SECTIONS)
 HEAD = ("name", "device", "dtype", "seed", "numerics", "description")
 """The keys of [study]; each but description is a field of Study with its declared rule."""
 DESCRIPTION = text("a line that says what the study is")
@@ -159,27 +161,37 @@ def _model_of(entry: dict[str, Any], models: dict[str, ModelSpec], where: str) -
     return model
 
 
+def _pattern(pattern: Any, where: str) -> None:
+    """A pattern the registry knows (repro.study.methods.Pattern), refused where it stands."""
+    try:
+        Pattern.parse(pattern)
+    except ReproError as exc:
+        raise ReproError(f"study file: {where}: {exc}") from None
+
+
 def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple[Run, ...]:
     grid = _entries(raw, "conditions")
     _need(bool(grid), "conditions", "needs at least one [[conditions]] entry")
     variants: list[Variant] = []
     for i, entry in enumerate(grid):
         where = f"conditions[{i}]"
-        _check_keys(entry, None, where, extra=("model", "methods", "sparsities"))
+        _check_keys(entry, None, where, extra=("model", "methods", "sparsities", "patterns"))
         model = _model_of(entry, models, where)
         methods, sparsities = entry.get("methods", []), entry.get("sparsities", [])
+        patterns = entry.get("patterns", [UNSTRUCTURED])
         _need(isinstance(methods, list) and methods, where, "methods must be a non-empty list")
         _need(
             isinstance(sparsities, list) and sparsities,
             where,
             "sparsities must be a non-empty list",
         )
+        _need(isinstance(patterns, list) and patterns, where,
+              f"patterns must be a non-empty list (e.g. [\"{UNSTRUCTURED}\", \"2:4\"])")
+        for pattern in patterns:
+            _pattern(pattern, where)
         for method in methods:
-            _need(
-                method in ("magnitude", "wanda"),
-                where,
-                f"method {method!r}: use magnitude or wanda",
-            )
+            _need(method in PRUNING_METHODS, where,
+                  f"method {shown(method)} is not known; use one of {known_methods()}")
             for s in sparsities:
                 _need(
                     isinstance(s, int | float) and not isinstance(s, bool),
@@ -187,7 +199,7 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
                     f"sparsity {s!r} is not a number",
                 )
                 _need(0.0 < s < 1.0, where, f"sparsity {s} is outside (0, 1); write 0.5 for 50 %")
-                variants.append(Variant(model, method, float(s)))
+                variants += [Variant(model, method, float(s), pattern) for pattern in patterns]
     runs = [Run(Variant(m, "dense", 0.0), seed) for m in models]
     runs += [Run(v, seed) for v in variants]
     for i, entry in enumerate(_entries(raw, "extra_seeds")):
@@ -275,7 +287,6 @@ def load_study(path: Path) -> Study:
     data = DataSpec(
         **{f.name: _stream(data_raw.get(f.name), f"data.{f.name}", base) for f in fields(DataSpec)}
     )
-    thresholds = read_thresholds(raw.get("thresholds", {}))
     sections = {name: _build(cls, raw.get(name, {}), name) for name, cls in SECTIONS.items()}
     return Study(
         path=path.resolve(),
@@ -283,41 +294,27 @@ def load_study(path: Path) -> Study:
         data=data,
         runs=_replicates(_controls(_runs(raw, models, head["seed"]), sections["sae"]),
                          sections["verdict"]),
-        thresholds=thresholds,
         **head,
         **sections,
     )
 
 
-THRESHOLDS: dict[str, Rule] = {
-    "viable_ce_score": number(None, 1.0, "RQ3: the CE-loss score an SAE must reach; a score, not "
-                              "a percentage"),
-    "fragile_r": number(-1.0, 1.0, "RQ4: the Pearson r below which a feature is fragile"),
-    "frequency_bins": whole(2, 100, "RQ2 and RQ5: firing-rate bins; a rank correlation needs 2"),
-    "causal_features_per_bin": whole(1, 10_000, "RQ5: features ablated per bin"),
-    "causal_sequences": whole(0, 10**6, "RQ5: eval sequences of the ablations, 0 for all"),
-    "sanity_l0_rel": number(0.0, 1.0, "the shipped SAEs' L0 band as a fraction: 0.25 is 25 %; "
-                            "at 1 the band's low edge is 0", high_open=True),
-    "sanity_ev_abs": number(0.0, 1.0, "the shipped SAEs' explained-variance band"),
-    "curve_flat_ev_gain": number(0.0, 1.0, "the explained variance an SAE may still gain over "
-                                 "its last quarter of training and count as trained enough"),
-}
-"""[thresholds]: each optional, each with its rule; the stages apply their defaults."""
+def read_thresholds(table: Any) -> Thresholds:
+    """[thresholds] of a study file, each key known and each value within its rule; the
+    defaults for the keys left out."""
+    return _build(Thresholds, table, "thresholds")
 
 
-def read_thresholds(table: Any) -> dict[str, float]:
-    """[thresholds], each key known and each value within its rule."""
-    _need(isinstance(table, dict), "thresholds", "must be a table of name = number")
-    out = {}
-    for key, value in table.items():
-        where = f"thresholds.{key}"
-        _need(key in THRESHOLDS, where, f"unknown threshold; use one of {', '.join(THRESHOLDS)}")
-        try:
-            THRESHOLDS[key].check(key, value)
-        except FieldError as exc:
-            raise exc.at(CONTEXT, "thresholds", f"change {where} in the study file") from None
-        out[key] = float(value)
-    return out
+def thresholds_of(path: Path) -> Thresholds:
+    """The [thresholds] of a study file read alone: what `repro report` needs from a run
+    folder's copy, which it never loads as a whole study. The defaults when the file is
+    absent or not TOML (the report shows what it can); a bad value is refused as in
+    `load_study`."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return Thresholds()
+    return read_thresholds(raw.get("thresholds", {}))
 
 
 def profile_path(profile: str) -> Path:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from repro.errors import ReproError
+from repro.study.methods import METHODS, UNSTRUCTURED, Pattern, check_method
 from repro.study.rules import (
     NAME,
     FieldError,
@@ -26,8 +27,8 @@ from repro.study.rules import (
     text,
     whole,
 )
+from repro.study.thresholds import SURVIVAL_TAU, Thresholds
 
-METHODS = ("dense", "magnitude", "wanda")
 DTYPES = ("float32", "bfloat16", "float16")
 DECIDES = ("agreement", "reproduction")
 NUMERICS = ("pinned", "native")
@@ -235,7 +236,7 @@ class SaeSpec:
     """Passes over the SAE-training activations (paper: 1; the model runs once, later epochs
     replay its activations reshuffled, for budgets where more tokens cost too much)."""
     survival_threshold: float = declare(number(0, 1, "a cosine: 0.7 is the paper's tau",
-                                               low_open=True), 0.7)
+                                               low_open=True), SURVIVAL_TAU)
     """Matched decoder cosine at or above which a feature survives (tau)."""
     control_seed: int | None = declare(seed_value(optional=True), None)
     """Seed of the control SAEs: every variant (dense and pruned) gets one more SAE from this
@@ -271,28 +272,45 @@ class VerdictSpec:
 
 @dataclass(frozen=True, order=True)
 class Variant:
-    """One model as it is analysed: dense, or pruned by one method at one sparsity."""
+    """One model as it is analysed: dense, or pruned by one method at one sparsity and pattern."""
 
     model: str = declare(path_name("the model key"))
     """Model key."""
-    method: str = declare(choice(METHODS, "the pruning methods repro implements"))
-    """'dense', 'magnitude' or 'wanda'."""
+    method: str = declare(choice(tuple(METHODS), "the methods of the registry, "
+                                 "repro/study/methods.py"))
+    """'dense' or a pruning method of repro.study.methods.METHODS."""
     sparsity: float = declare(number(0, 1, "a fraction of each matrix's weights: write 0.5 "
                                      "for 50 %", high_open=True))
     """Fraction of weights removed per pruned matrix, in [0, 1); 0 for dense."""
+    pattern: str = UNSTRUCTURED
+    """'unstructured', or 'N:M' (N of every M consecutive inputs of an output removed)."""
 
     def __post_init__(self) -> None:
         check_fields(self)
         where = f"condition {self.model}/{self.method}"
+        try:
+            check_method(self.method, self.pattern)
+        except ReproError as exc:
+            raise ReproError(f"study file: {where}: {exc}") from None
+        object.__setattr__(self, "pattern", str(Pattern.parse(self.pattern)))  # 02:4 -> 2:4
         _need(
             (self.method == "dense") == (self.sparsity == 0.0),
             where,
             "dense runs have sparsity 0 and pruned runs a sparsity above 0",
         )
+        implied = Pattern.parse(self.pattern).sparsity
+        if implied is not None:
+            _need(math.isclose(implied, self.sparsity), where,
+                  f"pattern {self.pattern} removes {implied:g} of the weights, not "
+                  f"{self.sparsity:g}; give it in a [[conditions]] entry with sparsities = "
+                  f"[{implied:g}]")
 
     @property
     def id(self) -> str:
-        return f"{self.model}/{self.method}/{round(self.sparsity * 100, 6):g}"
+        """model/method/percent, the method tagged with an N:M pattern (wanda-2of4)."""
+        tag = Pattern.parse(self.pattern).tag
+        method = f"{self.method}-{tag}" if tag else self.method
+        return f"{self.model}/{method}/{round(self.sparsity * 100, 6):g}"
 
     @property
     def is_dense(self) -> bool:
@@ -371,8 +389,8 @@ class Study:
     """SAE hyper-parameters ([sae])."""
     runs: tuple[Run, ...]
     """Every run, dense references first for each model."""
-    thresholds: dict[str, float] = field(default_factory=dict)
-    """Analysis thresholds (e.g. viable_ce_score, fragile_r)."""
+    thresholds: Thresholds = section(Thresholds())
+    """Analysis thresholds ([thresholds]: viable_ce_score, fragile_r, ...)."""
     verdict: VerdictSpec = section(VerdictSpec())
     """Replicates and which answer decides the exit code ([verdict])."""
     numerics: str = declare(choice(NUMERICS, "the CPU arithmetic: the same bits on one "

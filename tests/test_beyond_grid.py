@@ -1,0 +1,73 @@
+"""The beyond profile's grid end to end on a tiny model: magnitude, Wanda and SparseGPT, each
+unstructured and 2:4, with the seed control and three replicates, as `repro all` runs it.
+
+The run must end cleanly (unverified), carry the pattern in its ids and tables, store kept
+weights for SparseGPT alone, and `repro bless RUN --expected DIR` followed by `repro verify RUN
+--expected DIR` must pass, while a planted mistake fails; scripts/method_comparison.py draws
+its figure from the run. A few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_own_study import STUDY, _repro, _save_model
+
+pytestmark = pytest.mark.slow
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "method_comparison.py"
+GRID = STUDY.replace(
+    'methods = ["wanda", "magnitude"]\nsparsities = [0.5]',
+    'methods = ["magnitude", "wanda", "sparsegpt"]\npatterns = ["unstructured", "2:4"]\n'
+    'sparsities = [0.5]',
+).replace("[thresholds]", "control_seed = 1000\n\n[verdict]\nreplicates = 3\n\n[thresholds]")
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_beyond_grid_runs_blesses_and_verifies(tmp_path: Path) -> None:
+    assert GRID != STUDY and "sparsegpt" in GRID and "replicates = 3" in GRID
+    _save_model(tmp_path / "models" / "qwen2-tiny")
+    (tmp_path / "study.toml").write_text(GRID)
+    first = _repro("all", "--study", "study.toml", "--out", "run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "unverified" in first.stdout
+
+    run = tmp_path / "run"
+    t1 = _rows(run / "tables" / "T1_pruning.csv")
+    assert {(r["method"], r["pattern"]) for r in t1} == {
+        ("dense", "unstructured"), *((m, p) for m in ("magnitude", "wanda", "sparsegpt")
+                                     for p in ("unstructured", "2:4"))}
+    assert "qwen2-tiny/sparsegpt-2of4/50" in {r["id"] for r in t1}
+    assert all(float(r["achieved_sparsity"]) >= 0.5 for r in t1 if r["method"] != "dense")
+    t4 = _rows(run / "tables" / "T4_ratios.csv")
+    assert [(r["id"], r["pattern"]) for r in t4] == [("qwen2-tiny/50", "unstructured"),
+                                                    ("qwen2-tiny/2of4/50", "2:4")]
+    stored = {str(p.relative_to(run / "variants").parent.parent)
+              for p in (run / "variants").rglob("weights.safetensors")}
+    assert stored == {"qwen2-tiny/sparsegpt/50", "qwen2-tiny/sparsegpt-2of4/50"}
+
+    blessed = _repro("bless", "run", "--expected", "expected", "--allow-dirty", cwd=tmp_path)
+    assert blessed.returncode == 0, blessed.stderr
+    verified = _repro("verify", "run", "--expected", "expected", cwd=tmp_path)
+    assert verified.returncode == 0 and "verification PASS" in verified.stdout, \
+        verified.stdout[-2000:]
+    claims = json.loads((run / "claims.json").read_text())
+    claims["C1"]["value"] += 1  # planted: one more condition where rare features survive
+    (run / "claims.json").write_text(json.dumps(claims))
+    tampered = _repro("verify", "run", "--expected", "expected", cwd=tmp_path)
+    assert tampered.returncode == 1 and "verification FAIL" in tampered.stdout
+
+    drawn = subprocess.run([sys.executable, str(SCRIPT), "run", "--out", "figure"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                           check=False)
+    assert drawn.returncode == 0, drawn.stderr[-2000:]
+    lines = [ln for ln in drawn.stdout.splitlines() if ln.startswith("| qwen2-tiny/")]
+    assert len(lines) == 6 and (tmp_path / "figure" / "method_comparison.png").is_file()
