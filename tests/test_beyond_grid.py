@@ -60,7 +60,8 @@ def test_the_beyond_grid_runs_blesses_and_verifies(tmp_path: Path) -> None:
     assert verified.returncode == 0 and "verification PASS" in verified.stdout, \
         verified.stdout[-2000:]
     claims = json.loads((run / "claims.json").read_text())
-    claims["C1"]["value"] += 1  # planted: one more condition where rare features survive
+    # planted: two more conditions where rare features survive (C1's band is one condition)
+    claims["C1"]["value"] += 2
     (run / "claims.json").write_text(json.dumps(claims))
     tampered = _repro("verify", "run", "--expected", "expected", cwd=tmp_path)
     assert tampered.returncode == 1 and "verification FAIL" in tampered.stdout
