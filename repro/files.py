@@ -116,10 +116,11 @@ def path_problem(path: Path) -> str:
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        return {errno.ELOOP: "is a loop of symbolic links",
-                errno.ENOTDIR: "is missing (a file stands where a folder of its path belongs)",
-                errno.EACCES: "is not accessible (permission denied)"}.get(exc.errno,
-                                                                          "is missing")
+        why: dict[int | None, str] = {
+            errno.ELOOP: "is a loop of symbolic links",
+            errno.ENOTDIR: "is missing (a file stands where a folder of its path belongs)",
+            errno.EACCES: "is not accessible (permission denied)"}
+        return why.get(exc.errno, "is missing")
     return "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a folder"
 
 

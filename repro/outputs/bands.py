@@ -262,11 +262,11 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
         lines.append("")
     lines.append(f'["{profile}"."claims"]')
     for spec in specs:
-        sd = claim_sds(claims, [spec]).get(spec.name)
-        if sd is not None:
+        claim_sd = claim_sds(claims, [spec]).get(spec.name)
+        if claim_sd is not None:
             floor = RESOLUTION.get(f"{spec.claim}.{spec.field}", 0.0)
-            lines.append(f"{spec.name} = " + _entry(claim_band(spec, sd, multiple), sd, n,
-                                                     multiple, "sd", floor))
+            lines.append(f"{spec.name} = " + _entry(claim_band(spec, claim_sd, multiple),
+                                                     claim_sd, n, multiple, "sd", floor))
     return "\n".join(lines) + "\n"
 
 

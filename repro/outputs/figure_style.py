@@ -24,6 +24,7 @@ from repro.study.spec import SURVIVAL_TAU, Study, Thresholds
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
 SINGLE, DOUBLE = 3.5, 7.0
 """Figure widths in inches: one and two columns of a paper."""
@@ -37,11 +38,11 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 METHOD_ORDER = PRUNING_METHODS
 """Methods in the registry's order (repro.study.methods), in legends and tables."""
 GREY = "#555555"
-RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
-      "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 9,
-      "lines.linewidth": 1.2, "lines.markersize": 4, "axes.spines.top": False,
-      "axes.spines.right": False, "legend.frameon": False, "pdf.fonttype": 42,
-      "font.family": "DejaVu Sans"}
+RC: dict[RcKeyType, Any] = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
+    "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 9, "lines.linewidth": 1.2,
+    "lines.markersize": 4, "axes.spines.top": False, "axes.spines.right": False,
+    "legend.frameon": False, "pdf.fonttype": 42, "font.family": "DejaVu Sans"}
 
 
 def num(x: Any) -> float:
@@ -74,7 +75,7 @@ class RunData:
 
     def rows(self, table: str) -> list[dict]:
         """Rows of a table, sorted by model (first-seen order), method and sparsity."""
-        rank = {m: i for i, m in enumerate(self.models)}
+        rank: dict[str | None, int] = {m: i for i, m in enumerate(self.models)}
         rows = [r for r in self.tables.get(table) or [] if isinstance(r, dict)]
         return sorted(rows, key=lambda r: (rank.get(r.get("model"), len(rank)),
                                            method_rank(r.get("method")), num(r.get("sparsity"))))
@@ -105,7 +106,7 @@ def method_colour(method: str) -> str:
     return EXTRA_COLOURS[sum(map(ord, method)) % len(EXTRA_COLOURS)]
 
 
-def ramp_colour(method: str, sparsity: float, top: float) -> Any:
+def ramp_colour(method: str, sparsity: float | None, top: float) -> Any:
     """Lighter for less pruning, darker for more, in the method's own hue."""
     from matplotlib import colormaps
 
@@ -199,7 +200,7 @@ def rows_by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
 
 def methods_of(rows: list[dict]) -> list[str]:
     """The pruning methods among the rows (not dense), in the figures' order."""
-    found = {r.get("method") for r in rows} - {"dense", None}
+    found: set[Any] = {r.get("method") for r in rows} - {"dense", None}  # the rows' JSON
     return sorted(found, key=method_rank)
 
 

@@ -242,7 +242,7 @@ def f4_transferability(d: RunData) -> Drawn:
 
 def _most_pruned(rows: list[dict]) -> list[dict]:
     """Per method, the condition with the highest sparsity (first model wins ties)."""
-    best: dict[str, dict] = {}
+    best: dict[str | None, dict] = {}
     for r in rows:
         m = r.get("method")
         if m not in best or num(r.get("sparsity")) > num(best[m].get("sparsity")):
@@ -301,9 +301,11 @@ def f5_fragility(d: RunData) -> Drawn:
         note(ax_f, "no fragile fractions" if rows else "no pruned conditions in this run",
              clear=False)
     models = list(dict.fromkeys(r["model"] for r in rows))
-    for loc, items in (("left", handles(d, methods_of(rows), models)), ("right", shown)):
-        if items:
-            fig.legend(handles=items, loc=f"outside lower {loc}", ncol=3 if loc == "left" else 1)
+    keys = handles(d, methods_of(rows), models)
+    if keys:
+        fig.legend(handles=keys, loc="outside lower left", ncol=3)
+    if shown:
+        fig.legend(handles=shown, loc="outside lower right", ncol=1)
     fig.suptitle("RQ4: feature fragility (dense SAE applied to the pruned model)")
     return fig, (
         "RQ4 fragility: (a) fraction of the dense model's alive features whose activations on "

@@ -83,8 +83,8 @@ def combine(cells: list[Any]) -> tuple[Any, Spread | None]:
                 or math.isnan(number):
             return cells[0], None
         return cells[0], spread([number] * len(cells))
-    numbers = [_number(c) for c in cells]
-    if any(n is None for n in numbers):
+    numbers = [n for n in map(_number, cells) if n is not None]
+    if len(numbers) < len(cells):
         return list(cells), None
     s = spread(numbers)
     return s.mean, s

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ def finished_manifests(run_dir: Path) -> list[dict[str, Any]]:
 def stage_times(manifests: list[dict[str, Any]]) -> list[tuple[str, int, float]]:
     """(stage, how many folders, summed wall seconds), slowest stage first."""
     count: Counter[str] = Counter()
-    seconds: Counter[str] = Counter()
+    seconds: defaultdict[str, float] = defaultdict(float)
     for m in manifests:
         stage = str(m.get("stage", "?"))
         count[stage] += 1
@@ -105,8 +105,8 @@ def gather_provenance(run_dir: Path, manifests: list[dict[str, Any]]) -> dict[st
     """Code versions and devices over all stages (a mix is worth seeing); packages of the tables."""
     provs = [m.get("provenance") or {} for m in manifests]
     tables = (read_manifest(run_dir / layout.TABLES_DIR) or {}).get("provenance") or {}
-    packages = tables.get("packages") or next((p["packages"] for p in provs if p.get("packages")),
-                                              {})
+    packages: dict[str, Any] = tables.get("packages") or next(
+        (p["packages"] for p in provs if p.get("packages")), {})
     return {"code_versions": Counter(str(p.get("code_version")) for p in provs if p),
             "devices": Counter(str(p.get("device")) for p in provs if p),
             "packages": packages}
@@ -238,11 +238,12 @@ def _verdict_line(rep: Report) -> str:
             "PASS, 1 on FAIL.")
 
 
-def _first_screen(rep: Report) -> tuple:
+def _first_screen(rep: Report) -> tuple[list[report_claims.ClaimRow], str, int, str | None,
+                                        list[str], dict[str, dict[str, Any]], float]:
     """The arguments both renderings of the first screen take (repro.outputs.report_claims)."""
     verification = rep.verification or {}
     study = report_claims.read_study(rep.run_dir)
-    verdict = study.get("verdict") if isinstance(study.get("verdict"), dict) else {}
+    verdict = report_claims.study_table(study, "verdict")
     qualities = sae_quality.measure(rep.run_dir, rep.tables)
     return (sae_quality.flag_claims(report_claims.claim_rows(rep.verification, rep.claims),
                                     qualities),

@@ -204,11 +204,17 @@ def read_study(run_dir: Path) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+def study_table(study: dict[str, Any], key: str) -> dict[str, Any]:
+    """A table of the study file ([study], [verdict]); {} when it is missing or not a table."""
+    table = study.get(key)
+    return table if isinstance(table, dict) else {}
+
+
 def banner(study: dict[str, Any]) -> str | None:
     """What a CPU profile can and cannot show about the paper; None for a GPU study decided
     by reproduction (the paper profile)."""
-    meta = study.get("study") if isinstance(study.get("study"), dict) else {}
-    verdict = study.get("verdict") if isinstance(study.get("verdict"), dict) else {}
+    meta = study_table(study, "study")
+    verdict = study_table(study, "verdict")
     decides = verdict.get("decides", "agreement")
     if meta.get("device", "cpu") != "cpu" and decides != "agreement":
         return None

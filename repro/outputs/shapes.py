@@ -58,8 +58,9 @@ class Check(TypedDict):
     statement: NotRequired[str]
 
 
-Counts = with_config(STRICT)(TypedDict("Counts", {  # "pass" is a keyword: functional form
-    "pass": int, "fail": int, "info": int, "inconclusive": NotRequired[int]}))
+Counts = TypedDict("Counts", {  # "pass" is a keyword: functional form
+    "pass": int, "fail": int, "info": int, "inconclusive": NotRequired[int]})
+with_config(STRICT)(Counts)  # as the decorator does to the classes (it sets the config)
 
 
 @with_config(STRICT)

@@ -190,13 +190,13 @@ def _table_summary(table: str, cell_checks: list[Check], n_exp: int, n_got: int)
     """One line per table (worst margin, and where) ahead of its cell checks."""
     failed = [c for c in cell_checks if c.verdict == Verdict.FAIL]
     # an exact cell that matches has margin 0 by definition: it says nothing about closeness
-    margins = [c for c in cell_checks if c.margin is not None
+    margins = [(c.margin, c) for c in cell_checks if c.margin is not None
                and (c.tolerance != "exact" or c.margin < 0)]
-    worst = min(margins, key=lambda c: c.margin, default=None)
+    worst = min(margins, key=lambda mc: mc[0], default=None)
     detail = f"{len(cell_checks)} checks, {len(failed)} failed"
-    detail += f"; worst margin at {worst.name}" if worst else "; every number exact"
+    detail += f"; worst margin at {worst[1].name}" if worst else "; every number exact"
     head = Check(table, Kind.TABLE, passed(not failed), f"{n_exp} rows", f"{n_got} rows",
-                 "per column", worst.margin if worst else None, detail)
+                 "per column", worst[0] if worst else None, detail)
     return [head, *cell_checks]
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from repro.outputs import shapes
 from repro.outputs.check import Check, Kind, Verdict
@@ -37,7 +37,7 @@ from repro.stages import layout
 HOLDS, DOES_NOT_HOLD, UNDECIDED = Verdict.HOLDS, Verdict.DOES_NOT_HOLD, Verdict.UNDECIDED
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: Any) -> TypeGuard[float]:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -148,7 +148,7 @@ def _cannot_tell_direction(spec: ClaimSpec) -> bool:
 def agree_claim(spec: ClaimSpec, claims: dict | None) -> Check:
     """Does this run's claim agree with the blessed one? PASS, FAIL or INCONCLUSIVE."""
     entry = _entry(claims, spec)
-    got = entry.get(spec.field)
+    got: Any = entry.get(spec.field)  # claims.json's value: a finite number wherever iv is set
     iv = interval(entry, spec.field)
     lo, hi = region(spec)
     details = [_show(iv)] if claims is not None else ["claims.json is missing"]

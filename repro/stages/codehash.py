@@ -83,7 +83,7 @@ def _code(path: Path) -> bytes:
                         and isinstance(stmt.value.value, str)
                         and (i == 0 and isinstance(node, _DOCUMENTED)
                              or i > 0 and isinstance(body[i - 1], ast.Assign | ast.AnnAssign)))]
-        node.body = kept or [ast.Pass()]
+        body[:] = kept or [ast.Pass()]  # node.body, in place
     return ast.dump(tree, include_attributes=False).encode()
 
 
@@ -92,7 +92,9 @@ def code_hash(module: str) -> str:
     """sha256 over the code (`_code`) of `imported_modules(module)`, each named by its module."""
     digest = hashlib.sha256()
     for name in imported_modules(module):
-        digest.update(name.encode() + b"\0" + _code(_source(name)) + b"\0")
+        path = _source(name)
+        assert path is not None  # imported_modules keeps only modules with a source file
+        digest.update(name.encode() + b"\0" + _code(path) + b"\0")
     return digest.hexdigest()
 
 

@@ -52,8 +52,9 @@ def read_manifest(folder: Path) -> dict | None:
     return manifest if _well_formed(manifest) else None
 
 
-_FIELDS = {"stage": str, "input_hash": str, "outputs": dict, "result": dict,
-           "provenance": dict, "wall_seconds": (int, float), "started": str}
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "stage": str, "input_hash": str, "outputs": dict, "result": dict, "provenance": dict,
+    "wall_seconds": (int, float), "started": str}
 """The manifest's fields that readers use, and their JSON types (each may be absent)."""
 
 

@@ -158,6 +158,7 @@ def _model_of(entry: dict[str, Any], models: dict[str, ModelSpec], where: str) -
     model = entry.get("model")
     _need(isinstance(model, str) and model in models, where,
           f"model {model!r} is not among [models]: {', '.join(models)}")
+    assert isinstance(model, str)  # _need refused anything else
     return model
 
 
@@ -179,13 +180,14 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
         model = _model_of(entry, models, where)
         methods, sparsities = entry.get("methods", []), entry.get("sparsities", [])
         patterns = entry.get("patterns", [UNSTRUCTURED])
-        _need(isinstance(methods, list) and methods, where, "methods must be a non-empty list")
+        _need(isinstance(methods, list) and bool(methods), where,
+              "methods must be a non-empty list")
         _need(
-            isinstance(sparsities, list) and sparsities,
+            isinstance(sparsities, list) and bool(sparsities),
             where,
             "sparsities must be a non-empty list",
         )
-        _need(isinstance(patterns, list) and patterns, where,
+        _need(isinstance(patterns, list) and bool(patterns), where,
               f"patterns must be a non-empty list (e.g. [\"{UNSTRUCTURED}\", \"2:4\"])")
         for pattern in patterns:
             _pattern(pattern, where)
@@ -280,7 +282,8 @@ def load_study(path: Path) -> Study:
     _check_keys(raw, None, "top level", extra=TOP_LEVEL)
     head = _head(raw, path)
     models_raw = raw.get("models", {})
-    _need(isinstance(models_raw, dict) and models_raw, "models", "needs at least one [models.KEY]")
+    _need(isinstance(models_raw, dict) and bool(models_raw), "models",
+          "needs at least one [models.KEY]")
     models = {key: _model(key, table, base) for key, table in models_raw.items()}
     data_raw = _table(raw.get("data", {}), "data")
     _check_keys(data_raw, DataSpec, "data")

@@ -2,14 +2,16 @@
 
 A spec dataclass declares each field's rule beside it, one line per field:
 
-    width: int = declare(whole(1, 2**16, "latents per SAE; ..."))
+    width: int = field(metadata=checked(whole(1, 2**16, "latents per SAE; ...")))
+    epochs: int = declare(whole(1, 100, "..."), 1)
 
-and its `__post_init__` calls `check_fields(self)`, which refuses the first field that breaks
-its rule with one line: the field, the value, what is allowed and why, and the fix. The study
-reader says where the field sits (`study file F: sae.width = 0: ...`); the command line and
-the environment hold their numbers to the same rules (`Rule.check`). Booleans are never
-numbers, numbers are never text, and no number is infinite or NaN. docs/input-contract.md
-lists every bound and the reason for it.
+(a field without a default, then one with a default) and its `__post_init__` calls
+`check_fields(self)`, which refuses the first field that breaks its rule with one line: the
+field, the value, what is allowed and why, and the fix. The study reader says where the field
+sits (`study file F: sae.width = 0: ...`); the command line and the environment hold their
+numbers to the same rules (`Rule.check`). Booleans are never numbers, numbers are never text,
+and no number is infinite or NaN. docs/input-contract.md lists every bound and the reason for
+it.
 
 `NAME` is the one pattern for every name that becomes part of a path (model keys, the study's
 name, stream and split names); run ids are built from such names, methods and numbers only.
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 from repro.errors import ReproError
@@ -177,16 +181,30 @@ def seed_value(why: str = "numpy takes seeds in [0, 2^32 - 1]", *, optional: boo
     return whole(0, SEED_MAX, why, optional=optional)
 
 
-def declare(rule: Rule, default: Any = MISSING) -> Any:
-    """A dataclass field checked by `rule` (in `check_fields`)."""
-    return field(default=default, metadata={"rule": rule})
+def checked(rule: Rule) -> dict[str, Rule]:
+    """The metadata of a dataclass field checked by `rule` (in `check_fields`). A field without
+    a default is written `field(metadata=checked(rule))`, not through a helper like `declare`:
+    type checkers take `dataclasses.field()` without a default for a required field, and any
+    other call for one with a default."""
+    return {"rule": rule}
 
 
-def section(default: Any = MISSING) -> Any:
-    """A field of Study read from the study file's table of the same name ([sae], ...) into its
-    spec dataclass: declaring the field is all the reader needs (repro.study.reader.SECTIONS).
-    With a default, the table may be left out."""
-    return field(default=default, metadata={"section": True})
+def declare(rule: Rule, default: Any) -> Any:
+    """A dataclass field with a default, checked by `rule` (in `check_fields`)."""
+    return field(default=default, metadata=checked(rule))
+
+
+SECTION: Mapping[str, bool] = MappingProxyType({"section": True})
+"""The metadata of a field of Study read from the study file's table of the same name ([sae],
+...) into its spec dataclass: declaring the field is all the reader needs
+(repro.study.reader.SECTIONS). Without a default (`field(metadata=SECTION)`) the table is
+required; with one (`section(default)`) it may be left out."""
+
+
+def section(default: Any) -> Any:
+    """A field of Study read from the study file's table of the same name, which may be left
+    out (then `default`); see SECTION."""
+    return field(default=default, metadata=SECTION)
 
 
 def check_fields(obj: Any) -> None:

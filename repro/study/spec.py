@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from repro.errors import ReproError
 from repro.study.methods import METHODS, UNSTRUCTURED, Pattern, check_method
 from repro.study.rules import (
     NAME,
+    SECTION,
     FieldError,
     check_fields,
+    checked,
     choice,
     declare,
     flag,
@@ -76,21 +78,23 @@ class PretrainedSae:
 class ModelSpec:
     """One language model of the study and where its residual stream is probed."""
 
-    key: str = declare(path_name("the model key names its folders under tokens/, variants/ and "
-                            "runs/ of --out and starts every run id"))
+    key: str = field(metadata=checked(path_name("the model key names its folders under "
+                                                "tokens/, variants/ and runs/ of --out and "
+                                                "starts every run id")))
     """Short name used in run ids (e.g. gemma-3-1b)."""
-    source: str = declare(text("a Hub id, a folder or package:<name>", pattern=_ANY,
-                               pattern_text="non-empty text"))
+    source: str = field(metadata=checked(text("a Hub id, a folder or package:<name>",
+                                              pattern=_ANY, pattern_text="non-empty text")))
     """Hugging Face Hub id (org/name), a local folder (absolute once loaded), or
     `package:<name>`, a model repro.inputs.packaged installs by package name."""
-    architecture: str = declare(text("a transformers model class, checked against "
-                                     "config.json", pattern=_CLASS,
-                                     pattern_text="a class name like LlamaForCausalLM"))
+    architecture: str = field(metadata=checked(text(
+        "a transformers model class, checked against config.json", pattern=_CLASS,
+        pattern_text="a class name like LlamaForCausalLM")))
     """Expected transformers class, checked on load (e.g. Gemma3ForCausalLM)."""
-    probe_layer: int = declare(whole(0, MAX_LAYERS - 1, "a decoder layer index, below n_layers"))
+    probe_layer: int = field(metadata=checked(whole(0, MAX_LAYERS - 1, "a decoder layer index, "
+                                                    "below n_layers")))
     """Decoder layer L whose output is probed: HF hidden_states[L + 1]."""
-    n_layers: int = declare(whole(1, MAX_LAYERS, "no released model has more layers; "
-                                  "config.json must agree"))
+    n_layers: int = field(metadata=checked(whole(1, MAX_LAYERS, "no released model has more "
+                                                 "layers; config.json must agree")))
     """Number of decoder layers, to check probe_layer and the loaded config."""
     gated: bool = declare(flag("whether HF_TOKEN is needed"), False)
     """Whether the Hub repository needs an accepted licence and HF_TOKEN."""
@@ -134,7 +138,8 @@ class ModelSpec:
 class TextSource:
     """Where a token stream's text comes from."""
 
-    kind: str = declare(choice(("hub", "tiny", "package"), "where the text comes from"))
+    kind: str = field(metadata=checked(choice(("hub", "tiny", "package"),
+                                              "where the text comes from")))
     """'hub' (a `datasets` dataset), 'tiny' (the project's generated corpus) or 'package'
     (a text repro.inputs.packaged installs by package name; path names it, split picks
     documents)."""
@@ -166,11 +171,13 @@ class StreamSpec:
 
     source: TextSource
     """Text the stream is cut from."""
-    n_sequences: int = declare(whole(1, MAX_STREAM_TOKENS // 2, "with seq_len, at most 2^30 "
-                                     "tokens per stream: int64 ids, 8 GiB"))
+    n_sequences: int = field(metadata=checked(whole(1, MAX_STREAM_TOKENS // 2, "with seq_len, at "
+                                                    "most 2^30 tokens per stream: int64 ids, "
+                                                    "8 GiB")))
     """Number of sequences."""
-    seq_len: int = declare(whole(2, 2**17, "tokens per sequence: a next-token loss needs 2; no "
-                                 "model here takes more than 2^17 positions"))
+    seq_len: int = field(metadata=checked(whole(2, 2**17, "tokens per sequence: a next-token "
+                                                "loss needs 2; no model here takes more than "
+                                                "2^17 positions")))
     """Tokens per sequence."""
     sampling: str = declare(choice(("windows", "packed", "joined"), "how sequences are cut"),
                             "packed")
@@ -220,16 +227,19 @@ class DataSpec:
 class SaeSpec:
     """Hyper-parameters of the SAEs the project trains (sae-lens TopK)."""
 
-    width: int = declare(whole(1, 2**16, "matching holds width x width cosines, 22 bytes "
-                               "each, 90 GiB at 2^16; the paper uses 2^14"))
+    width: int = field(metadata=checked(whole(1, 2**16, "matching holds width x width cosines, "
+                                              "22 bytes each, 90 GiB at 2^16; the paper uses "
+                                              "2^14")))
     """Number of latents (paper: 16384)."""
-    k: int = declare(whole(1, 2**16, "active latents per token, at most width"))
+    k: int = field(metadata=checked(whole(1, 2**16, "active latents per token, at most width")))
     """Active latents per token (TopK)."""
-    lr: float = declare(number(0, 1, "Adam moves each weight by about lr per step; above 1 a "
-                               "step overwrites the unit-norm decoder", low_open=True))
+    lr: float = field(metadata=checked(number(0, 1, "Adam moves each weight by about lr per "
+                                              "step; above 1 a step overwrites the unit-norm "
+                                              "decoder", low_open=True)))
     """Adam learning rate."""
-    batch_tokens: int = declare(whole(1, 2**20, "a step holds batch_tokens x width latent "
-                                      "activations: 64 GiB at 2^20 x 2^14"))
+    batch_tokens: int = field(metadata=checked(whole(1, 2**20, "a step holds batch_tokens x "
+                                                     "width latent activations: 64 GiB at "
+                                                     "2^20 x 2^14")))
     """Activations per training step."""
     epochs: int = declare(whole(1, 100, "each epoch replays the recorded activations; the "
                                 "paper uses 1"), 1)
@@ -274,13 +284,14 @@ class VerdictSpec:
 class Variant:
     """One model as it is analysed: dense, or pruned by one method at one sparsity and pattern."""
 
-    model: str = declare(path_name("the model key"))
+    model: str = field(metadata=checked(path_name("the model key")))
     """Model key."""
-    method: str = declare(choice(tuple(METHODS), "the methods of the registry, "
-                                 "repro/study/methods.py"))
+    method: str = field(metadata=checked(choice(tuple(METHODS), "the methods of the registry, "
+                                                "repro/study/methods.py")))
     """'dense' or a pruning method of repro.study.methods.METHODS."""
-    sparsity: float = declare(number(0, 1, "a fraction of each matrix's weights: write 0.5 "
-                                     "for 50 %", high_open=True))
+    sparsity: float = field(metadata=checked(number(0, 1, "a fraction of each matrix's "
+                                                    "weights: write 0.5 for 50 %",
+                                                    high_open=True)))
     """Fraction of weights removed per pruned matrix, in [0, 1); 0 for dense."""
     pattern: str = UNSTRUCTURED
     """'unstructured', or 'N:M' (N of every M consecutive inputs of an output removed)."""
@@ -323,7 +334,7 @@ class Run:
 
     variant: Variant
     """The model variant the SAE is trained on."""
-    seed: int = declare(seed_value())
+    seed: int = field(metadata=checked(seed_value()))
     """SAE initialisation and shuffling seed."""
     is_extra_seed: bool = False
     """True for the additional seeds of the dense model (RQ1)."""
@@ -370,22 +381,24 @@ class Run:
 class Study:
     """A whole profile: models, data, SAE settings and the list of runs."""
 
-    name: str = declare(path_name("the study's name picks expected_outputs/<name>/ and keys its "
-                             "tolerances"))
+    name: str = field(metadata=checked(path_name("the study's name picks "
+                                                 "expected_outputs/<name>/ and keys its "
+                                                 "tolerances")))
     """Profile name (paper, tiny or a user's)."""
     path: Path
     """The study file it was read from."""
-    device: str = declare(choice(("cuda", "cpu"), "where the profile is meant to run"))
+    device: str = field(metadata=checked(choice(("cuda", "cpu"),
+                                                "where the profile is meant to run")))
     """'cuda' or 'cpu': where the profile is meant to run."""
-    dtype: str = declare(choice(DTYPES, "the model dtypes repro runs in"))
+    dtype: str = field(metadata=checked(choice(DTYPES, "the model dtypes repro runs in")))
     """Model dtype for pruning and capture (bfloat16 on GPU, float32 on CPU)."""
-    seed: int = declare(seed_value())
+    seed: int = field(metadata=checked(seed_value()))
     """Base seed of the study."""
     models: dict[str, ModelSpec]
     """Model registry of the study, by key."""
     data: DataSpec
     """Token streams."""
-    sae: SaeSpec = section()
+    sae: SaeSpec = field(metadata=SECTION)
     """SAE hyper-parameters ([sae])."""
     runs: tuple[Run, ...]
     """Every run, dense references first for each model."""
