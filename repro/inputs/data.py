@@ -149,7 +149,8 @@ def _packed(spec: StreamSpec, docs: Iterable[str], tokenizer: Any) -> torch.Tens
     if bos is None:
         raise ReproError("the tokenizer has no BOS token; packed streams need one")
     body = spec.seq_len - 1
-    need, buf = spec.n_sequences * body, []
+    need = spec.n_sequences * body
+    buf: list[int] = []
     for batch in _batched(islice(docs, spec.skip_documents, None), 256):
         for ids in tokenizer(batch)["input_ids"]:
             buf.extend(ids if ids[:1] == [bos] else [bos, *ids])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,7 +87,7 @@ def stack(model: nn.Module) -> nn.Module:
     return getattr(model, family_of(model).stack)
 
 
-def _in_stack(model: nn.Module, part: str) -> nn.Module:
+def _in_stack(model: nn.Module, part: str) -> Any:
     """The stack's module named by the family's field `part` (layers, embeddings, ...)."""
     family = family_of(model)
     return getattr(getattr(model, family.stack), getattr(family, part))
@@ -122,10 +123,19 @@ def is_matrix(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, _conv1d()))
 
 
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """A prunable matrix's weight as the module stores it (Conv1D: (in, out)); typed, where
+    `module.weight` on an nn.Module is a tensor or a module to a type checker."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)  # nn.Linear's and Conv1D's are Parameters
+    return weight
+
+
 def out_in(module: nn.Module) -> torch.Tensor:
     """The module's weight as (out_features, in_features): a view, so in-place edits of it
     edit the weight."""
-    return module.weight.T if isinstance(module, _conv1d()) else module.weight
+    weight = weight_of(module)
+    return weight.T if isinstance(module, _conv1d()) else weight
 
 
 def to_weight_shape(module: nn.Module, out_in_tensor: torch.Tensor) -> torch.Tensor:

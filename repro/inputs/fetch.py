@@ -60,7 +60,8 @@ def fetch(study: Study, log: Log = print) -> dict[str, int]:
 
 def verify_local(study: Study, log: Log = print) -> int:
     """Check every local source exists and matches its SHA256SUMS; returns their bytes."""
-    total, roots = 0, {}
+    total = 0
+    roots: dict[Path, list[Path]] = {}
     for path in hubcache.local_paths(study):
         if not path.exists():
             raise ReproError(f"local asset {path} is missing; restore it (`git checkout` or "
@@ -90,7 +91,8 @@ class Tokenizers(Mapping):
     finds every text already stored loads none (online, loading one asks the Hub)."""
 
     def __init__(self, specs: Mapping[str, ModelSpec]) -> None:
-        self.specs, self.loaded = specs, {}
+        self.specs = specs
+        self.loaded: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
         from repro.inputs.models import load_tokenizer

@@ -263,7 +263,7 @@ def verify_sums(root: Path) -> tuple[int, int, list[str]]:
             continue
         digest = hashlib.sha256()
         with path.open("rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
+            for block in iter(functools.partial(f.read, 1 << 20), b""):
                 digest.update(block)
         files, total = files + 1, total + path.stat().st_size
         if digest.hexdigest() != expected:

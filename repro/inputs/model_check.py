@@ -72,7 +72,8 @@ def check_model(spec: ModelSpec, longest: int, groups: frozenset[int] = frozense
               else hubcache.cached_snapshot(hubcache.model_item(spec))[0])
     with quiet():
         complete = folder is not None
-        folder = folder if complete else _fetch_config(spec)
+        if folder is None:
+            folder = _fetch_config(spec)
         cfg = _read_config(spec, folder)
         model = _meta_model(spec, folder)
         _check_layout(spec, model, cfg, longest)

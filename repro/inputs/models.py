@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from repro.errors import ReproError
 from repro.files import path_problem
 from repro.inputs.families import decoder_layers, stack
 from repro.study.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -120,7 +123,7 @@ def load_tokenizer(spec: ModelSpec) -> Any:
         raise ReproError(_load_failure(spec, exc)) from None
 
 
-def load_model(spec: ModelSpec, *, dtype: str, device: torch.device) -> nn.Module:
+def load_model(spec: ModelSpec, *, dtype: str, device: torch.device) -> PreTrainedModel:
     """The model in eval mode, gradients off, checked against the study's declaration."""
     from transformers import AutoModelForCausalLM
 
@@ -143,13 +146,22 @@ def load_model(spec: ModelSpec, *, dtype: str, device: torch.device) -> nn.Modul
             f"{spec.n_layers}; fix models.{spec.key}.n_layers"
         )
     model.config.use_cache = False
-    return model.to(device).eval().requires_grad_(False)
+    return to_device(model, device).eval().requires_grad_(False)
+
+
+def to_device(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:
+    """`model.to(device)`, which moves the model in place and returns it, typed: transformers
+    wraps its `to` with functools.wraps, which mypy cannot bind as a method."""
+    module: nn.Module = model
+    module.to(device)
+    return model
 
 
 def _load_failure(spec: ModelSpec, exc: Exception) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if hf_token():
-        first = first.replace(hf_token(), "***")
+    token = hf_token()
+    if token:
+        first = first.replace(token, "***")
     return (
         f"model {spec.key} ({spec.source}) could not be loaded: {first[:200]}; check the id, "
         "your licence acceptance and HF_TOKEN, or run `repro fetch` while online"

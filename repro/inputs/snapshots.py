@@ -57,7 +57,7 @@ def download(item: hubcache.HubItem, log: Log = print) -> int:
     token = hf_token()
     if item.gated and not token:
         raise ReproError(_gated_fix(item, "HF_TOKEN is not set"))
-    kwargs = dict(revision=item.revision, allow_patterns=list(item.allow),
+    kwargs: dict[str, Any] = dict(revision=item.revision, allow_patterns=list(item.allow),
                   ignore_patterns=list(item.ignore) or None, token=token)
     with hub_errors(item, token):
         plan = snapshot_download(item.repo_id, dry_run=True, **kwargs)
@@ -147,7 +147,7 @@ def hub_errors(item: hubcache.HubItem, token: str | None) -> Iterator[None]:
     except ReproError:
         raise
     except Exception as exc:  # classified below; anything unknown is re-raised as it is
-        chain = [exc]
+        chain: list[BaseException] = [exc]
         while chain[-1].__cause__ is not None and len(chain) < 5:
             chain.append(chain[-1].__cause__)
         message = _classify(item, token, chain)

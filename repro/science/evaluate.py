@@ -88,7 +88,7 @@ class _Inject(nn.Module):
 
     value: torch.Tensor | None = None
 
-    def forward(self, *_args: Any, **_kwargs: Any) -> torch.Tensor:
+    def forward(self, *_args: Any, **_kwargs: Any) -> torch.Tensor | None:
         return self.value
 
 
@@ -149,7 +149,7 @@ def ce_loss_scores(model: nn.Module, saes: dict[str, Any], input_ids: torch.Tens
     for sae in saes.values():
         check_layer(sae, layer, "CE-loss score")
     device = next(model.parameters()).device
-    sums = dict.fromkeys(["clean", "zero", *saes], 0.0)
+    sums: dict[str, torch.Tensor | float] = dict.fromkeys(["clean", "zero", *saes], 0.0)
     with _injected(model, layer) as inject:
         for start in range(0, len(input_ids), batch_size):
             g = slice(start, start + batch_size)
@@ -159,10 +159,10 @@ def ce_loss_scores(model: nn.Module, saes: dict[str, Any], input_ids: torch.Tens
             for name, sae in saes.items():
                 sums[name] += _loss_sum(model, inject, ids, _splice(sae, h, k), k)
     n = int(keep[:, :-1].sum())
-    sums = {name: float(total) for name, total in sums.items()}  # one host transfer each
-    clean, zero = sums["clean"] / n, sums["zero"] / n
-    return {name: {"ce_loss_score": (zero - sums[name] / n) / (zero - clean),
-                   "ce_loss_with_sae": sums[name] / n, "ce_loss_without_sae": clean,
+    totals = {name: float(total) for name, total in sums.items()}  # one host transfer each
+    clean, zero = totals["clean"] / n, totals["zero"] / n
+    return {name: {"ce_loss_score": (zero - totals[name] / n) / (zero - clean),
+                   "ce_loss_with_sae": totals[name] / n, "ce_loss_without_sae": clean,
                    "ce_loss_with_ablation": zero} for name in saes}
 
 

@@ -36,6 +36,7 @@ from repro.inputs.families import (
     out_in,
     prunable_matrices,
     to_weight_shape,
+    weight_of,
 )
 from repro.inputs.models import record_layer_calls, run_layer
 from repro.study.methods import UNSTRUCTURED_PATTERN, Pattern
@@ -112,10 +113,10 @@ def prune_magnitude(model: nn.Module, sparsity: float,
     masks = {}
     for name, mod in prunable_matrices(model).items():
         if pattern.m:
-            scores = out_in(mod).detach().abs().to(_score_dtype(mod.weight))
+            scores = out_in(mod).detach().abs().to(_score_dtype(weight_of(mod)))
             masks[name] = to_weight_shape(mod, n_m_mask(scores, pattern))
         else:
-            masks[name] = magnitude_mask(mod.weight, sparsity)
+            masks[name] = magnitude_mask(weight_of(mod), sparsity)
     apply_masks(model, masks)
     return masks
 
@@ -144,7 +145,12 @@ def _accumulate(
         return hook
 
     handles = [mod.register_forward_hook(hook_for(name)) for name, mod in matrices.items()]
-    return sums, lambda: [h.remove() for h in handles]
+
+    def remove() -> None:
+        for h in handles:
+            h.remove()
+
+    return sums, remove
 
 
 @torch.no_grad()
@@ -183,13 +189,14 @@ def layer_by_layer(model: nn.Module, calibration: torch.Tensor, batch_size: int,
 
 def _input_sq_norms(mod: nn.Module) -> tuple[torch.Tensor, Callable]:
     """Wanda's statistic: sum over tokens of x_j^2, in the score dtype."""
-    dtype = _score_dtype(mod.weight)
+    weight = weight_of(mod)
+    dtype = _score_dtype(weight)
 
     def add(acc: torch.Tensor, x: torch.Tensor) -> None:
         x = x.to(dtype)
         acc += (x * x).sum(dim=0)
 
-    return torch.zeros(in_features(mod), dtype=dtype, device=mod.weight.device), add
+    return torch.zeros(in_features(mod), dtype=dtype, device=weight.device), add
 
 
 def prune_wanda(
@@ -213,7 +220,8 @@ def sparsity_report(model: nn.Module) -> dict:
     """Achieved sparsity, measured as exact zeros in the weights: per matrix and overall."""
     per_matrix, zeros, total = {}, 0, 0
     for name, mod in prunable_matrices(model).items():
-        z, n = int((mod.weight == 0).sum()), mod.weight.numel()
+        weight = weight_of(mod)
+        z, n = int((weight == 0).sum()), weight.numel()
         per_matrix[name] = {"zeros": z, "numel": n, "sparsity": z / n}
         zeros, total = zeros + z, total + n
     return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_matrix": per_matrix}

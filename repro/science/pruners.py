@@ -40,11 +40,13 @@ def _magnitude(model: nn.Module, sparsity: float, pattern: Pattern,
 
 def _wanda(model: nn.Module, sparsity: float, pattern: Pattern,
            calibration: torch.Tensor | None, batch: int) -> prune.Masks:
+    assert calibration is not None  # the method needs calibration: the prune stage loads it
     return prune.prune_wanda(model, calibration, sparsity, batch_size=batch, pattern=pattern)
 
 
 def _sparsegpt(model: nn.Module, sparsity: float, pattern: Pattern,
                calibration: torch.Tensor | None, batch: int) -> prune.Masks:
+    assert calibration is not None  # the method needs calibration: the prune stage loads it
     return sparsegpt.prune_sparsegpt(model, calibration, sparsity, batch_size=batch,
                                      pattern=pattern)
 

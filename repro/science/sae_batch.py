@@ -44,11 +44,10 @@ import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from repro.errors import ReproError
 from repro.science.saes import (
@@ -63,11 +62,14 @@ from repro.science.saes import (
 from repro.science.training_curves import CurveRecorder
 from repro.study.spec import SaeSpec
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 PARAMS = ("b_dec", "W_dec", "W_enc", "b_enc")
 """sae-lens's parameter order, the order gradient clipping sums their norms in."""
 
 
-def train_saes(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
+def train_saes(model: PreTrainedModel, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
                spec: SaeSpec, seeds: Sequence[int], seq_batch: int,
                metadata: Sequence[dict[str, Any]],
                on_init: Sequence[Callable[[Any], None] | None] | None = None,
@@ -155,9 +157,12 @@ def _record(stack: StackedTopK, step: Step, curves: Sequence[CurveRecorder | Non
         err = (step.y[s].float() - x).pow(2).sum()
         var = (x - x.mean(0)).pow(2).sum()
         active = (step.acts[s] > 0).sum()
+
+        def dead(s: int = s) -> torch.Tensor:
+            return stack.dead_neurons[s]
+
         curve.add(torch.stack([err.double(), var.double(), active.double()]), x.shape[0],
-                  done=stack.n_training_steps, samples=stack.n_training_samples,
-                  dead=lambda s=s: stack.dead_neurons[s])
+                  done=stack.n_training_steps, samples=stack.n_training_samples, dead=dead)
 
 
 @dataclass

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -36,6 +36,9 @@ from repro.science.seeding import seed_everything
 from repro.science.survival import active
 from repro.science.training_curves import CurveRecorder
 from repro.study.spec import SaeSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 BUFFER_BATCHES = 64
 """Shuffle buffer size in training batches; half of it is emitted at each refill."""
@@ -173,6 +176,7 @@ class ActivationStream(ShuffledStream):
             if captured is not None:
                 source = captured.recording(source)
         if epochs > 1:  # each epoch reshuffles: the pool is drawn afresh from the generator
+            assert captured is not None  # made above: later epochs replay it
             source = itertools.chain(source, *(_lazy(captured.replay, device)
                                                for _ in range(epochs - 1)))
         super().__init__(source, int(keep.sum()), batch_tokens=batch_tokens, seed=seed,
@@ -206,7 +210,7 @@ def _lazy(make: Callable[..., Iterator[torch.Tensor]], *args: Any) -> Iterator[t
     yield from make(*args)
 
 
-def train_sae(model: nn.Module, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
+def train_sae(model: PreTrainedModel, input_ids: torch.Tensor, keep: torch.Tensor, *, layer: int,
               spec: SaeSpec, seed: int, seq_batch: int, metadata: dict[str, Any],
               captured: ProbeCapture | None = None,
               on_init: Callable[[Any], None] | None = None,

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from repro.inputs.families import in_features, out_in, prunable_matrices
+from repro.inputs.families import in_features, out_in, prunable_matrices, weight_of
 from repro.science.prune import Masks, check_groups, layer_by_layer
 from repro.study.methods import UNSTRUCTURED_PATTERN, Pattern
 
@@ -47,13 +47,14 @@ def _hessian(mod: nn.Module) -> tuple[torch.Tensor, Callable]:
     """SparseGPT's statistic: sum over tokens of x x^T, each batch's product in float32
     (float64 for a float64 model), the sum over batches in float64."""
     n = in_features(mod)
-    dtype = torch.promote_types(mod.weight.dtype, torch.float32)
+    weight = weight_of(mod)
+    dtype = torch.promote_types(weight.dtype, torch.float32)
 
     def add(acc: torch.Tensor, x: torch.Tensor) -> None:
         x = x.to(dtype)
         acc += (x.T @ x).to(torch.float64)
 
-    return torch.zeros(n, n, dtype=torch.float64, device=mod.weight.device), add
+    return torch.zeros(n, n, dtype=torch.float64, device=weight.device), add
 
 
 def inverse_factor(hessian: torch.Tensor, damp: float = DAMP) -> tuple[torch.Tensor, torch.Tensor]:

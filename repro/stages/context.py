@@ -13,19 +13,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
 
 from repro.errors import ReproError
 from repro.inputs import models
-from repro.inputs.families import prunable_matrices
+from repro.inputs.families import prunable_matrices, weight_of
 from repro.science import prune
 from repro.stages import layout
 from repro.stages.provenance import provenance
 from repro.stages.store import fingerprint
 from repro.study.methods import METHODS
 from repro.study.spec import ModelSpec, Study, Variant
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 STAGE_VERSION = {
     "tokens": 1,
@@ -110,7 +114,7 @@ class ModelHolder:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.key: str | None = None
-        self.model: torch.nn.Module | None = None
+        self.model: PreTrainedModel | None = None
         self.tokenizers: dict[str, object] = {}
         self.dense: dict[str, torch.Tensor] = {}
         self.current: Variant | None = None
@@ -120,28 +124,34 @@ class ModelHolder:
             self.tokenizers[spec.key] = models.load_tokenizer(spec)
         return self.tokenizers[spec.key]
 
-    def dense_model(self, spec: ModelSpec) -> torch.nn.Module:
+    def dense_model(self, spec: ModelSpec) -> PreTrainedModel:
         if self.key != spec.key:
             self.model = models.load_model(spec, dtype=self.ctx.study.dtype, device=self.ctx.device)
             self.key = spec.key
             self.dense = {
-                n: m.weight.detach().clone() for n, m in prunable_matrices(self.model).items()
+                n: weight_of(m).detach().clone() for n, m in prunable_matrices(self.model).items()
             }
         else:
             self.restore()
         self.current = None
+        return self._loaded
+
+    @property
+    def _loaded(self) -> PreTrainedModel:
+        """The model loaded last (dense_model loads one before anything asks for it)."""
+        assert self.model is not None, "no model loaded yet"
         return self.model
 
     def restore(self) -> None:
         with torch.no_grad():
-            for name, mod in prunable_matrices(self.model).items():
-                mod.weight.copy_(self.dense[name])
+            for name, mod in prunable_matrices(self._loaded).items():
+                weight_of(mod).copy_(self.dense[name])
 
-    def variant_model(self, variant: Variant) -> torch.nn.Module:
+    def variant_model(self, variant: Variant) -> PreTrainedModel:
         """The model as the variant's prune stage left it: its stored masks applied to the
         dense weights, or its stored kept weights where its method updates them."""
         if self.current == variant:
-            return self.model
+            return self._loaded
         model = self.dense_model(self.ctx.study.models[variant.model])
         if not variant.is_dense:
             folder = self.ctx.variant_dir(variant, "prune")

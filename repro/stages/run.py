@@ -45,7 +45,7 @@ def run_all(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[str, in
 
 def _run_selected(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[str, int | None]:
     write_text_if_changed(ctx.out / layout.STUDY_FILE, ctx.study.path.read_text(encoding="utf-8"))
-    counts = {Status.DONE: 0, Status.SKIPPED: 0}
+    counts: dict[str, int] = {Status.DONE: 0, Status.SKIPPED: 0}  # a Status is a str
     holder = ModelHolder(ctx)
     needed = with_references(ctx.study, runs)
     variants = tuple(dict.fromkeys(r.variant for r in needed))
@@ -68,11 +68,11 @@ def _run_selected(ctx: Context, runs: tuple[Run, ...], finish: Finish) -> dict[s
                                variants.index(r.variant))
     )
     position = {run: i for i, run in enumerate(ordered, 1)}
-    for _, group in itertools.groupby(ordered, key=lambda r: r.variant):
-        group = list(group)
-        for name, stage in RUN_STAGES:
+    for _, grouped in itertools.groupby(ordered, key=lambda r: r.variant):
+        group = list(grouped)
+        for name, run_stage in RUN_STAGES:
             todo = group if name == "sae" else [r for r in group if r in runs and r.is_evaluated]
-            for run, outcome in zip(todo, stage(ctx, holder, todo), strict=True):
+            for run, outcome in zip(todo, run_stage(ctx, holder, todo), strict=True):
                 _report(ctx, counts, f"[{position[run]}/{len(ordered)} {run.id}] {name}", outcome)
     verdict = finish(ctx, lambda name, outcome: _report(ctx, counts, f"[study] {name}", outcome))
     ctx.log(f"finished: {counts[Status.DONE]} stages done, {counts[Status.SKIPPED]} already done")

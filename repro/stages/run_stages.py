@@ -128,14 +128,17 @@ def sae_stages(ctx: Context, holder: ModelHolder, runs: list[Run]) -> list[Stage
     spec = ctx.study.models[variant.model]
     inputs = [_sae_inputs(ctx, run) for run in runs]
 
-    def prepare(todo: list[int]) -> tuple[list[Callable[[Path], dict]], float]:
+    def prepare(todo: list[int]) -> tuple[list[Callable[[Path], dict | None]], float]:
         group = [runs[i] for i in todo]
         tokenizer = holder.tokenizer_for(spec)
         ids = load_tokens(ctx, spec.key, "sae_train")
         initial: dict[str, torch.Tensor] = {}
 
         def keep_init(run: Run) -> Callable[[Any], None]:  # the seed control's drift
-            return lambda sae: initial.setdefault(run.id, sae.W_dec.detach().float().cpu().clone())
+            def keep(sae: Any) -> None:
+                initial.setdefault(run.id, sae.W_dec.detach().float().cpu().clone())
+
+            return keep
 
         curves = [training_curves.CurveRecorder() for _ in group]
         started = time.time()
@@ -147,9 +150,10 @@ def sae_stages(ctx: Context, holder: ModelHolder, runs: list[Run]) -> list[Stage
                        "repro_run": run.id} for run in group],
             on_init=[keep_init(run) for run in group], curves=curves)
         together = [run.id for run in group]
-        works = [functools.partial(_write_sae, ctx, holder, run, sae, record, curve,
-                                   initial[run.id], together)
-                 for run, (sae, record), curve in zip(group, trained, curves, strict=True)]
+        works: list[Callable[[Path], dict | None]] = [
+            functools.partial(_write_sae, ctx, holder, run, sae, record, curve, initial[run.id],
+                              together)
+            for run, (sae, record), curve in zip(group, trained, curves, strict=True)]
         return works, time.time() - started
 
     return run_stages_together([run_dir(ctx, run, "sae") for run in runs], inputs, prepare,
@@ -301,11 +305,12 @@ def _transfer(ctx: Context, holder: ModelHolder, run: Run, role: Role) -> dict[s
         "source": sources[name]} for name, sae in loaded.items()}
     if role == Role.DENSE:
         out["dense"] = out["own"]
-    if role != Role.EXTRA_SEED and p is None:  # the run's own dense SAE stands in
-        out["pretrained"] = {**out["dense"], "stand_in": True}
-    elif role != Role.EXTRA_SEED and first:
-        out["pretrained"] = {**out["pretrained"], "stand_in": False,
-                             "published": pretrained_saes.published_stats(p)}
+    if role != Role.EXTRA_SEED:
+        if p is None:  # the run's own dense SAE stands in
+            out["pretrained"] = {**out["dense"], "stand_in": True}
+        elif first:
+            out["pretrained"] = {**out["pretrained"], "stand_in": False,
+                                 "published": pretrained_saes.published_stats(p)}
     return {"run": run.id, "variant": run.variant.id, "role": role, "saes": out}
 
 
@@ -339,7 +344,9 @@ def _write_causal(ctx: Context, holder: ModelHolder, run: Run, tmp: Path) -> dic
     if settings["n_sequences"] > 0:
         ids, acts = ids[:settings["n_sequences"]], acts[:settings["n_sequences"]]
     keep = data.special_token_mask(ids, holder.tokenizer_for(spec))
-    fired = alive(sum(active(f).sum(0) for _, f in saes.encode(sae, acts[keep])).cpu().numpy())
+    counts = sum(active(f).sum(0) for _, f in saes.encode(sae, acts[keep]))
+    assert isinstance(counts, torch.Tensor)  # encode yields a slice even of no tokens
+    fired = alive(counts.cpu().numpy())
     features, strata = evaluate.stratified_sample(np.where(fired, rates, 0.0),
                                                   settings["per_bin"], settings["n_bins"],
                                                   settings["seed"])
