@@ -147,7 +147,7 @@ def _restore_buffers(model: nn.Module, config: Any) -> None:
     """Recompute the buffers that `to_empty` left uninitialised (computed at init, not loaded):
     rotary tables and Gemma's embedding scale sqrt(hidden_size). Any other buffer is an error
     rather than silent garbage."""
-    rotary = model.model.rotary_emb
+    rotary = model.get_submodule("model.rotary_emb")
     fresh = dict(type(rotary)(config).named_buffers())
     for name, buf in model.named_buffers():
         if name.startswith("model.rotary_emb."):

@@ -25,6 +25,7 @@ from repro.inputs.families import (
     out_in,
     prunable_matrices,
     stack,
+    weight_of,
 )
 from repro.inputs.models import layers_swapped
 from repro.science import activations, match, prune, sparsegpt
@@ -127,7 +128,7 @@ def _reference_mask(module: nn.Module, sq_sums: torch.Tensor, sparsity: float) -
     """Pruned entries (True) of one matrix, in its own weight layout and with no transposing:
     an nn.Linear holds (out, in), a row per output; GPT-2's Conv1D holds (in, out), a column
     per output."""
-    weight = module.weight.abs().to(sq_sums.dtype)
+    weight = weight_of(module).abs().to(sq_sums.dtype)
     pruned = torch.zeros_like(weight, dtype=torch.bool)
     if isinstance(module, nn.Linear):
         metric = weight * sq_sums.sqrt().reshape(1, -1)
@@ -159,9 +160,10 @@ def reference_wanda(model: nn.Module, calibration: torch.Tensor, sparsity: float
         subset = layer_matrices(layer)
         sums = {}
         for n, m in subset.items():
-            n_in = m.weight.shape[1 if isinstance(m, nn.Linear) else 0]
+            weight = weight_of(m)
+            n_in = weight.shape[1 if isinstance(m, nn.Linear) else 0]
             sums[n] = torch.zeros(n_in, device=device,
-                                  dtype=torch.promote_types(m.weight.dtype, torch.float32))
+                                  dtype=torch.promote_types(weight.dtype, torch.float32))
 
         def add_batch(name: str, sums: dict = sums) -> Callable:
             def hook(_m: nn.Module, inp: tuple, _out: torch.Tensor) -> None:
@@ -176,7 +178,7 @@ def reference_wanda(model: nn.Module, calibration: torch.Tensor, sparsity: float
             h.remove()
         for name, mod in subset.items():
             pruned = _reference_mask(mod, sums[name], sparsity)
-            mod.weight[pruned] = 0
+            weight_of(mod)[pruned] = 0
             masks[f"{prefix}.{i}.{name}"] = ~pruned
         outs = []
         for x in inps:
@@ -192,12 +194,12 @@ def wanda(model: nn.Module, calibration: torch.Tensor, sparsity: float, *, batch
     dense weights are restored before every call."""
     device = device_of(model)
     linears = prunable_matrices(model)
-    dense = {n: m.weight.detach().clone() for n, m in linears.items()}
+    dense = {n: weight_of(m).detach().clone() for n, m in linears.items()}
 
     def restore() -> None:
         with torch.no_grad():
             for n, m in linears.items():
-                m.weight.copy_(dense[n])
+                weight_of(m).copy_(dense[n])
 
     results: dict[str, dict] = {}
 
@@ -226,10 +228,10 @@ def mask_costs(model: nn.Module, sparsity: float) -> dict[str, float]:
     device = device_of(model)
     linears = layer_matrices(decoder_layers(model)[0])
     one = next(iter(linears.values()))
-    scale = sum(m.weight.numel() for m in linears.values()) / one.weight.numel()
+    scale = sum(weight_of(m).numel() for m in linears.values()) / weight_of(one).numel()
     norms = torch.ones(in_features(one), device=device)
     sort_s = timed(lambda: prune.wanda_mask(out_in(one), norms, sparsity), device)[0]
-    mag_s = timed(lambda: prune.magnitude_mask(one.weight, sparsity), device)[0]
+    mag_s = timed(lambda: prune.magnitude_mask(weight_of(one), sparsity), device)[0]
     return {"mask_seconds_per_layer": sort_s * scale, "magnitude_seconds_per_layer": mag_s * scale}
 
 
@@ -241,13 +243,22 @@ def sparsegpt_costs(model: nn.Module, n_tokens: int) -> dict[str, float]:
     gen = torch.Generator(device=device).manual_seed(0)
     hessian_s = solve_s = 0.0
     for mod in layer_matrices(decoder_layers(model)[0]).values():
-        n = in_features(mod)
-        x = torch.randn(n_tokens, n, device=device, generator=gen)
-        h = torch.zeros(n, n, dtype=torch.float64, device=device)
-        hessian_s += timed(lambda x=x, h=h: h.add_(x.double().T @ x.double()), device)[0]
-        solve_s += timed(lambda h=h, mod=mod: sparsegpt.solve(out_in(mod), h, 0.5), device)[0]
-        del h
+        hessian, solve = _sparsegpt_matrix_costs(mod, n_tokens, gen, device)
+        hessian_s += hessian
+        solve_s += solve
     return {"hessian_s_per_token": hessian_s / n_tokens, "sparsegpt_s_per_layer": solve_s}
+
+
+def _sparsegpt_matrix_costs(mod: nn.Module, n_tokens: int, gen: torch.Generator,
+                            device: torch.device) -> tuple[float, float]:
+    """Seconds of one matrix's Hessian sum over `n_tokens` random inputs, and of its solve
+    (the Hessian is freed on return, before the next matrix's is made)."""
+    n = in_features(mod)
+    x = torch.randn(n_tokens, n, device=device, generator=gen)
+    h = torch.zeros(n, n, dtype=torch.float64, device=device)
+    hessian_s = timed(lambda: h.add_(x.double().T @ x.double()), device)[0]
+    solve_s = timed(lambda: sparsegpt.solve(out_in(mod), h, 0.5), device)[0]
+    return hessian_s, solve_s
 
 
 # ---- matching -----------------------------------------------------------------------------
@@ -374,13 +385,17 @@ def forward_split(model: nn.Module, ids: torch.Tensor, repeats: int) -> dict[str
             "layers_run": n, "tokens": tokens}
 
 
+def _ten_products(x: torch.Tensor, y: torch.Tensor) -> Callable[[], list[torch.Tensor]]:
+    return lambda: [x @ y for _ in range(10)]
+
+
 def matmul_dtypes(m: int, k: int, n: int, repeats: int, device: torch.device) -> dict[str, Any]:
     """An (m, k) x (k, n) matmul in float32 and in bfloat16, timed side by side."""
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(m, k, generator=gen).to(device), torch.randn(k, n, generator=gen)
             .to(device))
     pairs = {"float32": (a, b), "bfloat16": (a.bfloat16(), b.bfloat16())}
-    fns = {name: (lambda x=x, y=y: [x @ y for _ in range(10)]) for name, (x, y) in pairs.items()}
+    fns = {name: _ten_products(x, y) for name, (x, y) in pairs.items()}
     times = alternate(fns, repeats, device)
     return {"shape": f"({m}, {k}) x ({k}, {n})", "times": times,
             "ratio": ratio_spread(times["bfloat16"], times["float32"])}

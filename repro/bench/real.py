@@ -41,7 +41,7 @@ def absent(only: tuple[str, ...], explicit: bool) -> dict[str, str]:
 
 def smollm2(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
     """The measurements on real weights (its SAE training: `sae_ways`, in the sae part)."""
-    from repro.inputs.families import prunable_matrices
+    from repro.inputs.families import prunable_matrices, weight_of
 
     model, tokenizer, spec = _model(device)
     vocab, bos, layer = model.config.vocab_size, tokenizer.bos_token_id, spec.probe_layer
@@ -54,7 +54,7 @@ def smollm2(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
     # sequence the masks must be identical
     exact = bp.wanda(model, calib, 0.5, batch_size=1, repeats=1)
     wanda["masks_equal_at_batch_1"] = exact["masks_equal"]
-    wanda["mask_entries"] = sum(m.weight.numel() for m in prunable_matrices(model).values())
+    wanda["mask_entries"] = sum(weight_of(m).numel() for m in prunable_matrices(model).values())
     return {"model": spec.key, "probe_layer": layer, "n_layers": spec.n_layers,
             "capture": {**cap, "ratio_vs_lm": bp.ratio_spread(cap["times"]["all_layers_lm"],
                                                                cap["times"]["probe"]),

@@ -29,7 +29,8 @@ from repro.bench import estimate as be
 from repro.bench import paths as bp
 from repro.bench import real as bench_real
 from repro.bench.paper_configs import PAPER_ARCHS, build_model
-from repro.inputs.families import prunable_matrices
+from repro.inputs.families import prunable_matrices, weight_of
+from repro.inputs.models import to_device
 from repro.study.rules import FieldError, whole
 
 PARTS = ("capture", "paper", "tiny", "wanda", "match", "sae", "smollm2", "arithmetic")
@@ -147,14 +148,14 @@ def _tiny_one(folder: Path, s: Settings, device: torch.device) -> dict[str, Any]
     from repro.study.spec import SaeSpec
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    model = model.to(device).eval().requires_grad_(False)
+    model = to_device(model, device).eval().requires_grad_(False)
     cfg = model.config
     ids = bp.random_ids(s.tiny_seqs, 128, cfg.vocab_size, cfg.bos_token_id)
     layer = cfg.num_hidden_layers // 2
     cap = [bp.timed(lambda: [activations.probe(model, ids[i:i + 32], layer)
                              for i in range(0, len(ids), 32)], device)[0]
            for _ in range(s.repeats)]
-    dense = {n: m.weight.clone() for n, m in prunable_matrices(model).items()}
+    dense = {n: weight_of(m).clone() for n, m in prunable_matrices(model).items()}
     calib = bp.random_ids(32, 128, cfg.vocab_size, cfg.bos_token_id, seed=1)
     wanda_s = bp.timed(lambda: prune.prune_wanda(model, calib, 0.5, batch_size=32), device)[0]
     restore(model, dense)
@@ -175,7 +176,7 @@ def _tiny_one(folder: Path, s: Settings, device: torch.device) -> dict[str, Any]
 def restore(model: torch.nn.Module, dense: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for n, m in prunable_matrices(model).items():
-            m.weight.copy_(dense[n])
+            weight_of(m).copy_(dense[n])
 
 
 def wanda_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
@@ -184,8 +185,8 @@ def wanda_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     out = {}
-    model = AutoModelForCausalLM.from_pretrained(str(TINY_DIR / "gemma-3-tiny"),
-                                                 dtype=torch.float32).to(device).eval()
+    model = to_device(AutoModelForCausalLM.from_pretrained(str(TINY_DIR / "gemma-3-tiny"),
+                                                           dtype=torch.float32), device).eval()
     calib = bp.random_ids(32 if not s.quick else 8, 128, model.config.vocab_size, 2, seed=1)
     out["gemma-3-tiny"] = bp.wanda(model.requires_grad_(False), calib, 0.5, batch_size=32,
                                    repeats=s.repeats)
@@ -215,7 +216,7 @@ def sae_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
 
     folder = TINY_DIR / "gemma-3-tiny"
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    model = model.to(device).eval().requires_grad_(False)
+    model = to_device(model, device).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     ids = bp.random_ids(s.tiny_seqs, 128, model.config.vocab_size, tokenizer.bos_token_id, seed=2)
     out = {"gemma-3-tiny": sae_ways(model, tokenizer, ids, ids != tokenizer.bos_token_id,

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ from repro.science.saes import (
 )
 from repro.study.spec import SaeSpec
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 class _TokenCounter:
     """Counts the input tokens of every model forward (a pre-hook on the embeddings)."""
@@ -44,7 +47,7 @@ class _TokenCounter:
         self.count += inputs[0].numel()
 
 
-def _runner(model: nn.Module, tokenizer: Any, ids: torch.Tensor, *, layer: int, spec: SaeSpec,
+def _runner(model: PreTrainedModel, tokenizer: Any, ids: torch.Tensor, *, layer: int, spec: SaeSpec,
             n_tokens: int, seq_batch: int, special: list[int], seed: int, out: str) -> Any:
     from datasets import Dataset
     from sae_lens import (
@@ -81,7 +84,7 @@ def _runner(model: nn.Module, tokenizer: Any, ids: torch.Tensor, *, layer: int, 
     return LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=proxy)
 
 
-def sae_training(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
+def sae_training(model: PreTrainedModel, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
                  layer: int, spec: SaeSpec, seq_batch: int, repeats: int,
                  seed: int = 0) -> dict[str, Any]:
     """Seconds and model tokens of both trainers, `repeats` rounds side by side."""
@@ -105,7 +108,7 @@ def sae_training(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torc
             "batch_tokens": spec.batch_tokens}
 
 
-def _rounds(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
+def _rounds(model: PreTrainedModel, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
             layer: int, spec: SaeSpec, seq_batch: int, seed: int, special: list[int],
             rounds: int, times: dict, lm_tokens: dict, trained: dict) -> None:
     device = device_of(model)
@@ -155,7 +158,7 @@ GROUPS = (1, 4, 8)
 """SAEs trained together in the bench's `together` timings."""
 
 
-def sae_ways(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
+def sae_ways(model: PreTrainedModel, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
              layer: int, spec: SaeSpec, seq_batch: int, repeats: int,
              groups: tuple[int, ...] = GROUPS) -> dict[str, Any]:
     """SAEs per hour three ways, side by side in `repeats` rounds (after an untimed round on a
@@ -186,7 +189,7 @@ def sae_ways(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Te
             "epochs": spec.epochs, "d_model": model.config.hidden_size}
 
 
-def _ways(model: nn.Module, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
+def _ways(model: PreTrainedModel, tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor, *,
           layer: int, spec: SaeSpec, seq_batch: int,
           groups: tuple[int, ...]) -> dict[str, Any]:
     """The three ways as calls, in the order they run in each round; the replayed seed's
