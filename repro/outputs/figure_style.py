@@ -200,7 +200,7 @@ def rows_by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
 
 def methods_of(rows: list[dict]) -> list[str]:
     """The pruning methods among the rows (not dense), in the figures' order."""
-    found: set[Any] = {r.get("method") for r in rows} - {"dense", None}  # the rows' JSON
+    found: set[Any] = {r.get("method") for r in rows} - {"dense", None}  # JSON values (str)
     return sorted(found, key=method_rank)
 
 
