@@ -3,6 +3,8 @@ other families repro supports (repro.inputs.families): Qwen2 (Llama-like), GPT-N
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -84,6 +86,24 @@ def random_ids(n: int, length: int, vocab: int = 97, seed: int = 1) -> torch.Ten
     ids = torch.randint(3, vocab, (n, length), generator=g)
     ids[:, 0] = 1
     return ids
+
+
+def feed_layer(model: torch.nn.Module, layer: torch.nn.Module, hooks: dict,
+               calibration: torch.Tensor) -> None:
+    """The twins' way of seeing a layer's inputs: forward hooks (module -> hook) on the
+    layer's matrices, the model run one sequence at a time and stopped after `layer`."""
+    from repro.inputs.models import StopForward
+
+    def stop(_m, _i, _o):
+        raise StopForward
+
+    handles = [m.register_forward_hook(hook) for m, hook in hooks.items()]
+    handles.append(layer.register_forward_hook(stop))
+    for seq in calibration:
+        with contextlib.suppress(StopForward):
+            model(input_ids=seq[None], use_cache=False)
+    for h in handles:
+        h.remove()
 
 
 def word_tokenizer(words: list[str]):

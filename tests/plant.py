@@ -156,9 +156,10 @@ if __name__ == "__main__":
     result = plant(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3
                    else None)
     failed = [c for c in result["checks"] if c["verdict"] in ("fail", "inconclusive")]
-    print(json.dumps({"ok": result["ok"], "failed": [c["name"] for c in failed]}))
-    # the first failing check per table, for a note that names what caught the mistake
+    # each failing cell, claim or structure check, for a note that names what caught the
+    # mistake; the last line is the JSON that tests/test_end_to_end.py reads
     for c in failed:
         if c["kind"] in ("cell", "claim", "structure"):
             print(f"  {c['verdict'].upper()} {c['name']}: expected {c['expected']}, got "
                   f"{c['got']} [{c['tolerance']}]")
+    print(json.dumps({"ok": result["ok"], "failed": [c["name"] for c in failed]}))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 
 import pytest
 import torch
-from conftest import make_model, random_ids
+from conftest import feed_layer, make_model, random_ids
 
 from repro.errors import ReproError
 from repro.inputs.families import (
@@ -19,7 +18,6 @@ from repro.inputs.families import (
     layer_matrices,
     prunable_matrices,
 )
-from repro.inputs.models import StopForward
 from repro.science import prune
 from repro.study.methods import UNSTRUCTURED_PATTERN, Pattern
 
@@ -106,16 +104,7 @@ def slow_wanda(model: torch.nn.Module, calibration: torch.Tensor, sparsity: floa
 
             return hook
 
-        def stop(_m, _i, _o):
-            raise StopForward
-
-        handles = [lin.register_forward_hook(make_hook(n)) for n, lin in linears.items()]
-        handles.append(layer.register_forward_hook(stop))
-        for seq in calibration:
-            with contextlib.suppress(StopForward):
-                model(input_ids=seq[None], use_cache=False)
-        for h in handles:
-            h.remove()
+        feed_layer(model, layer, {lin: make_hook(n) for n, lin in linears.items()}, calibration)
         for name, w in per_output.items():
             keep = torch.ones_like(w, dtype=torch.bool)
             for r, row in enumerate(w.tolist()):

@@ -172,3 +172,20 @@ def test_tolerances_text_reads_back_as_the_bands_it_states(tmp_path) -> None:
     assert tols.get("claims", "C2").abs == pytest.approx(
         multiple * np.std([2.0, 2.2, 1.9, 2.1], ddof=1) * bands.widening(3), rel=1e-2)
     assert "C1_of" not in tols.by_table["claims"]  # exact by construction
+
+
+def test_a_band_wider_than_its_columns_range_says_it_checks_nothing(tmp_path) -> None:
+    """Survival rates (in [0, 1]) that replicates move by sd 0.2 get a band of 20 x their
+    widened sd: wider than the whole range, and the note says so; rates moved by 0.001 do not."""
+    from repro.outputs.expected import load_tolerances
+
+    rng = np.random.default_rng(2)
+    for noise, wide in ((0.2, True), (0.001, False)):
+        reps = _noisy(rng, 3, 6, noise)
+        path = tmp_path / "tolerances.toml"
+        path.write_text(bands.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 20.0,
+                                              [], "run"))
+        tol = load_tolerances(path, "p").get("T3_survival", "survival")
+        assert (tol.abs >= 1.0) == wide
+        assert ("wider than every value in [0, 1]: verify reports it INCONCLUSIVE"
+                in tol.note) == wide

@@ -11,17 +11,15 @@ Each differs from repro/science/sparsegpt.py in how it computes, none in what.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_model, random_ids
+from conftest import feed_layer, make_model, random_ids
 
 from repro.inputs.families import decoder_layers, family_of, layer_matrices, prunable_matrices
-from repro.inputs.models import StopForward
 from repro.science import sparsegpt
 from repro.study.methods import Pattern
 
@@ -48,16 +46,7 @@ def reference_hessians(model: torch.nn.Module, i: int, calibration: torch.Tensor
 
         return hook
 
-    def stop(_m, _i, _o):
-        raise StopForward
-
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in matrices.items()]
-    handles.append(layer.register_forward_hook(stop))
-    for seq in calibration:
-        with contextlib.suppress(StopForward):
-            model(input_ids=seq[None], use_cache=False)
-    for h in handles:
-        h.remove()
+    feed_layer(model, layer, {m: make_hook(n) for n, m in matrices.items()}, calibration)
     return hessians
 
 

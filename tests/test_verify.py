@@ -214,6 +214,55 @@ def test_a_band_that_would_pass_the_inverse_ratio_is_inconclusive() -> None:
     assert agree_claim(_blessed(1.5, 1.0, "inverse", (0.9, 2.1)), claims).verdict == "pass"
 
 
+def test_a_claim_band_covering_every_value_it_can_take_is_inconclusive() -> None:
+    """C4 (the largest |rho| bound, in [0, 1]) blessed at 0.87 with the small profile's band of
+    2.97: every C4 there is would pass, a causal score read with its sign flipped included."""
+    from dataclasses import replace
+
+    from repro.outputs.expected import Tolerance
+    claims = {"C4": _with_interval(0.2, 0.1, 0.3, PAPER["C4"].field)}
+    for band, verdict in ((2.97, "inconclusive"), (0.87, "inconclusive"), (0.5, "fail"),
+                          (0.7, "pass")):
+        spec = replace(PAPER["C4"], expected=0.87, compare="near", tolerance=Tolerance(abs=band),
+                       requires=(), inconclusive_field="", interval=(0.78, 0.97))
+        check = agree_claim(spec, claims)
+        assert check.verdict == verdict, (band, check.detail)
+        assert ("covers every value C4 can take [0, 1]" in check.detail) == (
+            verdict == "inconclusive")
+
+
+def _wide_survival_band(expected: Path, band: float) -> None:
+    (expected / "tolerances.toml").write_text(
+        f'[tiny.T3_survival]\nsurvival = {{ abs = {band} }}\n"*" = {{ abs = 0.5 }}\n'
+        '[tiny.T1_pruning]\nperplexity = { abs = 1000 }\n')
+
+
+def test_a_cell_band_covering_its_columns_whole_range_is_inconclusive(tmp_path: Path,
+                                                                       capsys) -> None:
+    """A survival rate (in [0, 1]) blessed at 0.77 with a band of 1.0: the planted move to
+    0.47 is inside the band, but so is every rate there is, so the cell is INCONCLUSIVE and the
+    run fails; a band of 0.4 still excludes some rates and passes the same move. Perplexity
+    has no upper bound: a band of 1000 on it stays a check."""
+    run, expected = make_run(tmp_path, _survival_moved(-0.3))
+    name = f"T3_survival[{RID}].survival"
+    _wide_survival_band(expected, 1.0)
+    assert main(["verify", str(run), "--expected", str(expected)]) == 1
+    assert "verification FAIL" in capsys.readouterr().out
+    result = verify_run(run, expected)
+    checks = {c["name"]: c for c in result["checks"]}
+    assert checks[name]["verdict"] == "inconclusive"
+    assert "covers every value survival can take [0, 1]" in checks[name]["detail"]
+    assert checks["T3_survival"]["verdict"] == "inconclusive"
+    assert "inconclusive (bands covering the whole range of survival)" in \
+        checks["T3_survival"]["detail"]
+    assert checks["T1_pruning[gemma-3-tiny/dense/0].perplexity"]["verdict"] == "pass"
+    assert failures(result) == []
+    _wide_survival_band(expected, 0.4)
+    result = verify_run(run, expected)
+    assert result["ok"], [c["name"] for c in result["checks"] if c["verdict"] in (
+        "fail", "inconclusive")]
+
+
 def _decided_by_reproduction(run: Path) -> None:
     (run / "study.toml").write_text('[study]\nname = "tiny"\n[verdict]\n'
                                     'decides = "reproduction"\n')

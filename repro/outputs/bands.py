@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+from repro.outputs import ranges
 from repro.outputs.expected import ClaimSpec
 
 FLOOR_ABS, FLOOR_REL = 1e-9, 1e-6
@@ -258,7 +259,8 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
             if table == name:
                 floor = floors.get((table, col), 0.0)
                 lines.append(f"{col} = " + _entry(column_band(sd, multiple, floor), sd, n,
-                                                   multiple, "pooled sd over rows", floor))
+                                                   multiple, "pooled sd over rows", floor,
+                                                   ranges.column_range(col)))
         lines.append("")
     lines.append(f'["{profile}"."claims"]')
     for spec in specs:
@@ -266,12 +268,15 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
         if claim_sd is not None:
             floor = RESOLUTION.get(f"{spec.claim}.{spec.field}", 0.0)
             lines.append(f"{spec.name} = " + _entry(claim_band(spec, claim_sd, multiple),
-                                                     claim_sd, n, multiple, "sd", floor))
+                                                     claim_sd, n, multiple, "sd", floor,
+                                                     ranges.CLAIM_RANGES.get(spec.claim)))
     return "\n".join(lines) + "\n"
 
 
 def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
-           floor: float = 0.0) -> str:
+           floor: float = 0.0, bounds: tuple[float, float] | None = None) -> str:
+    """One band of tolerances.toml with a note saying where it comes from; a band at least as
+    wide as the quantity's whole range (`bounds`) says that it checks nothing."""
     if sd.value == 0 and not floor:
         note = f"not moved by {n} replicates: the round-off floor"
     else:
@@ -279,6 +284,9 @@ def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
                 f"x{widening(sd.dof):.2f}); band {multiple:g}x")
         if floor and floor >= multiple * sd.widened:
             note += f", raised to its floor ({floor:.3g})"
+    if bounds is not None and band >= bounds[1] - bounds[0]:
+        note += (f"; wider than every value in [{bounds[0]:g}, {bounds[1]:g}]: verify reports "
+                 "it INCONCLUSIVE")
     return f'{{ abs = {band:.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
 
 

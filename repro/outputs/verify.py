@@ -22,7 +22,7 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, sha256_file, write_json
-from repro.outputs import shapes
+from repro.outputs import ranges, shapes
 from repro.outputs.check import (
     AGREEMENT_VERDICTS,
     REPRODUCTION_VERDICTS,
@@ -87,8 +87,13 @@ def _as_float(text: str) -> float | None:
         return None
 
 
-def compare_cell(name: str, exp: str, got: str, tol: Tolerance) -> Check:
-    """Numbers within abs + rel*|exp|, NaN only equal to NaN; any other text exactly."""
+def compare_cell(name: str, exp: str, got: str, tol: Tolerance,
+                 bounds: tuple[float, float] | None = None) -> Check:
+    """Numbers within abs + rel*|exp|, NaN only equal to NaN; any other text exactly.
+
+    `bounds` is the column's range (repro.outputs.ranges): a band that covers all of it is
+    no check, and the cell is INCONCLUSIVE whatever the run has.
+    """
     e, g = _as_float(exp), _as_float(got)
     if e is None or g is None:
         same = exp == got
@@ -97,6 +102,9 @@ def compare_cell(name: str, exp: str, got: str, tol: Tolerance) -> Check:
     if math.isnan(e) or math.isnan(g):
         same = math.isnan(e) and math.isnan(g)
         return Check(name, Kind.CELL, passed(same), exp, got, describe, None)
+    if bounds is not None and ranges.covered(bounds, e, tol.allowance(e)):
+        return Check(name, Kind.CELL, Verdict.INCONCLUSIVE, e, g, describe, None,
+                     ranges.covered_text(name.rsplit(".", 1)[-1], bounds, tol.allowance(e)))
     if e == g:  # also equal infinities, which have no finite difference
         return Check(name, Kind.CELL, Verdict.PASS, e, g, describe,
                      tol.allowance(e) if math.isfinite(e) else None)
@@ -128,7 +136,8 @@ def compare_tables(table: str, exp: Table, got: Table, tols: Tolerances) -> list
     for rid in [r for r in exp.rows if r in got.rows]:
         for col in shared_cols:
             checks.append(compare_cell(f"{table}[{rid}].{col}", exp.rows[rid][col],
-                                       got.rows[rid][col], tols.get(table, col)))
+                                       got.rows[rid][col], tols.get(table, col),
+                                       ranges.column_range(col)))
     return checks
 
 
@@ -189,13 +198,19 @@ def verify_tables(run_dir: Path, expected: Path, tols: Tolerances) -> list[Check
 def _table_summary(table: str, cell_checks: list[Check], n_exp: int, n_got: int) -> list[Check]:
     """One line per table (worst margin, and where) ahead of its cell checks."""
     failed = [c for c in cell_checks if c.verdict == Verdict.FAIL]
+    unchecked = [c for c in cell_checks if c.verdict == Verdict.INCONCLUSIVE]
     # an exact cell that matches has margin 0 by definition: it says nothing about closeness
     margins = [(c.margin, c) for c in cell_checks if c.margin is not None
                and (c.tolerance != "exact" or c.margin < 0)]
     worst = min(margins, key=lambda mc: mc[0], default=None)
     detail = f"{len(cell_checks)} checks, {len(failed)} failed"
+    if unchecked:
+        columns = sorted({c.name.rsplit(".", 1)[-1] for c in unchecked})
+        detail += (f", {len(unchecked)} inconclusive (bands covering the whole range of "
+                   f"{', '.join(columns)})")
     detail += f"; worst margin at {worst[1].name}" if worst else "; every number exact"
-    head = Check(table, Kind.TABLE, passed(not failed), f"{n_exp} rows", f"{n_got} rows",
+    verdict = Verdict.FAIL if failed else Verdict.INCONCLUSIVE if unchecked else Verdict.PASS
+    head = Check(table, Kind.TABLE, verdict, f"{n_exp} rows", f"{n_got} rows",
                  "per column", worst[0] if worst else None, detail)
     return [head, *cell_checks]
 

@@ -10,7 +10,8 @@
   (repro/expected_outputs/<profile>/claims.toml, written by `repro bless`) against this run's mean.
   PASS inside the band; FAIL when the whole interval lies outside it; INCONCLUSIVE (a
   failure, with the reason) when the mean is outside but the interval still reaches the band,
-  or when the band is so wide that the opposite finding would pass too (a ratio's inverse).
+  or when the band is so wide that the opposite finding would pass too (a ratio's inverse)
+  or covers every value the claim can take (repro.outputs.ranges).
   Decides the exit code of the CPU profiles, with the table cells.
 
 A run of one replicate has no interval: its interval is its value, and the answers are read
@@ -23,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from repro.outputs import shapes
+from repro.outputs import ranges, shapes
 from repro.outputs.check import Check, Kind, Verdict
 from repro.outputs.expected import (
     BASE_CLAIMS_PROFILE,
@@ -135,14 +136,21 @@ def _interval_list(iv: tuple[float, float, int] | None) -> list[float] | None:
     return None if iv is None else [iv[0], iv[1]]
 
 
-def _cannot_tell_direction(spec: ClaimSpec) -> bool:
-    """A ratio whose blessed interval established a direction (excludes 1), checked with a
-    band so wide that its inverse, the opposite finding, would pass as well."""
-    if spec.contrary != "inverse" or spec.expected <= 0 or spec.interval is None:
-        return False
+def _toothless(spec: ClaimSpec) -> str:
+    """Why a value inside the band proves nothing, or "": the band covers every value the
+    claim can take (repro.outputs.ranges), or the claim is a ratio whose blessed interval
+    established a direction (excludes 1) and its band is so wide that the inverse, the
+    opposite finding, would pass as well."""
     lo, hi = region(spec)
+    bounds = ranges.CLAIM_RANGES.get(spec.claim)
+    if bounds is not None and lo <= bounds[0] and hi >= bounds[1]:
+        return ranges.covered_text(spec.claim, bounds, spec.tolerance.allowance(spec.expected))
+    if spec.contrary != "inverse" or spec.expected <= 0 or spec.interval is None:
+        return ""
     established = spec.interval[0] > 1 or spec.interval[1] < 1
-    return established and lo <= 1 / spec.expected <= hi
+    if established and lo <= 1 / spec.expected <= hi:
+        return f"the band is so wide that the inverse ratio {1 / spec.expected:.4g} would pass too"
+    return ""
 
 
 def agree_claim(spec: ClaimSpec, claims: dict | None) -> Check:
@@ -156,10 +164,9 @@ def agree_claim(spec: ClaimSpec, claims: dict | None) -> Check:
         verdict = Verdict.FAIL
     elif lo <= got <= hi:
         verdict = Verdict.PASS
-        if _cannot_tell_direction(spec):
+        if reason := _toothless(spec):
             verdict = Verdict.INCONCLUSIVE
-            details.insert(0, f"the band is so wide that the inverse ratio "
-                              f"{1 / spec.expected:.4g} would pass too")
+            details.insert(0, reason)
     elif iv[1] < lo or iv[0] > hi:
         verdict = Verdict.FAIL
     else:
