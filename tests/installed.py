@@ -147,7 +147,7 @@ def rewritten(first: Path, second: Path) -> list[str]:
                   if not (first / rel).is_file() or not os.path.samefile(path, first / rel))
 
 
-WALL_CLOCK = {"started", "wall_seconds", "train_seconds", "seconds"}
+WALL_CLOCK = {"started", "wall_seconds", "train_seconds", "group_train_seconds", "seconds"}
 """JSON keys that hold wall-clock times (manifests, method_controls.json): different in any
 two runs, wherever installed. A manifest's `outputs` (the sha256 of its files) are set aside
 too: the files themselves are compared, and one with a time in it hashes differently."""
