@@ -247,7 +247,11 @@ def test_a_cell_band_covering_its_columns_whole_range_is_inconclusive(tmp_path: 
     name = f"T3_survival[{RID}].survival"
     _wide_survival_band(expected, 1.0)
     assert main(["verify", str(run), "--expected", str(expected)]) == 1
-    assert "verification FAIL" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "verification FAIL" in out and f"INCONCLUSIVE {name}" not in out  # folded:
+    # three cells: the synthetic table's fourth rate, 1.02, is outside [0, 1] itself
+    assert "INCONCLUSIVE T3_survival.survival: 3 cell(s) whose band (abs 1) covers every " \
+        "value it can take [0, 1]: nothing could fail it" in out
     result = verify_run(run, expected)
     checks = {c["name"]: c for c in result["checks"]}
     assert checks[name]["verdict"] == "inconclusive"

@@ -49,6 +49,9 @@ CLAIM_RANGES: dict[str, tuple[float, float]] = {
 }
 """Claims whose number is bounded on both sides: C4 is the largest |rho| bound (in [0, 1])."""
 
+COVERED = "covers every value"
+"""The words every covered check's detail carries (verify_text folds such cells by column)."""
+
 _BIN = re.compile(r"_bin\d+$")
 
 
@@ -67,6 +70,6 @@ def covered(bounds: tuple[float, float] | None, expected: float,
 
 def covered_text(name: str, bounds: tuple[float, float], allowance: float) -> str:
     """The reason a covered check is inconclusive, in one clause."""
-    return (f"the band +-{allowance:.3g} covers every value {name} can take "
+    return (f"the band +-{allowance:.3g} {COVERED} {name} can take "
             f"[{bounds[0]:g}, {bounds[1]:g}]: nothing could fail it (more replicates, or a "
             "larger sample behind the number, would narrow it)")

@@ -7,8 +7,10 @@ failures up to a cap, because a broken run can fail thousands of cells at once.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from repro.outputs import ranges
 from repro.outputs.check import Kind, Verdict
 
 MAX_LISTED = 200
@@ -85,6 +87,30 @@ def _failure_line(c: dict[str, Any]) -> str:
             f"[{c['tolerance']}{margin}]{detail}")
 
 
+def failure_lines(failures: list[dict[str, Any]]) -> list[str]:
+    """One line per failing check, verdict first; the cells that are INCONCLUSIVE because
+    their band covers every value (repro.outputs.ranges) folded into one line per column."""
+    lines: list[str] = []
+    folded: dict[str, list[dict[str, Any]]] = {}
+    for c in failures:
+        if c["kind"] == Kind.CELL and c["verdict"] == Verdict.INCONCLUSIVE \
+                and ranges.COVERED in c["detail"]:
+            column = f"{c['name'].split('[')[0]}.{c['name'].rsplit('.', 1)[-1]}"
+            if column not in folded:
+                lines.append(column)
+            folded.setdefault(column, []).append(c)
+        else:
+            lines.append(f"{c['verdict'].upper()} {_failure_line(c)}")
+    return [_folded_line(line, folded[line]) if line in folded else line for line in lines]
+
+
+def _folded_line(column: str, cells: list[dict[str, Any]]) -> str:
+    bounds = ranges.column_range(column.rsplit(".", 1)[-1]) or (math.nan, math.nan)
+    bands = ", ".join(sorted({c["tolerance"] for c in cells}))
+    return (f"INCONCLUSIVE {column}: {len(cells)} cell(s) whose band ({bands}) "
+            f"{ranges.COVERED} it can take [{bounds[0]:g}, {bounds[1]:g}]: nothing could fail it")
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The human-readable verification: verdict, claims, tables, integrity, failures."""
     checks, counts = result["checks"], result["counts"]
@@ -136,9 +162,10 @@ def markdown(result: dict[str, Any]) -> str:
     failures = failing(result)
     if failures:
         out += ["", f"## Failures ({len(failures)})", ""]
-        out += [f"- {_failure_line(c)}" for c in failures[:MAX_LISTED]]
-        if len(failures) > MAX_LISTED:
-            out.append(f"- … and {len(failures) - MAX_LISTED} more in verification.json")
+        listed = failure_lines(failures)
+        out += [f"- {line}" for line in listed[:MAX_LISTED]]
+        if len(listed) > MAX_LISTED:
+            out.append(f"- … and {len(listed) - MAX_LISTED} more in verification.json")
     return "\n".join(out) + "\n"
 
 
@@ -159,9 +186,10 @@ def summary(result: dict[str, Any], max_failures: int = 20) -> str:
         lines.append(f"  tables: none expected yet for profile {result['profile']} "
                      f"(in {result['expected_dir']}); only claims and file integrity checked")
     failures = failing(result)
-    lines += [f"  {c['verdict'].upper()} {_failure_line(c)}" for c in failures[:max_failures]]
-    if len(failures) > max_failures:
-        lines.append(f"  … and {len(failures) - max_failures} more")
+    listed = failure_lines(failures)
+    lines += [f"  {line}" for line in listed[:max_failures]]
+    if len(listed) > max_failures:
+        lines.append(f"  … and {len(listed) - max_failures} more")
     numerics = next((c for c in checks if c["kind"] == Kind.NUMERICS), None)
     if numerics is not None and "differs" in numerics["detail"]:
         lines.append(f"  numerics: {numerics['detail']}")
