@@ -114,6 +114,6 @@ def test_bench_on_the_real_model_matches_its_references(run: Path, tmp_path: Pat
     assert w["mask_entries_differing"] <= 1e-4 * w["mask_entries"]  # batched: rounding only
     assert x["capture"]["same_activations"]
     assert x["capture"]["ratio_vs_lm"]["median"] > 1.2  # stops at layer 15 of 30
-    assert set(record["ratios"]) >= {"capture_smollm2", "sae_training_smollm2", "wanda_smollm2",
-                                     "matmul_bf16_vs_fp32"}
+    # SmolLM2's SAE training three ways is the sae part's (`sae_training_smollm2-135m`)
+    assert set(record["ratios"]) >= {"capture_smollm2", "wanda_smollm2", "matmul_bf16_vs_fp32"}
     assert "Skipped" not in (tmp_path / "bench.md").read_text()
