@@ -48,8 +48,10 @@ SHARD_1 = [
 ]
 # Shard 0/2, which finishes last and so also runs the analysis, tables, figures and report.
 SHARD_0 = [
-    Kill(at="stage:*/runs/gemma-3-tiny/dense/0/evaluate:outputs"),
+    # a variant's SAEs train together and are written one after the other, all before the
+    # first evaluation: killed between the group's folders, then inside an evaluation
     Kill(at="stage:*/runs/gemma-3-tiny/dense/0/seed-2/sae:ready"),
+    Kill(at="stage:*/runs/gemma-3-tiny/dense/0/evaluate:outputs"),
     Kill(line=r"gemma-3-tiny/magnitude/20\] sae: done", after=1.0),  # inside its evaluation
     Kill(at="write:*/.analysis.partial/tables.json"),
     Kill(at="write:*/.tables.partial/T3_survival.csv"),
