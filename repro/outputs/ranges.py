@@ -60,12 +60,10 @@ def column_range(column: str) -> tuple[float, float] | None:
     return COLUMN_RANGES.get(_BIN.sub("", column))
 
 
-def covered(bounds: tuple[float, float] | None, expected: float,
-            allowance: float) -> bool:
-    """Whether the band expected +- allowance contains every value in `bounds`: no value of the
-    quantity could fail it."""
-    return bounds is not None and expected - allowance <= bounds[0] \
-        and expected + allowance >= bounds[1]
+def covered(bounds: tuple[float, float] | None, low: float, high: float) -> bool:
+    """Whether the band [low, high] (a cell's expected +- allowance, or a claim's region, which
+    may be one-sided) contains every value in `bounds`: no value of the quantity could fail it."""
+    return bounds is not None and low <= bounds[0] and high >= bounds[1]
 
 
 def covered_text(name: str, bounds: tuple[float, float], allowance: float) -> str:

@@ -102,9 +102,10 @@ def compare_cell(name: str, exp: str, got: str, tol: Tolerance,
     if math.isnan(e) or math.isnan(g):
         same = math.isnan(e) and math.isnan(g)
         return Check(name, Kind.CELL, passed(same), exp, got, describe, None)
-    if bounds is not None and ranges.covered(bounds, e, tol.allowance(e)):
+    allowance = tol.allowance(e)
+    if bounds is not None and ranges.covered(bounds, e - allowance, e + allowance):
         return Check(name, Kind.CELL, Verdict.INCONCLUSIVE, e, g, describe, None,
-                     ranges.covered_text(name.rsplit(".", 1)[-1], bounds, tol.allowance(e)))
+                     ranges.covered_text(name.rsplit(".", 1)[-1], bounds, allowance))
     if e == g:  # also equal infinities, which have no finite difference
         return Check(name, Kind.CELL, Verdict.PASS, e, g, describe,
                      tol.allowance(e) if math.isfinite(e) else None)

@@ -143,7 +143,7 @@ def _toothless(spec: ClaimSpec) -> str:
     opposite finding, would pass as well."""
     lo, hi = region(spec)
     bounds = ranges.CLAIM_RANGES.get(spec.claim)
-    if bounds is not None and lo <= bounds[0] and hi >= bounds[1]:
+    if bounds is not None and ranges.covered(bounds, lo, hi):
         return ranges.covered_text(spec.claim, bounds, spec.tolerance.allowance(spec.expected))
     if spec.contrary != "inverse" or spec.expected <= 0 or spec.interval is None:
         return ""
