@@ -134,11 +134,11 @@ def compare_tables(table: str, exp: Table, got: Table, tols: Tolerances) -> list
     for col in [c for c in got.columns if c not in exp.columns]:
         structure(f"extra column {col}", None, col)
     shared_cols = [c for c in exp.columns[1:] if c in got.columns]
+    bounds = {col: ranges.column_range(col) for col in shared_cols}
     for rid in [r for r in exp.rows if r in got.rows]:
         for col in shared_cols:
             checks.append(compare_cell(f"{table}[{rid}].{col}", exp.rows[rid][col],
-                                       got.rows[rid][col], tols.get(table, col),
-                                       ranges.column_range(col)))
+                                       got.rows[rid][col], tols.get(table, col), bounds[col]))
     return checks
 
 
