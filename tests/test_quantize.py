@@ -279,3 +279,39 @@ def test_int8_keeps_smollm2_perplexity_and_int4_does_not() -> None:
     assert 15 < ppl["dense"] < 150, ppl  # the small profile's sanity range
     assert abs(ppl["int8"] / ppl["dense"] - 1) < 0.01, ppl
     assert ppl["int4"] > 1.2 * ppl["dense"], ppl
+
+
+@pytest.mark.slow
+def test_a_tiny_study_with_an_rtn_condition_runs_end_to_end(tmp_path: Path) -> None:
+    """tests/data/rtn-tiny.toml through `repro all` (about 2 minutes on 2 CPU cores): the run
+    ends cleanly, unverified; T1 holds each rtn variant with its pattern, sparsity 0 and
+    achieved sparsity 0, and its perplexity (measured: dense 5.131, INT8 5.130, INT4 5.155,
+    INT2 9.03); the rtn variants are stored as weights; every table of conditions has them."""
+    import csv
+    import subprocess
+    import sys
+
+    study = Path(__file__).parent / "data" / "rtn-tiny.toml"
+    done = subprocess.run([sys.executable, "-m", "repro", "all", "--study", str(study), "--out",
+                           str(tmp_path / "run"), "--quiet"], capture_output=True, text=True,
+                          timeout=1200, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "run complete, unverified" in done.stdout
+
+    def rows(name: str) -> dict[str, dict]:
+        with (tmp_path / "run" / "tables" / f"{name}.csv").open() as f:
+            return {r["id"]: r for r in csv.DictReader(f)}
+
+    t1 = rows("T1_pruning")
+    rtn_ids = {f"gemma-3-tiny/rtn-{p}/0": p for p in ("int8", "int4", "int2")}
+    for vid, pattern in rtn_ids.items():
+        row = t1[vid]
+        assert (row["method"], row["pattern"], float(row["sparsity"]),
+                float(row["achieved_sparsity"])) == ("rtn", pattern, 0.0, 0.0)
+    ratio = {p: float(t1[vid]["perplexity_ratio"]) for vid, p in rtn_ids.items()}
+    assert abs(ratio["int8"] - 1) < 0.005 and ratio["int2"] > 1.3, ratio
+    stored = {str(p.relative_to(tmp_path / "run" / "variants").parent.parent)
+              for p in (tmp_path / "run" / "variants").rglob("weights.safetensors")}
+    assert stored == set(rtn_ids)
+    for table in ("T3_survival", "T5_transfer", "T6_fragility_causal"):
+        assert set(rtn_ids) <= set(rows(table)), table

@@ -30,14 +30,14 @@ EXAMPLE = {UNSTRUCTURED: UNSTRUCTURED, N_M: "2:4", INT: "int4"}
 """One pattern of each kind, for messages."""
 BITS = (2, 8)
 """The integer widths a quantized pattern may name: 2 bits is the fewest with a level besides
-zero (-1, 0, 1); 8 is the widest the integer kernels of deployed models use."""
+zero (-1, 0, 1); 8 bits fill a byte, the widest integer type quantized weights are kept in."""
 GROUP = 128
 """Inputs per quantization group of a pattern that names none (`int4` is `int4/g128`): the
 group size GPTQ and AWQ report their 4-bit results at."""
 MAX_GROUP = 2**16
 """The largest group a pattern may name: wider than any model's matrices, so one scale per
 output row."""
-_INT = re.compile(r"int(\d+)(?:/g(\d+))?")
+_INT = re.compile(r"int([0-9]{1,3})(?:/g([0-9]{1,6}))?")
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ class Pattern:
         low, high = BITS
         if not low <= bits <= high:
             raise ReproError(f"pattern {shown(text)} asks for {bits}-bit integers; allowed: "
-                             f"int{low} to int{high} (fewer bits leave no level but 0, more "
-                             "are not what integer kernels run)")
+                             f"int{low} to int{high} (1 bit leaves no level but 0; 8 fill a "
+                             "byte)")
         if not 1 <= group <= MAX_GROUP:
             raise ReproError(f"pattern {shown(text)} asks for groups of {group} inputs; "
                              f"allowed: 1 to {MAX_GROUP} (/g{GROUP} when left out)")
