@@ -367,10 +367,10 @@ def _parser() -> argparse.ArgumentParser:
                          "tolerances.toml; default: repro/expected_outputs/<the study's name>)")
     sp.set_defaults(fn=cmd_all)
 
-    from repro.study.methods import known_methods
+    from repro.study.methods import known_methods, known_patterns
 
     sp = sub.add_parser("prune", help=f"prune one run's model and save it (methods: "
-                        f"{known_methods()}; unstructured or N:M)")
+                        f"{known_methods()}; {known_patterns()})")
     study_opts(sp, runs=False)
     sp.add_argument("--run", required=True, metavar="ID", help="run id, see `repro list`")
     compute_opts(sp, None)

@@ -62,6 +62,21 @@ STUDY_EDITS = [
      "use one of magnitude, wanda, sparsegpt"),
     ("unknown pattern", ('methods = ["wanda"]', 'methods = ["wanda"]\npatterns = ["2of4"]'),
      "pattern '2of4' is not known; use unstructured or N:M"),
+    ("int pattern on a pruning method", ('methods = ["wanda"]',
+                                         'methods = ["wanda"]\npatterns = ["int4"]'),
+     "method 'wanda' does not support pattern 'int4'; give it unstructured, N:M (e.g. 2:4), or "
+     "use rtn for int4"),
+    ("rtn with an N:M pattern", ('methods = ["wanda"]\nsparsities = [0.3, 0.5]',
+                                 'methods = ["rtn"]\npatterns = ["2:4"]'),
+     "method 'rtn' does not support pattern '2:4'; give it int<bits>[/g<group>] (e.g. int4)"),
+    ("rtn without a pattern", ('methods = ["wanda"]\nsparsities = [0.3, 0.5]',
+                               'methods = ["rtn"]'),
+     "method 'rtn' does not support pattern 'unstructured'; give it int<bits>"),
+    ("rtn bits out of range", ('methods = ["wanda"]\nsparsities = [0.3, 0.5]',
+                               'methods = ["rtn"]\npatterns = ["int16"]'),
+     "pattern 'int16' asks for 16-bit integers; allowed: int2 to int8"),
+    ("rtn at a sparsity", ('methods = ["wanda"]', 'methods = ["rtn"]\npatterns = ["int4"]'),
+     "method rtn removes no weights, so its sparsity is 0, not 0.3; write sparsities = [0]"),
     ("N:M pattern at another sparsity", ('methods = ["wanda"]',
                                          'methods = ["wanda"]\npatterns = ["2:4"]'),
      "pattern 2:4 removes 0.5 of the weights, not 0.3"),
@@ -434,4 +449,4 @@ def test_malformed_tolerances_are_refused(tmp_path: Path,
 
 def test_the_cases_the_readme_counts() -> None:
     assert (len(STUDY_EDITS), len(ARG_CASES), len(MODEL_CASES), len(PARSED_ENV) * 2,
-            len(ENV_CASES) + 4) == (69, 12, 17, 10, 6)  # as docs/input-contract.md says
+            len(ENV_CASES) + 4) == (74, 12, 17, 10, 6)  # as docs/input-contract.md says

@@ -108,15 +108,17 @@ def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
 
 
 def test_estimate_prices_every_method_and_sparsegpt_by_its_own_work() -> None:
-    """Every pruning method of the registry has a cost; SparseGPT's grows with its solve and
-    its Hessian's tokens, and paper-plus adds SparseGPT and 2:4 to the paper's prune stage."""
-    from repro.study.methods import PRUNING_METHODS
+    """Every method of the registry has a cost; SparseGPT's grows with its solve and its
+    Hessian's tokens, and paper-plus adds SparseGPT and 2:4 to the paper's prune stage (it
+    prunes with every pruning method and quantizes with none)."""
+    from repro.study.methods import METHODS, PRUNING_METHODS
 
     plus = load_study(profile_path("paper-plus"))
     work = be.study_work(plus)
     rates = be.Rates(1e-3, 5e-3, 2.0, 3.0, 4e-3, 7.0, 1e-4)
+    pruning = {m for m in PRUNING_METHODS if METHODS[m].prunes}
     for key, w in work.items():
-        assert {m for m in PRUNING_METHODS if w[m]} == set(PRUNING_METHODS), key
+        assert {m for m in PRUNING_METHODS if w[m]} == pruning, key
         for m in PRUNING_METHODS:
             assert be.prune_seconds_per_layer(m, w, rates) > 0, m
     g = work["gemma-3-1b"]

@@ -188,19 +188,21 @@ def test_masks_round_trip_and_sparsity_report(tmp_path, arch: str) -> None:
 
 def test_the_registry_binds_every_declared_method_and_no_other() -> None:
     """repro/study/methods.py declares, repro/science/pruners.py binds: the two name the same
-    methods, and each function prunes as declared (calibration, weight updates, patterns)."""
+    methods, and each function prunes as declared (calibration, weight updates, patterns,
+    whether it removes weights)."""
     from repro.science import pruners
-    from repro.study.methods import METHODS, N_M, PRUNING_METHODS
+    from repro.study.methods import EXAMPLE, METHODS, PRUNING_METHODS
 
     assert set(pruners.PRUNERS) == set(PRUNING_METHODS) == set(METHODS) - {"dense"}
     model = make_model("LlamaForCausalLM", n_layers=2, hidden=16)
     calib = random_ids(4, 12)
     for name, found in pruners.PRUNERS.items():
         assert found.method is METHODS[name]
-        patterns = ["unstructured"] + (["2:4"] if N_M in found.method.patterns else [])
-        for pattern in patterns:
+        sparsity = 0.5 if found.method.prunes else 0.0
+        for pattern in (EXAMPLE[kind] for kind in found.method.patterns):
             pruned = copy.deepcopy(model)
-            masks = pruners.prune_variant(pruned, name, 0.5, pattern, calib, 2)
+            masks = pruners.prune_variant(pruned, name, sparsity, pattern, calib, 2)
+            assert prune.removed(masks) == sparsity, (name, pattern)
             moved = any(not torch.equal(m.weight, d.weight * masks[n])
                         for (n, m), d in zip(prunable_matrices(pruned).items(),
                                              prunable_matrices(model).values(), strict=True))

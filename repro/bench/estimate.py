@@ -7,7 +7,9 @@ follows what each stage runs (repro/stages/pipeline.py, repro/stages/run_stages.
                a calibrated method runs two passes of every layer over the calibration
                tokens, then Wanda sorts rows (s/layer), SparseGPT sums every matrix's
                Hessian (s per layer-token) and solves (s/layer: Cholesky factors and the
-               column-by-column update, which does not depend on the tokens);
+               column-by-column update, which does not depend on the tokens); RTN
+               quantization makes a few elementwise passes over every matrix, priced at
+               magnitude's sort of the same weights (an upper bound: it sorts nothing);
   perplexity   full forward with the LM head over the perplexity tokens, per variant;
   activations  forward up to the probe layer over the eval tokens, per variant;
   sae          per variant one forward up to the probe layer over the SAE tokens, read once
@@ -82,7 +84,8 @@ def prune_seconds_per_layer(method: str, w: dict[str, Any], r: Rates) -> float:
     method the dense and the pruned pass of the layer over the calibration tokens."""
     own = {"magnitude": r.magnitude_s_per_layer, "wanda": r.wanda_mask_s_per_layer,
            "sparsegpt": r.sparsegpt_s_per_layer
-           + w["calibration_tokens"] * r.hessian_s_per_token}[method]
+           + w["calibration_tokens"] * r.hessian_s_per_token,
+           "rtn": r.magnitude_s_per_layer}[method]
     passes = 2 * w["calibration_tokens"] * r.layer_s_per_token
     return own + (passes if METHODS[method].needs_calibration else 0.0)
 

@@ -227,6 +227,12 @@ def sparsity_report(model: nn.Module) -> dict:
     return {"overall": zeros / total, "zeros": zeros, "numel": total, "per_matrix": per_matrix}
 
 
+def removed(masks: Masks) -> float:
+    """The fraction of the masked weights that the keep-masks remove."""
+    return sum(int((~keep).sum()) for keep in masks.values()) / sum(
+        keep.numel() for keep in masks.values())
+
+
 def save_masks(masks: Masks, path: Path) -> None:
     """Bit-packed keep-masks: 1/16 of a bf16 model, so pruned models cost little disk."""
     packed = {

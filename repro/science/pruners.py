@@ -1,4 +1,5 @@
-"""Every pruning method's function, bound to its declaration in repro/study/methods.py.
+"""Every method's function (pruning and quantization), bound to its declaration in
+repro/study/methods.py.
 
 `repro list --profile beyond` shows the methods in use; the prune stage
 (repro/stages/pipeline.py) and `repro prune` call `prune_variant`. The study layer names the
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from repro.errors import ReproError
-from repro.science import prune, sparsegpt
+from repro.science import prune, quantize, sparsegpt
 from repro.study.methods import METHODS, Method, Pattern, check_method
 
 PruneFn = Callable[[nn.Module, float, Pattern, "torch.Tensor | None", int], prune.Masks]
@@ -51,9 +52,15 @@ def _sparsegpt(model: nn.Module, sparsity: float, pattern: Pattern,
                                      pattern=pattern)
 
 
+def _rtn(model: nn.Module, _sparsity: float, pattern: Pattern,
+         _calibration: torch.Tensor | None, _batch: int) -> prune.Masks:
+    return quantize.quantize_rtn(model, pattern)
+
+
 PRUNERS: dict[str, Pruner] = {
     name: Pruner(METHODS[name], fn)
-    for name, fn in (("magnitude", _magnitude), ("wanda", _wanda), ("sparsegpt", _sparsegpt))
+    for name, fn in (("magnitude", _magnitude), ("wanda", _wanda), ("sparsegpt", _sparsegpt),
+                     ("rtn", _rtn))
 }
 
 
@@ -68,7 +75,8 @@ def pruner(method: str, pattern: str) -> Pruner:
 
 def prune_variant(model: nn.Module, method: str, sparsity: float, pattern: str,
                   calibration: torch.Tensor | None, batch_size: int) -> prune.Masks:
-    """Prune the dense `model` in place into the variant; return its keep-masks."""
+    """Prune (or quantize) the dense `model` in place into the variant; return its
+    keep-masks."""
     found = pruner(method, pattern)
     if found.method.needs_calibration and calibration is None:
         raise ReproError(f"method {method} needs calibration tokens and got none")

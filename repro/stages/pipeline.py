@@ -97,7 +97,10 @@ def prune_stage(ctx: Context, holder: ModelHolder, variant: Variant) -> StageOut
         if method is not None and method.updates_weights:
             prune.save_kept_weights(model, masks, tmp / KEPT_WEIGHTS)
         write_json(tmp / "sparsity.json", report)
-        return {"achieved_sparsity": report["overall"]}
+        # a quantized weight that rounds to 0 is a level of its grid, not a removed weight:
+        # such a variant's sparsity is what its masks remove (none); sparsity.json counts zeros
+        removes = method is None or method.prunes
+        return {"achieved_sparsity": report["overall"] if removes else prune.removed(masks)}
 
     return _variant_stage(ctx, variant, "prune", inputs, work)
 

@@ -14,7 +14,13 @@ from typing import Any, get_type_hints
 
 from repro.errors import ReproError
 from repro.files import path_problem
-from repro.study.methods import PRUNING_METHODS, UNSTRUCTURED, Pattern, known_methods
+from repro.study.methods import (
+    METHODS,
+    PRUNING_METHODS,
+    UNSTRUCTURED,
+    Pattern,
+    known_methods,
+)
 from repro.study.rules import NAME, FieldError, rule_of, shown, text
 from repro.study.spec import (
     REPLICATE_SEED_STRIDE,
@@ -170,6 +176,24 @@ def _pattern(pattern: Any, where: str) -> None:
         raise ReproError(f"study file: {where}: {exc}") from None
 
 
+def _sparsities(entry: dict[str, Any], method: str, where: str) -> list[float]:
+    """The entry's sparsities for one of its methods, each checked: in (0, 1) for a method
+    that prunes, 0 for one that removes no weight (quantization), which may leave them out."""
+    prunes = METHODS[method].prunes
+    sparsities = entry.get("sparsities", [] if prunes else [0])
+    _need(isinstance(sparsities, list) and bool(sparsities), where,
+          "sparsities must be a non-empty list")
+    for s in sparsities:
+        _need(isinstance(s, int | float) and not isinstance(s, bool), where,
+              f"sparsity {s!r} is not a number")
+        if prunes:
+            _need(0.0 < s < 1.0, where, f"sparsity {s} is outside (0, 1); write 0.5 for 50 %")
+        else:
+            _need(s == 0, where, f"method {method} removes no weights, so its sparsity is 0, "
+                  f"not {s}; write sparsities = [0] or leave them out")
+    return [float(s) for s in sparsities]
+
+
 def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple[Run, ...]:
     grid = _entries(raw, "conditions")
     _need(bool(grid), "conditions", "needs at least one [[conditions]] entry")
@@ -178,30 +202,21 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
         where = f"conditions[{i}]"
         _check_keys(entry, None, where, extra=("model", "methods", "sparsities", "patterns"))
         model = _model_of(entry, models, where)
-        methods, sparsities = entry.get("methods", []), entry.get("sparsities", [])
+        methods = entry.get("methods", [])
         patterns = entry.get("patterns", [UNSTRUCTURED])
         _need(isinstance(methods, list) and bool(methods), where,
               "methods must be a non-empty list")
-        _need(
-            isinstance(sparsities, list) and bool(sparsities),
-            where,
-            "sparsities must be a non-empty list",
-        )
         _need(isinstance(patterns, list) and bool(patterns), where,
-              f"patterns must be a non-empty list (e.g. [\"{UNSTRUCTURED}\", \"2:4\"])")
+              f"patterns must be a non-empty list (e.g. [\"{UNSTRUCTURED}\", \"2:4\"] or "
+              "[\"int8\", \"int4\"])")
         for pattern in patterns:
             _pattern(pattern, where)
         for method in methods:
             _need(method in PRUNING_METHODS, where,
                   f"method {shown(method)} is not known; use one of {known_methods()}")
-            for s in sparsities:
-                _need(
-                    isinstance(s, int | float) and not isinstance(s, bool),
-                    where,
-                    f"sparsity {s!r} is not a number",
-                )
-                _need(0.0 < s < 1.0, where, f"sparsity {s} is outside (0, 1); write 0.5 for 50 %")
-                variants += [Variant(model, method, float(s), pattern) for pattern in patterns]
+        for method in methods:
+            variants += [Variant(model, method, s, pattern)
+                         for s in _sparsities(entry, method, where) for pattern in patterns]
     runs = [Run(Variant(m, "dense", 0.0), seed) for m in models]
     runs += [Run(v, seed) for v in variants]
     for i, entry in enumerate(_entries(raw, "extra_seeds")):

@@ -288,13 +288,14 @@ class Variant:
     """Model key."""
     method: str = field(metadata=checked(choice(tuple(METHODS), "the methods of the registry, "
                                                 "repro/study/methods.py")))
-    """'dense' or a pruning method of repro.study.methods.METHODS."""
+    """'dense' or a method of repro.study.methods.METHODS."""
     sparsity: float = field(metadata=checked(number(0, 1, "a fraction of each matrix's "
                                                     "weights: write 0.5 for 50 %",
                                                     high_open=True)))
-    """Fraction of weights removed per pruned matrix, in [0, 1); 0 for dense."""
+    """Fraction of weights removed per pruned matrix, in [0, 1); 0 for dense and quantized."""
     pattern: str = UNSTRUCTURED
-    """'unstructured', or 'N:M' (N of every M consecutive inputs of an output removed)."""
+    """'unstructured', 'N:M' (N of every M consecutive inputs of an output removed) or
+    'int<bits>[/g<group>]' (quantized to bits-bit integers, one scale per group of inputs)."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -305,9 +306,9 @@ class Variant:
             raise ReproError(f"study file: {where}: {exc}") from None
         object.__setattr__(self, "pattern", str(Pattern.parse(self.pattern)))  # 02:4 -> 2:4
         _need(
-            (self.method == "dense") == (self.sparsity == 0.0),
+            METHODS[self.method].prunes == (self.sparsity > 0.0),
             where,
-            "dense runs have sparsity 0 and pruned runs a sparsity above 0",
+            "dense and quantized runs have sparsity 0 and pruned runs a sparsity above 0",
         )
         implied = Pattern.parse(self.pattern).sparsity
         if implied is not None:
@@ -318,7 +319,8 @@ class Variant:
 
     @property
     def id(self) -> str:
-        """model/method/percent, the method tagged with an N:M pattern (wanda-2of4)."""
+        """model/method/percent, the method tagged with an N:M or int pattern (wanda-2of4,
+        rtn-int4/0, rtn-int4-g64/0)."""
         tag = Pattern.parse(self.pattern).tag
         method = f"{self.method}-{tag}" if tag else self.method
         return f"{self.model}/{method}/{round(self.sparsity * 100, 6):g}"
