@@ -34,7 +34,7 @@ def test_spread_is_the_mean_sd_and_t_interval_scipy_gives() -> None:
 @pytest.mark.parametrize("cells,value,has_spread", [
     (["a", "a", "a"], "a", False),           # text the replicates share
     ([0.7, 0.7, 0.7], 0.7, True),            # a number they do not move: sd 0
-    ([True, True, True], True, False),       # a flag they agree on
+    ([True, True, True], 1.0, True),         # a flag they agree on: still a fraction
     ([True, False, True], 2 / 3, True),      # a flag they do not: the fraction true
     ([1, 2, 3], 2.0, True),
     ([math.nan, math.nan], None, False),     # NaN everywhere stays NaN
@@ -45,7 +45,7 @@ def test_combine_keeps_what_replicates_share_and_averages_the_rest(cells, value,
     if value is None:
         assert math.isnan(got)
     else:
-        assert got == pytest.approx(value)
+        assert got == pytest.approx(value) and type(got) is type(value)
     assert (s is not None) == has_spread
 
 
@@ -108,10 +108,79 @@ def test_column_sd_pools_the_rows_sds() -> None:
     reps = [{"T": [{"id": "a", "x": a}, {"id": "b", "x": b}]}
             for a, b in ((1.0, 10.0), (2.0, 10.0), (3.0, 10.0))]
     # row a has sd 1, row b sd 0, 2 dof each: pooled sqrt((2 * 1 + 2 * 0) / 4)
-    sd = bands.column_sds(reps)[("T", "x")]
+    sd = bands.column_sds(reps)[("T", "x")][""]  # a table without a model column: one group
     assert sd.value == pytest.approx(math.sqrt(0.5)) and sd.dof == 4
     same = [{"T": [{"id": "a", "x": a}, {"id": "b", "x": a}]} for a in (1.0, 2.0, 3.0)]
-    assert bands.column_sds(same)[("T", "x")].dof == 2  # one measurement printed twice
+    assert bands.column_sds(same)[("T", "x")][""].dof == 2  # one measurement printed twice
+
+
+def _two_models(rng: np.random.Generator, n: int, loud: float, quiet: float) -> list[dict]:
+    """n replicates of a table with three rows of a loud model and three of a quiet one."""
+    def row(i: int, model: str, sd: float) -> dict:
+        return {"id": f"{model}/{i}", "model": model, "mse": 10.0 + i + rng.normal(0, sd)}
+    return [{"T5_transfer": [row(i, "loud", loud) for i in range(3)]
+             + [row(i, "quiet", quiet) for i in range(3)]} for _ in range(n)]
+
+
+def test_a_column_is_pooled_per_model_and_never_narrower_than_the_whole_column() -> None:
+    """Models differ in scale: a loud model's rows get their own, wider sd; a quiet model's
+    rows keep the whole column's, since two or three rows of one model are few dof."""
+    reps = _two_models(np.random.default_rng(3), 3, 1.0, 0.01)
+    sds = bands.column_sds(reps)[("T5_transfer", "mse")]
+    loud = [[rep["T5_transfer"][i]["mse"] for rep in reps] for i in range(3)]
+    assert sds["loud"].value == pytest.approx(
+        math.sqrt(np.mean([np.var(v, ddof=1) for v in loud])))
+    assert sds["loud"].dof == 6
+    assert sds["quiet"].widened == pytest.approx(bands._pooled(
+        [tuple(rep["T5_transfer"][i]["mse"] for rep in reps) for i in range(6)]).widened)
+    assert sds["loud"].widened > sds["quiet"].widened
+
+
+def test_per_model_bands_are_written_read_back_and_used_by_verify(tmp_path) -> None:
+    from repro.outputs.expected import load_tolerances
+    from repro.outputs.verify import Table, compare_tables
+
+    reps = _two_models(np.random.default_rng(4), 3, 1.0, 0.01)
+    path = tmp_path / "tolerances.toml"
+    path.write_text(bands.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 4.0, [],
+                                          "run"))
+    tols = load_tolerances(path, "p")
+    sds = bands.column_sds(reps)[("T5_transfer", "mse")]
+    loud, quiet = (tols.get("T5_transfer", "mse", m).abs for m in ("loud", "quiet"))
+    assert loud == pytest.approx(4.0 * sds["loud"].widened, rel=1e-2)
+    assert quiet == pytest.approx(4.0 * sds["quiet"].widened, rel=1e-2) and quiet < loud
+    assert tols.get("T5_transfer", "mse").abs == pytest.approx(loud)  # other rows: the widest
+
+    def table(shift: float) -> Table:
+        rows = {f"{m}/0": {"id": f"{m}/0", "model": m, "mse": str(10.0 + shift)}
+                for m in ("loud", "quiet")}
+        return Table(["id", "model", "mse"], rows, [])
+
+    # the same move passes in the loud model's row and fails in the quiet one's
+    move = (loud + quiet) / 2
+    verdicts = {c.name: c.verdict for c in compare_tables("T5_transfer", table(0.0),
+                                                          table(move), tols)
+                if c.name.endswith(".mse")}
+    assert verdicts == {"T5_transfer[loud/0].mse": "pass", "T5_transfer[quiet/0].mse": "fail"}
+
+
+def test_the_verify_multiple_is_the_leave_one_out_multiple_in_the_verify_comparison() -> None:
+    """One replicate against the mean of two differs by 1.22 sd, a mean of three against a
+    mean of three by 0.82 sd: the same confidence takes 2/3 of the multiple."""
+    assert bands.verify_multiple(9.0, 3) == pytest.approx(6.0)
+    assert bands.verify_multiple(12.0, 5) == pytest.approx(
+        12.0 * math.sqrt(2 / 5) / math.sqrt(1 + 1 / 4))
+    assert bands.verify_multiple(2.0, 3) == bands.MIN_MULTIPLE
+
+
+def test_a_yes_no_cell_of_replicates_is_the_fraction_that_say_yes() -> None:
+    from repro.outputs.replicates import combine
+
+    assert combine([True, True, True])[0] == 1.0  # a number even when all agree
+    assert combine([True, False, True])[0] == pytest.approx(2 / 3)
+    assert combine([True])[0] is True  # one replicate: the cell as it is
+    floors = bands.feature_floors({"T4_ratios": [{"id": "m/50", "ratio_usable": True}]}, 3)
+    assert floors[("T4_ratios", "ratio_usable")] == pytest.approx(1 / 3)  # one flip
 
 
 def test_an_sd_of_few_degrees_of_freedom_is_widened_by_students_t() -> None:
@@ -125,7 +194,7 @@ def test_leave_one_out_passes_noise_and_catches_a_planted_shift() -> None:
     claims = _claims([2.0, 2.1, 1.95])
     c2 = [s for s in PAPER if s.name == "C2"]
     multiple, trials = bands.choose_multiple(reps, claims, c2)
-    assert bands.MIN_MULTIPLE <= multiple < math.inf
+    assert multiple < math.inf
     assert next(t for t in trials if t.multiple == multiple).failed == 0
     shifted = [dict(r) for r in reps]  # planted: one replicate's condition moved by 20 sd
     shifted[1] = {"T3_survival": [dict(row) for row in reps[1]["T3_survival"]]}
@@ -148,7 +217,7 @@ def test_claim_bands_never_go_below_the_claims_resolution() -> None:
 def test_counts_and_rates_of_features_have_a_floor_in_features() -> None:
     table = {"T3_survival": [{"id": "a", "n_alive": 400, "survival": 0.5, "survival_bin1": 0.4,
                               "survival_bin2": 0.6, "n_survived": 200, "feature_rho": 0.1}]}
-    floors = bands.feature_floors(table)
+    floors = bands.feature_floors(table, 3)
     assert floors[("T3_survival", "n_survived")] == bands.FEATURE_FLOOR
     assert floors[("T3_survival", "survival")] == pytest.approx(bands.FEATURE_FLOOR / 400)
     assert floors[("T3_survival", "survival_bin1")] == pytest.approx(
@@ -166,7 +235,7 @@ def test_tolerances_text_reads_back_as_the_bands_it_states(tmp_path) -> None:
     path = tmp_path / "tolerances.toml"
     path.write_text(bands.tolerances_text("p", reps, claims, PAPER, multiple, trials, "run"))
     tols = load_tolerances(path, "p")
-    sd = bands.column_sds(reps)[("T3_survival", "survival")]
+    sd = bands.column_sds(reps)[("T3_survival", "survival")][""]
     assert tols.get("T3_survival", "survival").abs == pytest.approx(multiple * sd.widened,
                                                                     rel=1e-2)
     assert tols.get("claims", "C2").abs == pytest.approx(

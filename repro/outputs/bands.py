@@ -6,18 +6,24 @@ Their spread is the noise a correct run carries whatever machine it runs on: ano
 GPU changes the SAEs' last bits, and SAE training, TopK selection and Hungarian matching turn
 that into a different draw of the same noise, never into more of it.
 
-- Table columns: the pooled standard deviation over the column's rows (the root mean square
-  of each row's sd over replicates): N = 3 replicates give each row's sd from two degrees of
-  freedom, far too few to bound anything, while the pooled sd of a column of 6-17 rows rests
-  on 12-34. Band = MULTIPLE x pooled sd, never below the round-off floor.
+- Table columns: per model, the pooled standard deviation over that model's rows of the
+  column (the root mean square of each row's sd over replicates): N = 3 replicates give each
+  row's sd from two degrees of freedom, far too few to bound anything, while a model's 3-8
+  rows pool 6-16. Pooled per model, not over the whole column, because models differ in scale
+  and noise: Gemma 3 270M's reconstruction error is twenty times SmolLM2's, and one band for
+  both would be too wide for one and too narrow for the other (measured: it took a multiple
+  of 15 to pass leave-one-out, the per-model band far less; docs/verdict.md). Band = MULTIPLE
+  x pooled sd, never below the round-off floor.
 - Claims: the sd of the claim's N values (no rows to pool over), never below the claim's
   resolution: C1 counts conditions, so one condition is the least it can move by.
 - MULTIPLE is measured, not assumed (`choose_multiple`): each replicate in turn is verified
   against bands made from the others (leave one out) and the smallest multiple of
-  `MULTIPLES` at which no cell and no claim fails is taken, never below MIN_MULTIPLE. That
-  is stricter than the verdict it protects: leave-one-out compares one replicate with the
-  mean of N - 1 (sd x sqrt(1 + 1/(N - 1)), 1.22 sd for N = 3), `repro verify` compares a
-  run's mean of N with the blessed mean of N (sd x sqrt(2 / N), 0.82 sd).
+  `MULTIPLES` at which no cell and no claim fails is taken. Leave-one-out compares one
+  replicate with the mean of N - 1, whose difference has sd x sqrt(1 + 1/(N - 1)) (1.22 sd
+  for N = 3); `repro verify` compares a run's mean of N with the blessed mean of N, sd x
+  sqrt(2 / N) (0.82 sd). The bands are made for the comparison they serve: MULTIPLE is the
+  leave-one-out multiple times the ratio of the two (`verify_multiple`, 2/3 for N = 3),
+  never below MIN_MULTIPLE.
 
 Columns the replicates do not move (perplexities, masks, the grid) keep the round-off floor,
 and columns exact by construction (the grid's sparsities and seeds, sample sizes) no band.
@@ -39,6 +45,7 @@ MULTIPLES = (2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30
 """Tried in order; a pooled sd of few degrees of freedom has heavy tails (Student's t with
 2 dof exceeds 10 sd-estimates 1 % of the time), so the grid reaches far."""
 MIN_MULTIPLE = 3.0
+"""The narrowest band verify uses, in widened sds, however well the replicates agree."""
 WIDEN_LEVEL = 0.995
 """The quantile at which `widening` compares Student's t with the normal distribution."""
 FEATURE_FLOOR = 2
@@ -109,14 +116,30 @@ def _columns(tables: Tables) -> dict[tuple[str, str], None]:
         for row in rows:
             for col, value in row.items():
                 if col != "id" and col not in EXACT_BY_CONSTRUCTION and \
-                        isinstance(value, int | float | type(None)) and \
-                        not isinstance(value, bool):
+                        isinstance(value, int | float | type(None)):
                     out[(name, col)] = None
     return out
 
 
-def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], Sd]:
-    """Per (table, column): the pooled sd over rows of each row's sd over replicates.
+def model_of(row: dict) -> str:
+    """The model a table row describes ('' for a table without a model column)."""
+    return str(row.get("model", ""))
+
+
+def _pooled(vectors: list[tuple[float, ...]]) -> Sd:
+    dofs = [_dof(list(v)) for v in vectors]
+    squares = math.fsum(_sd(list(v)) ** 2 * d for v, d in zip(vectors, dofs, strict=True))
+    dof = sum(dofs)
+    return Sd(math.sqrt(squares / dof) if dof else 0.0, dof)
+
+
+ColumnSd = dict[str, Sd]
+"""A column's pooled sd per model (model_of)."""
+
+
+def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], ColumnSd]:
+    """Per (table, column), per model: the pooled sd over the model's rows of each row's sd
+    over replicates.
 
     Rows whose replicate values are identical to an earlier row's are one measurement
     printed twice (a per-model number in every condition's row, such as the causal score's
@@ -124,23 +147,29 @@ def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], Sd]:
     """
     out = {}
     for name, col in _columns(per_replicate[0]):
-        rows = per_replicate[0][name]
-        vectors = list({tuple(_number(rep[name][i].get(col)) for rep in per_replicate): None
-                        for i in range(len(rows))})
-        dofs = [_dof(list(v)) for v in vectors]
-        squares = math.fsum(_sd(list(v)) ** 2 * d for v, d in zip(vectors, dofs, strict=True))
-        dof = sum(dofs)
-        out[(name, col)] = Sd(math.sqrt(squares / dof) if dof else 0.0, dof)
+        vectors: dict[str, dict[tuple[float, ...], None]] = {}
+        for i, row in enumerate(per_replicate[0][name]):
+            values = tuple(_number(rep[name][i].get(col)) for rep in per_replicate)
+            vectors.setdefault(model_of(row), {})[values] = None
+        by_model = {model: _pooled(list(v)) for model, v in vectors.items()}
+        whole = _pooled([v for per in vectors.values() for v in per])
+        # never narrower than the whole column's: a model of two rows has four dof
+        out[(name, col)] = {model: max(sd, whole, key=lambda x: x.widened)
+                            for model, sd in by_model.items()}
     return out
 
 
-def feature_floors(tables: Tables) -> dict[tuple[str, str], float]:
+def feature_floors(tables: Tables, n_replicates: int) -> dict[tuple[str, str], float]:
     """Per (table, column) of counts and rates over features: the band's floor in features
     (FEATURE_FLOOR features, over the table's fewest features for a rate; a bin's rate is
-    over a fifth of them with five bins)."""
+    over a fifth of them with five bins). A yes/no column (T4's ratio_usable) is the fraction
+    of replicates that say yes: its floor is one replicate changing its answer."""
     out: dict[tuple[str, str], float] = {}
     for name, rows in tables.items():
         columns = list(rows[0]) if rows else []
+        for col in columns:
+            if any(isinstance(r.get(col), bool) for r in rows):
+                out[(name, col)] = 1 / n_replicates
         n_bins = sum(1 for c in columns if c.startswith("survival_bin")) or 1
         sizes = [_number(r.get(k)) for r in rows for k in ("n_alive", "n_defined") if k in r]
         fewest = min((n for n in sizes if math.isfinite(n) and n > 0), default=math.nan)
@@ -209,10 +238,11 @@ def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpe
     checked, failed, worst = 0, 0, []
     for i in range(len(tables)):
         rest_t, rest_c = tables[:i] + tables[i + 1:], claims[:i] + claims[i + 1:]
-        sds, floors = column_sds(rest_t), feature_floors(rest_t[0])
-        for (name, col), sd in sds.items():
-            band = column_band(sd, multiple, floors.get((name, col), 0.0))
+        sds, floors = column_sds(rest_t), feature_floors(rest_t[0], len(rest_t))
+        for (name, col), by_model in sds.items():
+            floor = floors.get((name, col), 0.0)
             for j, row in enumerate(tables[i][name]):
+                band = column_band(by_model[model_of(row)], multiple, floor)
                 exp = _mean([_number(rep[name][j].get(col)) for rep in rest_t])
                 checked += 1
                 if _outside(_number(row.get(col)), exp, band):
@@ -233,11 +263,19 @@ def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpe
 
 def choose_multiple(tables: list[Tables], claims: list[dict],
                     specs: list[ClaimSpec]) -> tuple[float, list[LeaveOneOut]]:
-    """The smallest multiple (not below MIN_MULTIPLE) at which leave-one-out fails nothing,
+    """The smallest multiple at which leave-one-out fails nothing,
     and the leave-one-out result of every multiple tried; None-like math.inf when none does."""
     trials = [leave_one_out(tables, claims, specs, m) for m in MULTIPLES]
-    passing = [t.multiple for t in trials if t.failed == 0 and t.multiple >= MIN_MULTIPLE]
+    passing = [t.multiple for t in trials if t.failed == 0]
     return (min(passing) if passing else math.inf), trials
+
+
+def verify_multiple(loo_multiple: float, n: int) -> float:
+    """The multiple of the verify bands, from the multiple at which leave-one-out passed: the
+    same number of sds of the difference each compares (one replicate against the mean of
+    n - 1 there, a mean of n against a mean of n in `repro verify`)."""
+    ratio = math.sqrt(2 / n) / math.sqrt(1 + 1 / (n - 1))
+    return max(MIN_MULTIPLE, loo_multiple * ratio)
 
 
 def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
@@ -247,20 +285,22 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
     n = len(tables)
     rates = ", ".join(f"{t.multiple:g}x {t.failed}/{t.checked}" for t in trials)
     lines = [f"# [{profile}.*] written by `repro bless` from {n} replicates of {source}:",
-             "# each band is MULTIPLE x the replicates' pooled sd (a claim: its sd), with a",
-             f"# floor of abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}; MULTIPLE = {multiple:g}, the",
-             "# smallest at which every replicate verifies against bands made from the others",
-             f"# (leave-one-out failures per multiple: {rates}).",
+             "# each band is MULTIPLE x the replicates' sd pooled over a model's rows (a",
+             "# claim: its sd), `models` the band of each model's rows (abs: the widest), with a",
+             f"# floor of abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}; MULTIPLE = {multiple:.3g}: the",
+             "# smallest multiple at which every replicate verifies against bands made from the",
+             f"# others (leave-one-out failures per multiple: {rates}), times",
+             f"# sqrt(2/{n}) / sqrt(1 + 1/{n - 1}): verify compares a mean of {n} with a mean of",
+             f"# {n}, not one replicate with the mean of {n - 1} (never below {MIN_MULTIPLE:g}).",
              "# Columns exact by construction have no entry and must match exactly.", ""]
-    sds, floors = column_sds(tables), feature_floors(tables[0])
+    sds, floors = column_sds(tables), feature_floors(tables[0], n)
     for name in tables[0]:
         lines.append(f'["{profile}"."{name}"]')
-        for (table, col), sd in sds.items():
+        for (table, col), by_model in sds.items():
             if table == name:
-                floor = floors.get((table, col), 0.0)
-                lines.append(f"{col} = " + _entry(column_band(sd, multiple, floor), sd, n,
-                                                   multiple, "pooled sd over rows", floor,
-                                                   ranges.column_range(col)))
+                lines.append(f"{col} = " + _column_entry(by_model, n, multiple,
+                                                          floors.get((table, col), 0.0),
+                                                          ranges.column_range(col)))
         lines.append("")
     lines.append(f'["{profile}"."claims"]')
     for spec in specs:
@@ -273,6 +313,20 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
     return "\n".join(lines) + "\n"
 
 
+def _column_entry(by_model: ColumnSd, n: int, multiple: float, floor: float,
+                  bounds: tuple[float, float] | None) -> str:
+    """A column's band: the widest model's, with every model's own band beside it when the
+    column has rows of more than one model."""
+    per_model = {model: column_band(sd, multiple, floor) for model, sd in by_model.items()}
+    widest = max(per_model, key=lambda model: per_model[model])
+    what = "pooled sd over rows" + (f" of {widest} (the widest)" if widest else "")
+    entry = _entry(per_model[widest], by_model[widest], n, multiple, what, floor, bounds)
+    if len(per_model) < 2:
+        return entry
+    models = ", ".join(f'"{m}" = {b:.3g}' for m, b in sorted(per_model.items()))
+    return entry[:-2] + f", models = {{ {models} }} }}"
+
+
 def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
            floor: float = 0.0, bounds: tuple[float, float] | None = None) -> str:
     """One band of tolerances.toml with a note saying where it comes from; a band at least as
@@ -281,7 +335,7 @@ def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
         note = f"not moved by {n} replicates: the round-off floor"
     else:
         note = (f"{what} {sd.value:.3g} over {n} replicates ({sd.dof} dof, widened "
-                f"x{widening(sd.dof):.2f}); band {multiple:g}x")
+                f"x{widening(sd.dof):.2f}); band {multiple:.3g}x")
         if floor and floor >= multiple * sd.widened:
             note += f", raised to its floor ({floor:.3g})"
     if bounds is not None and band >= bounds[1] - bounds[0]:

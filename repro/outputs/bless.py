@@ -230,15 +230,17 @@ def replicate_bands(run_dir: Path, profile: str) -> dict[str, Any] | None:
     if len(tables) < MIN_REPLICATES:
         return None
     specs = load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE)
-    multiple, trials = bands.choose_multiple(tables, claims, specs)
-    if not multiple < float("inf"):
+    loo_multiple, trials = bands.choose_multiple(tables, claims, specs)
+    if not loo_multiple < float("inf"):
         worst = "; ".join(trials[-1].worst)
         raise ReproError(f"refusing to bless {run_dir}: even {trials[-1].multiple:g}x the "
                          f"replicate spread fails leave-one-out ({worst}); the replicates "
                          "disagree more than their spread says: find out why first")
+    multiple = bands.verify_multiple(loo_multiple, len(tables))
     text = bands.tolerances_text(profile, tables, claims, specs, multiple, trials,
                                  str(run_dir.resolve()))
-    return {"replicates": len(tables), "multiple": multiple, "text": text,
+    return {"replicates": len(tables), "multiple": multiple,
+            "leave_one_out_multiple": loo_multiple, "text": text,
             "leave_one_out": [{"multiple": t.multiple, "checked": t.checked,
                                "failed": t.failed, "worst": t.worst} for t in trials]}
 

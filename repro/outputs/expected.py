@@ -124,6 +124,14 @@ class Tolerance:
     """Relative allowance, a fraction of |expected|."""
     note: str = ""
     """Where the allowance comes from (e.g. the measured spread and the multiple taken)."""
+    models: tuple[tuple[str, float], ...] = ()
+    """(model, abs) for the rows of each model, where a band was measured per model (`repro
+    bless` from replicates: models differ in scale and noise); abs covers every other row."""
+
+    def for_model(self, model: str) -> Tolerance:
+        """The allowance of one model's rows."""
+        found = dict(self.models).get(model)
+        return self if found is None else Tolerance(found, self.rel, self.note)
 
     def allowance(self, expected: float) -> float:
         return self.abs + self.rel * abs(expected)
@@ -139,16 +147,22 @@ EXACT = Tolerance()
 def _tolerance(entry: Any, where: str) -> Tolerance:
     if not isinstance(entry, dict):
         raise ReproError(f"{where} must be a table like {{ abs = 1e-6, rel = 1e-4 }}")
-    unknown = set(entry) - {"abs", "rel", "note"}
+    unknown = set(entry) - {"abs", "rel", "note", "models"}
     if unknown:
-        raise ReproError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: abs, rel, note")
+        raise ReproError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: abs, rel, note, "
+                         "models")
     if "abs" not in entry and "rel" not in entry:
         raise ReproError(f"{where} needs abs and/or rel")
     note = entry.get("note", "")
     if not isinstance(note, str):
         raise ReproError(f"{where}.note must be a string")
+    models = entry.get("models", {})
+    if not isinstance(models, dict):
+        raise ReproError(f'{where}.models must be a table like {{ "model-key" = 0.01 }}')
     return Tolerance(_number(entry.get("abs", 0.0), f"{where}.abs"),
-                     _number(entry.get("rel", 0.0), f"{where}.rel"), note)
+                     _number(entry.get("rel", 0.0), f"{where}.rel"), note,
+                     tuple((str(m), _number(v, f"{where}.models.{m}"))
+                           for m, v in sorted(models.items())))
 
 
 @dataclass(frozen=True)
@@ -158,9 +172,10 @@ class Tolerances:
     by_table: dict[str, dict[str, Tolerance]]
     source: Path | None
 
-    def get(self, table: str, column: str) -> Tolerance:
+    def get(self, table: str, column: str, model: str = "") -> Tolerance:
+        """The allowance of a column, for the rows of `model` when it has its own."""
         cols = self.by_table.get(table, {})
-        return cols.get(column, cols.get("*", EXACT))
+        return cols.get(column, cols.get("*", EXACT)).for_model(model)
 
 
 def load_tolerances(path: Path, profile: str) -> Tolerances:

@@ -76,7 +76,12 @@ def _same(cells: list[Any]) -> bool:
 
 def combine(cells: list[Any]) -> tuple[Any, Spread | None]:
     """One cell from its replicates: unchanged when they agree exactly, else the mean of the
-    numbers with its spread. Text that differs between replicates is kept as the list."""
+    numbers with its spread. Text that differs between replicates is kept as the list. A
+    yes/no cell of several replicates is always the fraction that say yes (1.0 when all do),
+    so its column has one type whether or not the replicates agree."""
+    if len(cells) >= 2 and all(isinstance(c, bool) for c in cells):
+        s = spread([float(c) for c in cells])
+        return s.mean, s
     if _same(cells):
         number = _number(cells[0])
         if number is None or isinstance(cells[0], bool) or len(cells) < 2 \

@@ -136,9 +136,11 @@ def compare_tables(table: str, exp: Table, got: Table, tols: Tolerances) -> list
     shared_cols = [c for c in exp.columns[1:] if c in got.columns]
     bounds = {col: ranges.column_range(col) for col in shared_cols}
     for rid in [r for r in exp.rows if r in got.rows]:
+        model = exp.rows[rid].get("model", "")
         for col in shared_cols:
             checks.append(compare_cell(f"{table}[{rid}].{col}", exp.rows[rid][col],
-                                       got.rows[rid][col], tols.get(table, col), bounds[col]))
+                                       got.rows[rid][col], tols.get(table, col, model),
+                                       bounds[col]))
     return checks
 
 
