@@ -202,33 +202,33 @@ def test_agreement_passes_inside_the_band_and_fails_when_the_interval_excludes_i
     assert check.verdict == verdict
 
 
-def test_a_band_that_would_pass_the_inverse_ratio_is_inconclusive() -> None:
+def test_a_band_that_would_pass_the_inverse_ratio_is_unchecked() -> None:
     """C2 blessed at 1.5 (its interval [1.3, 1.7] excludes 1: Wanda keeps more) with a band
     of 1.0: the inverse 0.67 (magnitude keeps more) would pass too."""
     claims = {"C2": _with_interval(1.5, 1.4, 1.6)}
     found = (1.3, 1.7)
-    assert agree_claim(_blessed(1.5, 1.0, "inverse", found), claims).verdict == "inconclusive"
+    assert agree_claim(_blessed(1.5, 1.0, "inverse", found), claims).verdict == "unchecked"
     assert agree_claim(_blessed(1.5, 0.5, "inverse", found), claims).verdict == "pass"
     assert agree_claim(_blessed(1.5, 1.0, "", found), claims).verdict == "pass"  # no rule
     # a blessed 'no difference' (interval around 1) has no direction to tell apart
     assert agree_claim(_blessed(1.5, 1.0, "inverse", (0.9, 2.1)), claims).verdict == "pass"
 
 
-def test_a_claim_band_covering_every_value_it_can_take_is_inconclusive() -> None:
+def test_a_claim_band_covering_every_value_it_can_take_is_unchecked() -> None:
     """C4 (the largest |rho| bound, in [0, 1]) blessed at 0.87 with the small profile's band of
     2.97: every C4 there is would pass, a causal score read with its sign flipped included."""
     from dataclasses import replace
 
     from repro.outputs.expected import Tolerance
     claims = {"C4": _with_interval(0.2, 0.1, 0.3, PAPER["C4"].field)}
-    for band, verdict in ((2.97, "inconclusive"), (0.87, "inconclusive"), (0.5, "fail"),
+    for band, verdict in ((2.97, "unchecked"), (0.87, "unchecked"), (0.5, "fail"),
                           (0.7, "pass")):
         spec = replace(PAPER["C4"], expected=0.87, compare="near", tolerance=Tolerance(abs=band),
                        requires=(), inconclusive_field="", interval=(0.78, 0.97))
         check = agree_claim(spec, claims)
         assert check.verdict == verdict, (band, check.detail)
         assert ("covers every value C4 can take [0, 1]" in check.detail) == (
-            verdict == "inconclusive")
+            verdict == "unchecked")
 
 
 def _wide_survival_band(expected: Path, band: float) -> None:
@@ -237,27 +237,31 @@ def _wide_survival_band(expected: Path, band: float) -> None:
         '[tiny.T1_pruning]\nperplexity = { abs = 1000 }\n')
 
 
-def test_a_cell_band_covering_its_columns_whole_range_is_inconclusive(tmp_path: Path,
-                                                                       capsys) -> None:
+def test_a_cell_band_covering_its_columns_whole_range_is_unchecked(tmp_path: Path,
+                                                                    capsys) -> None:
     """A survival rate (in [0, 1]) blessed at 0.77 with a band of 1.0: the planted move to
-    0.47 is inside the band, but so is every rate there is, so the cell is INCONCLUSIVE and the
-    run fails; a band of 0.4 still excludes some rates and passes the same move. Perplexity
-    has no upper bound: a band of 1000 on it stays a check."""
+    0.47 is inside the band, but so is every rate there is, so the cell is no check: UNCHECKED,
+    listed on its own, counted neither way (the cell that is a check, 1.02 moved to 0.72 within
+    its band, passes); a band of 0.4 still excludes some rates and is a check again.
+    Perplexity has no upper bound: a band of 1000 on it stays a check."""
     run, expected = make_run(tmp_path, _survival_moved(-0.3))
     name = f"T3_survival[{RID}].survival"
     _wide_survival_band(expected, 1.0)
-    assert main(["verify", str(run), "--expected", str(expected)]) == 1
+    assert main(["verify", str(run), "--expected", str(expected)]) == 0
     out = capsys.readouterr().out
-    assert "verification FAIL" in out and f"INCONCLUSIVE {name}" not in out  # folded:
-    # three cells: the synthetic table's fourth rate, 1.02, is outside [0, 1] itself
-    assert "INCONCLUSIVE T3_survival.survival: 3 cell(s) whose band (abs 1) covers every " \
-        "value it can take [0, 1]: nothing could fail it" in out
+    assert "verification PASS" in out and "3 unchecked (their bands cover every value)" in out
+    assert f"UNCHECKED {name}" not in out  # folded, and only in verification.md
     result = verify_run(run, expected)
+    md = (run / "verification.md").read_text()
+    # three cells: the synthetic table's fourth rate, 1.02, is outside [0, 1] itself
+    assert "- UNCHECKED T3_survival.survival: 3 cell(s) whose band (abs 1) covers every " \
+        "value it can take [0, 1]: nothing could fail it" in md
+    assert "## Unchecked (3)" in md and "## Failures" not in md
     checks = {c["name"]: c for c in result["checks"]}
-    assert checks[name]["verdict"] == "inconclusive"
+    assert checks[name]["verdict"] == "unchecked"
     assert "covers every value survival can take [0, 1]" in checks[name]["detail"]
-    assert checks["T3_survival"]["verdict"] == "inconclusive"
-    assert "inconclusive (bands covering the whole range of survival)" in \
+    assert checks["T3_survival"]["verdict"] == "pass"
+    assert "3 unchecked (bands covering the whole range of survival)" in \
         checks["T3_survival"]["detail"]
     assert checks["T1_pruning[gemma-3-tiny/dense/0].perplexity"]["verdict"] == "pass"
     assert failures(result) == []

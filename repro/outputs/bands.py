@@ -340,7 +340,7 @@ def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
             note += f", raised to its floor ({floor:.3g})"
     if bounds is not None and band >= bounds[1] - bounds[0]:
         note += (f"; wider than every value in [{bounds[0]:g}, {bounds[1]:g}]: verify reports "
-                 "it INCONCLUSIVE")
+                 "it UNCHECKED")
     return f'{{ abs = {band:.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
 
 

@@ -41,6 +41,12 @@ class Verdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
+    """The run's interval straddles the band: a failure, with its reason."""
+    UNCHECKED = "unchecked"
+    """No check: the blessed band covers every value the number can take, or a ratio's
+    inverse as well (repro.outputs.ranges), so no run could fail it. Decided by the expected
+    outputs before any run, the same for every run: shown with its reason, in its own list,
+    never counted for or against the verdict."""
     INFO = "info"
     """Shown, never counted for or against the verdict."""
     HOLDS = "holds"
@@ -53,7 +59,8 @@ def passed(ok: bool) -> Verdict:
     return Verdict.PASS if ok else Verdict.FAIL
 
 
-AGREEMENT_VERDICTS = (Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.INFO)
+AGREEMENT_VERDICTS = (Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.UNCHECKED,
+                      Verdict.INFO)
 REPRODUCTION_VERDICTS = (Verdict.HOLDS, Verdict.DOES_NOT_HOLD, Verdict.UNDECIDED, Verdict.INFO)
 
 

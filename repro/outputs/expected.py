@@ -228,7 +228,7 @@ class ClaimSpec:
     contrary: str = ""
     """'inverse' for a ratio whose opposite finding is its inverse (C2: Wanda / magnitude):
     a band wide enough to pass the inverse too cannot tell the finding from its opposite,
-    and the agreement check says INCONCLUSIVE instead of PASS."""
+    and the agreement check says UNCHECKED instead of PASS."""
     interval: tuple[float, float] | None = None
     """The blessed run's 95 % interval of the number (written by `repro bless`): the
     contrary rule applies only where it established a direction (a ratio's interval

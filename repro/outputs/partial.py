@@ -243,7 +243,9 @@ def verify_partial(run_dir: Path, study: Study, expected: Path | None = None,
               "exit_code": 1 if failed else PARTIAL_EXIT, "progress": state,
               "n_runs": len(study.runs), "compared": compared, "expected_rows": total,
               "counts": {Verdict.PASS: sum(c.verdict == Verdict.PASS for c in checks),
-                         Verdict.FAIL: failed, Verdict.INCONCLUSIVE: 0, Verdict.INFO: 0},
+                         Verdict.FAIL: failed, Verdict.INCONCLUSIVE: 0,
+                         Verdict.UNCHECKED: sum(c.verdict == Verdict.UNCHECKED for c in checks),
+                         Verdict.INFO: 0},
               "finish": command or finish_command(run_dir, expected=expected),
               "checks": [asdict(c) for c in checks]}
     result["line"] = headline(result)

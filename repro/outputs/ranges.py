@@ -4,8 +4,9 @@ A band is a check only while some value of the quantity could fall outside it. W
 replicates and a noisy quantity (RQ5's Spearman over 15 sampled features on the small
 profile), `repro bless` can write a band wider than the quantity's whole range: a correlation
 of 0.1 with a band of 7 passes every correlation there is, its sign flipped included. Verify
-reports such a cell or claim INCONCLUSIVE, naming the range, instead of a PASS that nothing
-could have turned into a FAIL (docs/verdict.md).
+reports such a cell or claim UNCHECKED, naming the range, instead of a PASS that nothing
+could have turned into a FAIL: no check, listed on its own and counted neither way, since the
+bless decided it before any run (docs/verdict.md).
 
 Columns are named as the tables name them; the frequency-bin columns (`survival_bin3`,
 `init_drift_bin1`, ...) share the range of their stem. A column not listed here is unbounded

@@ -34,6 +34,7 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f
 td:first-child,th:first-child{text-align:left}figure{margin:1.5em 0}img{max-width:100%}
 figcaption{font-size:.9em;color:#444}.pass{color:#176117;font-weight:bold}
 .fail{color:#b00020;font-weight:bold}.inconclusive{color:#a35a00;font-weight:bold}
+.unchecked{color:#555;font-style:italic}
 .holds{color:#176117;font-weight:bold}.does-not-hold{color:#b00020;font-weight:bold}
 .undecided{color:#a35a00;font-weight:bold}
 .info{color:#555}code{background:#f5f5f5;padding:0 .2em}.wide{overflow-x:auto;max-width:100%}

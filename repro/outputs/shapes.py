@@ -59,7 +59,8 @@ class Check(TypedDict):
 
 
 Counts = TypedDict("Counts", {  # "pass" is a keyword: functional form
-    "pass": int, "fail": int, "info": int, "inconclusive": NotRequired[int]})
+    "pass": int, "fail": int, "info": int, "inconclusive": NotRequired[int],
+    "unchecked": NotRequired[int]})
 with_config(STRICT)(Counts)  # as the decorator does to the classes (it sets the config)
 
 

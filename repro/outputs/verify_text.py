@@ -16,13 +16,16 @@ from repro.outputs.check import Kind, Verdict
 MAX_LISTED = 200
 FAILING = (Verdict.FAIL, Verdict.INCONCLUSIVE)
 """Agreement verdicts that make a verification fail: INCONCLUSIVE is a failure with its
-reason. A reproduction answer other than HOLDS fails only the paper profile's verdict."""
+reason. A reproduction answer other than HOLDS fails only the paper profile's verdict.
+UNCHECKED is neither: the bless left nothing to check there, and it is listed on its own."""
 
 
 def _counts(counts: dict[str, int]) -> str:
     text = f"{counts['pass']} pass, {counts['fail']} fail"
     if counts.get("inconclusive"):
         text += f", {counts['inconclusive']} inconclusive"
+    if counts.get("unchecked"):
+        text += f", {counts['unchecked']} unchecked (their bands cover every value)"
     return text + (f", {counts['info']} informational" if counts.get("info") else "")
 
 
@@ -88,13 +91,13 @@ def _failure_line(c: dict[str, Any]) -> str:
 
 
 def failure_lines(failures: list[dict[str, Any]]) -> list[str]:
-    """One line per failing check, verdict first; the cells that are INCONCLUSIVE because
-    their band covers every value (repro.outputs.ranges) folded into one line per column."""
+    """One line per failing (or unchecked) check, verdict first; the cells that are UNCHECKED
+    because their band covers every value (repro.outputs.ranges) folded into one line per
+    column."""
     lines: list[str] = []
     folded: dict[str, list[dict[str, Any]]] = {}
     for c in failures:
-        if c["kind"] == Kind.CELL and c["verdict"] == Verdict.INCONCLUSIVE \
-                and ranges.COVERED in c["detail"]:
+        if c["kind"] == Kind.CELL and c["verdict"] == Verdict.UNCHECKED:
             column = f"{c['name'].split('[')[0]}.{c['name'].rsplit('.', 1)[-1]}"
             if column not in folded:
                 lines.append(column)
@@ -107,7 +110,7 @@ def failure_lines(failures: list[dict[str, Any]]) -> list[str]:
 def _folded_line(column: str, cells: list[dict[str, Any]]) -> str:
     bounds = ranges.column_range(column.rsplit(".", 1)[-1]) or (math.nan, math.nan)
     bands = ", ".join(sorted({c["tolerance"] for c in cells}))
-    return (f"INCONCLUSIVE {column}: {len(cells)} cell(s) whose band ({bands}) "
+    return (f"UNCHECKED {column}: {len(cells)} cell(s) whose band ({bands}) "
             f"{ranges.COVERED} it can take [{bounds[0]:g}, {bounds[1]:g}]: nothing could fail it")
 
 
@@ -166,6 +169,14 @@ def markdown(result: dict[str, Any]) -> str:
         out += [f"- {line}" for line in listed[:MAX_LISTED]]
         if len(listed) > MAX_LISTED:
             out.append(f"- … and {len(listed) - MAX_LISTED} more in verification.json")
+    unchecked = [c for c in checks if c["verdict"] == Verdict.UNCHECKED]
+    if unchecked:
+        out += ["", f"## Unchecked ({len(unchecked)}): bands that cover every value", "",
+                "The expected outputs' band for these numbers is wider than anything they can "
+                "be (or, for a ratio, wide enough to pass its inverse): no run could fail them, "
+                "so they are no check and count neither way. Their spread over the blessed "
+                "run's replicates is too large for this profile to decide them.", ""]
+        out += [f"- {line}" for line in failure_lines(unchecked)]
     return "\n".join(out) + "\n"
 
 
@@ -188,6 +199,10 @@ def summary(result: dict[str, Any], max_failures: int = 20) -> str:
     failures = failing(result)
     listed = failure_lines(failures)
     lines += [f"  {line}" for line in listed[:max_failures]]
+    unchecked = failure_lines([c for c in checks if c["verdict"] == Verdict.UNCHECKED])
+    if unchecked:
+        lines.append(f"  unchecked (no run could fail their bands): {len(unchecked)} "
+                     "column(s) and claim(s), listed in verification.md")
     if len(listed) > max_failures:
         lines.append(f"  … and {len(listed) - max_failures} more")
     numerics = next((c for c in checks if c["kind"] == Kind.NUMERICS), None)
