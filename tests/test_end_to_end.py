@@ -69,6 +69,9 @@ def test_second_run_does_nothing(run_dir: Path) -> None:
     res = repro("all", "--profile", "tiny", "--out", str(run_dir), "--quiet")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "everything is already done" in res.stdout
+    # and bless, reading the same code hashes from every manifest, finds no stage stale
+    from repro.outputs.bless import stale_stages
+    assert stale_stages(run_dir) == []
 
 
 PLANTED = {  # mistake -> a check of `repro verify` that must fail, as "table: column"

@@ -386,6 +386,33 @@ def test_a_failed_sanity_gate_stops_the_comparison(tmp_path: Path, capsys) -> No
     assert result["ok"] and gate["verdict"] == "pass" and gate["margin"] == pytest.approx(3.1)
 
 
+def test_a_run_of_several_commits_is_blessed_only_when_every_stage_ran_the_checkouts_code(
+        tmp_path: Path) -> None:
+    """A run resumed after a commit carries two version labels; bless takes it from a clean
+    checkout when each stage's recorded code hash is the checkout's, and names a stage that
+    ran other code otherwise."""
+    from repro.outputs.bless import STAGE_CODE, _check_clean, current_code
+
+    run, _ = make_run(tmp_path)
+    manifests = sorted(run.rglob("manifest.json"))
+    for i, path in enumerate(manifests):
+        doc = json.loads(path.read_text())
+        kind = doc.get("stage") if doc.get("stage") in STAGE_CODE else "tables"
+        doc["stage"] = kind
+        doc.setdefault("inputs", {})["code"] = current_code(kind)
+        doc.setdefault("provenance", {})["code_version"] = f"0.1.0+{'ab' if i % 2 else 'cd'}"
+        path.write_text(json.dumps(doc))
+    assert "every stage's code equals" in _check_clean(run, "0.1.0+ef")
+    with pytest.raises(ReproError, match="2 code versions"):
+        _check_clean(run, "0.1.0+ef-dirty")  # the checkout itself must be a commit
+    doc = json.loads(manifests[0].read_text())
+    doc["inputs"]["code"] = {"science": "0" * 64, "stage": "0" * 64}  # ran other code
+    manifests[0].write_text(json.dumps(doc))
+    stale = str(manifests[0].parent.relative_to(run))
+    with pytest.raises(ReproError, match=f"1 stage\\(s\\) ran other code, e.g. {stale}"):
+        _check_clean(run, "0.1.0+ef")
+
+
 def test_bless_refuses_a_run_from_uncommitted_code_unless_told(tmp_path: Path) -> None:
     run, expected = make_run(tmp_path)
     manifest = run / "variants" / "x" / "prune" / "manifest.json"

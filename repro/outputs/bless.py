@@ -38,6 +38,8 @@ from repro.outputs.expected import (
 from repro.outputs.tables import TABLE_NAMES
 from repro.outputs.verify import check_integrity, read_table
 from repro.stages import layout
+from repro.stages.codehash import code_hash, stage_code
+from repro.stages.provenance import code_version
 from repro.stages.store import MANIFEST, read_manifest
 
 PROVENANCE = "PROVENANCE.json"
@@ -99,15 +101,67 @@ def code_versions(run_dir: Path) -> set[str]:
     return found
 
 
-def _check_clean(run_dir: Path) -> None:
+STAGE_CODE = {
+    "tokens": ("repro.inputs.data", "repro.stages.pipeline"),
+    "prune": ("repro.science.pruners", "repro.stages.pipeline"),
+    "perplexity": ("repro.science.perplexity", "repro.stages.pipeline"),
+    "activations": ("repro.science.activations", "repro.stages.pipeline"),
+    "sae": ("repro.science.sae_batch", "repro.stages.run_stages"),
+    "evaluate": ("repro.science.evaluate", "repro.stages.run_stages"),
+    "tables": ("repro.outputs.tables", "repro.outputs.tables"),
+    "figures": ("repro.outputs.figures", "repro.outputs.finish"),
+    "method_controls": ("repro.science.method_controls", "repro.outputs.finish"),
+}
+"""(science module, binding module) whose `stage_code` each stage puts into its input hash, as
+repro/stages/pipeline.py, run_stages.py and repro/outputs/tables.py, finish.py compute it;
+tests/test_end_to_end.py checks every manifest of a finished run against it."""
+
+
+def current_code(kind: str) -> object:
+    """The code hash a stage of this kind records when the checked-out code runs it."""
+    if kind == layout.ANALYSIS_DIR:
+        return {"analysis": stage_code("repro.outputs.analysis", "repro.outputs.tables"),
+                "claims": code_hash("repro.outputs.claims"),
+                "replicates": code_hash("repro.outputs.replicates")}
+    return stage_code(*STAGE_CODE[kind])
+
+
+def stale_stages(run_dir: Path) -> list[str]:
+    """The stage folders whose recorded code differs from the checked-out code's (or that
+    record none): empty when every stage is what this code would make of the same inputs."""
+    stale = []
+    for path in sorted(run_dir.rglob(MANIFEST)):
+        manifest = read_manifest(path.parent) or {}
+        rel = path.parent.relative_to(run_dir)
+        kind = layout.TOKENS_DIR if rel.parts[0] == layout.TOKENS_DIR else manifest.get("stage")
+        recorded = (manifest.get("inputs") or {}).get("code")
+        if kind not in (*STAGE_CODE, layout.ANALYSIS_DIR) or recorded != current_code(kind):
+            stale.append(str(rel))
+    return stale
+
+
+def _check_clean(run_dir: Path, checkout: str) -> str:
+    """Why the run may be blessed from the `checkout` code version, or one ReproError line.
+
+    One clean commit made every stage; or stages carry several versions (a run resumed or
+    finished after a commit), the checkout is clean, and every stage's recorded code equals
+    the checkout's, so the run is what this commit makes of its inputs (a version label says
+    which commit was checked out, the code hash what ran)."""
     versions = code_versions(run_dir)
     dirty = sorted(v for v in versions if v.endswith("-dirty"))
-    if dirty or len(versions) > 1:
-        what = (f"stages were made from an uncommitted tree ({', '.join(dirty)})" if dirty
-                else f"stages come from {len(versions)} code versions "
-                     f"({', '.join(sorted(versions))})")
-        raise ReproError(f"refusing to bless {run_dir}: {what}; commit, rerun `repro all "
-                         "--force` from the clean tree, or pass --allow-dirty")
+    if not dirty and len(versions) <= 1:
+        return "one clean code version made every stage"
+    stale = [] if checkout.endswith("-dirty") else stale_stages(run_dir)
+    if not checkout.endswith("-dirty") and not stale:
+        return (f"stages labelled {', '.join(sorted(versions))}; every stage's code equals "
+                f"the checkout's ({checkout})")
+    what = (f"stages were made from an uncommitted tree ({', '.join(dirty)})" if dirty
+            else f"stages come from {len(versions)} code versions "
+                 f"({', '.join(sorted(versions))})")
+    differ = f"; {len(stale)} stage(s) ran other code, e.g. {stale[0]}" if stale else ""
+    raise ReproError(f"refusing to bless {run_dir}: {what}{differ}; commit, rerun `repro all` "
+                     "from the clean tree (it redoes the stages whose code changed), or pass "
+                     "--allow-dirty")
 
 
 def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> str:
@@ -165,8 +219,8 @@ def bless_run(run_dir: Path, expected: Path | None = None,
         raise ReproError(f"run folder {run_dir} does not exist")
     exp_dir, profile = expected_dir(run_dir, expected)
     tables = _run_tables(run_dir)
-    if not allow_dirty:
-        _check_clean(run_dir)
+    code_check = "not checked (--allow-dirty)" if allow_dirty else \
+        _check_clean(run_dir, code_version())
     tol_path = tolerances_path(exp_dir)
     load_tolerances(tol_path, profile)  # a malformed file is reported before anything changes
     measured = replicate_bands(run_dir, profile)
@@ -195,6 +249,7 @@ def bless_run(run_dir: Path, expected: Path | None = None,
               "tables": {p.name: sha256_file(p) for p in tables}}
     record["numerics"] = prov.get("numerics")
     record["allow_dirty"] = allow_dirty
+    record["code_check"] = code_check
     if measured is not None:
         record["bands"] = {k: v for k, v in measured.items() if k != "text"}
     write_json(exp_dir / PROVENANCE, record)
