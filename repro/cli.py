@@ -206,9 +206,10 @@ def cmd_bless(args: argparse.Namespace) -> int:
     from repro.outputs.bless import bless_run
     from repro.outputs.preflight import check_bless
 
-    check_bless(Path(args.run_dir), Path(args.expected) if args.expected else None)
+    across = [Path(p) for p in args.across]
+    check_bless(Path(args.run_dir), Path(args.expected) if args.expected else None, across)
     done = bless_run(Path(args.run_dir), Path(args.expected) if args.expected else None,
-                     allow_dirty=args.allow_dirty)
+                     allow_dirty=args.allow_dirty, across=across)
     print(
         f"blessed {len(done['tables'])} tables into {done['expected_dir']}"
         + (f"; removed stale {', '.join(done['removed'])}" if done["removed"] else "")
@@ -406,6 +407,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--allow-dirty", action="store_true",
                     help="bless a run made from uncommitted code (recorded in PROVENANCE.json)")
+    sp.add_argument("--across", metavar="OTHER_RUN", action="append", default=[],
+                    help="a finished run of the same study at other arithmetic (another CPU, "
+                         "other kernels, REPRO_NUMERICS): the columns the replicates do not "
+                         "move (perplexity) take their bands from its differences (repeatable)")
     sp.set_defaults(fn=cmd_bless)
 
     sp = sub.add_parser("report", help="write RUN_DIR/report.md and a self-contained report.html")

@@ -266,3 +266,23 @@ def test_bench_sizes_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, err = run_in_process(["bench", "--quick", "--only", "match",
                                 *[a.format(tmp=tmp_path) for a in args], *out], capsys)
     check_refused(code, err, message, tmp_path, before)
+
+
+def test_bless_across_takes_finished_runs_of_the_same_study(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """`--across OTHER_RUN`: one line and nothing written for a folder that is not a run, a run
+    without its tables, or a run of another study."""
+    run, expected = make_run(tmp_path / "a")
+    other, _ = make_run(tmp_path / "b")
+    (other / "tables" / "T5_transfer.csv").unlink()
+    changed, _ = make_run(tmp_path / "c")
+    (changed / "study.toml").write_text((changed / "study.toml").read_text() + "\n# edited\n")
+    capsys.readouterr()
+    bless = ["bless", str(run), "--expected", str(expected), "--allow-dirty", "--across"]
+    for target, message in ((tmp_path / "none", "does not exist"),
+                            (other, "tables/T5_transfer.csv is missing; finish that run first"),
+                            (changed, "its study.toml differs from")):
+        before = files(tmp_path)
+        code, err = run_in_process([*bless, str(target)], capsys)
+        check_refused(code, err, message, tmp_path, before)

@@ -258,3 +258,36 @@ def test_a_band_wider_than_its_columns_range_says_it_checks_nothing(tmp_path) ->
         assert (tol.abs >= 1.0) == wide
         assert ("wider than every value in [0, 1]: verify reports it UNCHECKED"
                 in tol.note) == wide
+
+
+def test_a_column_the_replicates_do_not_move_takes_its_band_from_other_arithmetic(
+        tmp_path) -> None:
+    """Perplexity is the same in every replicate (the model is not retrained) but moves with
+    the kernels: its band is 3x the largest relative difference to a run at other arithmetic,
+    and a column the replicates move keeps its replicate band whatever that run says."""
+    from repro.outputs.expected import load_tolerances
+
+    reps = [{"T1_pruning": [{"id": "m/wanda/50", "model": "m", "perplexity": 80.0,
+                             "ratio": 1.2},
+                            {"id": "m/dense/0", "model": "m", "perplexity": 70.0, "ratio": 1.0}],
+             "T3_survival": [{"id": "m/wanda/50", "model": "m", "survival": s}]}
+            for s in (0.30, 0.32, 0.31)]
+    other = {"avx2": {"T1_pruning": [{"id": "m/wanda/50", "perplexity": "80.4", "ratio": "1.2"},
+                                     {"id": "m/dense/0", "perplexity": "70.07", "ratio": "1"}],
+                      "T3_survival": [{"id": "m/wanda/50", "survival": "0.9"}]}}
+    found = bands.across_settings(reps, other)
+    assert found[("T1_pruning", "perplexity")].rel == pytest.approx(0.005)
+    assert found[("T1_pruning", "perplexity")].where == "m/wanda/50 in avx2"
+    assert found[("T1_pruning", "ratio")].rel == 0.0
+    assert ("T3_survival", "survival") not in found  # moved by the replicates
+    path = tmp_path / "tolerances.toml"
+    path.write_text(bands.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 4.0, [],
+                                          "run", found))
+    tols = load_tolerances(path, "p")
+    assert tols.get("T1_pruning", "perplexity").rel == pytest.approx(0.015)
+    assert "largest relative difference 0.005 (m/wanda/50 in avx2); band 3x" in \
+        tols.get("T1_pruning", "perplexity").note
+    assert tols.get("T1_pruning", "ratio").rel == bands.FLOOR_REL
+    sd = bands.column_sds(reps)[("T3_survival", "survival")]["m"]
+    assert tols.get("T3_survival", "survival", "m").abs == pytest.approx(4.0 * sd.widened,
+                                                                         rel=1e-2)

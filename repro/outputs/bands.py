@@ -26,7 +26,11 @@ that into a different draw of the same noise, never into more of it.
   never below MIN_MULTIPLE.
 
 Columns the replicates do not move (perplexities, masks, the grid) keep the round-off floor,
-and columns exact by construction (the grid's sparsities and seeds, sample sizes) no band.
+unless `repro bless --across OTHER_RUN` gives runs of the same study at other arithmetic
+(another CPU, other kernels, the pins on or off): then ACROSS_MULTIPLE x the largest relative
+difference measured between them (`across_settings`), as scripts/measure_spread.py does for
+the tiny profile. Columns exact by construction (the grid's sparsities and seeds, sample
+sizes) have no band.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ EXACT_BY_CONSTRUCTION = {"sparsity", "achieved_sparsity", "seed_a", "seed_b", "n
 """Grid values and sample sizes: set by the study file, never computed from data."""
 EXACT_CLAIMS = {"C1.of", "C2.of", "C2_control.of"}
 """Numbers of conditions: the study file's, never computed."""
+ACROSS_MULTIPLE = 3.0
+"""A column the replicates do not move gets this multiple of the largest relative difference
+measured across arithmetic settings (`across_settings`): one other setting is one draw."""
 RESOLUTION = {"C1.value": 1.0, "C1_control.value": 1.0}
 """The least a claim can move by: C1 counts conditions with binned rho = -1."""
 
@@ -163,7 +170,8 @@ def feature_floors(tables: Tables, n_replicates: int) -> dict[tuple[str, str], f
     """Per (table, column) of counts and rates over features: the band's floor in features
     (FEATURE_FLOOR features, over the table's fewest features for a rate; a bin's rate is
     over a fifth of them with five bins). A yes/no column (T4's ratio_usable) is the fraction
-    of replicates that say yes: its floor is one replicate changing its answer."""
+    of the compared run's `n_replicates` replicates that say yes: its floor is one of them
+    changing its answer (1 / n_replicates)."""
     out: dict[tuple[str, str], float] = {}
     for name, rows in tables.items():
         columns = list(rows[0]) if rows else []
@@ -184,6 +192,55 @@ def feature_floors(tables: Tables, n_replicates: int) -> dict[tuple[str, str], f
 
 def _claim_values(per_replicate: list[dict], spec: ClaimSpec) -> list[float]:
     return [_number((rep.get(spec.claim) or {}).get(spec.field)) for rep in per_replicate]
+
+
+@dataclass(frozen=True)
+class Across:
+    """The largest difference of a column between the blessed run and runs at other
+    arithmetic, relative to the blessed value."""
+
+    rel: float
+    where: str
+    """The row and the other run where it was largest."""
+
+
+def across_settings(per_replicate: list[Tables],
+                    others: dict[str, dict[str, list[dict]]]) -> dict[tuple[str, str], Across]:
+    """Per (table, column) that the replicates do not move: the largest relative difference
+    between the blessed means and each other run's table (`others`: a label -> tables of
+    rows keyed by id, numbers or their text)."""
+    means: dict[tuple[str, str, str], float] = {}
+    for name, col in _columns(per_replicate[0]):
+        for i, row in enumerate(per_replicate[0][name]):
+            means[(name, col, row["id"])] = _mean(
+                [_number(rep[name][i].get(col)) for rep in per_replicate])
+    sds = column_sds(per_replicate)
+    out: dict[tuple[str, str], Across] = {}
+    for (name, col), by_model in sds.items():
+        if any(sd.value for sd in by_model.values()):
+            continue  # the replicates move it: its band is theirs
+        worst = Across(0.0, "")
+        for label, tables in others.items():
+            for row in tables.get(name, []):
+                blessed, got = means.get((name, col, row["id"])), _text_number(row.get(col))
+                if blessed is None or not math.isfinite(got) or not math.isfinite(blessed) \
+                        or blessed == 0:
+                    continue
+                rel = abs(got - blessed) / abs(blessed)
+                if rel > worst.rel:
+                    worst = Across(rel, f"{row['id']} in {label}")
+        out[(name, col)] = worst
+    return out
+
+
+def _text_number(x: object) -> float:
+    try:
+        return _number(x)
+    except TypeError:
+        try:
+            return float(str(x))
+        except ValueError:
+            return math.nan
 
 
 def claim_sds(per_replicate: list[dict], specs: list[ClaimSpec]) -> dict[str, Sd]:
@@ -238,7 +295,8 @@ def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpe
     checked, failed, worst = 0, 0, []
     for i in range(len(tables)):
         rest_t, rest_c = tables[:i] + tables[i + 1:], claims[:i] + claims[i + 1:]
-        sds, floors = column_sds(rest_t), feature_floors(rest_t[0], len(rest_t))
+        # the held-out run is one replicate: a yes/no answer of its own moves by a whole 1
+        sds, floors = column_sds(rest_t), feature_floors(rest_t[0], 1)
         for (name, col), by_model in sds.items():
             floor = floors.get((name, col), 0.0)
             for j, row in enumerate(tables[i][name]):
@@ -280,8 +338,9 @@ def verify_multiple(loo_multiple: float, n: int) -> float:
 
 def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
                     specs: list[ClaimSpec], multiple: float, trials: list[LeaveOneOut],
-                    source: str) -> str:
-    """This profile's sections of tolerances.toml, each band with its measured spread."""
+                    source: str, across: dict[tuple[str, str], Across] | None = None) -> str:
+    """This profile's sections of tolerances.toml, each band with its measured spread; a
+    column the replicates do not move takes its band from `across` where it was measured."""
     n = len(tables)
     rates = ", ".join(f"{t.multiple:g}x {t.failed}/{t.checked}" for t in trials)
     lines = [f"# [{profile}.*] written by `repro bless` from {n} replicates of {source}:",
@@ -297,7 +356,9 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
     for name in tables[0]:
         lines.append(f'["{profile}"."{name}"]')
         for (table, col), by_model in sds.items():
-            if table == name:
+            if table == name and across and (table, col) in across:
+                lines.append(f"{col} = " + _across_entry(across[(table, col)]))
+            elif table == name:
                 lines.append(f"{col} = " + _column_entry(by_model, n, multiple,
                                                           floors.get((table, col), 0.0),
                                                           ranges.column_range(col)))
@@ -311,6 +372,14 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
                                                      claim_sd, n, multiple, "sd", floor,
                                                      ranges.CLAIM_RANGES.get(spec.claim)))
     return "\n".join(lines) + "\n"
+
+
+def _across_entry(found: Across) -> str:
+    rel = max(FLOOR_REL, ACROSS_MULTIPLE * found.rel)
+    note = ("not moved by the replicates; across arithmetic settings the largest relative "
+            f"difference {found.rel:.3g} ({found.where}); band {ACROSS_MULTIPLE:g}x" if found.where
+            else "not moved by the replicates nor across the arithmetic settings compared")
+    return f'{{ abs = {FLOOR_ABS:g}, rel = {rel:.3g}, note = "{note}" }}'
 
 
 def _column_entry(by_model: ColumnSd, n: int, multiple: float, floor: float,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +213,16 @@ def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> 
     return "\n".join(lines)
 
 
+def _numerics_text(run: Path) -> str:
+    """The arithmetic a run's tables were made with, in a few words."""
+    numerics = ((read_manifest(run / layout.TABLES_DIR) or {}).get("provenance") or {}).get(
+        "numerics") or {}
+    keys = ("mode", "cpu", "cpu_capability", "aten_cpu_capability", "threads")
+    return ", ".join(f"{k} {numerics[k]}" for k in keys if numerics.get(k) is not None)
+
+
 def bless_run(run_dir: Path, expected: Path | None = None,
-              allow_dirty: bool = False) -> dict[str, Any]:
+              allow_dirty: bool = False, across: Sequence[Path] = ()) -> dict[str, Any]:
     """Copy the run's tables (and, but for the paper, its claims) into the expected folder."""
     if not run_dir.is_dir():
         raise ReproError(f"run folder {run_dir} does not exist")
@@ -223,7 +232,7 @@ def bless_run(run_dir: Path, expected: Path | None = None,
         _check_clean(run_dir, code_version())
     tol_path = tolerances_path(exp_dir)
     load_tolerances(tol_path, profile)  # a malformed file is reported before anything changes
-    measured = replicate_bands(run_dir, profile)
+    measured = replicate_bands(run_dir, profile, across)
     if measured is not None:
         exp_dir.mkdir(parents=True, exist_ok=True)
         text = measured["text"]
@@ -278,9 +287,20 @@ def read_replicates(run_dir: Path) -> tuple[list[dict], list[dict]]:
     return tables, claims
 
 
-def replicate_bands(run_dir: Path, profile: str) -> dict[str, Any] | None:
+def _other_tables(run: Path) -> dict[str, list[dict]]:
+    """A run's tables as rows of text keyed by column, for `bands.across_settings`."""
+    out = {}
+    for name in TABLE_NAMES:
+        table = read_table(run / layout.TABLES_DIR / f"{name}.csv")
+        out[name] = list(table.rows.values())
+    return out
+
+
+def replicate_bands(run_dir: Path, profile: str,
+                    across: Sequence[Path] = ()) -> dict[str, Any] | None:
     """The profile's bands from the run's replicates (None below MIN_REPLICATES): the
-    tolerances text, the multiple and its leave-one-out failure rates."""
+    tolerances text, the multiple and its leave-one-out failure rates; the columns the
+    replicates do not move from their differences to the `across` runs."""
     tables, claims = read_replicates(run_dir)
     if len(tables) < MIN_REPLICATES:
         return None
@@ -292,10 +312,12 @@ def replicate_bands(run_dir: Path, profile: str) -> dict[str, Any] | None:
                          f"replicate spread fails leave-one-out ({worst}); the replicates "
                          "disagree more than their spread says: find out why first")
     multiple = bands.verify_multiple(loo_multiple, len(tables))
+    others = {f"{p.resolve()} ({_numerics_text(p)})": _other_tables(p) for p in across}
     text = bands.tolerances_text(profile, tables, claims, specs, multiple, trials,
-                                 str(run_dir.resolve()))
+                                 str(run_dir.resolve()),
+                                 bands.across_settings(tables, others) if others else None)
     return {"replicates": len(tables), "multiple": multiple,
-            "leave_one_out_multiple": loo_multiple, "text": text,
+            "leave_one_out_multiple": loo_multiple, "text": text, "across": list(others),
             "leave_one_out": [{"multiple": t.multiple, "checked": t.checked,
                                "failed": t.failed, "worst": t.worst} for t in trials]}
 

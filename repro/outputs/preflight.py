@@ -14,6 +14,7 @@ ReproError line; nothing is written and no progress line is printed before it.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,13 +104,24 @@ def check_verify(run_dir: Path, expected: Path | None, tolerances: Path | None) 
         check_expected(profile, exp_dir, tolerances)
 
 
-def check_bless(run_dir: Path, expected: Path | None) -> None:
+def check_bless(run_dir: Path, expected: Path | None, across: Sequence[Path] = ()) -> None:
     """`repro bless`: a run folder, and the files it writes into the expected folder (the
     run's tables, the stale ones it removes, PROVENANCE.json, claims.toml, tolerances.toml)
-    files or absent, so that it does not stop halfway."""
+    files or absent, so that it does not stop halfway; each --across run a run folder of the
+    same study with every table."""
     from repro.outputs.bless import PROVENANCE
 
     runfolder.require_run(run_dir, tables_ok=expected is not None)
+    study = (run_dir / "study.toml").read_bytes() if (run_dir / "study.toml").is_file() else b""
+    for other in across:
+        runfolder.require_run(other)
+        missing = [n for n in TABLE_NAMES if not (other / "tables" / f"{n}.csv").is_file()]
+        if missing:
+            raise ReproError(f"--across {other}: tables/{missing[0]}.csv is missing; finish "
+                             f"that run first (repro all ... --out {other})")
+        if (other / "study.toml").is_file() and (other / "study.toml").read_bytes() != study:
+            raise ReproError(f"--across {other}: its study.toml differs from {run_dir}'s; "
+                             "compare runs of one study")
     exp_dir = expected_dir(run_dir, expected)[0]
     tables = [f"{name}.csv" for name in TABLE_NAMES]
     stale = [p.name for p in exp_dir.glob("*.csv")]
