@@ -291,3 +291,19 @@ def test_a_column_the_replicates_do_not_move_takes_its_band_from_other_arithmeti
     sd = bands.column_sds(reps)[("T3_survival", "survival")]["m"]
     assert tols.get("T3_survival", "survival", "m").abs == pytest.approx(4.0 * sd.widened,
                                                                          rel=1e-2)
+
+
+def test_leave_one_out_leaves_out_a_number_a_replicate_does_not_have() -> None:
+    """A control ratio over no surviving feature (inf) or a rho of tied bins (NaN) in one
+    replicate is no disagreement: the mean leaves it out, and so does leave-one-out; a finite
+    outlier is still caught."""
+    reps = [{"T4_ratios": [{"id": "m/50", "model": "m", "ratio": r},
+                           {"id": "m/60", "model": "m", "ratio": q}]}
+            for r, q in ((4.0, 7.0), (4.2, 7.3), (math.inf, 6.9))]
+    c2 = [s for s in PAPER if s.name == "C2"]
+    trial = bands.leave_one_out(reps, _claims([2.0, 2.1, math.nan]), c2, 3.0)
+    # cells: the three m/60 and the two finite m/50 (the infinite one is not compared); C2 is
+    # compared where it is defined and two other defined replicates make its band: nowhere
+    assert trial.failed == 0 and trial.checked == 5
+    reps[2]["T4_ratios"][0]["ratio"] = 40.0
+    assert bands.leave_one_out(reps, _claims([2.0, 2.1, 2.05]), c2, 3.0).failed > 0

@@ -291,7 +291,10 @@ class LeaveOneOut:
 
 def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec],
                   multiple: float) -> LeaveOneOut:
-    """Verify each replicate against the mean and bands of the other N - 1."""
+    """Verify each replicate against the mean and bands of the other N - 1. A number that is
+    undefined in the replicate left out or in all the others (a rho of bins that tie, a ratio
+    over no surviving feature: NaN or infinite) is not compared, as a mean over replicates
+    leaves it out."""
     checked, failed, worst = 0, 0, []
     for i in range(len(tables)):
         rest_t, rest_c = tables[:i] + tables[i + 1:], claims[:i] + claims[i + 1:]
@@ -302,8 +305,11 @@ def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpe
             for j, row in enumerate(tables[i][name]):
                 band = column_band(by_model[model_of(row)], multiple, floor)
                 exp = _mean([_number(rep[name][j].get(col)) for rep in rest_t])
+                got = _number(row.get(col))
+                if not (math.isfinite(got) and math.isfinite(exp)):
+                    continue  # undefined in this replicate or the rest: the mean leaves it out
                 checked += 1
-                if _outside(_number(row.get(col)), exp, band):
+                if _outside(got, exp, band):
                     failed += 1
                     worst.append(f"replicate {i}: {name}[{row['id']}].{col}")
         for spec in specs:
@@ -311,6 +317,8 @@ def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpe
                 continue
             rest = _claim_values(rest_c, spec)
             got = _claim_values([claims[i]], spec)[0]
+            if not math.isfinite(got) or _dof(rest) < 1:
+                continue  # undefined here, or too few defined others to make a band of
             checked += 1
             if _outside(got, _mean(rest), claim_band(spec, Sd(_sd(rest), _dof(rest)),
                                                      multiple)):
