@@ -27,7 +27,7 @@ from repro.study.spec import Study
 
 PROVENANCE = "PROVENANCE.json"
 """Written by `repro bless` beside the tables it blessed, with each table's sha256."""
-NOT_YET_BLESSED = ("beyond", "paper-plus")
+NOT_YET_BLESSED = ("paper-plus",)
 """Shipped profiles that no run has blessed yet (docs/beyond.md): there is nothing to restore,
 and their runs end unverified until a finished run is blessed into repro/expected_outputs/."""
 RESTORE = ("reinstall the package (pip install --force-reinstall --no-deps) or, in a checkout, "
