@@ -28,6 +28,9 @@ _FRACTIONS = (
     "survival_magnitude", "survival_wanda_control", "survival_magnitude_control",
     "dense_dead_fraction", "pretrained_dead_fraction", "fragile_fraction", "feature_p",
     "causal_p", "causal_p_per_firing",
+    # yes/no answers, the fraction of replicates that say yes (repro.outputs.replicates)
+    "ratio_usable", "ratio_control_usable", "dense_viable", "pretrained_viable",
+    "pretrained_is_stand_in",
 )
 _CORRELATIONS = (
     "mean_matched_cosine", "mean_max_cosine", "binned_rho", "binned_rho_control",
