@@ -39,14 +39,18 @@ def _tables(case: Path) -> list[str]:
     return sorted(p.name for p in (EXPECTED_ROOT / _profile(case)).glob("*.csv"))
 
 
+def _checks(case: Path, tols: Tolerances) -> list:
+    expected = EXPECTED_ROOT / _profile(case)
+    return [c for name in _tables(case)
+            for c in compare_tables(Path(name).stem, read_table(expected / name),
+                                    read_table(case / name), tols)]
+
+
 def _failures(case: Path, tols: Tolerances) -> list[str]:
-    expected, failed = EXPECTED_ROOT / _profile(case), []
-    for name in _tables(case):
-        checks = compare_tables(Path(name).stem, read_table(expected / name),
-                                read_table(case / name), tols)
-        failed += [f"{c.name}: {c.verdict} expected {c.expected}, got {c.got}" for c in checks
-                   if c.verdict != "pass"]
-    return failed
+    """Every cell that is not PASS, but for the UNCHECKED ones: bands the bless made wider
+    than their column's range, no check of this or any run (docs/verdict.md)."""
+    return [f"{c.name}: {c.verdict} expected {c.expected}, got {c.got}"
+            for c in _checks(case, tols) if c.verdict not in ("pass", "unchecked")]
 
 
 def _round_off(tols: Tolerances) -> Tolerances:
@@ -63,10 +67,13 @@ def test_every_statistical_profile_has_a_case_with_every_table() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 def test_the_other_settings_tables_pass_within_the_bands(case: Path) -> None:
-    """Every cell passes: no FAIL, and no INCONCLUSIVE (a band wider than its column's range
-    would pass anything, so it may not be what makes this test pass)."""
+    """Every cell that is a check passes, and nearly all are checks: a band wider than its
+    column's range (UNCHECKED) passes anything, so it may not be what makes this test pass."""
     tols = load_tolerances(EXPECTED_ROOT / TOLERANCES, _profile(case))
     assert _failures(case, tols) == []
+    cells = [c for c in _checks(case, tols) if c.kind == "cell"]
+    unchecked = [c for c in cells if c.verdict == "unchecked"]
+    assert len(unchecked) <= len(cells) // 5, (len(unchecked), len(cells))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)

@@ -507,3 +507,18 @@ def test_a_missing_tolerances_file_is_one_line(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after make_run's own warnings
     assert code == 2 and err.startswith("repro: error: --tolerances") and "no such file" in err
     assert not (run / "verification.json").exists()
+
+
+def test_a_yes_no_cell_compares_as_the_fraction_of_replicates_that_say_yes() -> None:
+    """One replicate writes true/false, a mean of several the fraction 1.0, 0.667, 0: a run of
+    one replicate (or an older run) verifies against a bless of several, and a flipped answer
+    still fails where the band is exact."""
+    from repro.outputs.expected import EXACT, Tolerance
+    from repro.outputs.verify import compare_cell
+
+    assert compare_cell("T4.ratio_usable", "1", "true", EXACT).verdict == "pass"
+    assert compare_cell("T4.ratio_usable", "0", "false", EXACT).verdict == "pass"
+    assert compare_cell("T4.ratio_usable", "1", "false", EXACT).verdict == "fail"
+    one_flip = Tolerance(abs=1 / 3)
+    assert compare_cell("T4.ratio_usable", "1", "0.6666666667", one_flip).verdict == "pass"
+    assert compare_cell("T4.ratio_usable", "1", "0.3333333333", one_flip).verdict == "fail"

@@ -77,10 +77,17 @@ def read_table(path: Path) -> Table:
     return Table(columns, rows, duplicates)
 
 
+YES_NO = {"true": 1.0, "false": 0.0}
+"""A yes/no cell of one replicate is the fraction of replicates that say yes, 1 or 0, as the
+mean over several replicates writes it (repro.outputs.replicates.combine)."""
+
+
 def _as_float(text: str) -> float | None:
     """A cell's number; an empty cell is NaN (pandas writes NaN so); None when not a number."""
     if text.strip() == "":
         return math.nan
+    if text in YES_NO:
+        return YES_NO[text]
     try:
         return float(text)
     except ValueError:
