@@ -4,6 +4,7 @@ other families repro supports (repro.inputs.families): Qwen2 (Llama-like), GPT-N
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,3 +138,45 @@ def installed_tiny(tmp_path_factory: pytest.TempPathFactory):
     from installed import install_and_run
 
     return install_and_run(tmp_path_factory.mktemp("installed"))
+
+
+def tiny_llama_study(name: str, model: Path, conditions: str, calibration: int = 8,
+                     perplexity: tuple[int, int] = (4, 64)) -> str:
+    """A study file of the tiny Llama at `model` with one [[conditions]] entry (`conditions`,
+    its lines after `model =`), for the tests that run one method's prune and perplexity
+    stages: `perplexity` is (sequences, length) of its joined perplexity stream."""
+    return f"""\
+[study]
+name = "{name}"
+[models.llama-tiny]
+source = "{model}"
+architecture = "LlamaForCausalLM"
+n_layers = 6
+probe_layer = 3
+[[conditions]]
+model = "llama-tiny"
+{conditions}
+[sae]
+width = 64
+k = 4
+lr = 1e-3
+batch_tokens = 256
+[data.calibration]
+source = {{ kind = "tiny", split = "calibration" }}
+sampling = "windows"
+n_sequences = {calibration}
+seq_len = 64
+[data.sae_train]
+source = {{ kind = "tiny", split = "sae_train" }}
+n_sequences = 4
+seq_len = 64
+[data.eval]
+source = {{ kind = "tiny", split = "eval" }}
+n_sequences = 4
+seq_len = 64
+[data.perplexity]
+source = {{ kind = "tiny", split = "ppl" }}
+sampling = "joined"
+n_sequences = {perplexity[0]}
+seq_len = {perplexity[1]}
+"""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_model
+from conftest import make_model, tiny_llama_study
 
 from repro.errors import ReproError
 from repro.inputs.families import prunable_matrices
@@ -161,44 +161,6 @@ def test_check_method_names_the_fix() -> None:
         check_method("sparsegpt", "int4")
 
 
-STUDY = """\
-[study]
-name = "rtn-stage"
-[models.llama-tiny]
-source = "{model}"
-architecture = "LlamaForCausalLM"
-n_layers = 6
-probe_layer = 3
-[[conditions]]
-model = "llama-tiny"
-methods = ["rtn"]
-patterns = ["int8/g64", "int2"]
-[sae]
-width = 64
-k = 4
-lr = 1e-3
-batch_tokens = 256
-[data.calibration]
-source = {{ kind = "tiny", split = "calibration" }}
-sampling = "windows"
-n_sequences = 4
-seq_len = 64
-[data.sae_train]
-source = {{ kind = "tiny", split = "sae_train" }}
-n_sequences = 4
-seq_len = 64
-[data.eval]
-source = {{ kind = "tiny", split = "eval" }}
-n_sequences = 4
-seq_len = 64
-[data.perplexity]
-source = {{ kind = "tiny", split = "ppl" }}
-sampling = "joined"
-n_sequences = 16
-seq_len = 128
-"""
-
-
 def test_the_prune_stage_stores_the_quantized_model_and_its_perplexity_moves(
         tmp_path: Path) -> None:
     """A study entry `methods = ["rtn"]` without sparsities reads as sparsity 0. The prune
@@ -216,7 +178,10 @@ def test_the_prune_stage_stores_the_quantized_model_and_its_perplexity_moves(
     from repro.stages.store import read_manifest
     from repro.study.reader import load_study
 
-    (tmp_path / "study.toml").write_text(STUDY.format(model=(TINY / "llama-tiny").resolve()))
+    (tmp_path / "study.toml").write_text(tiny_llama_study(
+        "rtn-stage", (TINY / "llama-tiny").resolve(),
+        'methods = ["rtn"]\npatterns = ["int8/g64", "int2"]', calibration=4,
+        perplexity=(16, 128)))
     study = load_study(tmp_path / "study.toml")
     assert [v.id for v in study.variants] == ["llama-tiny/dense/0", "llama-tiny/rtn-int8-g64/0",
                                               "llama-tiny/rtn-int2/0"]

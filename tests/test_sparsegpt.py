@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import feed_layer, make_model, random_ids
+from conftest import feed_layer, make_model, random_ids, tiny_llama_study
 
 from repro.inputs.families import decoder_layers, family_of, layer_matrices, prunable_matrices
 from repro.science import sparsegpt
@@ -236,45 +236,6 @@ def _with(model: torch.nn.Module, weights: dict) -> torch.nn.Module:
     return out
 
 
-STUDY = """\
-[study]
-name = "sparsegpt-stage"
-[models.llama-tiny]
-source = "{model}"
-architecture = "LlamaForCausalLM"
-n_layers = 6
-probe_layer = 3
-[[conditions]]
-model = "llama-tiny"
-methods = ["sparsegpt"]
-patterns = ["unstructured", "2:4"]
-sparsities = [0.5]
-[sae]
-width = 64
-k = 4
-lr = 1e-3
-batch_tokens = 256
-[data.calibration]
-source = {{ kind = "tiny", split = "calibration" }}
-sampling = "windows"
-n_sequences = 8
-seq_len = 64
-[data.sae_train]
-source = {{ kind = "tiny", split = "sae_train" }}
-n_sequences = 4
-seq_len = 64
-[data.eval]
-source = {{ kind = "tiny", split = "eval" }}
-n_sequences = 4
-seq_len = 64
-[data.perplexity]
-source = {{ kind = "tiny", split = "ppl" }}
-sampling = "joined"
-n_sequences = 4
-seq_len = 64
-"""
-
-
 def test_the_perplexity_stage_reads_the_model_sparsegpt_returned(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Prune stage -> stored masks and kept weights -> perplexity stage, in this process and in
@@ -287,7 +248,9 @@ def test_the_perplexity_stage_reads_the_model_sparsegpt_returned(
     from repro.study.reader import PROFILES_DIR, load_study
 
     model_dir = PROFILES_DIR.parents[1] / "assets" / "tiny" / "models" / "llama-tiny"
-    (tmp_path / "study.toml").write_text(STUDY.format(model=model_dir.resolve()))
+    (tmp_path / "study.toml").write_text(tiny_llama_study(
+        "sparsegpt-stage", model_dir.resolve(),
+        'methods = ["sparsegpt"]\npatterns = ["unstructured", "2:4"]\nsparsities = [0.5]'))
     study = load_study(tmp_path / "study.toml")
     ctx = Context(study, tmp_path / "out", torch.device("cpu"), quiet=True)
     spec = study.models["llama-tiny"]
