@@ -42,6 +42,7 @@ from scipy import stats
 
 from repro.outputs import ranges
 from repro.outputs.expected import ClaimSpec
+from repro.outputs.verify import cell_number
 
 FLOOR_ABS, FLOOR_REL = 1e-9, 1e-6
 """What a last-bit difference in a float can move a number by."""
@@ -208,7 +209,7 @@ def across_settings(per_replicate: list[Tables],
                     others: dict[str, dict[str, list[dict]]]) -> dict[tuple[str, str], Across]:
     """Per (table, column) that the replicates do not move: the largest relative difference
     between the blessed means and each other run's table (`others`: a label -> tables of
-    rows keyed by id, numbers or their text)."""
+    rows keyed by id, each cell as the CSV writes it)."""
     means: dict[tuple[str, str, str], float] = {}
     for name, col in _columns(per_replicate[0]):
         for i, row in enumerate(per_replicate[0][name]):
@@ -222,25 +223,16 @@ def across_settings(per_replicate: list[Tables],
         worst = Across(0.0, "")
         for label, tables in others.items():
             for row in tables.get(name, []):
-                blessed, got = means.get((name, col, row["id"])), _text_number(row.get(col))
-                if blessed is None or not math.isfinite(got) or not math.isfinite(blessed) \
-                        or blessed == 0:
+                got = cell_number(str(row.get(col, "")))
+                blessed = means.get((name, col, row["id"]))
+                if blessed is None or got is None or not math.isfinite(got) \
+                        or not math.isfinite(blessed) or blessed == 0:
                     continue
                 rel = abs(got - blessed) / abs(blessed)
                 if rel > worst.rel:
                     worst = Across(rel, f"{row['id']} in {label}")
         out[(name, col)] = worst
     return out
-
-
-def _text_number(x: object) -> float:
-    try:
-        return _number(x)
-    except TypeError:
-        try:
-            return float(str(x))
-        except ValueError:
-            return math.nan
 
 
 def claim_sds(per_replicate: list[dict], specs: list[ClaimSpec]) -> dict[str, Sd]:

@@ -36,10 +36,10 @@ from repro.outputs.expected import (
     load_tolerances,
     tolerances_path,
 )
-from repro.outputs.tables import TABLE_NAMES
+from repro.outputs.tables import TABLE_NAMES, analysis_code
 from repro.outputs.verify import check_integrity, read_table
 from repro.stages import layout
-from repro.stages.codehash import code_hash, stage_code
+from repro.stages.codehash import stage_code
 from repro.stages.provenance import code_version
 from repro.stages.store import MANIFEST, read_manifest
 
@@ -121,9 +121,7 @@ tests/test_end_to_end.py checks every manifest of a finished run against it."""
 def current_code(kind: str) -> object:
     """The code hash a stage of this kind records when the checked-out code runs it."""
     if kind == layout.ANALYSIS_DIR:
-        return {"analysis": stage_code("repro.outputs.analysis", "repro.outputs.tables"),
-                "claims": code_hash("repro.outputs.claims"),
-                "replicates": code_hash("repro.outputs.replicates")}
+        return analysis_code()
     return stage_code(*STAGE_CODE[kind])
 
 

@@ -32,6 +32,7 @@ from repro.outputs.expected import (
 from repro.outputs.report_curves import FIGURE
 from repro.outputs.tables import TABLE_NAMES
 from repro.outputs.verify import read_table
+from repro.stages import layout
 from repro.stages.context import Context
 from repro.study.spec import Run
 
@@ -112,14 +113,15 @@ def check_bless(run_dir: Path, expected: Path | None, across: Sequence[Path] = (
     from repro.outputs.bless import PROVENANCE
 
     runfolder.require_run(run_dir, tables_ok=expected is not None)
-    study = (run_dir / "study.toml").read_bytes() if (run_dir / "study.toml").is_file() else b""
+    study = run_dir / layout.STUDY_FILE
+    text = study.read_bytes() if study.is_file() else b""
     for other in across:
-        runfolder.require_run(other)
-        missing = [n for n in TABLE_NAMES if not (other / "tables" / f"{n}.csv").is_file()]
+        runfolder.require_run(other)  # so other/STUDY_FILE is a file
+        missing = [n for n in TABLE_NAMES if not (other / layout.TABLES_DIR / f"{n}.csv").is_file()]
         if missing:
             raise ReproError(f"--across {other}: tables/{missing[0]}.csv is missing; finish "
                              f"that run first (repro all ... --out {other})")
-        if (other / "study.toml").is_file() and (other / "study.toml").read_bytes() != study:
+        if (other / layout.STUDY_FILE).read_bytes() != text:
             raise ReproError(f"--across {other}: its study.toml differs from {run_dir}'s; "
                              "compare runs of one study")
     exp_dir = expected_dir(run_dir, expected)[0]

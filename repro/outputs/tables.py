@@ -132,6 +132,14 @@ def _dump_tables(path: Path, tables: dict) -> None:
     atomic_write_text(path, json.dumps(tables, indent=1) + "\n")
 
 
+def analysis_code() -> dict[str, object]:
+    """The code the analysis stage puts into its input hash (and `repro bless` compares with
+    a run's manifest)."""
+    return {"analysis": stage_code("repro.outputs.analysis", __name__),
+            "claims": code_hash("repro.outputs.claims"),
+            "replicates": code_hash("repro.outputs.replicates")}
+
+
 def analysis_stage(ctx: Any, runs_done: list[str]) -> StageOutcome:
     """Compute every replicate's table rows and claims, and their means with spreads
     (repro.outputs.replicates); the per-feature arrays behind the figures are replicate 0's."""
@@ -140,9 +148,7 @@ def analysis_stage(ctx: Any, runs_done: list[str]) -> StageOutcome:
 
     inputs = {
         "version": STAGE_VERSION["analysis"],
-        "code": {"analysis": stage_code("repro.outputs.analysis", __name__),
-                 "claims": code_hash("repro.outputs.claims"),
-                 "replicates": code_hash("repro.outputs.replicates")},
+        "code": analysis_code(),
         "study": ctx.study.path.read_text(),
         "upstream": {p: fingerprint(ctx.out / p) for p in runs_done},
     }

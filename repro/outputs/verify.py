@@ -82,7 +82,7 @@ YES_NO = {"true": 1.0, "false": 0.0}
 mean over several replicates writes it (repro.outputs.replicates.combine)."""
 
 
-def _as_float(text: str) -> float | None:
+def cell_number(text: str) -> float | None:
     """A cell's number; an empty cell is NaN (pandas writes NaN so); None when not a number."""
     if text.strip() == "":
         return math.nan
@@ -101,7 +101,7 @@ def compare_cell(name: str, exp: str, got: str, tol: Tolerance,
     `bounds` is the column's range (repro.outputs.ranges): a band that covers all of it is
     no check, and the cell is UNCHECKED whatever the run has.
     """
-    e, g = _as_float(exp), _as_float(got)
+    e, g = cell_number(exp), cell_number(got)
     if e is None or g is None:
         same = exp == got
         return Check(name, Kind.CELL, passed(same), exp, got, "exact", None)
