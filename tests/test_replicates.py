@@ -238,9 +238,30 @@ def test_tolerances_text_reads_back_as_the_bands_it_states(tmp_path) -> None:
     sd = bands.column_sds(reps)[("T3_survival", "survival")][""]
     assert tols.get("T3_survival", "survival").abs == pytest.approx(multiple * sd.widened,
                                                                     rel=1e-2)
-    assert tols.get("claims", "C2").abs == pytest.approx(
-        multiple * np.std([2.0, 2.2, 1.9, 2.1], ddof=1) * bands.widening(3), rel=1e-2)
+    # a ratio: banded on the log scale, around the mean, in both directions by one factor
+    c2 = tols.get("claims", "C2")
+    assert c2.log == pytest.approx(
+        multiple * np.std(np.log([2.0, 2.2, 1.9, 2.1]), ddof=1) * bands.widening(3), rel=1e-2)
+    low, high = c2.bounds(2.05)
+    assert low * high == pytest.approx(2.05 ** 2, rel=1e-6)
     assert "C1_of" not in tols.by_table["claims"]  # exact by construction
+
+
+def test_a_ratio_is_banded_on_the_log_scale_so_its_inverse_fails() -> None:
+    """A survival ratio of 5.7 that replicates move by a factor of about 1.15: on the linear
+    scale its band (3 widened sds of 0.87) reaches below 0 and passes the inverse, 0.17, on
+    the log scale it does not, and a ratio twice the expected one still passes."""
+    claims = _claims([6.7, 5.5, 5.0])
+    c2 = [s for s in PAPER if s.name == "C2"]
+    linear = 3.0 * np.std([6.7, 5.5, 5.0], ddof=1) * bands.widening(2)
+    assert 5.73 - linear < 1 / 5.73  # what the band on the linear scale let through
+    sd = bands.claim_sds(claims, c2)["C2"]
+    assert sd.value == pytest.approx(np.std(np.log([6.7, 5.5, 5.0]), ddof=1))
+    tol = bands.band_tolerance(bands.claim_band(c2[0], sd, 3.0), log=True)
+    low, high = tol.bounds(5.73)
+    assert low > 1 / 5.73 and low < 5.73 / 2 and high > 2 * 5.73
+    assert bands._outside(1 / 5.73, 5.73, tol.log, log=True)
+    assert not bands._outside(5.73 * 1.3, 5.73, tol.log, log=True)
 
 
 def test_a_band_wider_than_its_columns_range_says_it_checks_nothing(tmp_path) -> None:

@@ -16,12 +16,21 @@ that into a different draw of the same noise, never into more of it.
   x pooled sd, never below the round-off floor.
 - Claims: the sd of the claim's N values (no rows to pool over), never below the claim's
   resolution: C1 counts conditions, so one condition is the least it can move by.
-- MULTIPLE is measured, not assumed (`choose_multiple`): each replicate in turn is verified
-  against bands made from the others (leave one out) and the smallest multiple of
-  `MULTIPLES` at which no cell and no claim fails is taken. Leave-one-out compares one
-  replicate with the mean of N - 1, whose difference has sd x sqrt(1 + 1/(N - 1)) (1.22 sd
-  for N = 3); `repro verify` compares a run's mean of N with the blessed mean of N, sd x
-  sqrt(2 / N) (0.82 sd). The bands are made for the comparison they serve: MULTIPLE is the
+- Ratios (T4's Wanda / magnitude survival ratios, C2) are banded on the log scale
+  (`LOG_COLUMNS`, a claim whose contrary is its inverse): a ratio of two rates over a few
+  dozen features moves by a factor, and on that scale its opposite finding, the inverse,
+  lies as far from 1 as the finding. Measured on the small profile: one replicate's control
+  ratio lay 8 widened sds from the others' on the linear scale.
+- MULTIPLE is measured, not assumed, per table (`choose_multiples`): each replicate in turn
+  is verified against bands made from the others (leave one out) and the smallest multiple
+  of `MULTIPLES` at which no cell of the table and no claim read from it (`CLAIM_TABLE`)
+  fails is taken. Per table, because tables differ in how their noise is spread over rows:
+  T5's CE-loss score of a model pruned into nonsense (perplexity 5,749) is a ratio over a
+  span near zero and lay 13 widened sds out, which one multiple for every table would have
+  pressed on the survival ratios, whose bands would then pass the inverse. Leave-one-out
+  compares one replicate with the mean of N - 1, whose difference has sd x sqrt(1 + 1/(N - 1))
+  (1.22 sd for N = 3); `repro verify` compares a run's mean of N with the blessed mean of N,
+  sd x sqrt(2 / N) (0.82 sd). The bands are made for the comparison they serve: MULTIPLE is the
   leave-one-out multiple times the ratio of the two (`verify_multiple`, 2/3 for N = 3),
   never below MIN_MULTIPLE.
 
@@ -36,12 +45,13 @@ sizes) have no band.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scipy import stats
 
 from repro.outputs import ranges
-from repro.outputs.expected import ClaimSpec
+from repro.outputs.expected import ClaimSpec, Tolerance
 from repro.outputs.verify import cell_number
 
 FLOOR_ABS, FLOOR_REL = 1e-9, 1e-6
@@ -70,6 +80,12 @@ ACROSS_MULTIPLE = 3.0
 measured across arithmetic settings (`across_settings`): one other setting is one draw."""
 RESOLUTION = {"C1.value": 1.0, "C1_control.value": 1.0}
 """The least a claim can move by: C1 counts conditions with binned rho = -1."""
+LOG_COLUMNS = {"ratio", "ratio_control"}
+"""T4's survival ratios, banded on the log scale (a claim: `contrary = "inverse"`)."""
+CLAIM_TABLE = {"C1": "T3_survival", "C1_control": "T3_survival", "C2": "T4_ratios",
+               "C2_control": "T4_ratios", "C3": "T5_transfer", "C4": "T6_fragility_causal",
+               "C4_per_firing": "T6_fragility_causal"}
+"""The table each claim is computed from: the claim is verified at that table's multiple."""
 
 Tables = dict[str, list[dict]]
 
@@ -80,6 +96,24 @@ def _number(x: object) -> float:
     if isinstance(x, bool | int | float):
         return float(x)
     raise TypeError
+
+
+def _log(x: float) -> float:
+    """A ratio on the log scale; NaN where it has none (0, infinite, undefined)."""
+    return math.log(x) if math.isfinite(x) and x > 0 else math.nan
+
+
+def on_log_scale(column: str) -> bool:
+    return column in LOG_COLUMNS
+
+
+def claim_on_log_scale(spec: ClaimSpec) -> bool:
+    return spec.contrary == "inverse"
+
+
+def band_tolerance(band: float, log: bool) -> Tolerance:
+    """The tolerance verify applies for a band (an amount, or a log factor for a ratio)."""
+    return Tolerance(FLOOR_ABS, FLOOR_REL, log=band) if log else Tolerance(band, FLOOR_REL)
 
 
 def _sd(values: list[float]) -> float:
@@ -147,7 +181,7 @@ ColumnSd = dict[str, Sd]
 
 def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], ColumnSd]:
     """Per (table, column), per model: the pooled sd over the model's rows of each row's sd
-    over replicates.
+    over replicates (of its log, for a ratio: `on_log_scale`).
 
     Rows whose replicate values are identical to an earlier row's are one measurement
     printed twice (a per-model number in every condition's row, such as the causal score's
@@ -156,8 +190,9 @@ def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], ColumnSd]:
     out = {}
     for name, col in _columns(per_replicate[0]):
         vectors: dict[str, dict[tuple[float, ...], None]] = {}
+        scale = _log if on_log_scale(col) else float
         for i, row in enumerate(per_replicate[0][name]):
-            values = tuple(_number(rep[name][i].get(col)) for rep in per_replicate)
+            values = tuple(scale(_number(rep[name][i].get(col))) for rep in per_replicate)
             vectors.setdefault(model_of(row), {})[values] = None
         by_model = {model: _pooled(list(v)) for model, v in vectors.items()}
         whole = _pooled([v for per in vectors.values() for v in per])
@@ -191,8 +226,12 @@ def feature_floors(tables: Tables, n_replicates: int) -> dict[tuple[str, str], f
     return out
 
 
-def _claim_values(per_replicate: list[dict], spec: ClaimSpec) -> list[float]:
-    return [_number((rep.get(spec.claim) or {}).get(spec.field)) for rep in per_replicate]
+def _claim_values(per_replicate: list[dict], spec: ClaimSpec, scaled: bool = False
+                  ) -> list[float]:
+    """The claim's number in each replicate (`scaled`: on its band's scale, the log of a
+    ratio)."""
+    values = [_number((rep.get(spec.claim) or {}).get(spec.field)) for rep in per_replicate]
+    return [_log(v) for v in values] if scaled and claim_on_log_scale(spec) else values
 
 
 @dataclass(frozen=True)
@@ -236,11 +275,12 @@ def across_settings(per_replicate: list[Tables],
 
 
 def claim_sds(per_replicate: list[dict], specs: list[ClaimSpec]) -> dict[str, Sd]:
-    """Per claim check (its spec name): the sd of its number over replicates."""
+    """Per claim check (its spec name): the sd of its number over replicates (of its log, for
+    a ratio)."""
     out = {}
     for spec in specs:
         if f"{spec.claim}.{spec.field}" not in EXACT_CLAIMS:
-            values = _claim_values(per_replicate, spec)
+            values = _claim_values(per_replicate, spec, scaled=True)
             out[spec.name] = Sd(_sd(values), _dof(values))
     return out
 
@@ -259,10 +299,12 @@ def _mean(values: list[float]) -> float:
     return math.fsum(finite) / len(finite) if finite else math.nan
 
 
-def _outside(got: float, expected: float, band: float) -> bool:
+def _outside(got: float, expected: float, band: float, log: bool = False) -> bool:
+    """Whether verify would fail `got` against `expected` with this band."""
     if math.isnan(got) or math.isnan(expected):
         return math.isnan(got) != math.isnan(expected)
-    return abs(got - expected) > band + FLOOR_REL * abs(expected)
+    low, high = band_tolerance(band, log).bounds(expected)
+    return not low <= got <= high
 
 
 @dataclass(frozen=True)
@@ -281,18 +323,26 @@ class LeaveOneOut:
         return self.failed / self.checked if self.checked else 0.0
 
 
+def claim_table(spec: ClaimSpec) -> str:
+    """The table a claim is computed from ('' for a claim this module does not know)."""
+    return CLAIM_TABLE.get(spec.claim, "")
+
+
 def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec],
-                  multiple: float) -> LeaveOneOut:
-    """Verify each replicate against the mean and bands of the other N - 1. A number that is
-    undefined in the replicate left out or in all the others (a rho of bins that tie, a ratio
-    over no surviving feature: NaN or infinite) is not compared, as a mean over replicates
-    leaves it out."""
+                  multiple: float, table: str | None = None) -> LeaveOneOut:
+    """Verify each replicate against the mean and bands of the other N - 1: every cell and
+    claim, or those of one `table` and the claims read from it. A number that is undefined
+    in the replicate left out or in all the others (a rho of bins that tie, a ratio over no
+    surviving feature: NaN or infinite) is not compared, as a mean over replicates leaves it
+    out."""
     checked, failed, worst = 0, 0, []
     for i in range(len(tables)):
         rest_t, rest_c = tables[:i] + tables[i + 1:], claims[:i] + claims[i + 1:]
         # the held-out run is one replicate: a yes/no answer of its own moves by a whole 1
         sds, floors = column_sds(rest_t), feature_floors(rest_t[0], 1)
         for (name, col), by_model in sds.items():
+            if table is not None and name != table:
+                continue
             floor = floors.get((name, col), 0.0)
             for j, row in enumerate(tables[i][name]):
                 band = column_band(by_model[model_of(row)], multiple, floor)
@@ -301,31 +351,40 @@ def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpe
                 if not (math.isfinite(got) and math.isfinite(exp)):
                     continue  # undefined in this replicate or the rest: the mean leaves it out
                 checked += 1
-                if _outside(got, exp, band):
+                if _outside(got, exp, band, on_log_scale(col)):
                     failed += 1
                     worst.append(f"replicate {i}: {name}[{row['id']}].{col}")
         for spec in specs:
-            if f"{spec.claim}.{spec.field}" in EXACT_CLAIMS:
+            if f"{spec.claim}.{spec.field}" in EXACT_CLAIMS or \
+                    table is not None and claim_table(spec) != table:
                 continue
             rest = _claim_values(rest_c, spec)
             got = _claim_values([claims[i]], spec)[0]
-            if not math.isfinite(got) or _dof(rest) < 1:
+            scaled = _claim_values(rest_c, spec, scaled=True)
+            if not math.isfinite(got) or _dof(scaled) < 1:
                 continue  # undefined here, or too few defined others to make a band of
             checked += 1
-            if _outside(got, _mean(rest), claim_band(spec, Sd(_sd(rest), _dof(rest)),
-                                                     multiple)):
+            if _outside(got, _mean(rest), claim_band(spec, Sd(_sd(scaled), _dof(scaled)),
+                                                     multiple), claim_on_log_scale(spec)):
                 failed += 1
                 worst.append(f"replicate {i}: claim {spec.name}")
     return LeaveOneOut(multiple, checked, failed, worst[:5])
 
 
-def choose_multiple(tables: list[Tables], claims: list[dict],
-                    specs: list[ClaimSpec]) -> tuple[float, list[LeaveOneOut]]:
-    """The smallest multiple at which leave-one-out fails nothing,
-    and the leave-one-out result of every multiple tried; None-like math.inf when none does."""
-    trials = [leave_one_out(tables, claims, specs, m) for m in MULTIPLES]
+def choose_multiple(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec],
+                    table: str | None = None) -> tuple[float, list[LeaveOneOut]]:
+    """The smallest multiple at which leave-one-out fails nothing (of one `table` and its
+    claims, or of everything), and the leave-one-out result of every multiple tried;
+    math.inf when none passes."""
+    trials = [leave_one_out(tables, claims, specs, m, table) for m in MULTIPLES]
     passing = [t.multiple for t in trials if t.failed == 0]
     return (min(passing) if passing else math.inf), trials
+
+
+def choose_multiples(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec]
+                     ) -> dict[str, tuple[float, list[LeaveOneOut]]]:
+    """`choose_multiple` for each table and the claims read from it."""
+    return {name: choose_multiple(tables, claims, specs, name) for name in tables[0]}
 
 
 def verify_multiple(loo_multiple: float, n: int) -> float:
@@ -336,21 +395,33 @@ def verify_multiple(loo_multiple: float, n: int) -> float:
     return max(MIN_MULTIPLE, loo_multiple * ratio)
 
 
+def _per_table(value: float | Mapping[str, float], table: str) -> float:
+    if isinstance(value, Mapping):
+        return value.get(table, max(value.values()))  # a claim of no known table: the widest
+    return value
+
+
 def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
-                    specs: list[ClaimSpec], multiple: float, trials: list[LeaveOneOut],
+                    specs: list[ClaimSpec], multiple: float | Mapping[str, float],
+                    trials: list[LeaveOneOut] | Mapping[str, list[LeaveOneOut]],
                     source: str, across: dict[tuple[str, str], Across] | None = None) -> str:
     """This profile's sections of tolerances.toml, each band with its measured spread; a
-    column the replicates do not move takes its band from `across` where it was measured."""
+    column the replicates do not move takes its band from `across` where it was measured.
+    `multiple` and `trials` are one for every table, or each table's (`choose_multiples`)."""
     n = len(tables)
-    rates = ", ".join(f"{t.multiple:g}x {t.failed}/{t.checked}" for t in trials)
+    by_table = trials if isinstance(trials, Mapping) else {"every table": trials}
+    rates = [f"#   {name}: " + ", ".join(f"{t.multiple:g}x {t.failed}/{t.checked}" for t in tried)
+             for name, tried in by_table.items()]
     lines = [f"# [{profile}.*] written by `repro bless` from {n} replicates of {source}:",
              "# each band is MULTIPLE x the replicates' sd pooled over a model's rows (a",
              "# claim: its sd), `models` the band of each model's rows (abs: the widest), with a",
-             f"# floor of abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}; MULTIPLE = {multiple:.3g}: the",
-             "# smallest multiple at which every replicate verifies against bands made from the",
-             f"# others (leave-one-out failures per multiple: {rates}), times",
-             f"# sqrt(2/{n}) / sqrt(1 + 1/{n - 1}): verify compares a mean of {n} with a mean of",
-             f"# {n}, not one replicate with the mean of {n - 1} (never below {MIN_MULTIPLE:g}).",
+             f"# floor of abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}; a ratio's (`log`) on the log",
+             "# scale. Each table's MULTIPLE (its claims take it too) is the smallest at which",
+             "# every replicate verifies against bands made from the others (leave-one-out",
+             "# failures per multiple:", *rates,
+             f"# ) times sqrt(2/{n}) / sqrt(1 + 1/{n - 1}): verify compares a mean of {n} with a",
+             f"# mean of {n}, not one replicate with the mean of {n - 1} (never below "
+             f"{MIN_MULTIPLE:g}).",
              "# Columns exact by construction have no entry and must match exactly.", ""]
     sds, floors = column_sds(tables), feature_floors(tables[0], n)
     for name in tables[0]:
@@ -359,18 +430,21 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
             if table == name and across and (table, col) in across:
                 lines.append(f"{col} = " + _across_entry(across[(table, col)]))
             elif table == name:
-                lines.append(f"{col} = " + _column_entry(by_model, n, multiple,
+                lines.append(f"{col} = " + _column_entry(by_model, n, _per_table(multiple, name),
                                                           floors.get((table, col), 0.0),
-                                                          ranges.column_range(col)))
+                                                          ranges.column_range(col),
+                                                          on_log_scale(col)))
         lines.append("")
     lines.append(f'["{profile}"."claims"]')
     for spec in specs:
         claim_sd = claim_sds(claims, [spec]).get(spec.name)
         if claim_sd is not None:
             floor = RESOLUTION.get(f"{spec.claim}.{spec.field}", 0.0)
-            lines.append(f"{spec.name} = " + _entry(claim_band(spec, claim_sd, multiple),
-                                                     claim_sd, n, multiple, "sd", floor,
-                                                     ranges.CLAIM_RANGES.get(spec.claim)))
+            m = _per_table(multiple, claim_table(spec))
+            lines.append(f"{spec.name} = " + _entry(claim_band(spec, claim_sd, m), claim_sd, n,
+                                                     m, "sd", floor,
+                                                     ranges.CLAIM_RANGES.get(spec.claim),
+                                                     claim_on_log_scale(spec)))
     return "\n".join(lines) + "\n"
 
 
@@ -383,13 +457,13 @@ def _across_entry(found: Across) -> str:
 
 
 def _column_entry(by_model: ColumnSd, n: int, multiple: float, floor: float,
-                  bounds: tuple[float, float] | None) -> str:
+                  bounds: tuple[float, float] | None, log: bool = False) -> str:
     """A column's band: the widest model's, with every model's own band beside it when the
     column has rows of more than one model."""
     per_model = {model: column_band(sd, multiple, floor) for model, sd in by_model.items()}
     widest = max(per_model, key=lambda model: per_model[model])
     what = "pooled sd over rows" + (f" of {widest} (the widest)" if widest else "")
-    entry = _entry(per_model[widest], by_model[widest], n, multiple, what, floor, bounds)
+    entry = _entry(per_model[widest], by_model[widest], n, multiple, what, floor, bounds, log)
     if len(per_model) < 2:
         return entry
     models = ", ".join(f'"{m}" = {b:.3g}' for m, b in sorted(per_model.items()))
@@ -397,19 +471,25 @@ def _column_entry(by_model: ColumnSd, n: int, multiple: float, floor: float,
 
 
 def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
-           floor: float = 0.0, bounds: tuple[float, float] | None = None) -> str:
+           floor: float = 0.0, bounds: tuple[float, float] | None = None,
+           log: bool = False) -> str:
     """One band of tolerances.toml with a note saying where it comes from; a band at least as
-    wide as the quantity's whole range (`bounds`) says that it checks nothing."""
+    wide as the quantity's whole range (`bounds`) says that it checks nothing; `log`: the
+    band and sd are of the number's log."""
     if sd.value == 0 and not floor:
         note = f"not moved by {n} replicates: the round-off floor"
     else:
-        note = (f"{what} {sd.value:.3g} over {n} replicates ({sd.dof} dof, widened "
+        note = (f"{what} {sd.value:.3g}{' of the log' if log else ''} over {n} replicates "
+                f"({sd.dof} dof, widened "
                 f"x{widening(sd.dof):.2f}); band {multiple:.3g}x")
         if floor and floor >= multiple * sd.widened:
             note += f", raised to its floor ({floor:.3g})"
     if bounds is not None and band >= bounds[1] - bounds[0]:
         note += (f"; wider than every value in [{bounds[0]:g}, {bounds[1]:g}]: verify reports "
                  "it UNCHECKED")
+    if log and sd.value:
+        return (f'{{ abs = {FLOOR_ABS:g}, rel = {FLOOR_REL:g}, log = {band:.3g}, '
+                f'note = "{note}; times or divided by {math.exp(band):.3g}" }}')
     return f'{{ abs = {band:.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
 
 

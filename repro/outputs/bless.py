@@ -204,6 +204,7 @@ def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> 
         lines += [f"[{spec.name}]", f"expected = {json.dumps(value)}", *interval,
                   'compare = "near"',
                   f"abs = {band.abs if band else 0.0!r}", f"rel = {band.rel if band else 0.0!r}",
+                  *([f"log = {band.log!r}"] if band and band.log else []),
                   f"statement = {json.dumps('As blessed; the paper: ' + spec.statement)}",
                   f"reconstructed = {json.dumps(band.note if band else 'no band: exact')}",
                   'inconclusive_field = ""', "requires = {}", "informational = false",
@@ -303,21 +304,26 @@ def replicate_bands(run_dir: Path, profile: str,
     if len(tables) < MIN_REPLICATES:
         return None
     specs = load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE)
-    loo_multiple, trials = bands.choose_multiple(tables, claims, specs)
-    if not loo_multiple < float("inf"):
-        worst = "; ".join(trials[-1].worst)
-        raise ReproError(f"refusing to bless {run_dir}: even {trials[-1].multiple:g}x the "
-                         f"replicate spread fails leave-one-out ({worst}); the replicates "
-                         "disagree more than their spread says: find out why first")
-    multiple = bands.verify_multiple(loo_multiple, len(tables))
+    chosen = bands.choose_multiples(tables, claims, specs)
+    for name, (loo_multiple, trials) in chosen.items():
+        if not loo_multiple < float("inf"):
+            worst = "; ".join(trials[-1].worst)
+            raise ReproError(f"refusing to bless {run_dir}: even {trials[-1].multiple:g}x the "
+                             f"replicate spread fails leave-one-out in {name} ({worst}); the "
+                             "replicates disagree more than their spread says: find out why "
+                             "first")
+    multiples = {name: bands.verify_multiple(loo, len(tables)) for name, (loo, _) in chosen.items()}
     others = {f"{p.resolve()} ({_numerics_text(p)})": _other_tables(p) for p in across}
-    text = bands.tolerances_text(profile, tables, claims, specs, multiple, trials,
+    text = bands.tolerances_text(profile, tables, claims, specs, multiples,
+                                 {name: trials for name, (_, trials) in chosen.items()},
                                  str(run_dir.resolve()),
                                  bands.across_settings(tables, others) if others else None)
-    return {"replicates": len(tables), "multiple": multiple,
-            "leave_one_out_multiple": loo_multiple, "text": text, "across": list(others),
-            "leave_one_out": [{"multiple": t.multiple, "checked": t.checked,
-                               "failed": t.failed, "worst": t.worst} for t in trials]}
+    return {"replicates": len(tables), "multiple": multiples,
+            "leave_one_out_multiple": {name: loo for name, (loo, _) in chosen.items()},
+            "text": text, "across": list(others),
+            "leave_one_out": {name: [{"multiple": t.multiple, "checked": t.checked,
+                                      "failed": t.failed, "worst": t.worst} for t in trials]
+                              for name, (_, trials) in chosen.items()}}
 
 
 MIN_REPLICATES = 3

@@ -116,7 +116,9 @@ def _number(value: Any, where: str) -> float:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How far a number may move: |got - expected| <= abs + rel * |expected|."""
+    """How far a number may move: |got - expected| <= abs + rel * |expected|, or, for a ratio
+    banded on the log scale (`log` > 0), got within expected x e^-log - abs .. expected x
+    e^log + abs."""
 
     abs: float = 0.0
     """Absolute allowance, in the column's own units."""
@@ -127,17 +129,35 @@ class Tolerance:
     models: tuple[tuple[str, float], ...] = ()
     """(model, abs) for the rows of each model, where a band was measured per model (`repro
     bless` from replicates: models differ in scale and noise); abs covers every other row."""
+    log: float = 0.0
+    """A ratio's band on the log scale (`repro bless` for T4's ratios and C2): a ratio of
+    survival rates moves by a factor, not by an amount, and its opposite finding, the inverse,
+    lies as far below 1 on this scale as the finding lies above it. Its `models` are logs too."""
 
     def for_model(self, model: str) -> Tolerance:
         """The allowance of one model's rows."""
         found = dict(self.models).get(model)
-        return self if found is None else Tolerance(found, self.rel, self.note)
+        if found is None:
+            return self
+        return Tolerance(*((0.0, self.rel, self.note, (), found) if self.log
+                           else (found, self.rel, self.note)))
 
     def allowance(self, expected: float) -> float:
-        return self.abs + self.rel * abs(expected)
+        """The half-width of the band around `expected` (its wider side on the log scale)."""
+        low, high = self.bounds(expected)
+        return max(expected - low, high - expected)
+
+    def bounds(self, expected: float) -> tuple[float, float]:
+        """The values that pass against `expected`."""
+        if self.log and expected > 0:
+            return (expected * math.exp(-self.log) - self.abs,
+                    expected * math.exp(self.log) + self.abs)
+        a = self.abs + self.rel * abs(expected)
+        return expected - a, expected + a
 
     def describe(self) -> str:
-        parts = [f"abs {self.abs:g}" if self.abs else "", f"rel {self.rel:g}" if self.rel else ""]
+        parts = [f"abs {self.abs:g}" if self.abs else "", f"rel {self.rel:g}" if self.rel else "",
+                 f"x/÷ {math.exp(self.log):.3g} (log {self.log:.3g})" if self.log else ""]
         return " + ".join(p for p in parts if p) or "exact"
 
 
@@ -147,12 +167,12 @@ EXACT = Tolerance()
 def _tolerance(entry: Any, where: str) -> Tolerance:
     if not isinstance(entry, dict):
         raise ReproError(f"{where} must be a table like {{ abs = 1e-6, rel = 1e-4 }}")
-    unknown = set(entry) - {"abs", "rel", "note", "models"}
+    unknown = set(entry) - {"abs", "rel", "log", "note", "models"}
     if unknown:
-        raise ReproError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: abs, rel, note, "
-                         "models")
-    if "abs" not in entry and "rel" not in entry:
-        raise ReproError(f"{where} needs abs and/or rel")
+        raise ReproError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: abs, rel, log, "
+                         "note, models")
+    if not {"abs", "rel", "log"} & set(entry):
+        raise ReproError(f"{where} needs abs, rel or log")
     note = entry.get("note", "")
     if not isinstance(note, str):
         raise ReproError(f"{where}.note must be a string")
@@ -162,7 +182,8 @@ def _tolerance(entry: Any, where: str) -> Tolerance:
     return Tolerance(_number(entry.get("abs", 0.0), f"{where}.abs"),
                      _number(entry.get("rel", 0.0), f"{where}.rel"), note,
                      tuple((str(m), _number(v, f"{where}.models.{m}"))
-                           for m, v in sorted(models.items())))
+                           for m, v in sorted(models.items())),
+                     _number(entry.get("log", 0.0), f"{where}.log"))
 
 
 @dataclass(frozen=True)
@@ -236,7 +257,8 @@ class ClaimSpec:
 
 
 def _claim(name: str, raw: dict[str, Any], where: str) -> ClaimSpec:
-    allowed = {"claim", "field", "expected", "compare", "abs", "rel", "statement", "source",
+    allowed = {"claim", "field", "expected", "compare", "abs", "rel", "log", "statement",
+               "source",
                "reconstructed", "informational", "inconclusive_field", "requires", "contrary",
                "interval"}
     unknown = set(raw) - allowed
@@ -254,7 +276,8 @@ def _claim(name: str, raw: dict[str, Any], where: str) -> ClaimSpec:
     if isinstance(expected, bool) or not isinstance(expected, int | float):
         raise ReproError(f"{where}: expected must be a number, got {expected!r}")
     tol = Tolerance(_number(raw.get("abs", 0.0), f"{where}.abs"),
-                    _number(raw.get("rel", 0.0), f"{where}.rel"), raw.get("reconstructed", ""))
+                    _number(raw.get("rel", 0.0), f"{where}.rel"), raw.get("reconstructed", ""),
+                    log=_number(raw.get("log", 0.0), f"{where}.log"))
     source = raw["source"] + (f" Reconstructed: {raw['reconstructed']}"
                               if raw.get("reconstructed") else "")
     requires = raw.get("requires", {})

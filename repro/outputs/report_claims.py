@@ -86,9 +86,10 @@ def small_text(x: float, digits: int = 2) -> str:
 
 
 def band_text(tolerance: str, expected: Any) -> str:
-    """A check's accepted region, from its tolerance text (`±a`, `>= lo`, `<= hi`): a band
-    to 2 significant digits (`11 ± 2`, `1.02 ± 1e-06`), a bound as `≥ 0.5`."""
-    m = re.fullmatch(r"\s*(±|>=|<=)\s*(\S+)\s*", tolerance or "")
+    """A check's accepted region, from its tolerance text (`±a`, `x/÷ f`, `>= lo`, `<= hi`): a
+    band to 2 significant digits (`11 ± 2`, `1.02 ± 1e-06`, a ratio's `5.7 ×÷ 5.6`: times or
+    divided by), a bound as `≥ 0.5`."""
+    m = re.fullmatch(r"\s*(±|>=|<=|x/÷)\s*(\S+)\s*", tolerance or "")
     if m is None:
         return tolerance or "—"
     sign, number = m.groups()
@@ -96,6 +97,8 @@ def band_text(tolerance: str, expected: Any) -> str:
         amount = float(number)
     except ValueError:
         return tolerance
+    if sign == "x/÷":
+        return f"{value_text(expected)} ×÷ {small_text(amount)}"
     if sign == "±":
         return f"{value_text(expected)} (exact)" if amount == 0 else \
             f"{value_text(expected)} ± {small_text(amount)}"

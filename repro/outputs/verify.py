@@ -96,7 +96,7 @@ def cell_number(text: str) -> float | None:
 
 def compare_cell(name: str, exp: str, got: str, tol: Tolerance,
                  bounds: tuple[float, float] | None = None) -> Check:
-    """Numbers within abs + rel*|exp|, NaN only equal to NaN; any other text exactly.
+    """Numbers within the tolerance's bounds, NaN only equal to NaN; any other text exactly.
 
     `bounds` is the column's range (repro.outputs.ranges): a band that covers all of it is
     no check, and the cell is UNCHECKED whatever the run has.
@@ -109,14 +109,14 @@ def compare_cell(name: str, exp: str, got: str, tol: Tolerance,
     if math.isnan(e) or math.isnan(g):
         same = math.isnan(e) and math.isnan(g)
         return Check(name, Kind.CELL, passed(same), exp, got, describe, None)
-    allowance = tol.allowance(e)
-    if bounds is not None and ranges.covered(bounds, e - allowance, e + allowance):
+    low, high = tol.bounds(e)
+    if bounds is not None and ranges.covered(bounds, low, high):
         return Check(name, Kind.CELL, Verdict.UNCHECKED, e, g, describe, None,
-                     ranges.covered_text(name.rsplit(".", 1)[-1], bounds, allowance))
+                     ranges.covered_text(name.rsplit(".", 1)[-1], bounds, tol.allowance(e)))
     if e == g:  # also equal infinities, which have no finite difference
         return Check(name, Kind.CELL, Verdict.PASS, e, g, describe,
                      tol.allowance(e) if math.isfinite(e) else None)
-    margin = tol.allowance(e) - abs(g - e)
+    margin = min(g - low, high - g)
     ok = math.isfinite(margin) and margin >= 0
     return Check(name, Kind.CELL, passed(ok), e, g, describe,
                  margin if math.isfinite(margin) else None)

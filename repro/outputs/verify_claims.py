@@ -56,16 +56,16 @@ def interval(entry: dict, field: str) -> tuple[float, float, int] | None:
 
 def region(spec: ClaimSpec) -> tuple[float, float]:
     """The values a claim accepts: its expected number widened by its tolerance."""
-    a = spec.tolerance.allowance(spec.expected)
-    return {"near": (spec.expected - a, spec.expected + a),
-            "at_least": (spec.expected - a, math.inf),
-            "at_most": (-math.inf, spec.expected + a)}[spec.compare]
+    low, high = spec.tolerance.bounds(spec.expected)
+    return {"near": (low, high), "at_least": (low, math.inf),
+            "at_most": (-math.inf, high)}[spec.compare]
 
 
 def _tolerance_text(spec: ClaimSpec) -> str:
     lo, hi = region(spec)
-    return {"near": f"±{spec.tolerance.allowance(spec.expected):g}", "at_least": f">= {lo:g}",
-            "at_most": f"<= {hi:g}"}[spec.compare]
+    near = (f"x/÷ {math.exp(spec.tolerance.log):.3g}" if spec.tolerance.log
+            else f"±{spec.tolerance.allowance(spec.expected):g}")
+    return {"near": near, "at_least": f">= {lo:g}", "at_most": f"<= {hi:g}"}[spec.compare]
 
 
 def _margin(spec: ClaimSpec, value: float) -> float:
