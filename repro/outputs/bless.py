@@ -36,7 +36,7 @@ from repro.outputs.expected import (
     load_tolerances,
     tolerances_path,
 )
-from repro.outputs.tables import TABLE_NAMES, analysis_code
+from repro.outputs.tables import analysis_code, run_table_names
 from repro.outputs.verify import check_integrity, read_table
 from repro.stages import layout
 from repro.stages.codehash import stage_code
@@ -80,7 +80,8 @@ def _run_tables(run_dir: Path) -> list[Path]:
         what = "tables/manifest.json is missing" if "*" in bad else \
             f"{', '.join(sorted(bad))} differ from tables/manifest.json"
         raise ReproError(f"refusing to bless {run_dir}: {what}; rerun the tables stage")
-    tables = [run_dir / layout.TABLES_DIR / f"{name}.csv" for name in TABLE_NAMES]
+    tables = [run_dir / layout.TABLES_DIR / f"{name}.csv"
+              for name in run_table_names(run_dir / layout.TABLES_DIR)]
     missing = [p.name for p in tables if not p.is_file()]
     if missing:
         raise ReproError(f"refusing to bless {run_dir}: {layout.TABLES_DIR}/{missing[0]} is "
@@ -289,7 +290,7 @@ def read_replicates(run_dir: Path) -> tuple[list[dict], list[dict]]:
 def _other_tables(run: Path) -> dict[str, list[dict]]:
     """A run's tables as rows of text keyed by column, for `bands.across_settings`."""
     out = {}
-    for name in TABLE_NAMES:
+    for name in run_table_names(run / layout.TABLES_DIR):
         table = read_table(run / layout.TABLES_DIR / f"{name}.csv")
         out[name] = list(table.rows.values())
     return out

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from repro.files import write_json
+from repro.outputs import figures_beyond
 from repro.outputs.figure_style import (
     DOUBLE,
     GREY,
@@ -376,14 +377,17 @@ FIGURES: dict[str, Callable[[RunData], Drawn]] = {
 
 def write_figures(run_dir: Path, out_dir: Path, study: Study | None) -> dict[str, str]:
     """Draw the six figures of run_dir into out_dir (PNG + PDF) with the study's thresholds
-    (the defaults for None); return {stem: caption}."""
+    (the defaults for None), and those beyond the paper whose table the run has
+    (repro.outputs.figures_beyond); return {stem: caption}."""
     import matplotlib
 
     data = load_run(run_dir, study)
     out_dir.mkdir(parents=True, exist_ok=True)
     captions: dict[str, str] = {}
+    beyond = {stem: draw for stem, (table, draw) in figures_beyond.FIGURES.items()
+              if data.tables.get(table)}
     with matplotlib.rc_context(RC):
-        for stem, draw in FIGURES.items():
+        for stem, draw in {**FIGURES, **beyond}.items():
             fig, caption = draw(data)
             save(fig, out_dir, stem)
             captions[stem] = caption

@@ -30,7 +30,7 @@ from repro.outputs.expected import (
     tolerances_path,
 )
 from repro.outputs.report_curves import FIGURE
-from repro.outputs.tables import TABLE_NAMES
+from repro.outputs.tables import run_table_names
 from repro.outputs.verify import read_table
 from repro.stages import layout
 from repro.stages.context import Context
@@ -117,7 +117,8 @@ def check_bless(run_dir: Path, expected: Path | None, across: Sequence[Path] = (
     text = study.read_bytes() if study.is_file() else b""
     for other in across:
         runfolder.require_run(other)  # so other/STUDY_FILE is a file
-        missing = [n for n in TABLE_NAMES if not (other / layout.TABLES_DIR / f"{n}.csv").is_file()]
+        missing = [n for n in run_table_names(run_dir / layout.TABLES_DIR)
+                   if not (other / layout.TABLES_DIR / f"{n}.csv").is_file()]
         if missing:
             raise ReproError(f"--across {other}: tables/{missing[0]}.csv is missing; finish "
                              f"that run first (repro all ... --out {other})")
@@ -125,7 +126,7 @@ def check_bless(run_dir: Path, expected: Path | None, across: Sequence[Path] = (
             raise ReproError(f"--across {other}: its study.toml differs from {run_dir}'s; "
                              "compare runs of one study")
     exp_dir = expected_dir(run_dir, expected)[0]
-    tables = [f"{name}.csv" for name in TABLE_NAMES]
+    tables = [f"{name}.csv" for name in run_table_names(run_dir / layout.TABLES_DIR)]
     stale = [p.name for p in exp_dir.glob("*.csv")]
     runfolder.check_files(exp_dir, [*tables, *stale, PROVENANCE, CLAIMS, TOLERANCES])
 

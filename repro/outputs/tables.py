@@ -1,5 +1,6 @@
-"""The six tables as CSV (machine-checked by `repro verify`) and Markdown (for people),
-and the stages that produce them: analysis -> tables (+ RUN_DIR/claims.json).
+"""The tables as CSV (machine-checked by `repro verify`) and Markdown (for people), and the
+stages that produce them: analysis -> tables (+ RUN_DIR/claims.json). The paper's six are in
+every study; T7 and T8, beyond the paper, where the study asks for them.
 
 Formats: every table has an `id` column first (a run, condition or pair id); CSV floats are
 written with 10 significant digits; the Markdown twin rounds to 4.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from repro.files import atomic_write_text, write_json, write_text_if_changed
+from repro.outputs import predictability
 from repro.outputs.expected import SANITY, SPREAD
 from repro.stages import layout
 from repro.stages.codehash import code_hash, stage_code
@@ -28,8 +30,13 @@ from repro.stages.store import StageOutcome, fingerprint, run_stage
 
 if TYPE_CHECKING:
     from repro.outputs.analysis import Analysis
+    from repro.study.spec import Study
 
 Rows = list[dict[str, Any]]
+
+
+def _always(study: Study) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,9 @@ class Table:
     """Its heading in the Markdown twin and the report."""
     build: Callable[[Analysis, dict[str, Rows]], Rows]
     """Its rows, from one replicate's Analysis and the tables built before it (T4 reads T3)."""
+    applies: Callable[[Study], bool] = _always
+    """Whether a study has this table: the paper's six always, those beyond it when the study
+    asks for them (repro.outputs.predictability)."""
 
 
 TABLES: tuple[Table, ...] = (
@@ -59,9 +69,30 @@ TABLES: tuple[Table, ...] = (
     Table("T6_fragility_causal",
           "Table 6. RQ4 fragility and RQ5 causal importance vs survival",
           lambda a, done: a.t6_fragility_causal()),
+    Table("T7_predictability",
+          "Table 7. RQ6 (beyond the paper) survival predicted from the dense model: "
+          "cross-validated AUC",
+          lambda a, done: predictability.t7_predictability(a), predictability.wants_t7),
+    Table("T8_matched",
+          "Table 8. Quantization beside pruning at equal perplexity: overlap of damaged features",
+          lambda a, done: predictability.t8_matched(a, done["T1_pruning"]),
+          predictability.wants_t8),
 )
 """Every table, in the order they are built and shown."""
-TABLE_NAMES = tuple(t.name for t in TABLES)
+TABLE_NAMES = tuple(t.name for t in TABLES if t.applies is _always)
+"""The paper's six tables, which every study has."""
+
+
+def study_tables(study: Study) -> tuple[Table, ...]:
+    """The tables a study has."""
+    return tuple(t for t in TABLES if t.applies(study))
+
+
+def run_table_names(tables_dir: Path) -> tuple[str, ...]:
+    """The tables a run folder's study has: the paper's six, and those beyond them that its
+    tables stage wrote."""
+    return TABLE_NAMES + tuple(t.name for t in TABLES if t.name not in TABLE_NAMES
+                               and (tables_dir / f"{t.name}.csv").is_file())
 STAGE_VERSION = {"analysis": 4, "tables": 4}
 
 
@@ -121,7 +152,7 @@ def replicate_tables(ctx: Any, replicate: int) -> tuple[Any, dict, dict]:
 
     a = Analysis(ctx.study, ctx.out, replicate=replicate)
     tables: dict[str, Rows] = {}
-    for table in TABLES:
+    for table in study_tables(ctx.study):
         tables[table.name] = table.build(a, tables)
     return a, tables, claims(ctx.study, *(tables[name] for name in (
         "T3_survival", "T4_ratios", "T5_transfer", "T6_fragility_causal")))
@@ -137,7 +168,8 @@ def analysis_code() -> dict[str, object]:
     a run's manifest)."""
     return {"analysis": stage_code("repro.outputs.analysis", __name__),
             "claims": code_hash("repro.outputs.claims"),
-            "replicates": code_hash("repro.outputs.replicates")}
+            "replicates": code_hash("repro.outputs.replicates"),
+            "predictability": code_hash("repro.outputs.predictability")}
 
 
 def analysis_stage(ctx: Any, runs_done: list[str]) -> StageOutcome:
@@ -189,14 +221,15 @@ def tables_stage(ctx: Any) -> StageOutcome:
     def work(tmp: Path) -> dict:
         tables = json.loads((analysis / layout.TABLES_JSON).read_text())
         cells = json.loads((analysis / layout.SPREAD_JSON).read_text())["cells"]
-        for table in TABLES:
+        written = [table for table in TABLES if table.name in tables]
+        for table in written:
             name = table.name
             sds = {(c["id"], c["column"]): c["sd"] for c in cells if c["table"] == name}
             atomic_write_text(tmp / f"{name}.csv", to_csv(tables[name]))
             atomic_write_text(tmp / f"{name}.md", to_markdown(table.title, tables[name], sds))
         atomic_write_text(tmp / SPREAD, spread_csv(cells))
         atomic_write_text(tmp / SANITY, (analysis / SANITY).read_text())
-        return {"tables": list(TABLE_NAMES)}
+        return {"tables": [table.name for table in written]}
 
     outcome = run_stage(
         ctx.out / layout.TABLES_DIR, inputs, work, provenance=ctx.provenance(), force=ctx.force

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from repro.errors import ReproError
 from repro.study.rules import check_fields, declare, number, whole
 
 SURVIVAL_TAU = 0.7
@@ -57,8 +58,17 @@ class Thresholds:
     differences the report reads between SAEs (RQ3 compares the explained variances of SAEs
     on dense and pruned models), so such an SAE's numbers move with its token budget."""
 
+    predictability_folds: int = declare(whole(0, 20, "RQ6 (T7): cross-validation folds of "
+                                              "the survival predictions; 0 leaves RQ6 out"), 0)
+    """RQ6, beyond the paper (repro.science.predict): folds of the cross-validated logistic
+    regression that predicts each feature's survival from the dense model alone; 0 builds no
+    T7. At least 2."""
+
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.predictability_folds == 1:
+            raise ReproError("[thresholds] predictability_folds = 1: cross-validation needs 2 "
+                             "or more folds; write 5, or 0 to leave RQ6 out")
         # a number field written as a whole number (fragile_r = 1) is still a float
         for f in fields(self):
             if f.type == "float":
