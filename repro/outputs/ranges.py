@@ -31,6 +31,8 @@ _FRACTIONS = (
     # yes/no answers, the fraction of replicates that say yes (repro.outputs.replicates)
     "ratio_usable", "ratio_control_usable", "dense_viable", "pretrained_viable",
     "pretrained_is_stand_in",
+    # beyond the paper: T7's AUCs, T8's overlaps (repro.outputs.predictability)
+    "auc", "auc_ci_low", "auc_ci_high", "matched_sparsity", "jaccard", "jaccard_chance",
 )
 _CORRELATIONS = (
     "mean_matched_cosine", "mean_max_cosine", "binned_rho", "binned_rho_control",
@@ -38,6 +40,7 @@ _CORRELATIONS = (
     "median_r", "rho_rate_vs_r",
     *(f"causal_{name}{form}" for name in ("rho", "ci_low", "ci_high", "reliability", "rate_rho")
       for form in ("", "_per_firing")),
+    "damage_spearman",
 )
 
 COLUMN_RANGES: dict[str, tuple[float, float]] = {
@@ -45,7 +48,7 @@ COLUMN_RANGES: dict[str, tuple[float, float]] = {
     **dict.fromkeys(_CORRELATIONS, CORRELATION),
     "init_drift": ONE_MINUS_COSINE,
 }
-"""Every bounded column of T1-T6 (by stem for the per-bin columns) and its closed range."""
+"""Every bounded column of T1-T8 (by stem for the per-bin columns) and its closed range."""
 
 CLAIM_RANGES: dict[str, tuple[float, float]] = {
     "C4": FRACTION,
