@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from repro.outputs import bands
+from repro.outputs import bands, bands_text
 from repro.outputs.expected import EXPECTED_ROOT, load_claims
 from repro.outputs.replicates import combine, combine_claims, combine_tables, spread
 from repro.study.reader import load_study, profile_path
@@ -142,7 +142,7 @@ def test_per_model_bands_are_written_read_back_and_used_by_verify(tmp_path) -> N
 
     reps = _two_models(np.random.default_rng(4), 3, 1.0, 0.01)
     path = tmp_path / "tolerances.toml"
-    path.write_text(bands.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 4.0, [],
+    path.write_text(bands_text.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 4.0, [],
                                           "run"))
     tols = load_tolerances(path, "p")
     sds = bands.column_sds(reps)[("T5_transfer", "mse")]
@@ -233,7 +233,7 @@ def test_tolerances_text_reads_back_as_the_bands_it_states(tmp_path) -> None:
     claims = _claims([2.0, 2.2, 1.9, 2.1])
     multiple, trials = bands.choose_multiple(reps, claims, PAPER)
     path = tmp_path / "tolerances.toml"
-    path.write_text(bands.tolerances_text("p", reps, claims, PAPER, multiple, trials, "run"))
+    path.write_text(bands_text.tolerances_text("p", reps, claims, PAPER, multiple, trials, "run"))
     tols = load_tolerances(path, "p")
     sd = bands.column_sds(reps)[("T3_survival", "survival")][""]
     assert tols.get("T3_survival", "survival").abs == pytest.approx(multiple * sd.widened,
@@ -273,7 +273,7 @@ def test_a_band_wider_than_its_columns_range_says_it_checks_nothing(tmp_path) ->
     for noise, wide in ((0.2, True), (0.001, False)):
         reps = _noisy(rng, 3, 6, noise)
         path = tmp_path / "tolerances.toml"
-        path.write_text(bands.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 20.0,
+        path.write_text(bands_text.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 20.0,
                                               [], "run"))
         tol = load_tolerances(path, "p").get("T3_survival", "survival")
         assert (tol.abs >= 1.0) == wide
@@ -302,7 +302,7 @@ def test_a_column_the_replicates_do_not_move_takes_its_band_from_other_arithmeti
     assert found[("T1_pruning", "ratio")].rel == 0.0
     assert ("T3_survival", "survival") not in found  # moved by the replicates
     path = tmp_path / "tolerances.toml"
-    path.write_text(bands.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 4.0, [],
+    path.write_text(bands_text.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 4.0, [],
                                           "run", found))
     tols = load_tolerances(path, "p")
     assert tols.get("T1_pruning", "perplexity").rel == pytest.approx(0.015)

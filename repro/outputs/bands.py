@@ -45,12 +45,10 @@ sizes) have no band.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scipy import stats
 
-from repro.outputs import ranges
 from repro.outputs.expected import ClaimSpec, Tolerance
 from repro.outputs.verify import cell_number
 
@@ -393,114 +391,3 @@ def verify_multiple(loo_multiple: float, n: int) -> float:
     n - 1 there, a mean of n against a mean of n in `repro verify`)."""
     ratio = math.sqrt(2 / n) / math.sqrt(1 + 1 / (n - 1))
     return max(MIN_MULTIPLE, loo_multiple * ratio)
-
-
-def _per_table(value: float | Mapping[str, float], table: str) -> float:
-    if isinstance(value, Mapping):
-        return value.get(table, max(value.values()))  # a claim of no known table: the widest
-    return value
-
-
-def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
-                    specs: list[ClaimSpec], multiple: float | Mapping[str, float],
-                    trials: list[LeaveOneOut] | Mapping[str, list[LeaveOneOut]],
-                    source: str, across: dict[tuple[str, str], Across] | None = None) -> str:
-    """This profile's sections of tolerances.toml, each band with its measured spread; a
-    column the replicates do not move takes its band from `across` where it was measured.
-    `multiple` and `trials` are one for every table, or each table's (`choose_multiples`)."""
-    n = len(tables)
-    by_table = trials if isinstance(trials, Mapping) else {"every table": trials}
-    rates = [f"#   {name}: " + ", ".join(f"{t.multiple:g}x {t.failed}/{t.checked}" for t in tried)
-             for name, tried in by_table.items()]
-    lines = [f"# [{profile}.*] written by `repro bless` from {n} replicates of {source}:",
-             "# each band is MULTIPLE x the replicates' sd pooled over a model's rows (a",
-             "# claim: its sd), `models` the band of each model's rows (abs: the widest), with a",
-             f"# floor of abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}; a ratio's (`log`) on the log",
-             "# scale. Each table's MULTIPLE (its claims take it too) is the smallest at which",
-             "# every replicate verifies against bands made from the others (leave-one-out",
-             "# failures per multiple:", *rates,
-             f"# ) times sqrt(2/{n}) / sqrt(1 + 1/{n - 1}): verify compares a mean of {n} with a",
-             f"# mean of {n}, not one replicate with the mean of {n - 1} (never below "
-             f"{MIN_MULTIPLE:g}).",
-             "# Columns exact by construction have no entry and must match exactly.", ""]
-    sds, floors = column_sds(tables), feature_floors(tables[0], n)
-    for name in tables[0]:
-        lines.append(f'["{profile}"."{name}"]')
-        for (table, col), by_model in sds.items():
-            if table == name and across and (table, col) in across:
-                lines.append(f"{col} = " + _across_entry(across[(table, col)]))
-            elif table == name:
-                lines.append(f"{col} = " + _column_entry(by_model, n, _per_table(multiple, name),
-                                                          floors.get((table, col), 0.0),
-                                                          ranges.column_range(col),
-                                                          on_log_scale(col)))
-        lines.append("")
-    lines.append(f'["{profile}"."claims"]')
-    for spec in specs:
-        claim_sd = claim_sds(claims, [spec]).get(spec.name)
-        if claim_sd is not None:
-            floor = RESOLUTION.get(f"{spec.claim}.{spec.field}", 0.0)
-            m = _per_table(multiple, claim_table(spec))
-            lines.append(f"{spec.name} = " + _entry(claim_band(spec, claim_sd, m), claim_sd, n,
-                                                     m, "sd", floor,
-                                                     ranges.CLAIM_RANGES.get(spec.claim),
-                                                     claim_on_log_scale(spec)))
-    return "\n".join(lines) + "\n"
-
-
-def _across_entry(found: Across) -> str:
-    rel = max(FLOOR_REL, ACROSS_MULTIPLE * found.rel)
-    note = ("not moved by the replicates; across arithmetic settings the largest relative "
-            f"difference {found.rel:.3g} ({found.where}); band {ACROSS_MULTIPLE:g}x" if found.where
-            else "not moved by the replicates nor across the arithmetic settings compared")
-    return f'{{ abs = {FLOOR_ABS:g}, rel = {rel:.3g}, note = "{note}" }}'
-
-
-def _column_entry(by_model: ColumnSd, n: int, multiple: float, floor: float,
-                  bounds: tuple[float, float] | None, log: bool = False) -> str:
-    """A column's band: the widest model's, with every model's own band beside it when the
-    column has rows of more than one model."""
-    per_model = {model: column_band(sd, multiple, floor) for model, sd in by_model.items()}
-    widest = max(per_model, key=lambda model: per_model[model])
-    what = "pooled sd over rows" + (f" of {widest} (the widest)" if widest else "")
-    entry = _entry(per_model[widest], by_model[widest], n, multiple, what, floor, bounds, log)
-    if len(per_model) < 2:
-        return entry
-    models = ", ".join(f'"{m}" = {b:.3g}' for m, b in sorted(per_model.items()))
-    return entry[:-2] + f", models = {{ {models} }} }}"
-
-
-def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
-           floor: float = 0.0, bounds: tuple[float, float] | None = None,
-           log: bool = False) -> str:
-    """One band of tolerances.toml with a note saying where it comes from; a band at least as
-    wide as the quantity's whole range (`bounds`) says that it checks nothing; `log`: the
-    band and sd are of the number's log."""
-    if sd.value == 0 and not floor:
-        note = f"not moved by {n} replicates: the round-off floor"
-    else:
-        note = (f"{what} {sd.value:.3g}{' of the log' if log else ''} over {n} replicates "
-                f"({sd.dof} dof, widened "
-                f"x{widening(sd.dof):.2f}); band {multiple:.3g}x")
-        if floor and floor >= multiple * sd.widened:
-            note += f", raised to its floor ({floor:.3g})"
-    if bounds is not None and band >= bounds[1] - bounds[0]:
-        note += (f"; wider than every value in [{bounds[0]:g}, {bounds[1]:g}]: verify reports "
-                 "it UNCHECKED")
-    if log and sd.value:
-        return (f'{{ abs = {FLOOR_ABS:g}, rel = {FLOOR_REL:g}, log = {band:.3g}, '
-                f'note = "{note}; times or divided by {math.exp(band):.3g}" }}')
-    return f'{{ abs = {band:.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
-
-
-def keep_other_profiles(existing: str, profile: str) -> str:
-    """An existing tolerances.toml without this profile's sections (the rest verbatim)."""
-    kept, skipping = [], False
-    for line in existing.splitlines():
-        if line.startswith("["):
-            skipping = line.startswith((f'["{profile}".', f"[{profile}."))
-        elif line.startswith(f"# [{profile}.*]"):
-            skipping = True
-        if not skipping:
-            kept.append(line)
-    return "\n".join(kept).rstrip() + "\n"

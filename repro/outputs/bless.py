@@ -26,7 +26,7 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, sha256_file, write_json
-from repro.outputs import bands, shapes
+from repro.outputs import bands, bands_text, shapes
 from repro.outputs.expected import (
     BASE_CLAIMS_PROFILE,
     CLAIMS,
@@ -237,7 +237,7 @@ def bless_run(run_dir: Path, expected: Path | None = None,
         exp_dir.mkdir(parents=True, exist_ok=True)
         text = measured["text"]
         if tol_path.is_file():
-            text = bands.keep_other_profiles(tol_path.read_text(encoding="utf-8"), profile) \
+            text = bands_text.keep_other_profiles(tol_path.read_text(encoding="utf-8"), profile) \
                 + "\n" + text
         atomic_write_text(tol_path, text)
     claims = (None if profile == BASE_CLAIMS_PROFILE
@@ -315,7 +315,7 @@ def replicate_bands(run_dir: Path, profile: str,
                              "first")
     multiples = {name: bands.verify_multiple(loo, len(tables)) for name, (loo, _) in chosen.items()}
     others = {f"{p.resolve()} ({_numerics_text(p)})": _other_tables(p) for p in across}
-    text = bands.tolerances_text(profile, tables, claims, specs, multiples,
+    text = bands_text.tolerances_text(profile, tables, claims, specs, multiples,
                                  {name: trials for name, (_, trials) in chosen.items()},
                                  str(run_dir.resolve()),
                                  bands.across_settings(tables, others) if others else None)
