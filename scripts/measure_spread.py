@@ -58,8 +58,8 @@ from repro.outputs.bands import (
     EXACT_CLAIMS,
     FLOOR_ABS,
     FLOOR_REL,
-    keep_other_profiles,
 )
+from repro.outputs.bands_text import keep_other_profiles
 from repro.outputs.bless import code_versions
 from repro.outputs.expected import EXPECTED_ROOT, load_claims
 from repro.outputs.report import finished_manifests, stage_times
