@@ -5,8 +5,9 @@ The run must end cleanly (unverified), carry the pattern in its ids and tables, 
 weights for SparseGPT alone, and `repro bless RUN --expected DIR` followed by `repro verify RUN
 --expected DIR` must agree on every number it can check (the numbers whose bands cover their
 whole range are UNCHECKED: listed, counted neither way), while a planted mistake fails as a
-disagreement; scripts/method_comparison.py draws its figure from the run. A few minutes on 2
-CPU cores.
+disagreement; the same study run again with the pins off (native arithmetic) verifies PASS
+against the pinned bless and fails with round-off bands; scripts/method_comparison.py draws
+its figure from the run. A few minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -80,9 +81,42 @@ def test_the_beyond_grid_runs_blesses_and_verifies(tmp_path: Path) -> None:
     assert tampered.returncode == 1 and "verification FAIL" in tampered.stdout
     assert _disagreements(run) == {"C1"}
 
+    _native_against_the_pinned_bless(tmp_path)
+
     drawn = subprocess.run([sys.executable, str(SCRIPT), "run", "--out", "figure"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=300,
                            check=False)
     assert drawn.returncode == 0, drawn.stderr[-2000:]
     lines = [ln for ln in drawn.stdout.splitlines() if ln.startswith("| qwen2-tiny/")]
     assert len(lines) == 6 and (tmp_path / "figure" / "method_comparison.png").is_file()
+
+
+def _native_against_the_pinned_bless(tmp_path: Path) -> None:
+    """The same study again with the pins off (REPRO_NUMERICS=native: the machine's own
+    kernels, as another CPU or a GPU would compute): other bits, the same science. It
+    verifies PASS against the pinned run's bless, and fails once every band is cut to
+    round-off, so the pass comes from the bands, not from equal numbers."""
+    import os
+
+    # the pins off and ATen's scalar kernels: on this model's small matrices the pins off
+    # alone (or on one thread) gave the same bits; the scalar kernels sum in another order
+    env = {**os.environ, "REPRO_NUMERICS": "native", "ATEN_CPU_CAPABILITY": "default"}
+    native = subprocess.run([sys.executable, "-m", "repro", "all", "--study", "study.toml",
+                             "--out", "native"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=900, check=False, env=env)
+    assert native.returncode == 0, native.stderr[-3000:]
+    differ = [name for name in ("T1_pruning", "T3_survival", "T6_fragility_causal")
+              if (tmp_path / "run" / "tables" / f"{name}.csv").read_text()
+              != (tmp_path / "native" / "tables" / f"{name}.csv").read_text()]
+    assert len(differ) == 3, f"the pins off gave the same bits in {differ}: nothing was tested"
+    verified = _repro("verify", "native", "--expected", "expected", cwd=tmp_path)
+    assert verified.returncode == 0 and "verification PASS" in verified.stdout, verified.stdout
+    assert _disagreements(tmp_path / "native") == set()
+    tolerances = (tmp_path / "expected" / "tolerances.toml").read_text()
+    roundoff = "\n".join(
+        line.split(" = {")[0] + ' = { abs = 1e-9, rel = 1e-6 }' if " = { " in line else line
+        for line in tolerances.splitlines())
+    (tmp_path / "roundoff.toml").write_text(roundoff)
+    cut = _repro("verify", "native", "--expected", "expected", "--tolerances", "roundoff.toml",
+                 cwd=tmp_path)
+    assert cut.returncode == 1 and len(_disagreements(tmp_path / "native")) >= 5, cut.stdout
