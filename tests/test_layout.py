@@ -26,8 +26,9 @@ FOUNDATIONS = {"repro", "repro.errors", "repro.files"}
 RANK = {"study": 1, "inputs": 2, "science": 3, "stages": 4, "outputs": 5, "bench": 5, "tiny": 5}
 """Subpackages in the order a run's data passes through them; a module may import its own
 subpackage and any of lower rank (bench and tiny are tools beside the outputs)."""
-TOP = {"repro.cli", "repro.__main__"}
-"""The entry points: they may import anything, and nothing imports them."""
+TOP = {"repro.cli", "repro.cli_parser", "repro.__main__"}
+"""The entry points (the command line and its parser): they may import anything, and nothing
+below them imports them."""
 
 
 def _modules() -> dict[str, Path]:
