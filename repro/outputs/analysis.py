@@ -124,6 +124,12 @@ class Analysis:
             self._matches[variant.id] = match.hungarian_match(dense, pruned)
         return self._matches[variant.id]
 
+    def fragility_of(self, variant: Variant) -> dict[str, np.ndarray]:
+        """The condition's RQ4 file (evaluate/fragility.safetensors), read once."""
+        return self._once("fragility", self.condition_run(variant),
+                          lambda folder: load_file(str(folder / "evaluate"
+                                                       / "fragility.safetensors")))
+
     def dense_firing_rate(self, variant: Variant) -> np.ndarray:
         """Per latent of the dense SAE, its firing rate on the dense model: what RQ2's bins
         and RQ4's rate correlation rank features by, for every condition of the model."""
@@ -312,14 +318,13 @@ class Analysis:
     def _fragility(self, v: Variant) -> dict:
         """RQ4 over the dense model's alive features, the silenced ones counted as fragile."""
         fragile_r = self.study.thresholds.fragile_r
-        evaluated = self.run_folder(self.condition_run(v)) / "evaluate"
-        frag = load_file(str(evaluated / "fragility.safetensors"))
+        frag = self.fragility_of(v)
         r = frag["pearson_r"]
         rate = self.dense_firing_rate(v)
         ok = np.isfinite(r)
         # alive on the dense model and never firing on the pruned one: r is undefined, but
         # such a feature is the most fragile of all, so it counts as fragile
-        silenced = is_alive(frag["fires_dense"]) & ~is_alive(frag["fires_pruned"])
+        silenced = silenced_features(frag)
         n_fragile = int(np.sum(r[ok] < fragile_r)) + int(silenced.sum())
         rho_rate = stats.feature_spearman(
             rate[ok], r[ok], n_resamples=self.bootstrap, seed=self.study.seed
@@ -360,6 +365,12 @@ class Analysis:
 
     def t6_fragility_causal(self) -> list[dict]:
         return [self.fragility_row(v) for v in self.study.conditions]
+
+
+def silenced_features(frag: dict[str, np.ndarray]) -> np.ndarray:
+    """Features alive on the dense model that never fire on the compressed one: r is
+    undefined for them, yet they are the most fragile of all."""
+    return is_alive(frag["fires_dense"]) & ~is_alive(frag["fires_pruned"])
 
 
 def _init_drift(run_folder: Path) -> np.ndarray | None:

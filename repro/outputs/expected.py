@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +139,9 @@ class Tolerance:
         found = dict(self.models).get(model)
         if found is None:
             return self
-        return Tolerance(*((0.0, self.rel, self.note, (), found) if self.log
-                           else (found, self.rel, self.note)))
+        if self.log:
+            return replace(self, models=(), log=found)
+        return replace(self, models=(), abs=found)
 
     def allowance(self, expected: float) -> float:
         """The half-width of the band around `expected` (its wider side on the log scale)."""

@@ -11,19 +11,16 @@ Wanda without a pattern.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file
 
+from repro.outputs.analysis import Analysis, silenced_features
 from repro.science import predict, stats
 from repro.science.survival import alive as is_alive
 from repro.science.survival import survives
 from repro.study.methods import INT, UNSTRUCTURED, Pattern
 from repro.study.spec import Study, Variant
-
-if TYPE_CHECKING:
-    from repro.outputs.analysis import Analysis
 
 LABELS = ("survival", "robustness")
 """T7's two labels of a feature: survived (RQ2) and stayed robust (RQ4)."""
@@ -71,17 +68,12 @@ def labels(a: Analysis, v: Variant) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     rate = a.dense_firing_rate(v)
     alive = is_alive(rate)
     survived = survives(a.survival_match(v).cosine[alive], a.tau)
-    frag = _fragility(a, v)
+    frag = a.fragility_of(v)
     r = frag["pearson_r"]
-    silenced = is_alive(frag["fires_dense"]) & ~is_alive(frag["fires_pruned"])
+    silenced = silenced_features(frag)
     defined = np.isfinite(r) | silenced
     robust = np.where(np.isfinite(r), r, -np.inf)[defined] >= a.study.thresholds.fragile_r
     return {"survival": (alive, survived), "robustness": (defined, robust)}
-
-
-def _fragility(a: Analysis, v: Variant) -> dict[str, np.ndarray]:
-    folder = a.run_folder(a.condition_run(v)) / "evaluate"
-    return load_file(str(folder / "fragility.safetensors"))
 
 
 def t7_predictability(a: Analysis) -> list[dict]:
@@ -106,7 +98,7 @@ def t7_predictability(a: Analysis) -> list[dict]:
 
 def _damage(a: Analysis, v: Variant, keep: np.ndarray) -> np.ndarray:
     """RQ4's r of each feature in `keep` (r = 0 for a feature the compression silenced)."""
-    frag = _fragility(a, v)
+    frag = a.fragility_of(v)
     r = np.where(np.isfinite(frag["pearson_r"]), frag["pearson_r"], 0.0)
     return r[keep]
 
@@ -141,7 +133,7 @@ def _matched(a: Analysis, q: Variant, grid: list[Variant], ppl: dict[str, float]
     if found is None:
         return {"matched_sparsity": math.nan, "below": grid[-1].id, "above": "",
                 **dict.fromkeys(MATCH_COLUMNS, math.nan)}
-    keep = is_alive(_fragility(a, q)["fires_dense"])  # every condition's r is over these
+    keep = is_alive(a.fragility_of(q)["fires_dense"])  # every condition's r is over these
     by_id = {v.id: v for v in grid}
 
     def r_at(vid: str) -> np.ndarray:
