@@ -245,6 +245,11 @@ class SaeSpec:
                                 "paper uses 1"), 1)
     """Passes over the SAE-training activations (paper: 1; the model runs once, later epochs
     replay its activations reshuffled, for budgets where more tokens cost too much)."""
+    lr_decay: float = declare(number(0, 1, "the share of the steps, at the end, over which the "
+                                     "learning rate falls linearly to 0; 0 keeps it constant"),
+                              0.0)
+    """Share of the training steps, at the end, over which the learning rate decays linearly
+    to 0 (sae-lens's `lr_decay_steps` with `lr_end = 0`); 0: constant."""
     survival_threshold: float = declare(number(0, 1, "a cosine: 0.7 is the paper's tau",
                                                low_open=True), SURVIVAL_TAU)
     """Matched decoder cosine at or above which a feature survives (tau)."""
