@@ -2,17 +2,20 @@
 and the seed floor (what two seeds share) against the training tokens.
 
     python scripts/sae_quality.py --out DIR [--profile small] [--model smollm2-135m]
-        [--sequences 192 384 768] [--epochs 1 4] [--width 2048] [--k 32] [--lr 1e-3]
+        [--sequences 192 384 768] [--epochs 1 4] [--k 16 32] [--width 1024] [--lr 2e-3]
+        [--lr-decay 0.3] [--batch 256]
 
 Captures the model's probe activations of the study's `sae_train` stream once (as many
 sequences as the largest budget asks for, cached in DIR) and of its `eval` stream, then
-trains, for every (sequences, epochs) pair, two SAEs from seeds 0 and 1 with the project's
+trains, for every (k, sequences, epochs), two SAEs from seeds 0 and 1 with the project's
 own training (`repro.science.saes.fit_sae`, the replayed and reshuffled activations of
 later epochs included) and measures each on the eval activations: explained variance, L0,
 the fraction of latents that never fire, and the seed floor, the share of seed 0's alive
 features whose Hungarian-matched decoder cosine in seed 1 is at least the study's tau
 (`repro.science.match`), which is RQ1's shared fraction. Writes DIR/quality.json and
-DIR/quality.png (seed floor and explained variance against training tokens).
+DIR/quality.png (seed floor and explained variance against training tokens, a line per k
+and epoch count: more tokens buy both; a larger k buys explained variance and costs seed
+agreement). Values not given are the profile's [sae] section.
 The arithmetic is the process's (`REPRO_NUMERICS=native` for the machine's own).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -38,8 +42,9 @@ def _arguments() -> argparse.Namespace:
     p.add_argument("--sequences", type=int, nargs="+", default=[192, 384, 768])
     p.add_argument("--epochs", type=int, nargs="+", default=[1, 4])
     p.add_argument("--width", type=int)
-    p.add_argument("--k", type=int)
+    p.add_argument("--k", type=int, nargs="+")
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-decay", type=float)
     p.add_argument("--batch", type=int)
     p.add_argument("--seeds", type=int, nargs=2, default=[0, 1])
     return p.parse_args()
@@ -89,46 +94,45 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     study = load_study(profile_path(args.profile))
-    s = study.sae
-    spec = dataclasses.replace(s, **{k: v for k, v in (("width", args.width), ("k", args.k),
-                                                        ("lr", args.lr),
-                                                        ("batch_tokens", args.batch))
-                                     if v is not None})
+    given = {"width": args.width, "lr": args.lr, "lr_decay": args.lr_decay,
+             "batch_tokens": args.batch}
+    spec = dataclasses.replace(study.sae, **{k: v for k, v in given.items() if v is not None})
     layer = study.models[args.model].probe_layer
     train = capture(study, args.model, "sae_train", max(args.sequences), args.out)
     eval_acts = capture(study, args.model, "eval", study.data.eval.n_sequences, args.out)
     per_seq = len(train) / max(args.sequences)
     rows = []
-    for n_seq in sorted(args.sequences):
+    for k, n_seq, epochs in itertools.product(args.k or [spec.k], sorted(args.sequences),
+                                              sorted(args.epochs)):
         acts = train[: int(n_seq * per_seq)]
-        for epochs in sorted(args.epochs):
-            sp = dataclasses.replace(spec, epochs=epochs)
-            found = []
-            for seed in args.seeds:
-                stream = saes.tensor_stream(acts, batch_tokens=sp.batch_tokens, seed=seed,
-                                            epochs=epochs)
-                started = time.time()
-                sae, _ = saes.fit_sae(stream, spec=sp, seed=seed, device=torch.device("cpu"),
-                                      layer=layer, metadata={})
-                seconds = time.time() - started
-                folder = args.out / f"sae-{n_seq}-{epochs}-{seed}"
-                folder.mkdir(exist_ok=True)
-                saes.save_sae(sae, folder)
-                found.append({**measure(folder, eval_acts), "seconds": seconds})
-            m = match.hungarian_match(found[0]["W_dec"], found[1]["W_dec"])
-            alive = found[0]["alive"]
-            row = {"sequences": n_seq, "tokens": len(acts), "epochs": epochs,
-                   "token_steps": len(acts) * epochs,
-                   "seed_floor": float((m.cosine[alive] >= sp.survival_threshold).mean()),
-                   **{k: float(sum(f[k] for f in found) / 2) for k in
-                      ("explained_variance", "l0", "seconds")},
-                   "dead_fraction": float(sum(1 - f["alive"].mean() for f in found) / 2)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        sp = dataclasses.replace(spec, k=k, epochs=epochs)
+        found = []
+        for seed in args.seeds:
+            stream = saes.tensor_stream(acts, batch_tokens=sp.batch_tokens, seed=seed,
+                                        epochs=epochs)
+            started = time.time()
+            sae, _ = saes.fit_sae(stream, spec=sp, seed=seed, device=torch.device("cpu"),
+                                  layer=layer, metadata={})
+            seconds = time.time() - started
+            folder = args.out / f"sae-{k}-{n_seq}-{epochs}-{seed}"
+            folder.mkdir(exist_ok=True)
+            saes.save_sae(sae, folder)
+            found.append({**measure(folder, eval_acts), "seconds": seconds})
+        m = match.hungarian_match(found[0]["W_dec"], found[1]["W_dec"])
+        alive = found[0]["alive"]
+        row = {"k": k, "sequences": n_seq, "tokens": len(acts), "epochs": epochs,
+               "token_steps": len(acts) * epochs,
+               "seed_floor": float((m.cosine[alive] >= sp.survival_threshold).mean()),
+               **{key: float(sum(f[key] for f in found) / 2) for key in
+                  ("explained_variance", "l0", "seconds")},
+               "dead_fraction": float(sum(1 - f["alive"].mean() for f in found) / 2)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     (args.out / "quality.json").write_text(json.dumps(
-        {"model": args.model, "profile": args.profile, "width": spec.width, "k": spec.k,
-         "lr": spec.lr, "batch_tokens": spec.batch_tokens, "rows": rows}, indent=1))
-    plot(rows, args.out / "quality.png", f"{args.model}: width {spec.width}, k {spec.k}")
+        {"model": args.model, "profile": args.profile, "width": spec.width, "lr": spec.lr,
+         "lr_decay": spec.lr_decay, "batch_tokens": spec.batch_tokens, "rows": rows},
+        indent=1))
+    plot(rows, args.out / "quality.png", f"{args.model}: width {spec.width}")
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -138,12 +142,13 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for epochs in sorted({r["epochs"] for r in rows}):
-        mine = [r for r in rows if r["epochs"] == epochs]
+    for k, epochs in sorted({(r["k"], r["epochs"]) for r in rows}):
+        mine = [r for r in rows if (r["k"], r["epochs"]) == (k, epochs)]
         x = [r["token_steps"] for r in mine]
-        ax.plot(x, [r["seed_floor"] for r in mine], "o-", label=f"seed floor, {epochs} epoch(s)")
-        ax.plot(x, [r["explained_variance"] for r in mine], "s--",
-                label=f"explained variance, {epochs} epoch(s)")
+        label = f"k {k}, {epochs} epoch(s)"
+        line, = ax.plot(x, [r["seed_floor"] for r in mine], "o-", label=f"seed floor, {label}")
+        ax.plot(x, [r["explained_variance"] for r in mine], "s--", color=line.get_color(),
+                label=f"explained variance, {label}")
     ax.set_xscale("log")
     ax.set_xlabel("training tokens seen (tokens x epochs)")
     ax.set_ylim(0, 1)

@@ -247,3 +247,31 @@ def test_one_model_pass_trains_every_seed_as_train_sae_does(tmp_path) -> None:
         torch.testing.assert_close(loaded.decode(loaded.encode(x)),
                                    together[0][0].decode(together[0][0].encode(x)),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_a_decaying_learning_rate_is_sae_lens_s_own_schedule() -> None:
+    """`sae.lr_decay`: the learning rate is constant, then falls linearly to 0 over the last
+    share of the steps, in the batched trainer exactly as in sae-lens's trainer (float64
+    SAEs equal to 1e-10); and the decay changes the SAE (a check that could fail)."""
+    spec = dataclasses.replace(SPEC, lr_decay=0.5)
+    acts = _acts()
+    cfg = saes.trainer_config(spec, len(acts), CPU)
+    steps = saes.training_steps(spec, len(acts))
+    assert (cfg.lr_decay_steps, cfg.lr_end) == (steps // 2, 0.0)
+    stack = sae_batch.StackedTopK([saes.new_sae(acts[:64], spec=spec, seed=0, device=CPU,
+                                                layer=0, metadata={})[0]], cfg, [1.0])
+    rates = []
+    for _ in range(steps):
+        rates.append(stack.optimizer.param_groups[0]["lr"])
+        stack.optimizer.step()
+        stack.scheduler.step()
+    start = steps - steps // 2
+    assert rates[:start] == [spec.lr] * start
+    tail = rates[start:]
+    assert all(a > b for a, b in zip(tail, tail[1:], strict=False)) and tail[-1] < spec.lr / 10
+    alone = _alone(acts, seeds=(0, 1), spec=spec)
+    together = _together(acts, seeds=(0, 1), spec=spec)
+    for (a, _), (b, _) in zip(alone, together, strict=True):
+        assert _max_diff(a, b) < 1e-10
+    constant = _together(acts, seeds=(0, 1))
+    assert _max_diff(together[0][0], constant[0][0]) > 1e-3
