@@ -65,6 +65,32 @@ def test_claims_figures_report_and_verification(run_dir: Path) -> None:
     assert verdict["ok"] is True
 
 
+def test_matchings_in_worker_processes_give_the_same_tables(run_dir: Path,
+                                                            monkeypatch) -> None:
+    """The analysis with every matching computed up front in 2 worker processes (what a
+    many-core GPU host does, `Analysis.prefetch_matches`) writes the tables of the
+    one-process analysis, to the last digit, and asked for each matching once."""
+    from types import SimpleNamespace
+
+    from repro.outputs.tables import replicate_tables
+    from repro.science import match
+
+    ctx = SimpleNamespace(study=load_study(profile_path("tiny")), out=run_dir)
+    many, asked = match.hungarian_many, []
+
+    def counted(pairs, workers):
+        asked.append((len(pairs), workers))
+        return many(pairs, workers)
+
+    monkeypatch.setattr(match, "hungarian_many", counted)
+    monkeypatch.setattr(match, "match_workers", lambda *args, **kwargs: 2)
+    a, parallel, _ = replicate_tables(ctx, 0)
+    monkeypatch.setattr(match, "match_workers", lambda *args, **kwargs: 1)
+    _, serial, _ = replicate_tables(ctx, 0)
+    assert asked == [(len(a.matched_pairs()), 2)] and len(a.matched_pairs()) > 17
+    assert json.dumps(parallel, sort_keys=True) == json.dumps(serial, sort_keys=True)
+
+
 def test_second_run_does_nothing(run_dir: Path) -> None:
     res = repro("all", "--profile", "tiny", "--out", str(run_dir), "--quiet")
     assert res.returncode == 0, res.stderr[-2000:]

@@ -13,7 +13,9 @@ from repro.science.match import (
     Match,
     cosine_matrix,
     hungarian_from_cosine,
+    hungarian_many,
     hungarian_match,
+    match_workers,
     max_cosine,
 )
 
@@ -138,3 +140,34 @@ def test_cuda_equals_cpu() -> None:
                                cosine_matrix(a, b), atol=1e-5)
     values, _ = max_cosine(a.cuda(), b, block=77)  # b follows a onto the device
     np.testing.assert_allclose(values, cosine_matrix(a, b).max(1), atol=1e-5)
+
+
+def test_pairs_matched_in_worker_processes_equal_one_process() -> None:
+    """`hungarian_many` with 2 spawned workers (the GPU host's many cores) gives, pair by
+    pair and in order, the one-process assignment and cosines, bit for bit; and a pair given
+    the other way round (b into a) gives another answer, so the comparison could fail."""
+    g = torch.Generator().manual_seed(3)
+    mats = [torch.randn(40, 16, generator=g) for _ in range(4)]
+    pairs = [(mats[0], mats[1]), (mats[2], mats[3]), (mats[1], mats[3].numpy())]
+    serial = hungarian_many(pairs, workers=1)
+    parallel = hungarian_many(pairs, workers=2)
+    for s, p in zip(serial, parallel, strict=True):
+        assert np.array_equal(s.index, p.index) and np.array_equal(s.cosine, p.cosine)
+        assert np.array_equal(s.max_cosine, p.max_cosine)
+    swapped = hungarian_many([(b, a) for a, b in pairs], workers=2)
+    assert not np.array_equal(swapped[0].cosine, serial[0].cosine)
+
+
+def test_match_workers_leaves_a_core_and_fits_memory(monkeypatch) -> None:
+    """One process per core but the parent's, fewer where memory runs short, never more than
+    the pairs, never fewer than one: 1 on the project's 2-core machine."""
+    monkeypatch.setenv("REPRO_NUMERICS", "native")
+    gib = 2**30
+    assert match_workers(40, 16384, 16384, cores=16, memory=128 * gib) == 11  # 64 GiB / 5.5
+    assert match_workers(40, 16384, 16384, cores=16, memory=512 * gib) == 15
+    assert match_workers(3, 1024, 1024, cores=16, memory=128 * gib) == 3
+    assert match_workers(40, 1024, 1024, cores=2, memory=24 * gib) == 1
+    assert match_workers(40, 16384, 16384, cores=16, memory=4 * gib) == 1
+    monkeypatch.setenv("REPRO_NUMERICS", "pinned")  # two threads a process
+    assert match_workers(40, 1024, 1024, cores=16, memory=128 * gib) == 7
+    assert match_workers(40, 1024, 1024, cores=16, memory=128 * gib, mode="native") == 15

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file
 
+from repro.outputs.matchings import Matchings
 from repro.science import match, stats
 from repro.science.survival import alive as is_alive
 from repro.science.survival import n_survived, survival_rate
@@ -52,7 +53,7 @@ def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-class Analysis:
+class Analysis(Matchings):
     """Reads a run folder once and computes every table row from it."""
 
     def __init__(self, study: Study, out: Path, bootstrap: int = 1000,
@@ -104,26 +105,6 @@ class Analysis:
         """The variant's control-seed SAE run, when the study declares a control_seed."""
         return next((r for r in self.runs if r.variant == variant and r.is_control), None)
 
-    def control_match(self, variant: Variant) -> match.Match | None:
-        """Dense-SAE features (study seed) matched into the variant's control-seed SAE: the
-        two share no initial weights and no data order."""
-        run = self.control_run(variant)
-        if run is None:
-            return None
-        key = f"{variant.id}|control"
-        if key not in self._matches:
-            dense = self.decoder_of(self.dense_run(variant.model))
-            self._matches[key] = match.hungarian_match(dense, self.decoder_of(run))
-        return self._matches[key]
-
-    def survival_match(self, variant: Variant) -> match.Match:
-        """Dense-SAE features (same seed) matched one to one into the pruned run's SAE."""
-        if variant.id not in self._matches:
-            dense = self.decoder_of(self.dense_run(variant.model))
-            pruned = self.decoder_of(self.condition_run(variant))
-            self._matches[variant.id] = match.hungarian_match(dense, pruned)
-        return self._matches[variant.id]
-
     def fragility_of(self, variant: Variant) -> dict[str, np.ndarray]:
         """The condition's RQ4 file (evaluate/fragility.safetensors), read once."""
         return self._once("fragility", self.condition_run(variant),
@@ -170,7 +151,7 @@ class Analysis:
         rows = []
         for run_a, run_b in combinations(self.dense_seeds(model), 2):
             a, b = run_a.base_seed, run_b.base_seed
-            m = match.hungarian_match(self.decoder_of(run_a), self.decoder_of(run_b))
+            m = self.seed_match(run_a, run_b)
             # over seed a's features alive on the dense model: RQ2's denominator
             alive = is_alive(self.rates_of(run_a))
             cos = m.cosine[alive]

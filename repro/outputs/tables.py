@@ -151,6 +151,7 @@ def replicate_tables(ctx: Any, replicate: int) -> tuple[Any, dict, dict]:
     from repro.outputs.claims import claims
 
     a = Analysis(ctx.study, ctx.out, replicate=replicate)
+    a.prefetch_matches()
     tables: dict[str, Rows] = {}
     for table in study_tables(ctx.study):
         tables[table.name] = table.build(a, tables)
