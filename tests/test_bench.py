@@ -89,10 +89,16 @@ def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     rates = be.Rates(1e-3, 5e-3, 2.0, 3.0, 4e-3)
     base = be.stage_seconds(g, rates, 60.0)
     doubled = be.stage_seconds({**g, **{k: 2 * g[k] for k in (
-        "sae_tokens", "eval_tokens", "ppl_tokens")}}, rates, 60.0)
+        "sae_tokens", "eval_tokens", "causal_tokens", "ppl_tokens")}}, rates, 60.0)
     for stage in ("sae", "activations", "perplexity", "evaluate"):
         assert doubled[stage] == pytest.approx(2 * base[stage]), stage
     assert doubled["prune"] == base["prune"] and doubled["analyze"] == base["analyze"]
+    # RQ5 on a quarter of the evaluation sequences: its causal passes cost a quarter
+    assert g["causal_tokens"] == g["eval_tokens"]  # the paper ablates on all of them
+    quarter = be.stage_seconds({**g, "causal_tokens": g["eval_tokens"] // 4}, rates, 60.0)
+    no_rq5 = be.stage_seconds({**g, "dense_runs": 0}, rates, 60.0)
+    assert quarter["evaluate"] - no_rq5["evaluate"] == pytest.approx(
+        (base["evaluate"] - no_rq5["evaluate"]) / 4)
     # one replicate instead of three: the replicates' SAE steps, evaluation and matching go
     single = be.stage_seconds({**g, "replicates": 1}, rates, 60.0)
     assert base["analyze"] == pytest.approx(3 * single["analyze"])
@@ -105,6 +111,14 @@ def test_estimate_scales_with_tokens_and_counts_the_study() -> None:
     est = be.estimate(study, dict.fromkeys(study.models, rates), 60.0)
     assert est["total_s"] == pytest.approx(sum(est["stages"].values()))
     assert 0 < est["h100_class_total_s"] < est["total_s"]
+    # the matchings run in parallel processes: on the GPU host, 7 at once (15 of its 16
+    # cores at the paper profile's pinned 2 threads); on this machine as many as it holds
+    pairs = sum(w["match_pairs"] for w in work.values())
+    host = est["assumptions"]["match_workers_gpu_host"]
+    assert study.numerics == "pinned" and host == 7
+    assert est["h100_class_stages"]["analyze"] == pytest.approx(3 * pairs * 60.0 / host)
+    assert est["stages"]["analyze"] == pytest.approx(
+        3 * pairs * 60.0 / est["assumptions"]["match_workers"])
 
 
 def test_estimate_prices_every_method_and_sparsegpt_by_its_own_work() -> None:

@@ -3,15 +3,15 @@ cost and what they do to the results, on the small profile's shapes.
 
 Measured per setting: SAE training (repro.science.sae_batch, one SAE, one epoch of
 SmolLM2-135M's probe activations over the small profile's sae_train tokens; d_model 576,
-width 2048, k 32, batch 512) with the explained variance of the trained SAE on held-out
-activations (the eval stream), and a model forward (SmolLM2-135M to its probe layer 15,
-8 x 128 tokens) with its activations' relative error against pinned float32. The three
-settings:
+the small profile's width, k, batch and learning-rate schedule) with the explained variance
+of the trained SAE on held-out activations (the eval stream), and a model forward
+(SmolLM2-135M to its probe layer 15, 8 x 128 tokens) with its activations' relative error
+against pinned float32. The three settings:
 - pinned_fp32: repro's default (repro.science.numerics: AVX2 kernels, MKL's COMPATIBLE
   branch, 2 threads), bit-stable;
 - native_fp32: `REPRO_NUMERICS=native`, the machine's own kernels and threads;
-- native_bf16: native, the SAE's encoder product in bfloat16 (as sae-lens's trainer with
-  `autocast`), the model's weights in bfloat16.
+- native_bf16: native, the SAE's encoder product in bfloat16 (`sae.autocast`), the model's
+  weights in bfloat16.
 The settings are process-wide (ATen picks its kernels at the first one), so each runs in a
 subprocess, `python -m repro.bench.arithmetic SETTING DATA OUT`, on activations the parent
 captured once (pinned float32): every setting trains on the same data. The CPU's features
@@ -21,6 +21,7 @@ CPU multiplies it natively (AMX, AVX-512 BF16); elsewhere it is emulated.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -69,7 +70,7 @@ def arithmetic(quick: bool, repeats: int) -> dict[str, Any]:
         x["forward_speedup"] = base["forward_seconds"] / x["forward_seconds"]
         x["ev_minus_pinned_fp32"] = x["explained_variance"] - base["explained_variance"]
     return {"cpu": cpu_features(), "settings": got,
-            "shapes": {"d_model": 576, "sae": "width 2048, k 32, batch 512",
+            "shapes": {"d_model": 576, "sae": _sae_shape(),
                        "forward": "8 x 128 tokens to layer 15"}}
 
 
@@ -94,6 +95,11 @@ def _capture(quick: bool) -> dict[str, Any]:
         out[stream] = acts[special_token_mask(ids, tokenizer)].float().contiguous()
     out["forward_ids"] = token_stream(study.data.streams["eval"], tokenizer)[:8].contiguous()
     return out
+
+
+def _sae_shape() -> str:
+    sae = _small_study().sae
+    return f"width {sae.width}, k {sae.k}, batch {sae.batch_tokens}"
 
 
 def _small_study():
@@ -140,8 +146,7 @@ def measure(name: str, data: Path, out: Path, repeats: int) -> None:
     bf16 = SETTINGS[name][1]
     tensors = load_file(str(data))
     sae_spec = _small_study().sae
-    sae_spec = type(sae_spec)(width=sae_spec.width, k=sae_spec.k, lr=sae_spec.lr,
-                              batch_tokens=sae_spec.batch_tokens)
+    sae_spec = dataclasses.replace(sae_spec, epochs=1, autocast=bf16)
     seconds, ev = [], 0.0
     for _ in range(repeats):
         stream = saes.tensor_stream(tensors["sae_train"], batch_tokens=sae_spec.batch_tokens,
@@ -149,7 +154,7 @@ def measure(name: str, data: Path, out: Path, repeats: int) -> None:
         started = time.perf_counter()
         (sae, record), = sae_batch.fit_saes([stream], spec=sae_spec, seeds=[0],
                                             device=torch.device("cpu"), layer=15,
-                                            metadata=[{}], autocast=bf16)
+                                            metadata=[{}])
         seconds.append((time.perf_counter() - started) / record["steps"])
         ev = _explained_variance(sae, tensors["eval"])
     model = load_model(_small_study().models[MODEL], dtype="bfloat16" if bf16 else "float32",

@@ -21,7 +21,9 @@ follows what each stage runs (repro/stages/pipeline.py, repro/stages/run_stages.
                every replicate): one more such pass per sampled feature over the groups where
                it fires, bounded here by all groups (an upper bound);
   analyze      one Hungarian matching per condition, RQ1 seed pair and control SAE, per
-               replicate (CPU, scipy).
+               replicate (CPU, scipy), as many at once as `match.match_workers` runs on
+               the machine (here: this one; the GPU column: the lent GPU host's cores and
+               memory, GPU_HOST_CORES and GPU_HOST_MEMORY).
 Seconds per layer-token are measured at short sequences; attention's share grows with the
 sequence (2048 for calibration and perplexity), which this model leaves out.
 
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from repro.bench.paper_configs import PAPER_ARCHS, layer_params, layer_shapes
+from repro.science import match
 from repro.study.methods import METHODS, PRUNING_METHODS
 from repro.study.spec import Study
 
@@ -55,6 +58,10 @@ SAE_SPARSE_FLOPS_PER_WEIGHT = 8
 """Per token and weight of the k active latents: decoder forward (2), the decoder's gradient
 and the latents' (2 + 2), the active encoder rows' gradient (2) (repro.science.sae_batch
 computes these over the k active latents only)."""
+GPU_HOST_CORES = 16
+"""CPU cores of the machine that holds the GPU (the H100 and H200 machines lent to this
+project: 16 cores, 128 GiB): the matchings run there, in parallel processes."""
+GPU_HOST_MEMORY = 128 * 2**30
 H100_FP64_FLOPS = 67e12
 """FP64 tensor-core peak of an H100 SXM (its FP32 peak too): SparseGPT's Hessians, factors
 and updates."""
@@ -124,13 +131,17 @@ def study_work(study: Study) -> dict[str, dict[str, Any]]:
             "match_pairs": len(variants) - 1 + seeds_dense * (seeds_dense - 1) // 2 + controls,
             "calibration_tokens": d.calibration.n_tokens, "sae_tokens": d.sae_train.n_tokens,
             "eval_tokens": d.eval.n_tokens, "ppl_tokens": d.perplexity.n_tokens,
+            # RQ5 ablates on the first causal_sequences evaluation sequences (0: all)
+            "causal_tokens": d.eval.seq_len * min(
+                study.thresholds.causal_sequences or d.eval.n_sequences, d.eval.n_sequences),
             "causal_features": study.thresholds.causal_features_per_bin
             * study.thresholds.frequency_bins,
         }
     return out
 
 
-def stage_seconds(w: dict[str, Any], r: Rates, match_s: float) -> dict[str, float]:
+def stage_seconds(w: dict[str, Any], r: Rates, match_s: float,
+                  match_workers: int = 1) -> dict[str, float]:
     """Seconds per stage for one model's share of the study (module docstring)."""
     L, p = w["n_layers"], w["probe_layer"]
     full = L * r.layer_s_per_token + r.head_s_per_token
@@ -146,21 +157,24 @@ def stage_seconds(w: dict[str, Any], r: Rates, match_s: float) -> dict[str, floa
         "sae": w["variants"] * w["sae_tokens"] * to_probe
         + (1 + more) * (w["runs"] + w.get("control_saes", 0)) * w["sae_tokens"]
         * r.sae_s_per_token,
-        "evaluate": w["eval_tokens"] * upper * (
-            w["ce_passes"] + causal + more * (w.get("ce_passes_replicate", 0) + causal)),
-        "analyze": (1 + more) * w["match_pairs"] * match_s,
+        "evaluate": upper * (w["eval_tokens"] * (w["ce_passes"]
+                                                 + more * w.get("ce_passes_replicate", 0))
+                             + w.get("causal_tokens", w["eval_tokens"]) * causal * (1 + more)),
+        "analyze": (1 + more) * w["match_pairs"] * match_s / match_workers,
     }
 
 
 def gpu_rates(key: str, width: int, k: int, bf16_flops: float = H100_BF16_FLOPS,
-              fp32_flops: float = H100_FP32_FLOPS) -> Rates:
-    """Rates of an H100/H200-class GPU from FLOP counts (2 FLOPs per weight and token)."""
+              fp32_flops: float = H100_FP32_FLOPS, autocast: bool = False) -> Rates:
+    """Rates of an H100/H200-class GPU from FLOP counts (2 FLOPs per weight and token); with
+    `autocast` an SAE step's dense encoder product runs at the bfloat16 peak."""
     v = PAPER_ARCHS[key].values
     model = bf16_flops * MFU_MODEL
     layer = 2 * layer_params(key) / model
     head = 2 * v["vocab_size"] * v["hidden_size"] / model
-    sae = ((SAE_DENSE_FLOPS_PER_WEIGHT * width + SAE_SPARSE_FLOPS_PER_WEIGHT * k)
-           * v["hidden_size"] / (fp32_flops * MFU_SAE))
+    dense_flops = bf16_flops if autocast else fp32_flops
+    sae = (SAE_DENSE_FLOPS_PER_WEIGHT * width / dense_flops
+           + SAE_SPARSE_FLOPS_PER_WEIGHT * k / fp32_flops) * v["hidden_size"] / MFU_SAE
     fp64 = H100_FP64_FLOPS * MFU_FP64
     shapes = layer_shapes(key)
     # per matrix: H += x^T x (2 in^2 per token); three in^3 factorisations (Cholesky, its
@@ -175,8 +189,13 @@ def gpu_rates(key: str, width: int, k: int, bf16_flops: float = H100_BF16_FLOPS,
 def estimate(study: Study, rates: dict[str, Rates], match_s: float) -> dict[str, Any]:
     """Per stage and in total: seconds on the measured device, and on an H100/H200 class GPU."""
     work = study_work(study)
-    measured = {k: stage_seconds(w, rates[k], match_s) for k, w in work.items()}
-    gpu = {k: stage_seconds(w, gpu_rates(k, study.sae.width, study.sae.k), match_s)
+    pairs, width = sum(w["match_pairs"] for w in work.values()), study.sae.width
+    workers = match.match_workers(pairs, width, width)
+    host_workers = match.match_workers(pairs, width, width, cores=GPU_HOST_CORES,
+                                       memory=GPU_HOST_MEMORY, mode=study.numerics)
+    measured = {k: stage_seconds(w, rates[k], match_s, workers) for k, w in work.items()}
+    gpu = {k: stage_seconds(w, gpu_rates(k, study.sae.width, study.sae.k,
+                                         autocast=study.sae.autocast), match_s, host_workers)
            for k, w in work.items()}
 
     def by_stage(per_model: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -189,9 +208,14 @@ def estimate(study: Study, rates: dict[str, Rates], match_s: float) -> dict[str,
             "h100_class_total_s": sum(h100.values()),
             "assumptions": {"bf16_peak_flops": H100_BF16_FLOPS,
                             "fp32_peak_flops": H100_FP32_FLOPS, "mfu_model": MFU_MODEL,
-                            "mfu_sae": MFU_SAE, "fp64_peak_flops": H100_FP64_FLOPS,
+                            "mfu_sae": MFU_SAE, "sae_autocast": study.sae.autocast,
+                            "fp64_peak_flops": H100_FP64_FLOPS,
                             "mfu_fp64": MFU_FP64,
-                            "matching": "scipy on the CPU, measured time per 16384^2 pair",
+                            "matching": f"scipy on the CPU, measured time per pair, "
+                                        f"{workers} at once here, {host_workers} on the GPU "
+                                        f"host ({GPU_HOST_CORES} cores, "
+                                        f"{GPU_HOST_MEMORY // 2**30} GiB)",
+                            "match_workers": workers, "match_workers_gpu_host": host_workers,
                             "causal": "every group rerun for every sampled feature (bound)"}}
 
 

@@ -76,7 +76,7 @@ def _model(device: torch.device) -> tuple[Any, Any, Any]:
 
 def sae_ways(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
     """SAEs per hour three ways (repro.bench.saelens.sae_ways) at the small profile's SAE
-    (d_model 576, width 2048, k 32, batch 512; width 256 with --quick), one epoch over
+    (d_model 576, its width, k and batch; width 256 with --quick), one epoch over
     64 x 128 random tokens (16 x 128 with --quick)."""
     from repro.bench.saelens import sae_ways as ways
 

@@ -39,7 +39,6 @@ lets a resumed group retrain only its missing SAEs and get what an uninterrupted
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -116,11 +115,11 @@ def fit_saes(streams: Sequence[ShuffledStream], *, spec: SaeSpec, seeds: Sequenc
              device: torch.device, layer: int, metadata: Sequence[dict[str, Any]],
              on_init: Sequence[Callable[[Any], None] | None] | None = None,
              curves: Sequence[CurveRecorder | None] | None = None,
-             dtype: str = "float32", autocast: bool = False) -> list[tuple[Any, dict]]:
+             dtype: str = "float32") -> list[tuple[Any, dict]]:
     """`saes.fit_sae` for S SAEs at once, SAE s on streams[s] from seeds[s] (streams of equal
     length, one batch each per step); on_init[s] and curves[s] as fit_sae's. Returns one
-    (SAE, training record) per stream; train_seconds is the whole group's. `autocast` runs
-    the encoder product in bfloat16 (repro bench's arithmetic part; no profile uses it)."""
+    (SAE, training record) per stream; train_seconds is the whole group's. `spec.autocast`
+    runs the encoder product in bfloat16 (sae-lens's trainer autocasts the whole step)."""
     n = len(streams)
     on_init = on_init or [None] * n
     curves = curves or [None] * n
@@ -130,7 +129,7 @@ def fit_saes(streams: Sequence[ShuffledStream], *, spec: SaeSpec, seeds: Sequenc
     n_tokens = streams[0].n_tokens
     if any(stream.n_tokens != n_tokens for stream in streams):
         raise ValueError("SAEs trained together need streams of the same length")
-    cfg = dataclasses.replace(trainer_config(spec, n_tokens, device), autocast=autocast)
+    cfg = trainer_config(spec, n_tokens, device)
     stack = StackedTopK([sae for sae, _ in built], cfg, [scaling for _, scaling in built])
     for curve in curves:
         if curve is not None:

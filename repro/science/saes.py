@@ -277,7 +277,8 @@ def training_steps(spec: SaeSpec, n_tokens: int) -> int:
 
 def trainer_config(spec: SaeSpec, n_tokens: int, device: torch.device) -> Any:
     """sae-lens's `SAETrainerConfig` of every SAE training: the learning rate constant, then
-    falling linearly to 0 over the last `spec.lr_decay` of the steps, Adam with sae-lens's
+    falling linearly to 0 over the last `spec.lr_decay` of the steps, bfloat16 autocast
+    where `spec.autocast` asks, Adam with sae-lens's
     defaults, a dead-latent window of an eighth of the steps (at most sae-lens's default
     1000) for the auxiliary loss, and one sparsity window over the whole training."""
     from sae_lens import LoggingConfig
@@ -288,7 +289,7 @@ def trainer_config(spec: SaeSpec, n_tokens: int, device: torch.device) -> Any:
     return SAETrainerConfig(
         total_training_samples=n_tokens * spec.epochs, train_batch_size_samples=spec.batch_tokens,
         lr=spec.lr, lr_end=0.0 if decay_steps else spec.lr, lr_decay_steps=decay_steps,
-        device=str(device),
+        autocast=spec.autocast, device=str(device),
         dead_feature_window=max(1, min(MAX_DEAD_WINDOW, steps // 8)),
         feature_sampling_window=steps + 1, logger=LoggingConfig(log_to_wandb=False))
 
@@ -321,7 +322,8 @@ def training_record(sae: Any, spec: SaeSpec, n_tokens: int, *, seed: int, scalin
     """What training.json records of a finished SAE (train_seconds goes to the manifest)."""
     return {"n_tokens": n_tokens, "epochs": spec.epochs, "steps": steps,
             "batch_tokens": spec.batch_tokens, "width": spec.width, "k": spec.k,
-            "lr": spec.lr, "lr_decay": spec.lr_decay, "seed": seed, "norm_scaling_factor": scaling,
+            "lr": spec.lr, "lr_decay": spec.lr_decay, "autocast": spec.autocast, "seed": seed,
+            "norm_scaling_factor": scaling,
             "dead_feature_window_steps": dead_window,
             "train_l0": sae.cfg.metadata.l0,
             "dead_at_end": sae.cfg.metadata.num_dead_features,

@@ -250,6 +250,12 @@ class SaeSpec:
                               0.0)
     """Share of the training steps, at the end, over which the learning rate decays linearly
     to 0 (sae-lens's `lr_decay_steps` with `lr_end = 0`); 0: constant."""
+    autocast: bool = declare(flag("the encoder's dense product in bfloat16, float32 "
+                                  "accumulation: where a GPU's tensor cores or a CPU's "
+                                  "AVX-512 BF16 or AMX multiply it natively"), False)
+    """Whether each SAE step's encoder product, the one dense (batch x d) x (d x width)
+    product, runs in bfloat16 (sae-lens's `autocast`; repro.science.sae_batch); the rest of
+    the step stays float32."""
     survival_threshold: float = declare(number(0, 1, "a cosine: 0.7 is the paper's tau",
                                                low_open=True), SURVIVAL_TAU)
     """Matched decoder cosine at or above which a feature survives (tau)."""
