@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from repro.study.spec import Run, Study
 
 
+Pair = tuple[str, "Run", "Run"]
+"""A matching's cache key and the runs whose SAEs it matches (the first into the second)."""
+
+
 class Matchings:
     """Survival, control and seed matchings of one replicate's runs, each computed once."""
 
@@ -37,44 +41,48 @@ class Matchings:
         def control_run(self, variant: Variant) -> Run | None: ...
         def dense_seeds(self, model: str) -> Sequence[Run]: ...
 
-    def _matched(self, key: str, run_a: Run, run_b: Run) -> match.Match:
+    def _matched(self, pair: Pair) -> match.Match:
+        key, run_a, run_b = pair
         if key not in self._matches:
             self._matches[key] = match.hungarian_match(self.decoder_of(run_a),
                                                        self.decoder_of(run_b))
         return self._matches[key]
 
+    def _survival_pair(self, variant: Variant) -> Pair:
+        return variant.id, self.dense_run(variant.model), self.condition_run(variant)
+
+    def _control_pair(self, variant: Variant) -> Pair | None:
+        run = self.control_run(variant)
+        return None if run is None else (f"{variant.id}|control",
+                                         self.dense_run(variant.model), run)
+
+    @staticmethod
+    def _seed_pair(run_a: Run, run_b: Run) -> Pair:
+        return f"{run_a.id}|{run_b.id}", run_a, run_b
+
     def survival_match(self, variant: Variant) -> match.Match:
         """Dense-SAE features (same seed) matched one to one into the pruned run's SAE."""
-        return self._matched(variant.id, self.dense_run(variant.model),
-                             self.condition_run(variant))
+        return self._matched(self._survival_pair(variant))
 
     def control_match(self, variant: Variant) -> match.Match | None:
         """Dense-SAE features (study seed) matched into the variant's control-seed SAE: the
         two share no initial weights and no data order."""
-        run = self.control_run(variant)
-        if run is None:
-            return None
-        return self._matched(f"{variant.id}|control", self.dense_run(variant.model), run)
+        pair = self._control_pair(variant)
+        return None if pair is None else self._matched(pair)
 
     def seed_match(self, run_a: Run, run_b: Run) -> match.Match:
         """Features of one dense seed's SAE matched into another's (RQ1)."""
-        return self._matched(f"{run_a.id}|{run_b.id}", run_a, run_b)
+        return self._matched(self._seed_pair(run_a, run_b))
 
     def matched_pairs(self) -> dict[str, tuple[Run, Run]]:
         """Every matching the tables ask for, by its key in the cache: each condition's
-        survival, each variant's control, each pair of dense seeds."""
-        pairs = {}
-        for v in self.study.variants:
-            dense = self.dense_run(v.model)
-            if not v.is_dense:
-                pairs[v.id] = (dense, self.condition_run(v))
-            control = self.control_run(v)
-            if control is not None:
-                pairs[f"{v.id}|control"] = (dense, control)
-        for model in self.study.models:
-            for run_a, run_b in combinations(self.dense_seeds(model), 2):
-                pairs[f"{run_a.id}|{run_b.id}"] = (run_a, run_b)
-        return pairs
+        survival, each variant's control, each pair of dense seeds (the pairs the three
+        accessors above build, so the keys are theirs)."""
+        pairs = [self._survival_pair(v) for v in self.study.conditions]
+        pairs += [p for v in self.study.variants if (p := self._control_pair(v)) is not None]
+        pairs += [self._seed_pair(a, b) for model in self.study.models
+                  for a, b in combinations(self.dense_seeds(model), 2)]
+        return {key: (run_a, run_b) for key, run_a, run_b in pairs}
 
     def prefetch_matches(self) -> None:
         """Compute every matching up front in parallel processes where the machine has the
