@@ -89,7 +89,7 @@ def measure(sae_folder: Path, eval_acts: torch.Tensor) -> dict:
 def main() -> None:
     args = _arguments()
     pin_cpu()
-    from repro.science import match, saes
+    from repro.science import match, sae_streams, saes
     from repro.study.reader import load_study, profile_path
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def main() -> None:
         sp = dataclasses.replace(spec, k=k, epochs=epochs)
         found = []
         for seed in args.seeds:
-            stream = saes.tensor_stream(acts, batch_tokens=sp.batch_tokens, seed=seed,
+            stream = sae_streams.tensor_stream(acts, batch_tokens=sp.batch_tokens, seed=seed,
                                         epochs=epochs)
             started = time.time()
             sae, _ = saes.fit_sae(stream, spec=sp, seed=seed, device=torch.device("cpu"),

@@ -13,7 +13,7 @@ from conftest import word_tokenizer
 
 from repro.errors import ReproError
 from repro.inputs import data
-from repro.study.spec import StreamSpec, TextSource
+from repro.study.sources import StreamSpec, TextSource
 
 WORDS = [f"w{i}" for i in range(50)]
 

@@ -21,7 +21,7 @@ from repro.errors import ReproError
 from repro.inputs import data, doctor, fetch, footprint, hubcache
 from repro.outputs.shipped import NOT_YET_BLESSED, expected_checks
 from repro.study.reader import load_study, profile_path
-from repro.study.spec import StreamSpec, TextSource
+from repro.study.sources import StreamSpec, TextSource
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [f"w{i}" for i in range(40)]

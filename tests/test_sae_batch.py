@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import make_model, random_ids
 
-from repro.science import match, numerics, sae_batch, saes, training_curves
+from repro.science import match, numerics, sae_batch, sae_streams, saes, training_curves
 from repro.study.spec import SaeSpec
 
 CPU = torch.device("cpu")
@@ -33,7 +33,7 @@ def _acts(n: int = 1280, d: int = 16, seed: int = 0, ties: int = 64) -> torch.Te
     codes = (torch.rand(n, 4 * d, generator=g) < 0.08).float() * torch.rand(n, 4 * d,
                                                                            generator=g)
     acts = (codes @ basis + 3.0 + 0.05 * torch.randn(n, d, generator=g)).float()
-    first = saes.BUFFER_BATCHES * SPEC.batch_tokens
+    first = sae_streams.BUFFER_BATCHES * SPEC.batch_tokens
     acts[first:first + ties] = acts[:first].mean(0)
     return acts
 
@@ -41,7 +41,7 @@ def _acts(n: int = 1280, d: int = 16, seed: int = 0, ties: int = 64) -> torch.Te
 def _alone(acts, seeds=SEEDS, spec=SPEC, dtype="float64", curves=None):
     """The slow twin: sae-lens's SAETrainer, one SAE and one pass per seed."""
     curves = curves or [None] * len(seeds)
-    return [saes.fit_sae(saes.tensor_stream(acts, batch_tokens=spec.batch_tokens, seed=seed,
+    return [saes.fit_sae(sae_streams.tensor_stream(acts, batch_tokens=spec.batch_tokens, seed=seed,
                                             epochs=spec.epochs),
                          spec=spec, seed=seed, device=CPU, layer=0,
                          metadata={"model_name": "twin"}, curve=curve, dtype=dtype)
@@ -51,7 +51,7 @@ def _alone(acts, seeds=SEEDS, spec=SPEC, dtype="float64", curves=None):
 def _together(acts, seeds=SEEDS, spec=SPEC, dtype="float64", curves=None, order=None):
     """The fast path: all seeds in one pass; `order` gives the seed of each stream's shuffle
     (each SAE's own seed unless a test plants another)."""
-    streams = [saes.tensor_stream(acts, batch_tokens=spec.batch_tokens, seed=seed,
+    streams = [sae_streams.tensor_stream(acts, batch_tokens=spec.batch_tokens, seed=seed,
                                   epochs=spec.epochs) for seed in (order or seeds)]
     return sae_batch.fit_saes(streams, spec=spec, seeds=seeds, device=CPU, layer=0,
                               metadata=[{"model_name": "twin"}] * len(seeds), curves=curves,

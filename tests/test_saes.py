@@ -11,8 +11,9 @@ from conftest import make_model, random_ids
 from safetensors.torch import save_file
 
 from repro.errors import ReproError
-from repro.science import activations, pretrained_saes, saes
-from repro.study.spec import PretrainedSae, SaeSpec
+from repro.science import activations, pretrained_saes, sae_streams, saes
+from repro.study.sources import PretrainedSae
+from repro.study.spec import SaeSpec
 
 SPECIAL = [0, 1, 2]
 SPEC = SaeSpec(width=48, k=4, lr=1e-3, batch_tokens=32)
@@ -43,7 +44,7 @@ def _ids() -> torch.Tensor:
     return ids
 
 
-def _train(model: torch.nn.Module, seed: int, captured: saes.ProbeCapture | None = None):
+def _train(model: torch.nn.Module, seed: int, captured: sae_streams.ProbeCapture | None = None):
     ids = _ids()
     keep = ~torch.isin(ids, torch.tensor(SPECIAL))
     return saes.train_sae(model, ids, keep, layer=2, spec=SPEC, seed=seed, seq_batch=5,
@@ -53,7 +54,7 @@ def _train(model: torch.nn.Module, seed: int, captured: saes.ProbeCapture | None
 def test_seeds_sharing_one_capture_train_the_same_saes(model) -> None:
     """The second seed replays the first seed's probe activations instead of running the
     model, and ends with exactly the SAE it trains on its own."""
-    captured = saes.ProbeCapture()
+    captured = sae_streams.ProbeCapture()
     first, _ = _train(model, 7, captured)
     assert captured.complete and sum(len(b) for b in captured.batches) == 24 * 11 - 1
     calls = []
@@ -67,8 +68,8 @@ def test_seeds_sharing_one_capture_train_the_same_saes(model) -> None:
     for name, p in alone.state_dict().items():
         assert torch.equal(p, replayed.state_dict()[name]), name
     assert not torch.equal(first.W_dec, replayed.W_dec)
-    assert saes.ProbeCapture.fits(1000, 64, torch.bfloat16)
-    assert not saes.ProbeCapture.fits(10**15, 4096, torch.float32)
+    assert sae_streams.ProbeCapture.fits(1000, 64, torch.bfloat16)
+    assert not sae_streams.ProbeCapture.fits(10**15, 4096, torch.float32)
 
 
 def test_same_seed_gives_the_same_sae_and_another_seed_does_not(model) -> None:
@@ -82,10 +83,10 @@ def test_same_seed_gives_the_same_sae_and_another_seed_does_not(model) -> None:
 
 
 def test_stream_yields_every_usable_token_once(model, monkeypatch) -> None:
-    monkeypatch.setattr(saes, "BUFFER_BATCHES", 2)
+    monkeypatch.setattr(sae_streams, "BUFFER_BATCHES", 2)
     ids = _ids()
     keep = ~torch.isin(ids, torch.tensor(SPECIAL))
-    stream = saes.ActivationStream(model, ids, keep, layer=1, batch_tokens=16, seq_batch=5,
+    stream = sae_streams.ActivationStream(model, ids, keep, layer=1, batch_tokens=16, seq_batch=5,
                                    seed=0)
     got = torch.cat(list(stream))
     # captured in the stream's batches of 5 sequences: MKL's portable GEMM (repro.science.numerics)
@@ -100,19 +101,19 @@ def test_stream_yields_every_usable_token_once(model, monkeypatch) -> None:
 
 def test_epochs_replay_every_token_once_per_epoch_without_rerunning_the_model(
         model, monkeypatch) -> None:
-    monkeypatch.setattr(saes, "BUFFER_BATCHES", 2)
+    monkeypatch.setattr(sae_streams, "BUFFER_BATCHES", 2)
     ids = _ids()
     keep = ~torch.isin(ids, torch.tensor(SPECIAL))
     calls = []
     handle = model.model.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
-        got = torch.cat(list(saes.ActivationStream(model, ids, keep, layer=1, batch_tokens=16,
-                                                   seq_batch=5, seed=0, epochs=3)))
+        got = torch.cat(list(sae_streams.ActivationStream(
+            model, ids, keep, layer=1, batch_tokens=16, seq_batch=5, seed=0, epochs=3)))
     finally:
         handle.remove()
     assert len(calls) == 5  # one pass over the 24 sequences in batches of 5
-    once = torch.cat(list(saes.ActivationStream(model, ids, keep, layer=1, batch_tokens=16,
-                                                seq_batch=5, seed=0)))
+    once = torch.cat(list(sae_streams.ActivationStream(model, ids, keep, layer=1, batch_tokens=16,
+                                                       seq_batch=5, seed=0)))
     n = len(once)
     assert len(got) == 3 * n
     order = lambda t: t[torch.argsort(t[:, 0])]  # noqa: E731
@@ -241,7 +242,7 @@ def test_gemma_scope_2_loads_from_the_offline_cache(tmp_path, monkeypatch) -> No
 def test_published_stats_come_from_the_installed_sae_lens_registry(tmp_path) -> None:
     """The sanity gates' reference values: sae-lens's own registry, read as it ships."""
     from repro.science.pretrained_saes import published_stats
-    from repro.study.spec import PretrainedSae
+    from repro.study.sources import PretrainedSae
 
     scope2 = published_stats(PretrainedSae(release="gemma-scope-2-1b-pt-res",
                                            sae_id="layer_13_width_16k_l0_medium"))

@@ -105,12 +105,13 @@ def test_the_input_contract_lists_every_rule() -> None:
     adding a field without its row (or changing a bound without the page) fails here."""
     from dataclasses import fields
 
-    from repro.study import spec
+    from repro.study import sources, spec
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "input-contract.md").read_text()
-    places = [(spec.Study, "study."), (spec.ModelSpec, "models.KEY."),
-              (spec.PretrainedSae, "models.KEY.pretrained_sae."), (spec.StreamSpec, "data.STREAM."),
-              (spec.TextSource, "data.STREAM.source."), (spec.SaeSpec, "sae."),
+    places = [(spec.Study, "study."), (sources.ModelSpec, "models.KEY."),
+              (sources.PretrainedSae, "models.KEY.pretrained_sae."),
+              (sources.StreamSpec, "data.STREAM."),
+              (sources.TextSource, "data.STREAM.source."), (spec.SaeSpec, "sae."),
               (spec.VerdictSpec, "verdict."), (spec.Thresholds, "thresholds.")]
     rows = [(("[models.KEY] (the key)" if f.name == "key" else prefix + f.name), f.metadata["rule"])
             for cls, prefix in places for f in fields(cls) if "rule" in f.metadata]

@@ -131,3 +131,18 @@ def test_a_study_file_may_set_the_threshold_within_its_range() -> None:
     assert read_thresholds({}).curve_flat_ev_gain == training_curves.FLAT_EV_GAIN
     with pytest.raises(ReproError, match="curve_flat_ev_gain"):
         read_thresholds({"curve_flat_ev_gain": 2.0})
+
+
+def test_a_decaying_learning_rate_is_not_read_as_a_rising_curve() -> None:
+    """The last stretch of a curve whose rate decays to 0 is judged where the rate was still
+    full: a flat curve with the decay's own gain at the end passes, and a curve still rising
+    before the decay fails whatever the decay does after it."""
+    steps = torch.arange(1, 101, dtype=torch.float64)
+    flat = 0.9 * (1 - torch.exp(-steps / 8))
+    annealed = (flat + 0.08 * torch.clamp(steps - 70, min=0) / 30).tolist()  # decay from step 70
+    assert summarize({"points": _points(annealed)})["flattened"] is False  # read as rising
+    got = summarize({"points": _points(annealed), "decay_from_step": 70})
+    assert got["flattened"] is True and abs(got["ev_gain_last_quarter"]) < 2e-3
+    assert got["explained_variance"] == pytest.approx(annealed[-1])  # the final EV is the end's
+    rising = (0.9 * (1 - torch.exp(-steps / 200))).tolist()
+    assert summarize({"points": _points(rising), "decay_from_step": 70})["flattened"] is False

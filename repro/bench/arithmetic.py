@@ -141,7 +141,7 @@ def measure(name: str, data: Path, out: Path, repeats: int) -> None:
     from safetensors.torch import load_file, save_file
 
     from repro.inputs.models import load_model
-    from repro.science import sae_batch, saes
+    from repro.science import sae_batch, sae_streams
 
     bf16 = SETTINGS[name][1]
     tensors = load_file(str(data))
@@ -149,7 +149,7 @@ def measure(name: str, data: Path, out: Path, repeats: int) -> None:
     sae_spec = dataclasses.replace(sae_spec, epochs=1, autocast=bf16)
     seconds, ev = [], 0.0
     for _ in range(repeats):
-        stream = saes.tensor_stream(tensors["sae_train"], batch_tokens=sae_spec.batch_tokens,
+        stream = sae_streams.tensor_stream(tensors["sae_train"], batch_tokens=sae_spec.batch_tokens,
                                     seed=0)
         started = time.perf_counter()
         (sae, record), = sae_batch.fit_saes([stream], spec=sae_spec, seeds=[0],

@@ -321,7 +321,7 @@ def _summarise(record: dict[str, Any]) -> None:
         r[f"sae_training_replayed_{model}"] = {
             **x["ratio_replay"], "goal": GOALS["sae_training"], "check": True,
             "what": f"a further seed replaying the recorded probe activations "
-                    f"(saes.ProbeCapture) vs the sae-lens runner, {model}"}
+                    f"(sae_streams.ProbeCapture) vs the sae-lens runner, {model}"}
         together = max(n for n in x["saes"].values())
         r[f"sae_training_together{together}_{model}"] = {
             **x[f"ratio_together_{together}"], "goal": None, "check": True,

@@ -23,13 +23,8 @@ from torch import nn
 
 from repro.bench.paths import device_of, spread, timed
 from repro.inputs.families import decoder_layers, embeddings, family_of
-from repro.science.saes import (
-    MAX_DEAD_WINDOW,
-    ProbeCapture,
-    hook_name,
-    train_sae,
-    training_steps,
-)
+from repro.science.sae_streams import ProbeCapture
+from repro.science.saes import MAX_DEAD_WINDOW, hook_name, train_sae, training_steps
 from repro.study.spec import SaeSpec
 
 if TYPE_CHECKING:

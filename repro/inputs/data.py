@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from repro.errors import ReproError
-from repro.study.spec import StreamSpec, TextSource
+from repro.study.sources import StreamSpec, TextSource
 
 MAX_WINDOW_TRIES = 10_000
 POOL_DOCS = 4096

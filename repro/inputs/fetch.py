@@ -30,7 +30,8 @@ from repro.errors import ReproError
 from repro.files import disk_error
 from repro.inputs import hubcache
 from repro.inputs.snapshots import check_online, download, first_line, gb
-from repro.study.spec import ModelSpec, StreamSpec, Study, TextSource
+from repro.study.sources import ModelSpec, StreamSpec, TextSource
+from repro.study.spec import Study
 
 Log = Callable[[str], None]
 BATCH_DOCS = 256

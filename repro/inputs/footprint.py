@@ -13,7 +13,8 @@ from pathlib import Path
 
 from repro.inputs import hubcache
 from repro.study.methods import METHODS
-from repro.study.spec import ModelSpec, StreamSpec, Study
+from repro.study.sources import ModelSpec, StreamSpec
+from repro.study.spec import Study
 
 GIB = 2**30
 

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.study.spec import ModelSpec, StreamSpec, Study, TextSource
+from repro.study.sources import ModelSpec, StreamSpec, TextSource
+from repro.study.spec import Study
 
 MODEL_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.jinja", "*.tiktoken")
 """Files of a model repository that `from_pretrained` (model and tokenizer) can read."""

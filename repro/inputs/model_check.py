@@ -28,7 +28,8 @@ from repro.errors import ReproError
 from repro.files import path_problem
 from repro.inputs import hubcache
 from repro.study.rules import FieldError, whole
-from repro.study.spec import ModelSpec, Study
+from repro.study.sources import ModelSpec
+from repro.study.spec import Study
 
 SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                "num_key_value_heads", "intermediate_size", "head_dim",

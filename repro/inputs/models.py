@@ -22,7 +22,7 @@ from torch import nn
 from repro.errors import ReproError
 from repro.files import path_problem
 from repro.inputs.families import decoder_layers, stack
-from repro.study.spec import ModelSpec
+from repro.study.sources import ModelSpec
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -3,7 +3,8 @@
 Reads every runs/<id>/sae/curve.json (repro.science.training_curves), draws one figure with all SAEs
 (explained variance, L0 and dead fraction against training tokens) next to the report as
 report_training_curves.png, and lists each SAE's final values, its explained-variance gain
-over the last quarter of training and whether its curve has flattened. An SAE that has not
+over the last quarter of its training at the full learning rate (before a decaying rate
+lowers the loss by itself) and whether its curve has flattened. An SAE that has not
 is named in a warning line: its numbers may still move with more tokens. The warning is the
 report's, not the verdict's: verification and claims do not read curves. The figure lives
 with the report, outside figures/, so the figures stage's six files stay what verify expects.
@@ -26,13 +27,14 @@ from repro.study.reader import thresholds_of
 
 FIGURE = "report_training_curves.png"
 HEADER = ["SAE", "training tokens", "points", "final EV", "final L0", "final dead fraction",
-          "EV gain, last quarter", "flattened"]
+          "EV gain, last quarter at full lr", "flattened"]
 CAPTION = (f"Training curves of every SAE of the run: explained variance, mean L0 and dead "
            f"fraction (latents silent for the dead-feature window) of the training batches "
            f"against the tokens seen, recorded during training. Colour: pruning method; "
            f"dashed: control-seed SAEs; dotted: extra seeds. An SAE has flattened when its "
            f"explained variance gained less than the study's curve_flat_ev_gain over the last "
-           f"{LAST_SHARE:.0%} of its tokens (least-squares slope over that stretch).")
+           f"{LAST_SHARE:.0%} of its tokens at the full learning rate (least-squares slope "
+           f"over that stretch; a rate decaying to 0 at the end lowers the loss by itself).")
 
 
 def gather_curves(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -71,8 +73,9 @@ def warnings(curves: dict[str, dict[str, Any]], gain: float) -> list[str]:
         if s["flattened"] is False:
             out.append(f"SAE {name}: explained variance still rose by "
                        f"{s['ev_gain_last_quarter']:.3f} over the last {LAST_SHARE:.0%} of its "
-                       f"{s['tokens']} training tokens (curve_flat_ev_gain {gain:g}); it has not "
-                       "flattened, so its numbers may still change with more tokens.")
+                       f"training at the full learning rate ({s['tokens']} tokens in all; "
+                       f"curve_flat_ev_gain {gain:g}); it has not flattened, so its numbers may "
+                       "still change with more tokens.")
     return out
 
 

@@ -204,7 +204,8 @@ def one_thread() -> Iterator[None]:
 
 def train(acts: torch.Tensor, spec: ControlSpec, seed: int) -> Any:
     """An SAE trained by the project's own training on in-memory vectors."""
-    from repro.science.saes import fit_sae, tensor_stream
+    from repro.science.sae_streams import tensor_stream
+    from repro.science.saes import fit_sae
 
     stream = tensor_stream(acts, batch_tokens=spec.sae.batch_tokens, seed=seed,
                            epochs=spec.sae.epochs)

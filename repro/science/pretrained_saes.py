@@ -27,7 +27,8 @@ from repro.science.saes import (
     train_sae,
 )
 from repro.study.locations import recorded_path
-from repro.study.spec import PretrainedSae, SaeSpec, StreamSpec, TextSource
+from repro.study.sources import PretrainedSae, StreamSpec, TextSource
+from repro.study.spec import SaeSpec
 
 SHIPPED = {"width": 1024, "k": 24, "lr": 1e-3, "batch_tokens": 1024, "n_sequences": 1024,
            "seq_len": 128, "seed": 1234, "split": "pretrained_sae"}

@@ -49,15 +49,8 @@ import torch
 import torch.nn.functional as F
 
 from repro.errors import ReproError
-from repro.science.saes import (
-    ProbeCapture,
-    ShuffledStream,
-    new_sae,
-    probe_batches,
-    trainer_config,
-    training_record,
-    training_steps,
-)
+from repro.science.sae_streams import ProbeCapture, ShuffledStream, probe_batches
+from repro.science.saes import new_sae, trainer_config, training_record, training_steps
 from repro.science.training_curves import CurveRecorder
 from repro.study.spec import SaeSpec
 
@@ -98,7 +91,7 @@ def _shared(source: Iterator[torch.Tensor], n: int, epochs: int,
             device: torch.device) -> list[Iterator[torch.Tensor]]:
     """`n` copies of `source` run `epochs` times, reading it once: the streams consume it in
     step, so a copy holds back at most a shuffle buffer; later epochs replay the first one
-    from host memory (as `saes.ActivationStream` does for one SAE)."""
+    from host memory (as `sae_streams.ActivationStream` does for one SAE)."""
     if epochs == 1:
         return list(itertools.tee(source, n))
     captured = ProbeCapture()

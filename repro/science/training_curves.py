@@ -156,12 +156,22 @@ def ev_gain(points: list[dict[str, Any]], share: float = LAST_SHARE) -> float | 
     return float(slope * share * tokens[-1])
 
 
+def at_full_rate(curve: dict[str, Any]) -> list[dict[str, Any]]:
+    """The curve's points before its learning rate starts to decay (`decay_from_step`, which
+    the sae stage records): a rate falling to 0 lowers the loss at the end of any training,
+    converged or not, so `flattened` is judged on the stretch trained at the full rate."""
+    points = curve.get("points") or []
+    start = curve.get("decay_from_step")
+    return points if start is None else [p for p in points if p["step"] <= start]
+
+
 def summarize(curve: dict[str, Any], flat_gain: float = FLAT_EV_GAIN) -> dict[str, Any]:
-    """Final EV, L0 and dead fraction, the EV gain over the last quarter, and `flattened`:
-    True when that gain is below `flat_gain`, False when not, None when too few points."""
+    """Final EV, L0 and dead fraction, the EV gain over the last quarter of the training at
+    the full learning rate (`at_full_rate`), and `flattened`: True when that gain is below
+    `flat_gain`, False when not, None when too few points."""
     points = curve.get("points") or []
     last = points[-1] if points else {}
-    gain = ev_gain(points)
+    gain = ev_gain(at_full_rate(curve))
     return {"tokens": last.get("tokens"), "points": len(points),
             "explained_variance": last.get("explained_variance"), "l0": last.get("l0"),
             "dead_fraction": last.get("dead_fraction"), "ev_gain_last_quarter": gain,

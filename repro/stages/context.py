@@ -26,7 +26,8 @@ from repro.stages import layout
 from repro.stages.provenance import provenance
 from repro.stages.store import fingerprint
 from repro.study.methods import METHODS
-from repro.study.spec import ModelSpec, Study, Variant
+from repro.study.sources import ModelSpec
+from repro.study.spec import Study, Variant
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

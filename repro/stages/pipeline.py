@@ -30,7 +30,8 @@ from repro.stages.context import (
 )
 from repro.stages.store import StageOutcome, run_stage
 from repro.study.locations import recorded_path
-from repro.study.spec import ModelSpec, Variant
+from repro.study.sources import ModelSpec
+from repro.study.spec import Variant
 
 # ---- tokens ------------------------------------------------------------------------------
 

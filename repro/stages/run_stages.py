@@ -83,7 +83,8 @@ from repro.stages.context import (
 )
 from repro.stages.store import StageOutcome, run_stage, run_stages_together
 from repro.study.locations import recorded_path
-from repro.study.spec import ModelSpec, Run
+from repro.study.sources import ModelSpec
+from repro.study.spec import Run
 
 
 def run_dir(ctx: Context, run: Run, stage: str) -> Path:
@@ -184,7 +185,8 @@ def _write_sae(ctx: Context, holder: ModelHolder, run: Run, sae: Any, record: di
     save_file({"W_dec": initial.contiguous()}, str(tmp / "init_decoder.safetensors"))
     training_curves.save_curve(
         curve.curve(run=run.id, batch_tokens=ctx.study.sae.batch_tokens,
-                    dead_feature_window_steps=record["dead_feature_window_steps"]),
+                    dead_feature_window_steps=record["dead_feature_window_steps"],
+                    decay_from_step=saes.decay_start(ctx.study.sae, record["steps"])),
         tmp / training_curves.CURVE_FILE)
     rates = saes.firing_rates(saes.load_sae(tmp, ctx.device),
                               ctx.variant_dir(run.variant, "activations"),

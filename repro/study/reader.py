@@ -21,21 +21,16 @@ from repro.study.methods import (
     Pattern,
     known_methods,
 )
-from repro.study.rules import NAME, FieldError, rule_of, shown, text
+from repro.study.rules import NAME, FieldError, need, rule_of, shown, text
+from repro.study.sources import DataSpec, ModelSpec, PretrainedSae, StreamSpec, TextSource
 from repro.study.spec import (
     REPLICATE_SEED_STRIDE,
-    DataSpec,
-    ModelSpec,
-    PretrainedSae,
     Run,
     SaeSpec,
-    StreamSpec,
     Study,
-    TextSource,
     Thresholds,
     Variant,
     VerdictSpec,
-    _need,
 )
 
 PROFILES_DIR = Path(__file__).resolve().parent / "studies"
@@ -57,7 +52,7 @@ def _check_keys(
     allowed = {f.name for f in fields(cls) if f.name != "key"} if cls else set()
     allowed |= set(extra)
     unknown = sorted(set(table) - allowed)
-    _need(
+    need(
         not unknown,
         where,
         f"unknown key(s) {', '.join(k if NAME.fullmatch(k) else repr(k) for k in unknown)}; "
@@ -66,7 +61,7 @@ def _check_keys(
 
 
 def _table(value: Any, where: str, what: str = "must be a table") -> dict[str, Any]:
-    _need(isinstance(value, dict), where, what)
+    need(isinstance(value, dict), where, what)
     return value
 
 
@@ -105,7 +100,7 @@ def _resolve(path: str, base: Path, where: str = "") -> str:
         return path
     if (base / path).exists():
         return _real(base / path, where)
-    _need(bool(HUB_ID.fullmatch(path)) and not path.endswith((".", "-")), where,
+    need(bool(HUB_ID.fullmatch(path)) and not path.endswith((".", "-")), where,
           f"{path!r} is neither a folder (relative to the study file, {base}) nor a Hugging "
           "Face Hub id (org/name); fix the path")
     return path
@@ -144,7 +139,7 @@ def _stream(table: Any, where: str, base: Path) -> StreamSpec:
     if source.path.startswith((".", "/")):
         source = TextSource(**{**source.__dict__, "path": _resolve(source.path, base)})
     elif source.kind == "hub":
-        _need(bool(HUB_ID.fullmatch(source.path)), f"{where}.source",
+        need(bool(HUB_ID.fullmatch(source.path)), f"{where}.source",
               f"path {source.path!r} is neither a folder (start it with ./ or /) nor a Hugging "
               "Face Hub dataset id (org/name); fix the path")
     return _build(StreamSpec, table, where, source=source)
@@ -153,7 +148,7 @@ def _stream(table: Any, where: str, base: Path) -> StreamSpec:
 def _entries(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
     """An array of tables ([[conditions]], [[extra_seeds]]), each entry checked to be a table."""
     entries = raw.get(key, [])
-    _need(isinstance(entries, list), key, f"must be [[{key}]] entries (tables), got "
+    need(isinstance(entries, list), key, f"must be [[{key}]] entries (tables), got "
           f"{type(entries).__name__}")
     for i, entry in enumerate(entries):
         _table(entry, f"{key}[{i}]")
@@ -162,9 +157,9 @@ def _entries(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 def _model_of(entry: dict[str, Any], models: dict[str, ModelSpec], where: str) -> str:
     model = entry.get("model")
-    _need(isinstance(model, str) and model in models, where,
+    need(isinstance(model, str) and model in models, where,
           f"model {model!r} is not among [models]: {', '.join(models)}")
-    assert isinstance(model, str)  # _need refused anything else
+    assert isinstance(model, str)  # need refused anything else
     return model
 
 
@@ -181,22 +176,22 @@ def _sparsities(entry: dict[str, Any], method: str, where: str) -> list[float]:
     that prunes, 0 for one that removes no weight (quantization), which may leave them out."""
     prunes = METHODS[method].prunes
     sparsities = entry.get("sparsities", [] if prunes else [0])
-    _need(isinstance(sparsities, list) and bool(sparsities), where,
+    need(isinstance(sparsities, list) and bool(sparsities), where,
           "sparsities must be a non-empty list")
     for s in sparsities:
-        _need(isinstance(s, int | float) and not isinstance(s, bool), where,
+        need(isinstance(s, int | float) and not isinstance(s, bool), where,
               f"sparsity {s!r} is not a number")
         if prunes:
-            _need(0.0 < s < 1.0, where, f"sparsity {s} is outside (0, 1); write 0.5 for 50 %")
+            need(0.0 < s < 1.0, where, f"sparsity {s} is outside (0, 1); write 0.5 for 50 %")
         else:
-            _need(s == 0, where, f"method {method} removes no weights, so its sparsity is 0, "
+            need(s == 0, where, f"method {method} removes no weights, so its sparsity is 0, "
                   f"not {s}; write sparsities = [0] or leave them out")
     return [float(s) for s in sparsities]
 
 
 def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple[Run, ...]:
     grid = _entries(raw, "conditions")
-    _need(bool(grid), "conditions", "needs at least one [[conditions]] entry")
+    need(bool(grid), "conditions", "needs at least one [[conditions]] entry")
     variants: list[Variant] = []
     for i, entry in enumerate(grid):
         where = f"conditions[{i}]"
@@ -204,15 +199,15 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
         model = _model_of(entry, models, where)
         methods = entry.get("methods", [])
         patterns = entry.get("patterns", [UNSTRUCTURED])
-        _need(isinstance(methods, list) and bool(methods), where,
+        need(isinstance(methods, list) and bool(methods), where,
               "methods must be a non-empty list")
-        _need(isinstance(patterns, list) and bool(patterns), where,
+        need(isinstance(patterns, list) and bool(patterns), where,
               f"patterns must be a non-empty list (e.g. [\"{UNSTRUCTURED}\", \"2:4\"] or "
               "[\"int8\", \"int4\"])")
         for pattern in patterns:
             _pattern(pattern, where)
         for method in methods:
-            _need(method in PRUNING_METHODS, where,
+            need(method in PRUNING_METHODS, where,
                   f"method {shown(method)} is not known; use one of {known_methods()}")
         for method in methods:
             variants += [Variant(model, method, s, pattern)
@@ -223,11 +218,11 @@ def _runs(raw: dict[str, Any], models: dict[str, ModelSpec], seed: int) -> tuple
         where = f"extra_seeds[{i}]"
         _check_keys(entry, None, where, extra=("model", "seeds"))
         model, seeds = _model_of(entry, models, where), entry.get("seeds", [])
-        _need(isinstance(seeds, list), where, f"seeds must be a list of whole numbers, got "
+        need(isinstance(seeds, list), where, f"seeds must be a list of whole numbers, got "
               f"{seeds!r}")
         for j, seed_ in enumerate(seeds):
             _field(Run, "seed", seed_, where, f"seeds[{j}]")
-        _need(seed not in seeds, where, f"seed {seed} is the study's base seed; pick others")
+        need(seed not in seeds, where, f"seed {seed} is the study's base seed; pick others")
         runs += [Run(Variant(model, "dense", 0.0), s, is_extra_seed=True) for s in seeds]
     return tuple(runs)
 
@@ -237,7 +232,7 @@ def _controls(runs: tuple[Run, ...], sae: SaeSpec) -> tuple[Run, ...]:
     if sae.control_seed is None:
         return runs
     seeds = {r.seed for r in runs}
-    _need(sae.control_seed not in seeds, "sae",
+    need(sae.control_seed not in seeds, "sae",
           f"control_seed {sae.control_seed} is already a seed of the study; pick another")
     variants = dict.fromkeys(r.variant for r in runs)
     return runs + tuple(Run(v, sae.control_seed, is_control=True) for v in variants)
@@ -247,7 +242,7 @@ def _replicates(runs: tuple[Run, ...], verdict: VerdictSpec) -> tuple[Run, ...]:
     """Every run again in each further replicate, from seeds no base run uses."""
     if verdict.replicates > 1:
         wide = sorted({r.seed for r in runs if not 0 <= r.seed < REPLICATE_SEED_STRIDE})
-        _need(not wide, "verdict", f"seeds {wide} would collide with replicate seeds (seed + "
+        need(not wide, "verdict", f"seeds {wide} would collide with replicate seeds (seed + "
               f"r * {REPLICATE_SEED_STRIDE}); with replicates, keep every seed in "
               f"[0, {REPLICATE_SEED_STRIDE})")
     return runs + tuple(r.replicated(i) for i in range(1, verdict.replicates) for r in runs)
@@ -297,7 +292,7 @@ def load_study(path: Path) -> Study:
     _check_keys(raw, None, "top level", extra=TOP_LEVEL)
     head = _head(raw, path)
     models_raw = raw.get("models", {})
-    _need(isinstance(models_raw, dict) and bool(models_raw), "models",
+    need(isinstance(models_raw, dict) and bool(models_raw), "models",
           "needs at least one [models.KEY]")
     models = {key: _model(key, table, base) for key, table in models_raw.items()}
     data_raw = _table(raw.get("data", {}), "data")

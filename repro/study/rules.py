@@ -218,3 +218,10 @@ def check_fields(obj: Any) -> None:
 def rule_of(cls: type, name: str) -> Rule:
     """The rule declared for field `name` of `cls` (for messages and tests)."""
     return next(f.metadata["rule"] for f in fields(cls) if f.name == name)
+
+
+def need(cond: bool, where: str, problem: str) -> None:
+    """Refuse a study file whose `where` breaks a rule between fields (one line: the problem
+    and its fix), where no single field's rule can say it."""
+    if not cond:
+        raise ReproError(f"study file: {where}: {problem}")
