@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from repro.outputs import bands, bands_text
+from repro.outputs import bands, bands_text, multiples
 from repro.outputs.expected import EXPECTED_ROOT, load_claims
 from repro.outputs.replicates import combine, combine_claims, combine_tables, spread
 from repro.study.reader import load_study, profile_path
@@ -167,10 +167,10 @@ def test_per_model_bands_are_written_read_back_and_used_by_verify(tmp_path) -> N
 def test_the_verify_multiple_is_the_leave_one_out_multiple_in_the_verify_comparison() -> None:
     """One replicate against the mean of two differs by 1.22 sd, a mean of three against a
     mean of three by 0.82 sd: the same confidence takes 2/3 of the multiple."""
-    assert bands.verify_multiple(9.0, 3) == pytest.approx(6.0)
-    assert bands.verify_multiple(12.0, 5) == pytest.approx(
+    assert multiples.verify_multiple(9.0, 3) == pytest.approx(6.0)
+    assert multiples.verify_multiple(12.0, 5) == pytest.approx(
         12.0 * math.sqrt(2 / 5) / math.sqrt(1 + 1 / 4))
-    assert bands.verify_multiple(2.0, 3) == bands.MIN_MULTIPLE
+    assert multiples.verify_multiple(2.0, 3) == multiples.MIN_MULTIPLE
 
 
 def test_a_yes_no_cell_of_replicates_is_the_fraction_that_say_yes() -> None:
@@ -193,15 +193,15 @@ def test_leave_one_out_passes_noise_and_catches_a_planted_shift() -> None:
     reps = _noisy(rng, 3, 17, 0.01)
     claims = _claims([2.0, 2.1, 1.95])
     c2 = [s for s in PAPER if s.name == "C2"]
-    multiple, trials = bands.choose_multiple(reps, claims, c2)
+    multiple, trials = multiples.choose_multiple(reps, claims, c2)
     assert multiple < math.inf
     assert next(t for t in trials if t.multiple == multiple).failed == 0
     shifted = [dict(r) for r in reps]  # planted: one replicate's condition moved by 20 sd
     shifted[1] = {"T3_survival": [dict(row) for row in reps[1]["T3_survival"]]}
     shifted[1]["T3_survival"][4]["survival"] += 0.2
-    caught = bands.leave_one_out(shifted, claims, c2, multiple)
+    caught = multiples.leave_one_out(shifted, claims, c2, multiple)
     assert caught.failed and "replicate 1: T3_survival[c4].survival" in caught.worst
-    worse, _ = bands.choose_multiple(shifted, claims, c2)
+    worse, _ = multiples.choose_multiple(shifted, claims, c2)
     assert worse > multiple  # the disagreement costs a wider band, or no bless at all
 
 
@@ -231,13 +231,13 @@ def test_tolerances_text_reads_back_as_the_bands_it_states(tmp_path) -> None:
     rng = np.random.default_rng(1)
     reps = _noisy(rng, 4, 10, 0.02)
     claims = _claims([2.0, 2.2, 1.9, 2.1])
-    multiple, trials = bands.choose_multiple(reps, claims, PAPER)
+    multiple, trials = multiples.choose_multiple(reps, claims, PAPER)
     path = tmp_path / "tolerances.toml"
     path.write_text(bands_text.tolerances_text("p", reps, claims, PAPER, multiple, trials, "run"))
     tols = load_tolerances(path, "p")
-    sd = bands.column_sds(reps)[("T3_survival", "survival")][""]
-    assert tols.get("T3_survival", "survival").abs == pytest.approx(multiple * sd.widened,
-                                                                    rel=1e-2)
+    sd = bands.column_sds(reps)[("T3_survival", "survival")][""]  # of asin(sqrt(rate))
+    assert tols.get("T3_survival", "survival").angle == pytest.approx(multiple * sd.widened,
+                                                                      rel=1e-2)
     # a ratio: banded on the log scale, around the mean, in both directions by one factor
     c2 = tols.get("claims", "C2")
     assert c2.log == pytest.approx(
@@ -257,16 +257,17 @@ def test_a_ratio_is_banded_on_the_log_scale_so_its_inverse_fails() -> None:
     assert 5.73 - linear < 1 / 5.73  # what the band on the linear scale let through
     sd = bands.claim_sds(claims, c2)["C2"]
     assert sd.value == pytest.approx(np.std(np.log([6.7, 5.5, 5.0]), ddof=1))
-    tol = bands.band_tolerance(bands.claim_band(c2[0], sd, 3.0), log=True)
+    tol = bands.band_tolerance(bands.claim_band(c2[0], sd, 3.0), bands.LOG)
     low, high = tol.bounds(5.73)
     assert low > 1 / 5.73 and low < 5.73 / 2 and high > 2 * 5.73
-    assert bands._outside(1 / 5.73, 5.73, tol.log, log=True)
-    assert not bands._outside(5.73 * 1.3, 5.73, tol.log, log=True)
+    assert multiples.outside(1 / 5.73, 5.73, tol.log, bands.LOG)
+    assert not multiples.outside(5.73 * 1.3, 5.73, tol.log, bands.LOG)
 
 
 def test_a_band_wider_than_its_columns_range_says_it_checks_nothing(tmp_path) -> None:
     """Survival rates (in [0, 1]) that replicates move by sd 0.2 get a band of 20 x their
-    widened sd: wider than the whole range, and the note says so; rates moved by 0.001 do not."""
+    widened sd: wider than the whole range (a quarter turn on the angle scale), and the note
+    says so; rates moved by 0.001 do not."""
     from repro.outputs.expected import load_tolerances
 
     rng = np.random.default_rng(2)
@@ -276,7 +277,7 @@ def test_a_band_wider_than_its_columns_range_says_it_checks_nothing(tmp_path) ->
         path.write_text(bands_text.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 20.0,
                                               [], "run"))
         tol = load_tolerances(path, "p").get("T3_survival", "survival")
-        assert (tol.abs >= 1.0) == wide
+        assert (tol.angle >= math.pi / 2) == wide
         assert ("wider than every value in [0, 1]: verify reports it UNCHECKED"
                 in tol.note) == wide
 
@@ -310,8 +311,8 @@ def test_a_column_the_replicates_do_not_move_takes_its_band_from_other_arithmeti
         tols.get("T1_pruning", "perplexity").note
     assert tols.get("T1_pruning", "ratio").rel == bands.FLOOR_REL
     sd = bands.column_sds(reps)[("T3_survival", "survival")]["m"]
-    assert tols.get("T3_survival", "survival", "m").abs == pytest.approx(4.0 * sd.widened,
-                                                                         rel=1e-2)
+    assert tols.get("T3_survival", "survival", "m").angle == pytest.approx(4.0 * sd.widened,
+                                                                           rel=1e-2)
 
 
 def test_leave_one_out_leaves_out_a_number_a_replicate_does_not_have() -> None:
@@ -322,9 +323,58 @@ def test_leave_one_out_leaves_out_a_number_a_replicate_does_not_have() -> None:
                            {"id": "m/60", "model": "m", "ratio": q}]}
             for r, q in ((4.0, 7.0), (4.2, 7.3), (math.inf, 6.9))]
     c2 = [s for s in PAPER if s.name == "C2"]
-    trial = bands.leave_one_out(reps, _claims([2.0, 2.1, math.nan]), c2, 3.0)
+    trial = multiples.leave_one_out(reps, _claims([2.0, 2.1, math.nan]), c2, 3.0)
     # cells: the three m/60 and the two finite m/50 (the infinite one is not compared); C2 is
     # compared where it is defined and two other defined replicates make its band: nowhere
     assert trial.failed == 0 and trial.checked == 5
     reps[2]["T4_ratios"][0]["ratio"] = 40.0
-    assert bands.leave_one_out(reps, _claims([2.0, 2.1, 2.05]), c2, 3.0).failed > 0
+    assert multiples.leave_one_out(reps, _claims([2.0, 2.1, 2.05]), c2, 3.0).failed > 0
+
+
+def test_a_rate_is_banded_on_the_arcsine_scale_so_each_rate_gets_its_own_width() -> None:
+    """Survival rates of one model at 0.04-0.35 over 200 features, drawn binomially in each
+    of 3 replicates: on the arcsine-square-root scale one pooled sd fits every row, so the
+    band is about 2.4x wider in rate units at 0.35 than at 0.04. A move the 0.35 row's band
+    allows fails at 0.04, and the 0.35 row passes a move the linear pooled band refused (the
+    AVX2 run's cell: 0.348 against a blessed 0.286)."""
+    rng = np.random.default_rng(5)
+    rates, n = (0.04, 0.11, 0.23, 0.35), 200
+    reps = [{"T3_survival": [{"id": f"m/{i}", "model": "m", "survival": rng.binomial(n, p) / n}
+                             for i, p in enumerate(rates)]} for _ in range(3)]
+    assert bands.scale_of("survival_bin4") == bands.ANGLE and bands.scale_of("ratio") == bands.LOG
+    assert bands.scale_of("feature_rho") == bands.LINEAR
+    sd = bands.column_sds(reps)[("T3_survival", "survival")]["m"]
+    # the sd of asin(sqrt(p)) is 1 / (2 sqrt(n)) at every p; 6 dof make a rough estimate of it
+    assert 0.4 / (2 * math.sqrt(n)) < sd.value < 2.0 / (2 * math.sqrt(n))
+    tol = bands.band_tolerance(bands.column_band(sd, 3.0, scale=bands.ANGLE), bands.ANGLE,
+                               floor=2 / n)
+    width = {p: tol.bounds(p)[1] - tol.bounds(p)[0] for p in (0.04, 0.35)}
+    assert 2.0 < width[0.35] / width[0.04] < 4.0
+    high_w = tol.allowance(0.35)
+    assert not multiples.outside(0.35 + 0.9 * high_w, 0.35, tol.angle, bands.ANGLE, 2 / n)
+    assert multiples.outside(0.04 + 0.9 * high_w, 0.04, tol.angle, bands.ANGLE, 2 / n)
+    # the bounds are symmetric in angle, clamped to [0, 1], never inside the floor
+    low, high = tol.bounds(0.3)
+    assert math.asin(math.sqrt(low)) + math.asin(math.sqrt(high)) == pytest.approx(
+        2 * math.asin(math.sqrt(0.3)))
+    assert tol.bounds(0.0)[0] == -2 / n and tol.bounds(0.0)[1] > 2 / n
+    wide = bands.band_tolerance(3.0, bands.ANGLE)
+    assert wide.bounds(0.5) == (0.0, 1.0) and wide.bounds(1.0)[0] == 0.0
+    narrow = bands.band_tolerance(1e-6, bands.ANGLE, floor=0.01)
+    assert narrow.bounds(0.5) == pytest.approx((0.49, 0.51), abs=1e-5)  # the floor rules
+
+
+def test_an_angle_band_is_read_from_the_tolerances_file_per_model(tmp_path) -> None:
+    from repro.errors import ReproError
+    from repro.outputs.expected import load_tolerances
+
+    path = tmp_path / "tolerances.toml"
+    path.write_text('[p.T3_survival]\nsurvival = { abs = 0.01, angle = 0.1, '
+                    'models = { "a" = 0.2 } }\n')
+    tols = load_tolerances(path, "p")
+    assert tols.get("T3_survival", "survival").angle == 0.1
+    assert tols.get("T3_survival", "survival", "a").angle == 0.2
+    assert "asin-sqrt +-0.2" in tols.get("T3_survival", "survival", "a").describe()
+    path.write_text('[p.T3_survival]\nsurvival = { log = 0.1, angle = 0.1 }\n')
+    with pytest.raises(ReproError, match="log scale or the angle scale, not both"):
+        load_tolerances(path, "p")

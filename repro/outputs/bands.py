@@ -16,15 +16,23 @@ that into a different draw of the same noise, never into more of it.
   x pooled sd, never below the round-off floor.
 - Claims: the sd of the claim's N values (no rows to pool over), never below the claim's
   resolution: C1 counts conditions, so one condition is the least it can move by.
+- Rates over features (survival in every form, the seed floor, identity rates, shared and
+  fragile fractions: `RATE_COLUMNS`) are banded on the arcsine-square-root scale: a rate p
+  over n features has sd sqrt(p (1 - p) / n), so a model's rows at rates 0.04-0.35 do not
+  share one sd in rate units, and a band pooled over them was too narrow for the high rates
+  (measured: a correct small run on an AVX2 CPU put SmolLM2's Wanda 30 % bin-4 survival 0.35
+  against a blessed 0.29, 4.3 pooled sds out, the only cell of 528 to fail). asin(sqrt(p))
+  has sd 1 / (2 sqrt(n)) at every p: one pooled sd fits every row, and the band, symmetric
+  on that scale, is narrow near 0 and wider in the middle of [0, 1] in rate units.
 - Ratios (T4's Wanda / magnitude survival ratios, C2) are banded on the log scale
   (`LOG_COLUMNS`, a claim whose contrary is its inverse): a ratio of two rates over a few
   dozen features moves by a factor, and on that scale its opposite finding, the inverse,
   lies as far from 1 as the finding. Measured on the small profile: one replicate's control
   ratio lay 8 widened sds from the others' on the linear scale.
-- MULTIPLE is measured, not assumed, per table (`choose_multiples`): each replicate in turn
-  is verified against bands made from the others (leave one out) and the smallest multiple
-  of `MULTIPLES` at which no cell of the table and no claim read from it (`CLAIM_TABLE`)
-  fails is taken. Per table, because tables differ in how their noise is spread over rows:
+- MULTIPLE is measured, not assumed, per table (repro.outputs.multiples): each replicate in
+  turn is verified against bands made from the others (leave one out) and the smallest
+  multiple at which no cell of the table and no claim read from it (`CLAIM_TABLE`) fails is
+  taken. Per table, because tables differ in how their noise is spread over rows:
   T5's CE-loss score of a model pruned into nonsense (perplexity 5,749) is a ratio over a
   span near zero and lay 13 widened sds out, which one multiple for every table would have
   pressed on the survival ratios, whose bands would then pass the inverse. Leave-one-out
@@ -54,11 +62,6 @@ from repro.outputs.verify import cell_number
 
 FLOOR_ABS, FLOOR_REL = 1e-9, 1e-6
 """What a last-bit difference in a float can move a number by."""
-MULTIPLES = (2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0)
-"""Tried in order; a pooled sd of few degrees of freedom has heavy tails (Student's t with
-2 dof exceeds 10 sd-estimates 1 % of the time), so the grid reaches far."""
-MIN_MULTIPLE = 3.0
-"""The narrowest band verify uses, in widened sds, however well the replicates agree."""
 WIDEN_LEVEL = 0.995
 """The quantile at which `widening` compares Student's t with the normal distribution."""
 FEATURE_FLOOR = 2
@@ -80,6 +83,8 @@ RESOLUTION = {"C1.value": 1.0, "C1_control.value": 1.0}
 """The least a claim can move by: C1 counts conditions with binned rho = -1."""
 LOG_COLUMNS = {"ratio", "ratio_control"}
 """T4's survival ratios, banded on the log scale (a claim: `contrary = "inverse"`)."""
+LINEAR, LOG, ANGLE = "linear", "log", "angle"
+"""The scales a column's band is made on (`scale_of`)."""
 CLAIM_TABLE = {"C1": "T3_survival", "C1_control": "T3_survival", "C2": "T4_ratios",
                "C2_control": "T4_ratios", "C3": "T5_transfer", "C4": "T6_fragility_causal",
                "C4_per_firing": "T6_fragility_causal"}
@@ -88,7 +93,7 @@ CLAIM_TABLE = {"C1": "T3_survival", "C1_control": "T3_survival", "C2": "T4_ratio
 Tables = dict[str, list[dict]]
 
 
-def _number(x: object) -> float:
+def number(x: object) -> float:
     if x is None:
         return math.nan
     if isinstance(x, bool | int | float):
@@ -101,20 +106,38 @@ def _log(x: float) -> float:
     return math.log(x) if math.isfinite(x) and x > 0 else math.nan
 
 
-def on_log_scale(column: str) -> bool:
-    return column in LOG_COLUMNS
+def _angle(p: float) -> float:
+    """A rate on the arcsine-square-root scale; NaN outside [0, 1] (undefined)."""
+    return math.asin(math.sqrt(p)) if 0.0 <= p <= 1.0 else math.nan
+
+
+def scale_of(column: str) -> str:
+    """The scale a column is banded on: LOG for a ratio, ANGLE for a rate over features,
+    LINEAR for everything else."""
+    if column in LOG_COLUMNS:
+        return LOG
+    return ANGLE if column.startswith(RATE_COLUMNS) else LINEAR
+
+
+def on_scale(x: float, scale: str) -> float:
+    return _log(x) if scale == LOG else _angle(x) if scale == ANGLE else x
 
 
 def claim_on_log_scale(spec: ClaimSpec) -> bool:
     return spec.contrary == "inverse"
 
 
-def band_tolerance(band: float, log: bool) -> Tolerance:
-    """The tolerance verify applies for a band (an amount, or a log factor for a ratio)."""
-    return Tolerance(FLOOR_ABS, FLOOR_REL, log=band) if log else Tolerance(band, FLOOR_REL)
+def band_tolerance(band: float, scale: str, floor: float = 0.0) -> Tolerance:
+    """The tolerance verify applies for a band on its scale (an amount; a log factor for a
+    ratio; an angle for a rate, never narrower than the `floor` in the rate's own units)."""
+    if scale == LOG:
+        return Tolerance(FLOOR_ABS, FLOOR_REL, log=band)
+    if scale == ANGLE:
+        return Tolerance(max(FLOOR_ABS, floor), FLOOR_REL, angle=band)
+    return Tolerance(max(band, floor), FLOOR_REL)
 
 
-def _sd(values: list[float]) -> float:
+def sample_sd(values: list[float]) -> float:
     """Sample sd of the finite values (a NaN replicate, e.g. a rho of constant bins, is left
     out as the mean leaves it out); 0 below two of them."""
     finite = [v for v in values if math.isfinite(v)]
@@ -124,7 +147,7 @@ def _sd(values: list[float]) -> float:
     return math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
 
 
-def _dof(values: list[float]) -> int:
+def dof_of(values: list[float]) -> int:
     return max(0, sum(1 for v in values if math.isfinite(v)) - 1)
 
 
@@ -167,8 +190,8 @@ def model_of(row: dict) -> str:
 
 
 def _pooled(vectors: list[tuple[float, ...]]) -> Sd:
-    dofs = [_dof(list(v)) for v in vectors]
-    squares = math.fsum(_sd(list(v)) ** 2 * d for v, d in zip(vectors, dofs, strict=True))
+    dofs = [dof_of(list(v)) for v in vectors]
+    squares = math.fsum(sample_sd(list(v)) ** 2 * d for v, d in zip(vectors, dofs, strict=True))
     dof = sum(dofs)
     return Sd(math.sqrt(squares / dof) if dof else 0.0, dof)
 
@@ -179,7 +202,8 @@ ColumnSd = dict[str, Sd]
 
 def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], ColumnSd]:
     """Per (table, column), per model: the pooled sd over the model's rows of each row's sd
-    over replicates (of its log, for a ratio: `on_log_scale`).
+    over replicates, on the column's scale (`scale_of`: the log of a ratio, the
+    arcsine-square-root of a rate).
 
     Rows whose replicate values are identical to an earlier row's are one measurement
     printed twice (a per-model number in every condition's row, such as the causal score's
@@ -188,9 +212,10 @@ def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], ColumnSd]:
     out = {}
     for name, col in _columns(per_replicate[0]):
         vectors: dict[str, dict[tuple[float, ...], None]] = {}
-        scale = _log if on_log_scale(col) else float
+        scale = scale_of(col)
         for i, row in enumerate(per_replicate[0][name]):
-            values = tuple(scale(_number(rep[name][i].get(col))) for rep in per_replicate)
+            values = tuple(on_scale(number(rep[name][i].get(col)), scale)
+                           for rep in per_replicate)
             vectors.setdefault(model_of(row), {})[values] = None
         by_model = {model: _pooled(list(v)) for model, v in vectors.items()}
         whole = _pooled([v for per in vectors.values() for v in per])
@@ -213,7 +238,7 @@ def feature_floors(tables: Tables, n_replicates: int) -> dict[tuple[str, str], f
             if any(isinstance(r.get(col), bool) for r in rows):
                 out[(name, col)] = 1 / n_replicates
         n_bins = sum(1 for c in columns if c.startswith("survival_bin")) or 1
-        sizes = [_number(r.get(k)) for r in rows for k in ("n_alive", "n_defined") if k in r]
+        sizes = [number(r.get(k)) for r in rows for k in ("n_alive", "n_defined") if k in r]
         fewest = min((n for n in sizes if math.isfinite(n) and n > 0), default=math.nan)
         for col in columns:
             if col in COUNT_COLUMNS:
@@ -224,11 +249,11 @@ def feature_floors(tables: Tables, n_replicates: int) -> dict[tuple[str, str], f
     return out
 
 
-def _claim_values(per_replicate: list[dict], spec: ClaimSpec, scaled: bool = False
+def claim_values(per_replicate: list[dict], spec: ClaimSpec, scaled: bool = False
                   ) -> list[float]:
     """The claim's number in each replicate (`scaled`: on its band's scale, the log of a
     ratio)."""
-    values = [_number((rep.get(spec.claim) or {}).get(spec.field)) for rep in per_replicate]
+    values = [number((rep.get(spec.claim) or {}).get(spec.field)) for rep in per_replicate]
     return [_log(v) for v in values] if scaled and claim_on_log_scale(spec) else values
 
 
@@ -250,8 +275,8 @@ def across_settings(per_replicate: list[Tables],
     means: dict[tuple[str, str, str], float] = {}
     for name, col in _columns(per_replicate[0]):
         for i, row in enumerate(per_replicate[0][name]):
-            means[(name, col, row["id"])] = _mean(
-                [_number(rep[name][i].get(col)) for rep in per_replicate])
+            means[(name, col, row["id"])] = finite_mean(
+                [number(rep[name][i].get(col)) for rep in per_replicate])
     sds = column_sds(per_replicate)
     out: dict[tuple[str, str], Across] = {}
     for (name, col), by_model in sds.items():
@@ -278,13 +303,16 @@ def claim_sds(per_replicate: list[dict], specs: list[ClaimSpec]) -> dict[str, Sd
     out = {}
     for spec in specs:
         if f"{spec.claim}.{spec.field}" not in EXACT_CLAIMS:
-            values = _claim_values(per_replicate, spec, scaled=True)
-            out[spec.name] = Sd(_sd(values), _dof(values))
+            values = claim_values(per_replicate, spec, scaled=True)
+            out[spec.name] = Sd(sample_sd(values), dof_of(values))
     return out
 
 
-def column_band(sd: Sd, multiple: float, floor: float = 0.0) -> float:
-    return max(FLOOR_ABS, floor, multiple * sd.widened)
+def column_band(sd: Sd, multiple: float, floor: float = 0.0, scale: str = LINEAR) -> float:
+    """A column's band on its scale: `multiple` widened sds, never below the round-off floor,
+    nor, on the linear scale, below `floor` (on the angle scale the floor, in the rate's own
+    units, is the tolerance's abs: `band_tolerance`)."""
+    return max(FLOOR_ABS, 0.0 if scale == ANGLE else floor, multiple * sd.widened)
 
 
 def claim_band(spec: ClaimSpec, sd: Sd, multiple: float) -> float:
@@ -292,102 +320,11 @@ def claim_band(spec: ClaimSpec, sd: Sd, multiple: float) -> float:
                multiple * sd.widened)
 
 
-def _mean(values: list[float]) -> float:
+def finite_mean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return math.fsum(finite) / len(finite) if finite else math.nan
-
-
-def _outside(got: float, expected: float, band: float, log: bool = False) -> bool:
-    """Whether verify would fail `got` against `expected` with this band."""
-    if math.isnan(got) or math.isnan(expected):
-        return math.isnan(got) != math.isnan(expected)
-    low, high = band_tolerance(band, log).bounds(expected)
-    return not low <= got <= high
-
-
-@dataclass(frozen=True)
-class LeaveOneOut:
-    """How a multiple fares when each replicate is verified against bands from the others."""
-
-    multiple: float
-    checked: int
-    """Cells and claims compared, over all replicates left out."""
-    failed: int
-    worst: list[str]
-    """Up to five of the failing checks, for the bless report."""
-
-    @property
-    def rate(self) -> float:
-        return self.failed / self.checked if self.checked else 0.0
 
 
 def claim_table(spec: ClaimSpec) -> str:
     """The table a claim is computed from ('' for a claim this module does not know)."""
     return CLAIM_TABLE.get(spec.claim, "")
-
-
-def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec],
-                  multiple: float, table: str | None = None) -> LeaveOneOut:
-    """Verify each replicate against the mean and bands of the other N - 1: every cell and
-    claim, or those of one `table` and the claims read from it. A number that is undefined
-    in the replicate left out or in all the others (a rho of bins that tie, a ratio over no
-    surviving feature: NaN or infinite) is not compared, as a mean over replicates leaves it
-    out."""
-    checked, failed, worst = 0, 0, []
-    for i in range(len(tables)):
-        rest_t, rest_c = tables[:i] + tables[i + 1:], claims[:i] + claims[i + 1:]
-        # the held-out run is one replicate: a yes/no answer of its own moves by a whole 1
-        sds, floors = column_sds(rest_t), feature_floors(rest_t[0], 1)
-        for (name, col), by_model in sds.items():
-            if table is not None and name != table:
-                continue
-            floor = floors.get((name, col), 0.0)
-            for j, row in enumerate(tables[i][name]):
-                band = column_band(by_model[model_of(row)], multiple, floor)
-                exp = _mean([_number(rep[name][j].get(col)) for rep in rest_t])
-                got = _number(row.get(col))
-                if not (math.isfinite(got) and math.isfinite(exp)):
-                    continue  # undefined in this replicate or the rest: the mean leaves it out
-                checked += 1
-                if _outside(got, exp, band, on_log_scale(col)):
-                    failed += 1
-                    worst.append(f"replicate {i}: {name}[{row['id']}].{col}")
-        for spec in specs:
-            if f"{spec.claim}.{spec.field}" in EXACT_CLAIMS or \
-                    table is not None and claim_table(spec) != table:
-                continue
-            rest = _claim_values(rest_c, spec)
-            got = _claim_values([claims[i]], spec)[0]
-            scaled = _claim_values(rest_c, spec, scaled=True)
-            if not math.isfinite(got) or _dof(scaled) < 1:
-                continue  # undefined here, or too few defined others to make a band of
-            checked += 1
-            if _outside(got, _mean(rest), claim_band(spec, Sd(_sd(scaled), _dof(scaled)),
-                                                     multiple), claim_on_log_scale(spec)):
-                failed += 1
-                worst.append(f"replicate {i}: claim {spec.name}")
-    return LeaveOneOut(multiple, checked, failed, worst[:5])
-
-
-def choose_multiple(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec],
-                    table: str | None = None) -> tuple[float, list[LeaveOneOut]]:
-    """The smallest multiple at which leave-one-out fails nothing (of one `table` and its
-    claims, or of everything), and the leave-one-out result of every multiple tried;
-    math.inf when none passes."""
-    trials = [leave_one_out(tables, claims, specs, m, table) for m in MULTIPLES]
-    passing = [t.multiple for t in trials if t.failed == 0]
-    return (min(passing) if passing else math.inf), trials
-
-
-def choose_multiples(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec]
-                     ) -> dict[str, tuple[float, list[LeaveOneOut]]]:
-    """`choose_multiple` for each table and the claims read from it."""
-    return {name: choose_multiple(tables, claims, specs, name) for name in tables[0]}
-
-
-def verify_multiple(loo_multiple: float, n: int) -> float:
-    """The multiple of the verify bands, from the multiple at which leave-one-out passed: the
-    same number of sds of the difference each compares (one replicate against the mean of
-    n - 1 there, a mean of n against a mean of n in `repro verify`)."""
-    ratio = math.sqrt(2 / n) / math.sqrt(1 + 1 / (n - 1))
-    return max(MIN_MULTIPLE, loo_multiple * ratio)

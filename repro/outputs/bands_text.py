@@ -10,13 +10,14 @@ from collections.abc import Mapping
 from repro.outputs import ranges
 from repro.outputs.bands import (
     ACROSS_MULTIPLE,
+    ANGLE,
     FLOOR_ABS,
     FLOOR_REL,
-    MIN_MULTIPLE,
+    LINEAR,
+    LOG,
     RESOLUTION,
     Across,
     ColumnSd,
-    LeaveOneOut,
     Sd,
     Tables,
     claim_band,
@@ -26,10 +27,11 @@ from repro.outputs.bands import (
     column_band,
     column_sds,
     feature_floors,
-    on_log_scale,
+    scale_of,
     widening,
 )
 from repro.outputs.expected import ClaimSpec
+from repro.outputs.multiples import MIN_MULTIPLE, LeaveOneOut
 
 
 def _per_table(value: float | Mapping[str, float], table: str) -> float:
@@ -53,7 +55,9 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
              "# each band is MULTIPLE x the replicates' sd pooled over a model's rows (a",
              "# claim: its sd), `models` the band of each model's rows (abs: the widest), with a",
              f"# floor of abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}; a ratio's (`log`) on the log",
-             "# scale. Each table's MULTIPLE (its claims take it too) is the smallest at which",
+             "# scale, a rate's (`angle`) on the arcsine-square-root scale, in radians, never",
+             "# narrower than its floor in features (`abs`).",
+             "# Each table's MULTIPLE (its claims take it too) is the smallest at which",
              "# every replicate verifies against bands made from the others (leave-one-out",
              "# failures per multiple:", *rates,
              f"# ) times sqrt(2/{n}) / sqrt(1 + 1/{n - 1}): verify compares a mean of {n} with a",
@@ -70,7 +74,7 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
                 lines.append(f"{col} = " + _column_entry(by_model, n, _per_table(multiple, name),
                                                           floors.get((table, col), 0.0),
                                                           ranges.column_range(col),
-                                                          on_log_scale(col)))
+                                                          scale_of(col)))
         lines.append("")
     lines.append(f'["{profile}"."claims"]')
     for spec in specs:
@@ -81,7 +85,7 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
             lines.append(f"{spec.name} = " + _entry(claim_band(spec, claim_sd, m), claim_sd, n,
                                                      m, "sd", floor,
                                                      ranges.CLAIM_RANGES.get(spec.claim),
-                                                     claim_on_log_scale(spec)))
+                                                     LOG if claim_on_log_scale(spec) else LINEAR))
     return "\n".join(lines) + "\n"
 
 
@@ -94,13 +98,13 @@ def _across_entry(found: Across) -> str:
 
 
 def _column_entry(by_model: ColumnSd, n: int, multiple: float, floor: float,
-                  bounds: tuple[float, float] | None, log: bool = False) -> str:
+                  bounds: tuple[float, float] | None, scale: str = LINEAR) -> str:
     """A column's band: the widest model's, with every model's own band beside it when the
     column has rows of more than one model."""
-    per_model = {model: column_band(sd, multiple, floor) for model, sd in by_model.items()}
+    per_model = {model: column_band(sd, multiple, floor, scale) for model, sd in by_model.items()}
     widest = max(per_model, key=lambda model: per_model[model])
     what = "pooled sd over rows" + (f" of {widest} (the widest)" if widest else "")
-    entry = _entry(per_model[widest], by_model[widest], n, multiple, what, floor, bounds, log)
+    entry = _entry(per_model[widest], by_model[widest], n, multiple, what, floor, bounds, scale)
     if len(per_model) < 2:
         return entry
     models = ", ".join(f'"{m}" = {b:.3g}' for m, b in sorted(per_model.items()))
@@ -109,25 +113,36 @@ def _column_entry(by_model: ColumnSd, n: int, multiple: float, floor: float,
 
 def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
            floor: float = 0.0, bounds: tuple[float, float] | None = None,
-           log: bool = False) -> str:
+           scale: str = LINEAR) -> str:
     """One band of tolerances.toml with a note saying where it comes from; a band at least as
-    wide as the quantity's whole range (`bounds`) says that it checks nothing; `log`: the
-    band and sd are of the number's log."""
+    wide as the quantity's whole range (`bounds`) says that it checks nothing; `scale`: the
+    band and sd are of the number's log (LOG) or of its arcsine-square-root (ANGLE)."""
+    of = {LOG: " of the log", ANGLE: " of asin(sqrt(rate))"}.get(scale, "")
     if sd.value == 0 and not floor:
         note = f"not moved by {n} replicates: the round-off floor"
     else:
-        note = (f"{what} {sd.value:.3g}{' of the log' if log else ''} over {n} replicates "
-                f"({sd.dof} dof, widened "
+        note = (f"{what} {sd.value:.3g}{of} over {n} replicates ({sd.dof} dof, widened "
                 f"x{widening(sd.dof):.2f}); band {multiple:.3g}x")
-        if floor and floor >= multiple * sd.widened:
+        if floor and scale != ANGLE and floor >= multiple * sd.widened:
             note += f", raised to its floor ({floor:.3g})"
-    if bounds is not None and band >= bounds[1] - bounds[0]:
+        elif floor and scale == ANGLE:
+            note += f", never narrower than +-{floor:.3g} (its floor in features)"
+    if bounds is not None and band >= _whole_range(bounds, scale if sd.value else LINEAR):
         note += (f"; wider than every value in [{bounds[0]:g}, {bounds[1]:g}]: verify reports "
                  "it UNCHECKED")
-    if log and sd.value:
+    if scale == LOG and sd.value:
         return (f'{{ abs = {FLOOR_ABS:g}, rel = {FLOOR_REL:g}, log = {band:.3g}, '
                 f'note = "{note}; times or divided by {math.exp(band):.3g}" }}')
-    return f'{{ abs = {band:.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
+    if scale == ANGLE and sd.value:
+        return (f'{{ abs = {max(FLOOR_ABS, floor):.3g}, rel = {FLOOR_REL:g}, angle = {band:.3g}, '
+                f'note = "{note}" }}')
+    return f'{{ abs = {max(band, floor):.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
+
+
+def _whole_range(bounds: tuple[float, float], scale: str) -> float:
+    """The band that covers every value in `bounds` from wherever it is centred: their width,
+    or a quarter turn on the angle scale (0 to 1 is asin(sqrt(p)) from 0 to pi / 2)."""
+    return math.pi / 2 if scale == ANGLE else bounds[1] - bounds[0]
 
 
 def keep_other_profiles(existing: str, profile: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.files import atomic_write_text, sha256_file, write_json
-from repro.outputs import bands, bands_text, shapes
+from repro.outputs import bands, bands_text, multiples, shapes
 from repro.outputs.expected import (
     BASE_CLAIMS_PROFILE,
     CLAIMS,
@@ -305,7 +305,7 @@ def replicate_bands(run_dir: Path, profile: str,
     if len(tables) < MIN_REPLICATES:
         return None
     specs = load_claims(EXPECTED_ROOT / BASE_CLAIMS_PROFILE)
-    chosen = bands.choose_multiples(tables, claims, specs)
+    chosen = multiples.choose_multiples(tables, claims, specs)
     for name, (loo_multiple, trials) in chosen.items():
         if not loo_multiple < float("inf"):
             worst = "; ".join(trials[-1].worst)
@@ -313,13 +313,14 @@ def replicate_bands(run_dir: Path, profile: str,
                              f"replicate spread fails leave-one-out in {name} ({worst}); the "
                              "replicates disagree more than their spread says: find out why "
                              "first")
-    multiples = {name: bands.verify_multiple(loo, len(tables)) for name, (loo, _) in chosen.items()}
+    chosen_multiples = {name: multiples.verify_multiple(loo, len(tables))
+                        for name, (loo, _) in chosen.items()}
     others = {f"{p.resolve()} ({_numerics_text(p)})": _other_tables(p) for p in across}
-    text = bands_text.tolerances_text(profile, tables, claims, specs, multiples,
+    text = bands_text.tolerances_text(profile, tables, claims, specs, chosen_multiples,
                                  {name: trials for name, (_, trials) in chosen.items()},
                                  str(run_dir.resolve()),
                                  bands.across_settings(tables, others) if others else None)
-    return {"replicates": len(tables), "multiple": multiples,
+    return {"replicates": len(tables), "multiple": chosen_multiples,
             "leave_one_out_multiple": {name: loo for name, (loo, _) in chosen.items()},
             "text": text, "across": list(others),
             "leave_one_out": {name: [{"multiple": t.multiple, "checked": t.checked,

@@ -118,7 +118,9 @@ def _number(value: Any, where: str) -> float:
 class Tolerance:
     """How far a number may move: |got - expected| <= abs + rel * |expected|, or, for a ratio
     banded on the log scale (`log` > 0), got within expected x e^-log - abs .. expected x
-    e^log + abs."""
+    e^log + abs, or, for a rate banded on the arcsine-square-root scale (`angle` > 0), got
+    within sin^2(asin(sqrt(expected)) -+ angle), and never narrower than +-(abs + rel x
+    |expected|)."""
 
     abs: float = 0.0
     """Absolute allowance, in the column's own units."""
@@ -133,6 +135,12 @@ class Tolerance:
     """A ratio's band on the log scale (`repro bless` for T4's ratios and C2): a ratio of
     survival rates moves by a factor, not by an amount, and its opposite finding, the inverse,
     lies as far below 1 on this scale as the finding lies above it. Its `models` are logs too."""
+    angle: float = 0.0
+    """A rate's band on the arcsine-square-root scale, in radians (`repro bless` for rates over
+    features: survival, seed floor, shared and fragile fractions). A rate's sd grows with the
+    rate (sqrt(p (1 - p) / n) for n features), so one band in rate units, pooled over a
+    model's rows at rates 0.04-0.35, is too wide for the low ones and too narrow for the high
+    ones; asin(sqrt(p)) has sd 1 / (2 sqrt(n)) at every p. Its `models` are angles too."""
 
     def for_model(self, model: str) -> Tolerance:
         """The allowance of one model's rows."""
@@ -141,6 +149,8 @@ class Tolerance:
             return self
         if self.log:
             return replace(self, models=(), log=found)
+        if self.angle:
+            return replace(self, models=(), angle=found)
         return replace(self, models=(), abs=found)
 
     def allowance(self, expected: float) -> float:
@@ -154,11 +164,17 @@ class Tolerance:
             return (expected * math.exp(-self.log) - self.abs,
                     expected * math.exp(self.log) + self.abs)
         a = self.abs + self.rel * abs(expected)
+        if self.angle and 0.0 <= expected <= 1.0:
+            theta = math.asin(math.sqrt(expected))
+            low = math.sin(max(0.0, theta - self.angle)) ** 2
+            high = math.sin(min(math.pi / 2, theta + self.angle)) ** 2
+            return min(low, expected - a), max(high, expected + a)
         return expected - a, expected + a
 
     def describe(self) -> str:
         parts = [f"abs {self.abs:g}" if self.abs else "", f"rel {self.rel:g}" if self.rel else "",
-                 f"x/÷ {math.exp(self.log):.3g} (log {self.log:.3g})" if self.log else ""]
+                 f"x/÷ {math.exp(self.log):.3g} (log {self.log:.3g})" if self.log else "",
+                 f"asin-sqrt +-{self.angle:.3g}" if self.angle else ""]
         return " + ".join(p for p in parts if p) or "exact"
 
 
@@ -168,12 +184,14 @@ EXACT = Tolerance()
 def _tolerance(entry: Any, where: str) -> Tolerance:
     if not isinstance(entry, dict):
         raise ReproError(f"{where} must be a table like {{ abs = 1e-6, rel = 1e-4 }}")
-    unknown = set(entry) - {"abs", "rel", "log", "note", "models"}
+    unknown = set(entry) - {"abs", "rel", "log", "angle", "note", "models"}
     if unknown:
         raise ReproError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: abs, rel, log, "
-                         "note, models")
-    if not {"abs", "rel", "log"} & set(entry):
-        raise ReproError(f"{where} needs abs, rel or log")
+                         "angle, note, models")
+    if not {"abs", "rel", "log", "angle"} & set(entry):
+        raise ReproError(f"{where} needs abs, rel, log or angle")
+    if entry.get("log") and entry.get("angle"):
+        raise ReproError(f"{where}: a band is on the log scale or the angle scale, not both")
     note = entry.get("note", "")
     if not isinstance(note, str):
         raise ReproError(f"{where}.note must be a string")
@@ -184,7 +202,8 @@ def _tolerance(entry: Any, where: str) -> Tolerance:
                      _number(entry.get("rel", 0.0), f"{where}.rel"), note,
                      tuple((str(m), _number(v, f"{where}.models.{m}"))
                            for m, v in sorted(models.items())),
-                     _number(entry.get("log", 0.0), f"{where}.log"))
+                     _number(entry.get("log", 0.0), f"{where}.log"),
+                     _number(entry.get("angle", 0.0), f"{where}.angle"))
 
 
 @dataclass(frozen=True)
