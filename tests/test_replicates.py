@@ -378,3 +378,14 @@ def test_an_angle_band_is_read_from_the_tolerances_file_per_model(tmp_path) -> N
     path.write_text('[p.T3_survival]\nsurvival = { log = 0.1, angle = 0.1 }\n')
     with pytest.raises(ReproError, match="log scale or the angle scale, not both"):
         load_tolerances(path, "p")
+
+
+def test_a_log_band_of_one_degree_of_freedom_does_not_overflow() -> None:
+    """Leave-one-out over 3 replicates with one undefined (inf) leaves a ratio's row one dof:
+    widened x24.7 and at 30x the band is e^830, past a float's range; it passes every
+    positive ratio instead of crashing the bless, and a negative one still fails."""
+    tol = bands.band_tolerance(830.0, bands.LOG)
+    low, high = tol.bounds(11.5)
+    assert low < 1e-300 and high > 1e300
+    assert not multiples.outside(9.67, 11.5, 830.0, bands.LOG)
+    assert multiples.outside(-1.0, 11.5, 830.0, bands.LOG)

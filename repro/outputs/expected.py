@@ -114,6 +114,11 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+MAX_LOG = 700.0
+"""The widest log band computed as a factor (e^700 ~ 1e304; e^710 overflows a float): any
+band this wide passes every positive ratio anyway."""
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """How far a number may move: |got - expected| <= abs + rel * |expected|, or, for a ratio
@@ -161,8 +166,8 @@ class Tolerance:
     def bounds(self, expected: float) -> tuple[float, float]:
         """The values that pass against `expected`."""
         if self.log and expected > 0:
-            return (expected * math.exp(-self.log) - self.abs,
-                    expected * math.exp(self.log) + self.abs)
+            factor = math.exp(min(self.log, MAX_LOG))  # a band of one dof can be e^800 wide
+            return expected / factor - self.abs, expected * factor + self.abs
         a = self.abs + self.rel * abs(expected)
         if self.angle and 0.0 <= expected <= 1.0:
             theta = math.asin(math.sqrt(expected))
