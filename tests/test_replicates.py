@@ -236,11 +236,11 @@ def test_tolerances_text_reads_back_as_the_bands_it_states(tmp_path) -> None:
     path.write_text(bands_text.tolerances_text("p", reps, claims, PAPER, multiple, trials, "run"))
     tols = load_tolerances(path, "p")
     sd = bands.column_sds(reps)[("T3_survival", "survival")][""]  # of asin(sqrt(rate))
-    assert tols.get("T3_survival", "survival").angle == pytest.approx(multiple * sd.widened,
+    assert tols.get("T3_survival", "survival").width == pytest.approx(multiple * sd.widened,
                                                                       rel=1e-2)
     # a ratio: banded on the log scale, around the mean, in both directions by one factor
     c2 = tols.get("claims", "C2")
-    assert c2.log == pytest.approx(
+    assert c2.scale == "log" and c2.width == pytest.approx(
         multiple * np.std(np.log([2.0, 2.2, 1.9, 2.1]), ddof=1) * bands.widening(3), rel=1e-2)
     low, high = c2.bounds(2.05)
     assert low * high == pytest.approx(2.05 ** 2, rel=1e-6)
@@ -260,8 +260,8 @@ def test_a_ratio_is_banded_on_the_log_scale_so_its_inverse_fails() -> None:
     tol = bands.band_tolerance(bands.claim_band(c2[0], sd, 3.0), bands.LOG)
     low, high = tol.bounds(5.73)
     assert low > 1 / 5.73 and low < 5.73 / 2 and high > 2 * 5.73
-    assert multiples.outside(1 / 5.73, 5.73, tol.log, bands.LOG)
-    assert not multiples.outside(5.73 * 1.3, 5.73, tol.log, bands.LOG)
+    assert multiples.outside(1 / 5.73, 5.73, tol.width, bands.LOG)
+    assert not multiples.outside(5.73 * 1.3, 5.73, tol.width, bands.LOG)
 
 
 def test_a_band_wider_than_its_columns_range_says_it_checks_nothing(tmp_path) -> None:
@@ -277,7 +277,7 @@ def test_a_band_wider_than_its_columns_range_says_it_checks_nothing(tmp_path) ->
         path.write_text(bands_text.tolerances_text("p", reps, _claims([2.0, 2.1, 1.9]), PAPER, 20.0,
                                               [], "run"))
         tol = load_tolerances(path, "p").get("T3_survival", "survival")
-        assert (tol.angle >= math.pi / 2) == wide
+        assert tol.scale == "angle" and (tol.width >= math.pi / 2) == wide
         assert ("wider than every value in [0, 1]: verify reports it UNCHECKED"
                 in tol.note) == wide
 
@@ -311,7 +311,7 @@ def test_a_column_the_replicates_do_not_move_takes_its_band_from_other_arithmeti
         tols.get("T1_pruning", "perplexity").note
     assert tols.get("T1_pruning", "ratio").rel == bands.FLOOR_REL
     sd = bands.column_sds(reps)[("T3_survival", "survival")]["m"]
-    assert tols.get("T3_survival", "survival", "m").angle == pytest.approx(4.0 * sd.widened,
+    assert tols.get("T3_survival", "survival", "m").width == pytest.approx(4.0 * sd.widened,
                                                                            rel=1e-2)
 
 
@@ -351,8 +351,8 @@ def test_a_rate_is_banded_on_the_arcsine_scale_so_each_rate_gets_its_own_width()
     width = {p: tol.bounds(p)[1] - tol.bounds(p)[0] for p in (0.04, 0.35)}
     assert 2.0 < width[0.35] / width[0.04] < 4.0
     high_w = tol.allowance(0.35)
-    assert not multiples.outside(0.35 + 0.9 * high_w, 0.35, tol.angle, bands.ANGLE, 2 / n)
-    assert multiples.outside(0.04 + 0.9 * high_w, 0.04, tol.angle, bands.ANGLE, 2 / n)
+    assert not multiples.outside(0.35 + 0.9 * high_w, 0.35, tol.width, bands.ANGLE, 2 / n)
+    assert multiples.outside(0.04 + 0.9 * high_w, 0.04, tol.width, bands.ANGLE, 2 / n)
     # the bounds are symmetric in angle, clamped to [0, 1], never inside the floor
     low, high = tol.bounds(0.3)
     assert math.asin(math.sqrt(low)) + math.asin(math.sqrt(high)) == pytest.approx(
@@ -372,11 +372,11 @@ def test_an_angle_band_is_read_from_the_tolerances_file_per_model(tmp_path) -> N
     path.write_text('[p.T3_survival]\nsurvival = { abs = 0.01, angle = 0.1, '
                     'models = { "a" = 0.2 } }\n')
     tols = load_tolerances(path, "p")
-    assert tols.get("T3_survival", "survival").angle == 0.1
-    assert tols.get("T3_survival", "survival", "a").angle == 0.2
-    assert "asin-sqrt +-0.2" in tols.get("T3_survival", "survival", "a").describe()
+    assert tols.get("T3_survival", "survival").width == 0.1
+    assert tols.get("T3_survival", "survival", "a").width == 0.2
+    assert "asin(sqrt(rate)) +-0.2" in tols.get("T3_survival", "survival", "a").describe()
     path.write_text('[p.T3_survival]\nsurvival = { log = 0.1, angle = 0.1 }\n')
-    with pytest.raises(ReproError, match="log scale or the angle scale, not both"):
+    with pytest.raises(ReproError, match="a band is on one scale, not log and angle"):
         load_tolerances(path, "p")
 
 
@@ -389,3 +389,32 @@ def test_a_log_band_of_one_degree_of_freedom_does_not_overflow() -> None:
     assert low < 1e-300 and high > 1e300
     assert not multiples.outside(9.67, 11.5, 830.0, bands.LOG)
     assert multiples.outside(-1.0, 11.5, 830.0, bands.LOG)
+
+
+def test_each_scale_turns_back_into_the_values_it_came_from_and_is_symmetric_there() -> None:
+    """Every scale's inverse undoes it; a band of width w passes the values within w of the
+    expected one on the scale (both ends), and a p-value is banded on its normal quantile:
+    p = 1e-8 and p = 0.3 get bands of one width in z, not in p."""
+    from repro.outputs import scales
+
+    for scale, values in ((scales.LOG, (0.2, 1.0, 5.73, 1e6)),
+                          (scales.ANGLE, (0.0, 0.04, 0.5, 1.0)),
+                          (scales.Z, (1e-300, 1e-8, 0.05, 0.3, 1.0))):
+        s = scales.SCALES[scale]
+        for v in values:
+            assert s.inverse(s.forward(v)) == pytest.approx(v, rel=1e-9, abs=1e-300)
+            low, high = scales.band_bounds(v, scale, 0.3)
+            t = s.forward(v)
+            ends = sorted(s.forward(x) for x in (low, high))
+            assert ends[0] == pytest.approx(max(t - 0.3, s.span[0]), abs=1e-9)
+            assert ends[1] == pytest.approx(min(t + 0.3, s.span[1]), abs=1e-9)
+    assert math.isnan(scales.to_scale(0.0, scales.LOG)) and math.isnan(
+        scales.to_scale(math.inf, scales.LOG)) and math.isnan(scales.to_scale(1.5, scales.ANGLE))
+    assert math.isnan(scales.to_scale(0.0, scales.Z))
+    assert bands.scale_of("feature_p") == scales.Z and bands.scale_of("causal_p") == scales.Z
+    tol = bands.band_tolerance(2.0, scales.Z)
+    low, high = tol.bounds(1e-8)
+    assert 1e-20 < low < 1e-12 and 1e-5 < high < 1e-3  # orders of magnitude, both ways
+    assert not multiples.outside(1e-10, 1e-8, 2.0, scales.Z)
+    assert multiples.outside(0.3, 1e-8, 2.0, scales.Z)  # a significant result turned null
+    assert bands.band_tolerance(40.0, scales.Z).bounds(0.01)[0] == 0.0  # covers every p

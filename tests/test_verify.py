@@ -329,7 +329,7 @@ def test_profile_claims_are_the_blessed_runs_own(tmp_path: Path) -> None:
     ("[tiny.T1_pruning]\nperplexity = { abs = -1 }\n", "must be a finite number >= 0"),
     ("[tiny.T1_pruning]\nperplexity = { tol = 1 }\n", "unknown key"),
     ("[tiny.T1_pruning]\nperplexity = 0.1\n", "must be a table"),
-    ("[tiny.T1_pruning]\nperplexity = { note = 'x' }\n", "needs abs, rel, log or angle"),
+    ("[tiny.T1_pruning]\nperplexity = { note = 'x' }\n", "needs abs, rel, log, angle or z"),
     ("tiny = 3\n", "must be a [profile.table] section"),
 ])
 def test_malformed_tolerances_are_one_line_errors(tmp_path: Path, text: str,

@@ -24,6 +24,12 @@ that into a different draw of the same noise, never into more of it.
   against a blessed 0.29, 4.3 pooled sds out, the only cell of 528 to fail). asin(sqrt(p))
   has sd 1 / (2 sqrt(n)) at every p: one pooled sd fits every row, and the band, symmetric
   on that scale, is narrow near 0 and wider in the middle of [0, 1] in rate units.
+- p-values (RQ1's and RQ5's Spearman tests: `P_COLUMNS`) are banded on the normal-quantile
+  scale, z = Phi^-1(1 - p / 2), where a test's p is linear in its statistic: between rows a
+  p-value spans orders of magnitude (1e-12 beside 0.3), and one band in p was either far too
+  wide for the small ones or failed the large (measured on the beyond run: SmolLM2
+  magnitude 50 %'s feature_p set T3's leave-one-out multiple at 15; on z, 8, set by rates).
+  The transforms: repro.outputs.scales.
 - Ratios (T4's Wanda / magnitude survival ratios, C2) are banded on the log scale
   (`LOG_COLUMNS`, a claim whose contrary is its inverse): a ratio of two rates over a few
   dozen features moves by a factor, and on that scale its opposite finding, the inverse,
@@ -58,6 +64,7 @@ from dataclasses import dataclass
 from scipy import stats
 
 from repro.outputs.expected import ClaimSpec, Tolerance
+from repro.outputs.scales import ANGLE, LINEAR, LOG, Z, to_scale
 from repro.outputs.verify import cell_number
 
 FLOOR_ABS, FLOOR_REL = 1e-9, 1e-6
@@ -83,8 +90,9 @@ RESOLUTION = {"C1.value": 1.0, "C1_control.value": 1.0}
 """The least a claim can move by: C1 counts conditions with binned rho = -1."""
 LOG_COLUMNS = {"ratio", "ratio_control"}
 """T4's survival ratios, banded on the log scale (a claim: `contrary = "inverse"`)."""
-LINEAR, LOG, ANGLE = "linear", "log", "angle"
-"""The scales a column's band is made on (`scale_of`)."""
+P_COLUMNS = {"feature_p", "causal_p", "causal_p_per_firing"}
+"""Two-sided p-values, banded on the normal-quantile scale (repro.outputs.scales.Z): a
+p-value spans orders of magnitude between a table's rows, its quantile does not."""
 CLAIM_TABLE = {"C1": "T3_survival", "C1_control": "T3_survival", "C2": "T4_ratios",
                "C2_control": "T4_ratios", "C3": "T5_transfer", "C4": "T6_fragility_causal",
                "C4_per_firing": "T6_fragility_causal"}
@@ -101,26 +109,14 @@ def number(x: object) -> float:
     raise TypeError
 
 
-def _log(x: float) -> float:
-    """A ratio on the log scale; NaN where it has none (0, infinite, undefined)."""
-    return math.log(x) if math.isfinite(x) and x > 0 else math.nan
-
-
-def _angle(p: float) -> float:
-    """A rate on the arcsine-square-root scale; NaN outside [0, 1] (undefined)."""
-    return math.asin(math.sqrt(p)) if 0.0 <= p <= 1.0 else math.nan
-
-
 def scale_of(column: str) -> str:
-    """The scale a column is banded on: LOG for a ratio, ANGLE for a rate over features,
-    LINEAR for everything else."""
+    """The scale a column is banded on (repro.outputs.scales): LOG for a ratio, ANGLE for a
+    rate over features, Z for a p-value, LINEAR for everything else."""
     if column in LOG_COLUMNS:
         return LOG
+    if column in P_COLUMNS:
+        return Z
     return ANGLE if column.startswith(RATE_COLUMNS) else LINEAR
-
-
-def on_scale(x: float, scale: str) -> float:
-    return _log(x) if scale == LOG else _angle(x) if scale == ANGLE else x
 
 
 def claim_on_log_scale(spec: ClaimSpec) -> bool:
@@ -128,13 +124,12 @@ def claim_on_log_scale(spec: ClaimSpec) -> bool:
 
 
 def band_tolerance(band: float, scale: str, floor: float = 0.0) -> Tolerance:
-    """The tolerance verify applies for a band on its scale (an amount; a log factor for a
-    ratio; an angle for a rate, never narrower than the `floor` in the rate's own units)."""
-    if scale == LOG:
-        return Tolerance(FLOOR_ABS, FLOOR_REL, log=band)
-    if scale == ANGLE:
-        return Tolerance(max(FLOOR_ABS, floor), FLOOR_REL, angle=band)
-    return Tolerance(max(band, floor), FLOOR_REL)
+    """The tolerance verify applies for a band on its scale: an amount on the linear scale,
+    else a width on its scale that is never narrower than the `floor` in the number's own
+    units (a rate's floor in features)."""
+    if scale == LINEAR:
+        return Tolerance(max(band, floor), FLOOR_REL)
+    return Tolerance(max(FLOOR_ABS, floor), FLOOR_REL, scale=scale, width=band)
 
 
 def sample_sd(values: list[float]) -> float:
@@ -214,7 +209,7 @@ def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], ColumnSd]:
         vectors: dict[str, dict[tuple[float, ...], None]] = {}
         scale = scale_of(col)
         for i, row in enumerate(per_replicate[0][name]):
-            values = tuple(on_scale(number(rep[name][i].get(col)), scale)
+            values = tuple(to_scale(number(rep[name][i].get(col)), scale)
                            for rep in per_replicate)
             vectors.setdefault(model_of(row), {})[values] = None
         by_model = {model: _pooled(list(v)) for model, v in vectors.items()}
@@ -254,7 +249,7 @@ def claim_values(per_replicate: list[dict], spec: ClaimSpec, scaled: bool = Fals
     """The claim's number in each replicate (`scaled`: on its band's scale, the log of a
     ratio)."""
     values = [number((rep.get(spec.claim) or {}).get(spec.field)) for rep in per_replicate]
-    return [_log(v) for v in values] if scaled and claim_on_log_scale(spec) else values
+    return [to_scale(v, LOG) for v in values] if scaled and claim_on_log_scale(spec) else values
 
 
 @dataclass(frozen=True)
@@ -310,9 +305,9 @@ def claim_sds(per_replicate: list[dict], specs: list[ClaimSpec]) -> dict[str, Sd
 
 def column_band(sd: Sd, multiple: float, floor: float = 0.0, scale: str = LINEAR) -> float:
     """A column's band on its scale: `multiple` widened sds, never below the round-off floor,
-    nor, on the linear scale, below `floor` (on the angle scale the floor, in the rate's own
+    nor, on the linear scale, below `floor` (on another scale the floor, in the number's own
     units, is the tolerance's abs: `band_tolerance`)."""
-    return max(FLOOR_ABS, 0.0 if scale == ANGLE else floor, multiple * sd.widened)
+    return max(FLOOR_ABS, floor if scale == LINEAR else 0.0, multiple * sd.widened)
 
 
 def claim_band(spec: ClaimSpec, sd: Sd, multiple: float) -> float:

@@ -10,11 +10,8 @@ from collections.abc import Mapping
 from repro.outputs import ranges
 from repro.outputs.bands import (
     ACROSS_MULTIPLE,
-    ANGLE,
     FLOOR_ABS,
     FLOOR_REL,
-    LINEAR,
-    LOG,
     RESOLUTION,
     Across,
     ColumnSd,
@@ -32,6 +29,7 @@ from repro.outputs.bands import (
 )
 from repro.outputs.expected import ClaimSpec
 from repro.outputs.multiples import MIN_MULTIPLE, LeaveOneOut
+from repro.outputs.scales import LINEAR, LOG, MAX_LOG, SCALES
 
 
 def _per_table(value: float | Mapping[str, float], table: str) -> float:
@@ -55,8 +53,9 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
              "# each band is MULTIPLE x the replicates' sd pooled over a model's rows (a",
              "# claim: its sd), `models` the band of each model's rows (abs: the widest), with a",
              f"# floor of abs {FLOOR_ABS:g} + rel {FLOOR_REL:g}; a ratio's (`log`) on the log",
-             "# scale, a rate's (`angle`) on the arcsine-square-root scale, in radians, never",
-             "# narrower than its floor in features (`abs`).",
+             "# scale, a rate's (`angle`) on the arcsine-square-root scale, in radians, a",
+             "# p-value's (`z`) on the normal-quantile scale, never narrower than a rate's",
+             "# floor in features (`abs`): repro/outputs/scales.py.",
              "# Each table's MULTIPLE (its claims take it too) is the smallest at which",
              "# every replicate verifies against bands made from the others (leave-one-out",
              "# failures per multiple:", *rates,
@@ -116,33 +115,29 @@ def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
            scale: str = LINEAR) -> str:
     """One band of tolerances.toml with a note saying where it comes from; a band at least as
     wide as the quantity's whole range (`bounds`) says that it checks nothing; `scale`: the
-    band and sd are of the number's log (LOG) or of its arcsine-square-root (ANGLE)."""
-    of = {LOG: " of the log", ANGLE: " of asin(sqrt(rate))"}.get(scale, "")
+    scale the band and sd are on (repro.outputs.scales), written as its key (`log = ...`)."""
+    on_scale = scale != LINEAR and sd.value > 0
+    of = f" of {SCALES[scale].what}" if scale != LINEAR else ""
     if sd.value == 0 and not floor:
         note = f"not moved by {n} replicates: the round-off floor"
     else:
         note = (f"{what} {sd.value:.3g}{of} over {n} replicates ({sd.dof} dof, widened "
                 f"x{widening(sd.dof):.2f}); band {multiple:.3g}x")
-        if floor and scale != ANGLE and floor >= multiple * sd.widened:
-            note += f", raised to its floor ({floor:.3g})"
-        elif floor and scale == ANGLE:
+        if floor and on_scale:
             note += f", never narrower than +-{floor:.3g} (its floor in features)"
-    if bounds is not None and band >= _whole_range(bounds, scale if sd.value else LINEAR):
+        elif floor and floor >= multiple * sd.widened:
+            note += f", raised to its floor ({floor:.3g})"
+    whole = SCALES[scale].span[1] - SCALES[scale].span[0] if on_scale else \
+        bounds and bounds[1] - bounds[0]
+    if bounds is not None and whole is not None and band >= whole:
         note += (f"; wider than every value in [{bounds[0]:g}, {bounds[1]:g}]: verify reports "
                  "it UNCHECKED")
-    if scale == LOG and sd.value:
-        return (f'{{ abs = {FLOOR_ABS:g}, rel = {FLOOR_REL:g}, log = {band:.3g}, '
-                f'note = "{note}; times or divided by {math.exp(band):.3g}" }}')
-    if scale == ANGLE and sd.value:
-        return (f'{{ abs = {max(FLOOR_ABS, floor):.3g}, rel = {FLOOR_REL:g}, angle = {band:.3g}, '
-                f'note = "{note}" }}')
+    if scale == LOG and on_scale:
+        note += f"; times or divided by {math.exp(min(band, MAX_LOG)):.3g}"
+    if on_scale:
+        return (f'{{ abs = {max(FLOOR_ABS, floor):.3g}, rel = {FLOOR_REL:g}, '
+                f'{scale} = {band:.3g}, note = "{note}" }}')
     return f'{{ abs = {max(band, floor):.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
-
-
-def _whole_range(bounds: tuple[float, float], scale: str) -> float:
-    """The band that covers every value in `bounds` from wherever it is centred: their width,
-    or a quarter turn on the angle scale (0 to 1 is asin(sqrt(p)) from 0 to pi / 2)."""
-    return math.pi / 2 if scale == ANGLE else bounds[1] - bounds[0]
 
 
 def keep_other_profiles(existing: str, profile: str) -> str:

@@ -36,6 +36,7 @@ from repro.outputs.expected import (
     load_tolerances,
     tolerances_path,
 )
+from repro.outputs.scales import LOG
 from repro.outputs.tables import analysis_code, run_table_names
 from repro.outputs.verify import check_integrity, read_table
 from repro.stages import layout
@@ -205,7 +206,8 @@ def _claims_toml(run_dir: Path, exp_dir: Path, profile: str, tol_path: Path) -> 
         lines += [f"[{spec.name}]", f"expected = {json.dumps(value)}", *interval,
                   'compare = "near"',
                   f"abs = {band.abs if band else 0.0!r}", f"rel = {band.rel if band else 0.0!r}",
-                  *([f"log = {band.log!r}"] if band and band.log else []),
+                  *([f"log = {band.width!r}"] if band and band.scale == LOG and band.width
+                    else []),
                   f"statement = {json.dumps('As blessed; the paper: ' + spec.statement)}",
                   f"reconstructed = {json.dumps(band.note if band else 'no band: exact')}",
                   'inconclusive_field = ""', "requires = {}", "informational = false",

@@ -28,6 +28,7 @@ from typing import Any
 
 import repro
 from repro.errors import ReproError
+from repro.outputs.scales import ANGLE, LINEAR, LOG, MAX_LOG, SCALES, Z, band_bounds
 from repro.stages import layout
 from repro.study.rules import NAME, NAME_TEXT
 
@@ -114,18 +115,12 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-MAX_LOG = 700.0
-"""The widest log band computed as a factor (e^700 ~ 1e304; e^710 overflows a float): any
-band this wide passes every positive ratio anyway."""
-
-
 @dataclass(frozen=True)
 class Tolerance:
-    """How far a number may move: |got - expected| <= abs + rel * |expected|, or, for a ratio
-    banded on the log scale (`log` > 0), got within expected x e^-log - abs .. expected x
-    e^log + abs, or, for a rate banded on the arcsine-square-root scale (`angle` > 0), got
-    within sin^2(asin(sqrt(expected)) -+ angle), and never narrower than +-(abs + rel x
-    |expected|)."""
+    """How far a number may move: |got - expected| <= abs + rel * |expected|, or, for a band
+    on a scale (repro.outputs.scales: the log of a ratio, the arcsine-square-root of a rate,
+    the normal quantile of a p-value), within `width` of expected on that scale, and never
+    narrower than +-(abs + rel x |expected|)."""
 
     abs: float = 0.0
     """Absolute allowance, in the column's own units."""
@@ -135,80 +130,80 @@ class Tolerance:
     """Where the allowance comes from (e.g. the measured spread and the multiple taken)."""
     models: tuple[tuple[str, float], ...] = ()
     """(model, abs) for the rows of each model, where a band was measured per model (`repro
-    bless` from replicates: models differ in scale and noise); abs covers every other row."""
-    log: float = 0.0
-    """A ratio's band on the log scale (`repro bless` for T4's ratios and C2): a ratio of
-    survival rates moves by a factor, not by an amount, and its opposite finding, the inverse,
-    lies as far below 1 on this scale as the finding lies above it. Its `models` are logs too."""
-    angle: float = 0.0
-    """A rate's band on the arcsine-square-root scale, in radians (`repro bless` for rates over
-    features: survival, seed floor, shared and fragile fractions). A rate's sd grows with the
-    rate (sqrt(p (1 - p) / n) for n features), so one band in rate units, pooled over a
-    model's rows at rates 0.04-0.35, is too wide for the low ones and too narrow for the high
-    ones; asin(sqrt(p)) has sd 1 / (2 sqrt(n)) at every p. Its `models` are angles too."""
+    bless` from replicates: models differ in scale and noise); abs covers every other row.
+    For a band on a scale, (model, width)."""
+    scale: str = LINEAR
+    """The scale `width` is measured on; the tolerances file names it by its key (`log = L`,
+    `angle = A`, `z = Z`)."""
+    width: float = 0.0
+    """The band's half-width on `scale` (0 on the linear scale, where abs and rel say it)."""
 
     def for_model(self, model: str) -> Tolerance:
         """The allowance of one model's rows."""
         found = dict(self.models).get(model)
         if found is None:
             return self
-        if self.log:
-            return replace(self, models=(), log=found)
-        if self.angle:
-            return replace(self, models=(), angle=found)
+        if self.scale != LINEAR:
+            return replace(self, models=(), width=found)
         return replace(self, models=(), abs=found)
 
     def allowance(self, expected: float) -> float:
-        """The half-width of the band around `expected` (its wider side on the log scale)."""
+        """The half-width of the band around `expected` (its wider side on a scale)."""
         low, high = self.bounds(expected)
         return max(expected - low, high - expected)
 
     def bounds(self, expected: float) -> tuple[float, float]:
         """The values that pass against `expected`."""
-        if self.log and expected > 0:
-            factor = math.exp(min(self.log, MAX_LOG))  # a band of one dof can be e^800 wide
-            return expected / factor - self.abs, expected * factor + self.abs
         a = self.abs + self.rel * abs(expected)
-        if self.angle and 0.0 <= expected <= 1.0:
-            theta = math.asin(math.sqrt(expected))
-            low = math.sin(max(0.0, theta - self.angle)) ** 2
-            high = math.sin(min(math.pi / 2, theta + self.angle)) ** 2
-            return min(low, expected - a), max(high, expected + a)
-        return expected - a, expected + a
+        on_scale = band_bounds(expected, self.scale, self.width) if self.width else None
+        if on_scale is None:
+            return expected - a, expected + a
+        return min(on_scale[0], expected - a), max(on_scale[1], expected + a)
 
     def describe(self) -> str:
         parts = [f"abs {self.abs:g}" if self.abs else "", f"rel {self.rel:g}" if self.rel else "",
-                 f"x/÷ {math.exp(self.log):.3g} (log {self.log:.3g})" if self.log else "",
-                 f"asin-sqrt +-{self.angle:.3g}" if self.angle else ""]
+                 f"x/÷ {math.exp(min(self.width, MAX_LOG)):.3g} (log {self.width:.3g})"
+                 if self.scale == LOG and self.width else "",
+                 f"{SCALES[self.scale].what} +-{self.width:.3g}"
+                 if self.scale not in (LINEAR, LOG) and self.width else ""]
         return " + ".join(p for p in parts if p) or "exact"
 
 
 EXACT = Tolerance()
+SCALE_KEYS = (LOG, ANGLE, Z)
+"""The tolerances file's keys for a band on a scale (repro.outputs.scales)."""
+
+
+def _on_scale(entry: dict, where: str) -> tuple[str, float]:
+    """The scale and width an entry names (`log = L`, `angle = A` or `z = Z`), or linear."""
+    named = [key for key in SCALE_KEYS if key in entry]
+    if len(named) > 1:
+        raise ReproError(f"{where}: a band is on one scale, not {' and '.join(named)}")
+    if not named:
+        return LINEAR, 0.0
+    return named[0], _number(entry[named[0]], f"{where}.{named[0]}")
 
 
 def _tolerance(entry: Any, where: str) -> Tolerance:
     if not isinstance(entry, dict):
         raise ReproError(f"{where} must be a table like {{ abs = 1e-6, rel = 1e-4 }}")
-    unknown = set(entry) - {"abs", "rel", "log", "angle", "note", "models"}
+    unknown = set(entry) - {"abs", "rel", *SCALE_KEYS, "note", "models"}
     if unknown:
         raise ReproError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: abs, rel, log, "
-                         "angle, note, models")
-    if not {"abs", "rel", "log", "angle"} & set(entry):
-        raise ReproError(f"{where} needs abs, rel, log or angle")
-    if entry.get("log") and entry.get("angle"):
-        raise ReproError(f"{where}: a band is on the log scale or the angle scale, not both")
+                         "angle, z, note, models")
+    if not {"abs", "rel", *SCALE_KEYS} & set(entry):
+        raise ReproError(f"{where} needs abs, rel, log, angle or z")
     note = entry.get("note", "")
     if not isinstance(note, str):
         raise ReproError(f"{where}.note must be a string")
     models = entry.get("models", {})
     if not isinstance(models, dict):
         raise ReproError(f'{where}.models must be a table like {{ "model-key" = 0.01 }}')
+    scale, width = _on_scale(entry, where)
     return Tolerance(_number(entry.get("abs", 0.0), f"{where}.abs"),
                      _number(entry.get("rel", 0.0), f"{where}.rel"), note,
                      tuple((str(m), _number(v, f"{where}.models.{m}"))
-                           for m, v in sorted(models.items())),
-                     _number(entry.get("log", 0.0), f"{where}.log"),
-                     _number(entry.get("angle", 0.0), f"{where}.angle"))
+                           for m, v in sorted(models.items())), scale, width)
 
 
 @dataclass(frozen=True)
@@ -300,9 +295,10 @@ def _claim(name: str, raw: dict[str, Any], where: str) -> ClaimSpec:
     expected = raw["expected"]
     if isinstance(expected, bool) or not isinstance(expected, int | float):
         raise ReproError(f"{where}: expected must be a number, got {expected!r}")
+    log = _number(raw.get("log", 0.0), f"{where}.log")
     tol = Tolerance(_number(raw.get("abs", 0.0), f"{where}.abs"),
                     _number(raw.get("rel", 0.0), f"{where}.rel"), raw.get("reconstructed", ""),
-                    log=_number(raw.get("log", 0.0), f"{where}.log"))
+                    scale=LOG if log else LINEAR, width=log)
     source = raw["source"] + (f" Reconstructed: {raw['reconstructed']}"
                               if raw.get("reconstructed") else "")
     requires = raw.get("requires", {})

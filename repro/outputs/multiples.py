@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 from repro.outputs.bands import (
     EXACT_CLAIMS,
-    LINEAR,
-    LOG,
     Sd,
     Tables,
     band_tolerance,
@@ -34,6 +32,7 @@ from repro.outputs.bands import (
     scale_of,
 )
 from repro.outputs.expected import ClaimSpec
+from repro.outputs.scales import LINEAR, LOG
 
 MULTIPLES = (2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0)
 """Tried in order; a pooled sd of few degrees of freedom has heavy tails (Student's t with
