@@ -65,22 +65,12 @@ def test_every_statistical_profile_has_a_case_with_every_table() -> None:
         assert (case / "SOURCE.md").is_file(), f"{case} does not say where its tables come from"
 
 
-KNOWN_FAILURES = {
-    "small-native-avx2": [
-        "T3_survival[smollm2-135m/wanda/30].survival_bin4: fail expected 0.2864567147, "
-        "got 0.3482496948"],
-}
-"""Cells measured outside the bands, each explained in its case's SOURCE.md: listed, so
-that any other failure, or one of these passing, fails the test."""
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 def test_the_other_settings_tables_pass_within_the_bands(case: Path) -> None:
-    """Every cell that is a check passes but the known ones, and nearly all are checks: a
-    band wider than its column's range (UNCHECKED) passes anything, so it may not be what
-    makes this test pass."""
+    """Every cell that is a check passes, and nearly all are checks: a band wider than its
+    column's range (UNCHECKED) passes anything, so it may not be what makes this test pass."""
     tols = load_tolerances(EXPECTED_ROOT / TOLERANCES, _profile(case))
-    assert _failures(case, tols) == KNOWN_FAILURES.get(case.name, [])
+    assert _failures(case, tols) == []
     cells = [c for c in _checks(case, tols) if c.kind == "cell"]
     unchecked = [c for c in cells if c.verdict == "unchecked"]
     assert len(unchecked) <= len(cells) // 5, (len(unchecked), len(cells))
