@@ -14,6 +14,7 @@ from conftest import make_model, random_ids
 
 from repro.bench import estimate as be
 from repro.bench import paths as bp
+from repro.bench import prune_paths as pp
 from repro.bench.paper_configs import PAPER_ARCHS, build_config, layer_params, param_count
 from repro.inputs.footprint import KNOWN_MODELS
 from repro.science import match, prune
@@ -25,7 +26,7 @@ def test_reference_wanda_twin_gives_the_project_masks(arch: str, sparsity: float
     model = make_model(arch, n_layers=3, hidden=32)
     calib = random_ids(6, 12)
     ours = prune.prune_wanda(copy.deepcopy(model), calib, sparsity, batch_size=4)
-    reference = bp.reference_wanda(copy.deepcopy(model), calib, sparsity)
+    reference = pp.reference_wanda(copy.deepcopy(model), calib, sparsity)
     assert ours.keys() == reference.keys()
     for name in ours:
         assert torch.equal(ours[name], reference[name]), name
@@ -34,7 +35,7 @@ def test_reference_wanda_twin_gives_the_project_masks(arch: str, sparsity: float
 def test_bench_wanda_reports_equal_masks_and_restores_weights() -> None:
     model = make_model("Gemma3ForCausalLM", n_layers=2, hidden=32)
     before = {n: p.clone() for n, p in model.named_parameters()}
-    got = bp.wanda(model, random_ids(4, 12), 0.5, batch_size=2, repeats=1)
+    got = pp.wanda(model, random_ids(4, 12), 0.5, batch_size=2, repeats=1)
     assert got["masks_equal"] and got["mask_entries_differing"] == 0
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
@@ -43,7 +44,7 @@ def test_bench_wanda_reports_equal_masks_and_restores_weights() -> None:
 def test_bench_sparsegpt_costs_leave_the_weights_and_count_every_matrix() -> None:
     model = make_model("LlamaForCausalLM", n_layers=1, hidden=32, dtype=torch.float32)
     before = {n: p.clone() for n, p in model.named_parameters()}
-    got = bp.sparsegpt_costs(model, 64)
+    got = pp.sparsegpt_costs(model, 64)
     assert got["sparsegpt_s_per_layer"] > 0 and got["hessian_s_per_token"] > 0
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n

@@ -150,7 +150,7 @@ def test_other_families_run_end_to_end_with_wanda_as_the_slow_twin(
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from repro.bench import paths as bench_paths
+    from repro.bench import prune_paths
     from repro.inputs.families import prunable_matrices
     from repro.science import prune
 
@@ -176,7 +176,7 @@ def test_other_families_run_end_to_end_with_wanda_as_the_slow_twin(
     calibration = load_file(str(tmp_path / "run" / "tokens" / f"{key}-tiny" / "calibration"
                                 / "tokens.safetensors"))["input_ids"]
     with torch.no_grad():
-        reference = bench_paths.reference_wanda(model, calibration, 0.5)
+        reference = prune_paths.reference_wanda(model, calibration, 0.5)
     assert reference.keys() == wanda.keys()
     differ = sum(int((reference[n] != wanda[n]).sum()) for n in wanda)
     entries = sum(m.numel() for m in wanda.values())

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from repro.bench import paths as bp
+from repro.bench import prune_paths as pp
 
 MODEL = "smollm2-135m"
 NOT_FETCHED = "needs `repro fetch --profile small` first"
@@ -48,11 +49,11 @@ def smollm2(quick: bool, repeats: int, device: torch.device) -> dict[str, Any]:
     n = 2 if quick else 8
     cap = bp.capture(model, bp.random_ids(n, 128, vocab, bos), layer, repeats)
     calib = bp.random_ids(n, 128, vocab, bos, seed=1)
-    wanda = bp.wanda(model, calib, 0.5, batch_size=8, repeats=repeats)
+    wanda = pp.wanda(model, calib, 0.5, batch_size=8, repeats=repeats)
     # MKL's portable GEMM rounds by shape: batched calibration moves norms in the last bits and
     # flips near-ties at the cut of these 4-bit weights; at the reference's batch of one
     # sequence the masks must be identical
-    exact = bp.wanda(model, calib, 0.5, batch_size=1, repeats=1)
+    exact = pp.wanda(model, calib, 0.5, batch_size=1, repeats=1)
     wanda["masks_equal_at_batch_1"] = exact["masks_equal"]
     wanda["mask_entries"] = sum(weight_of(m).numel() for m in prunable_matrices(model).values())
     return {"model": spec.key, "probe_layer": layer, "n_layers": spec.n_layers,

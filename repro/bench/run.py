@@ -1,7 +1,7 @@
 """`repro bench [--device cpu|cuda] [--out DIR] [--repeats N] [--quick] [--estimate]`.
 
 Times the hot paths per unit of work and, side by side in one process, against a reference
-doing the same work (repro/bench/paths.py, repro/bench/saelens.py): activation capture
+doing the same work (repro/bench/paths.py, prune_paths.py, saelens.py): activation capture
 (probe hook vs all-layers forward), SAE training (SAEs per hour: sae-lens's runner, one
 at a time with sae-lens's trainer, and many together, repro.science.sae_batch), Wanda
 (project vs the reference algorithm per sequence), matching (block-wise vs one-shot), and
@@ -27,6 +27,7 @@ import torch
 from repro.bench import arithmetic as bench_arithmetic
 from repro.bench import estimate as be
 from repro.bench import paths as bp
+from repro.bench import prune_paths as pp
 from repro.bench import real as bench_real
 from repro.bench.paper_configs import PAPER_ARCHS, build_model
 from repro.inputs.families import prunable_matrices, weight_of
@@ -105,11 +106,11 @@ def paper_rates(s: Settings, device: torch.device, key: str) -> dict[str, Any]:
     vocab, bos = arch.values["vocab_size"], arch.values["bos_token_id"]
     with bp.autocast(device):
         split = bp.forward_split(model, bp.random_ids(1, s.seq_len, vocab, bos), s.repeats)
-    masks = bp.mask_costs(model, 0.5)
+    masks = pp.mask_costs(model, 0.5)
     calib = bp.random_ids(s.calib_seqs, s.seq_len, vocab, bos, seed=1)
     from repro.science import prune
     wanda_s = bp.timed(lambda: prune.prune_wanda(model, calib, 0.5, batch_size=8), device)[0]
-    sgpt = bp.sparsegpt_costs(model, calib.numel())
+    sgpt = pp.sparsegpt_costs(model, calib.numel())
     d = arch.values["hidden_size"]
     step = bp.sae_steps(d, 16384, 64, s.sae_batch, s.sae_steps, device)
     rates = be.Rates(split["layer_s_per_token"], split["head_s_per_token"],
@@ -188,13 +189,13 @@ def wanda_ratio(s: Settings, device: torch.device) -> dict[str, Any]:
     model = to_device(AutoModelForCausalLM.from_pretrained(str(TINY_DIR / "gemma-3-tiny"),
                                                            dtype=torch.float32), device).eval()
     calib = bp.random_ids(32 if not s.quick else 8, 128, model.config.vocab_size, 2, seed=1)
-    out["gemma-3-tiny"] = bp.wanda(model.requires_grad_(False), calib, 0.5, batch_size=32,
+    out["gemma-3-tiny"] = pp.wanda(model.requires_grad_(False), calib, 0.5, batch_size=32,
                                    repeats=s.repeats)
     if not s.quick:
         model = build_model("gemma-3-1b", n_layers=s.paper_layers, device=device,
                             dtype=_dtype(device))
         calib = bp.random_ids(s.calib_seqs, s.seq_len, 262144, 2, seed=1)
-        out["gemma-3-1b"] = bp.wanda(model, calib, 0.5, batch_size=8, repeats=s.repeats)
+        out["gemma-3-1b"] = pp.wanda(model, calib, 0.5, batch_size=8, repeats=s.repeats)
     for r in out.values():
         r["ratio"] = bp.ratio_spread(r["times"]["reference"], r["times"]["project"])
     return out
