@@ -418,3 +418,22 @@ def test_each_scale_turns_back_into_the_values_it_came_from_and_is_symmetric_the
     assert not multiples.outside(1e-10, 1e-8, 2.0, scales.Z)
     assert multiples.outside(0.3, 1e-8, 2.0, scales.Z)  # a significant result turned null
     assert bands.band_tolerance(40.0, scales.Z).bounds(0.01)[0] == 0.0  # covers every p
+
+
+def test_a_value_the_scale_cannot_hold_puts_its_column_on_the_linear_scale() -> None:
+    """A rank correlation of 1 over 6 features gets p = 0 from scipy's t approximation: on the
+    normal-quantile scale that one replicate lies infinitely far from the others and no
+    multiple passes leave-one-out; the column falls back to the linear scale, where it is a
+    number like the rest, and the bless goes on. A column without such a value keeps its
+    scale."""
+    p = [[0.79, 0.0, 0.96], [0.07, 0.02, 0.54], [0.40, 0.27, 0.96]]
+    reps = [{"T6_fragility_causal": [{"id": f"m/{i}", "model": "m", "causal_p": p[i][r],
+                                      "fragile_fraction": 0.1 + 0.01 * r}
+                                     for i in range(3)]} for r in range(3)]
+    scales = bands.column_scales(reps)
+    assert scales[("T6_fragility_causal", "causal_p")] == bands.LINEAR
+    assert scales[("T6_fragility_causal", "fragile_fraction")] == bands.ANGLE
+    multiple, _ = multiples.choose_multiple(reps, [], [], "T6_fragility_causal")
+    assert multiple < math.inf
+    reps[1]["T6_fragility_causal"][0]["causal_p"] = 0.5  # no p of 0: the z scale again
+    assert bands.column_scales(reps)[("T6_fragility_causal", "causal_p")] == bands.Z

@@ -195,19 +195,42 @@ ColumnSd = dict[str, Sd]
 """A column's pooled sd per model (model_of)."""
 
 
-def column_sds(per_replicate: list[Tables]) -> dict[tuple[str, str], ColumnSd]:
+Scales = dict[tuple[str, str], str]
+"""The scale of each (table, column) of a bless (`column_scales`)."""
+
+
+def column_scales(per_replicate: list[Tables]) -> Scales:
+    """Per (table, column): its scale (`scale_of`), or LINEAR where a replicate holds a finite
+    value that scale cannot (a p-value of exactly 0, which scipy's t approximation gives a
+    rank correlation of +-1 over a handful of features; a ratio of 0): on its own scale that
+    one value would lie infinitely far from the others, on the linear scale it is a number
+    like them. Decided once from every replicate, so that leave-one-out and the written
+    bands use one scale."""
+    out = {}
+    for name, col in _columns(per_replicate[0]):
+        scale = scale_of(col)
+        values = [number(row.get(col)) for rep in per_replicate for row in rep[name]]
+        if any(math.isfinite(v) and math.isnan(to_scale(v, scale)) for v in values):
+            scale = LINEAR
+        out[(name, col)] = scale
+    return out
+
+
+def column_sds(per_replicate: list[Tables], scales: Scales | None = None
+               ) -> dict[tuple[str, str], ColumnSd]:
     """Per (table, column), per model: the pooled sd over the model's rows of each row's sd
-    over replicates, on the column's scale (`scale_of`: the log of a ratio, the
-    arcsine-square-root of a rate).
+    over replicates, on the column's scale (`scales`, else `column_scales`: the log of a
+    ratio, the arcsine-square-root of a rate, the normal quantile of a p-value).
 
     Rows whose replicate values are identical to an earlier row's are one measurement
     printed twice (a per-model number in every condition's row, such as the causal score's
     correlation with the firing rate) and are pooled once.
     """
+    scales = column_scales(per_replicate) if scales is None else scales
     out = {}
     for name, col in _columns(per_replicate[0]):
         vectors: dict[str, dict[tuple[float, ...], None]] = {}
-        scale = scale_of(col)
+        scale = scales[(name, col)]
         for i, row in enumerate(per_replicate[0][name]):
             values = tuple(to_scale(number(rep[name][i].get(col)), scale)
                            for rep in per_replicate)

@@ -22,9 +22,9 @@ from repro.outputs.bands import (
     claim_sds,
     claim_table,
     column_band,
+    column_scales,
     column_sds,
     feature_floors,
-    scale_of,
     widening,
 )
 from repro.outputs.expected import ClaimSpec
@@ -63,7 +63,8 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
              f"# mean of {n}, not one replicate with the mean of {n - 1} (never below "
              f"{MIN_MULTIPLE:g}).",
              "# Columns exact by construction have no entry and must match exactly.", ""]
-    sds, floors = column_sds(tables), feature_floors(tables[0], n)
+    scales = column_scales(tables)
+    sds, floors = column_sds(tables, scales), feature_floors(tables[0], n)
     for name in tables[0]:
         lines.append(f'["{profile}"."{name}"]')
         for (table, col), by_model in sds.items():
@@ -73,7 +74,7 @@ def tolerances_text(profile: str, tables: list[Tables], claims: list[dict],
                 lines.append(f"{col} = " + _column_entry(by_model, n, _per_table(multiple, name),
                                                           floors.get((table, col), 0.0),
                                                           ranges.column_range(col),
-                                                          scale_of(col)))
+                                                          scales[(table, col)]))
         lines.append("")
     lines.append(f'["{profile}"."claims"]')
     for spec in specs:

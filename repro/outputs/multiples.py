@@ -22,6 +22,7 @@ from repro.outputs.bands import (
     claim_table,
     claim_values,
     column_band,
+    column_scales,
     column_sds,
     dof_of,
     feature_floors,
@@ -29,7 +30,6 @@ from repro.outputs.bands import (
     model_of,
     number,
     sample_sd,
-    scale_of,
 )
 from repro.outputs.expected import ClaimSpec
 from repro.outputs.scales import LINEAR, LOG
@@ -74,14 +74,15 @@ def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpe
     surviving feature: NaN or infinite) is not compared, as a mean over replicates leaves it
     out."""
     checked, failed, worst = 0, 0, []
+    scales = column_scales(tables)
     for i in range(len(tables)):
         rest_t, rest_c = tables[:i] + tables[i + 1:], claims[:i] + claims[i + 1:]
         # the held-out run is one replicate: a yes/no answer of its own moves by a whole 1
-        sds, floors = column_sds(rest_t), feature_floors(rest_t[0], 1)
+        sds, floors = column_sds(rest_t, scales), feature_floors(rest_t[0], 1)
         for (name, col), by_model in sds.items():
             if table is not None and name != table:
                 continue
-            floor, scale = floors.get((name, col), 0.0), scale_of(col)
+            floor, scale = floors.get((name, col), 0.0), scales[(name, col)]
             for j, row in enumerate(tables[i][name]):
                 band = column_band(by_model[model_of(row)], multiple, floor, scale)
                 exp = finite_mean([number(rep[name][j].get(col)) for rep in rest_t])
