@@ -437,3 +437,20 @@ def test_a_value_the_scale_cannot_hold_puts_its_column_on_the_linear_scale() -> 
     assert multiple < math.inf
     reps[1]["T6_fragility_causal"][0]["causal_p"] = 0.5  # no p of 0: the z scale again
     assert bands.column_scales(reps)[("T6_fragility_causal", "causal_p")] == bands.Z
+
+
+def test_a_bless_keeps_the_other_profiles_sections_and_their_headers() -> None:
+    """Re-blessing one profile drops its sections and its header comment, and keeps every
+    other profile's, the header written just after its sections included."""
+    existing = "\n".join([
+        "# the file's own comment", "", '["tiny"."T1_pruning"]', "x = { abs = 1 }", "",
+        "# [beyond.*] written by `repro bless` from 3 replicates of old:", "# more about it",
+        '["beyond"."T1_pruning"]', "x = { abs = 2 }", "",
+        "# [small.*] written by `repro bless` from 3 replicates of run:", "# its multiples",
+        '["small"."T1_pruning"]', "x = { abs = 3 }", ""])
+    kept = bands_text.keep_other_profiles(existing, "beyond")
+    assert "beyond" not in kept and "abs = 2" not in kept
+    assert "# [small.*] written by" in kept and "# its multiples" in kept and "abs = 3" in kept
+    assert kept.startswith("# the file's own comment") and "abs = 1" in kept
+    again = bands_text.keep_other_profiles(existing, "small")
+    assert "small" not in again and "# [beyond.*]" in again and "abs = 2" in again

@@ -5,6 +5,7 @@ the numbers, this module the text)."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 from repro.outputs import ranges
@@ -141,14 +142,21 @@ def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
     return f'{{ abs = {max(band, floor):.3g}, rel = {FLOOR_REL:g}, note = "{note}" }}'
 
 
+_PROFILE_HEADER = re.compile(r"# \[(?P<profile>[^\].]+)\.\*\]")
+"""The first line of the comment block `repro bless` writes above a profile's sections."""
+
+
 def keep_other_profiles(existing: str, profile: str) -> str:
-    """An existing tolerances.toml without this profile's sections (the rest verbatim)."""
+    """An existing tolerances.toml without this profile's sections and their comment block
+    (the rest verbatim): a section, or a profile's header comment, starts what is dropped or
+    kept, so the header of the profile after this one's sections is kept."""
     kept, skipping = [], False
     for line in existing.splitlines():
+        header = _PROFILE_HEADER.match(line)
         if line.startswith("["):
             skipping = line.startswith((f'["{profile}".', f"[{profile}."))
-        elif line.startswith(f"# [{profile}.*]"):
-            skipping = True
+        elif header:
+            skipping = header["profile"] == profile
         if not skipping:
             kept.append(line)
     return "\n".join(kept).rstrip() + "\n"
