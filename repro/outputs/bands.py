@@ -29,7 +29,8 @@ that into a different draw of the same noise, never into more of it.
   p-value spans orders of magnitude (1e-12 beside 0.3), and one band in p was either far too
   wide for the small ones or failed the large (measured on the beyond run: SmolLM2
   magnitude 50 %'s feature_p set T3's leave-one-out multiple at 15; on z, 8, set by rates).
-  The transforms: repro.outputs.scales.
+  The transforms: repro.outputs.scales. A column with a value its scale cannot hold (a p of
+  0, a ratio of 0) is banded on the linear scale (`column_scales`).
 - Ratios (T4's Wanda / magnitude survival ratios, C2) are banded on the log scale
   (`LOG_COLUMNS`, a claim whose contrary is its inverse): a ratio of two rates over a few
   dozen features moves by a factor, and on that scale its opposite finding, the inverse,
