@@ -4,7 +4,6 @@ the numbers, this module the text)."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 
@@ -30,7 +29,7 @@ from repro.outputs.bands import (
 )
 from repro.outputs.expected import ClaimSpec
 from repro.outputs.multiples import MIN_MULTIPLE, LeaveOneOut
-from repro.outputs.scales import LINEAR, LOG, MAX_LOG, SCALES
+from repro.outputs.scales import LINEAR, LOG, SCALES, log_factor
 
 
 def _per_table(value: float | Mapping[str, float], table: str) -> float:
@@ -135,7 +134,7 @@ def _entry(band: float, sd: Sd, n: int, multiple: float, what: str,
         note += (f"; wider than every value in [{bounds[0]:g}, {bounds[1]:g}]: verify reports "
                  "it UNCHECKED")
     if scale == LOG and on_scale:
-        note += f"; times or divided by {math.exp(min(band, MAX_LOG)):.3g}"
+        note += f"; times or divided by {log_factor(band):.3g}"
     if on_scale:
         return (f'{{ abs = {max(FLOOR_ABS, floor):.3g}, rel = {FLOOR_REL:g}, '
                 f'{scale} = {band:.3g}, note = "{note}" }}')

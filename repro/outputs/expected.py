@@ -28,7 +28,7 @@ from typing import Any
 
 import repro
 from repro.errors import ReproError
-from repro.outputs.scales import ANGLE, LINEAR, LOG, MAX_LOG, SCALES, Z, band_bounds
+from repro.outputs.scales import ANGLE, LINEAR, LOG, SCALES, Z, band_bounds, log_factor
 from repro.stages import layout
 from repro.study.rules import NAME, NAME_TEXT
 
@@ -162,7 +162,7 @@ class Tolerance:
 
     def describe(self) -> str:
         parts = [f"abs {self.abs:g}" if self.abs else "", f"rel {self.rel:g}" if self.rel else "",
-                 f"x/÷ {math.exp(min(self.width, MAX_LOG)):.3g} (log {self.width:.3g})"
+                 f"x/÷ {log_factor(self.width):.3g} (log {self.width:.3g})"
                  if self.scale == LOG and self.width else "",
                  f"{SCALES[self.scale].what} +-{self.width:.3g}"
                  if self.scale not in (LINEAR, LOG) and self.width else ""]

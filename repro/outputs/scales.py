@@ -24,8 +24,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from scipy.special import ndtr, ndtri
-
 LINEAR, LOG, ANGLE, Z = "linear", "log", "angle", "z"
 
 MAX_LOG = 700.0
@@ -36,6 +34,23 @@ of one degree of freedom, widened x24.7, can reach e^800, and passes every ratio
 MAX_Z = 40.0
 """Past every p-value a float holds (the smallest, 5e-324, is z = 38.4); turned back into a
 p-value it is 0, so a band reaching it covers every p down to 0 and verify says UNCHECKED."""
+
+
+def _z_of_p(p: float) -> float:
+    from scipy.special import ndtri  # 0.2 s to import: only where a p-value is banded
+
+    return float(-ndtri(p / 2))
+
+
+def _p_of_z(z: float) -> float:
+    from scipy.special import ndtr
+
+    return float(2 * ndtr(-z))
+
+
+def log_factor(width: float) -> float:
+    """The factor a band of `width` on the log scale multiplies and divides by."""
+    return math.exp(min(width, MAX_LOG))
 
 
 @dataclass(frozen=True)
@@ -53,12 +68,12 @@ class Scale:
 
 
 SCALES = {
-    LOG: Scale(math.log, lambda t: math.exp(min(t, MAX_LOG)), (math.ulp(0.0), math.inf),
+    LOG: Scale(math.log, log_factor, (math.ulp(0.0), math.inf),
                (-math.inf, MAX_LOG), "the log"),
     ANGLE: Scale(lambda p: math.asin(math.sqrt(p)), lambda t: math.sin(t) ** 2, (0.0, 1.0),
                  (0.0, math.pi / 2), "asin(sqrt(rate))"),
-    Z: Scale(lambda p: float(-ndtri(p / 2)), lambda t: float(2 * ndtr(-t)),
-             (math.ulp(0.0), 1.0), (0.0, MAX_Z), "the normal quantile of p / 2"),
+    Z: Scale(_z_of_p, _p_of_z, (math.ulp(0.0), 1.0), (0.0, MAX_Z),
+             "the normal quantile of p / 2"),
 }
 
 

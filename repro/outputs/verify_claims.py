@@ -33,7 +33,7 @@ from repro.outputs.expected import (
     ClaimSpec,
     load_claims,
 )
-from repro.outputs.scales import LOG, MAX_LOG
+from repro.outputs.scales import LOG, log_factor
 from repro.stages import layout
 
 HOLDS, DOES_NOT_HOLD, UNDECIDED = Verdict.HOLDS, Verdict.DOES_NOT_HOLD, Verdict.UNDECIDED
@@ -65,7 +65,7 @@ def region(spec: ClaimSpec) -> tuple[float, float]:
 def _tolerance_text(spec: ClaimSpec) -> str:
     lo, hi = region(spec)
     tol = spec.tolerance
-    near = (f"x/÷ {math.exp(min(tol.width, MAX_LOG)):.3g}" if tol.scale == LOG and tol.width
+    near = (f"x/÷ {log_factor(tol.width):.3g}" if tol.scale == LOG and tol.width
             else f"±{tol.allowance(spec.expected):g}")
     return {"near": near, "at_least": f">= {lo:g}", "at_most": f"<= {hi:g}"}[spec.compare]
 
