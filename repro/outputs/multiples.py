@@ -66,48 +66,72 @@ class LeaveOneOut:
         return self.failed / self.checked if self.checked else 0.0
 
 
-def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec],
-                  multiple: float, table: str | None = None) -> LeaveOneOut:
-    """Verify each replicate against the mean and bands of the other N - 1: every cell and
-    claim, or those of one `table` and the claims read from it. A number that is undefined
-    in the replicate left out or in all the others (a rho of bins that tie, a ratio over no
-    surviving feature: NaN or infinite) is not compared, as a mean over replicates leaves it
-    out."""
-    checked, failed, worst = 0, 0, []
+@dataclass(frozen=True)
+class _Comparison:
+    """One cell or claim of a held-out replicate against the mean and spread of the others:
+    everything of it that does not depend on the multiple."""
+
+    table: str
+    """The table it is read from (a claim: `claim_table`)."""
+    label: str
+    got: float
+    expected: float
+    sd: Sd
+    scale: str
+    floor: float = 0.0
+    claim: ClaimSpec | None = None
+
+    def fails(self, multiple: float) -> bool:
+        band = (claim_band(self.claim, self.sd, multiple) if self.claim is not None
+                else column_band(self.sd, multiple, self.floor, self.scale))
+        return outside(self.got, self.expected, band, self.scale, self.floor)
+
+
+def _comparisons(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec]
+                 ) -> list[_Comparison]:
+    """Every cell and claim of each replicate against the other N - 1, made once for every
+    multiple tried. A number that is undefined in the replicate left out or in all the others
+    (a rho of bins that tie, a ratio over no surviving feature: NaN or infinite) is not
+    compared, as a mean over replicates leaves it out."""
+    out = []
     scales = column_scales(tables)
     for i in range(len(tables)):
         rest_t, rest_c = tables[:i] + tables[i + 1:], claims[:i] + claims[i + 1:]
         # the held-out run is one replicate: a yes/no answer of its own moves by a whole 1
         sds, floors = column_sds(rest_t, scales), feature_floors(rest_t[0], 1)
         for (name, col), by_model in sds.items():
-            if table is not None and name != table:
-                continue
             floor, scale = floors.get((name, col), 0.0), scales[(name, col)]
             for j, row in enumerate(tables[i][name]):
-                band = column_band(by_model[model_of(row)], multiple, floor, scale)
                 exp = finite_mean([number(rep[name][j].get(col)) for rep in rest_t])
                 got = number(row.get(col))
-                if not (math.isfinite(got) and math.isfinite(exp)):
-                    continue  # undefined in this replicate or the rest: the mean leaves it out
-                checked += 1
-                if outside(got, exp, band, scale, floor):
-                    failed += 1
-                    worst.append(f"replicate {i}: {name}[{row['id']}].{col}")
+                if math.isfinite(got) and math.isfinite(exp):
+                    out.append(_Comparison(name, f"replicate {i}: {name}[{row['id']}].{col}",
+                                           got, exp, by_model[model_of(row)], scale, floor))
         for spec in specs:
-            if f"{spec.claim}.{spec.field}" in EXACT_CLAIMS or \
-                    table is not None and claim_table(spec) != table:
+            if f"{spec.claim}.{spec.field}" in EXACT_CLAIMS:
                 continue
-            rest = claim_values(rest_c, spec)
             got = claim_values([claims[i]], spec)[0]
             scaled = claim_values(rest_c, spec, scaled=True)
             if not math.isfinite(got) or dof_of(scaled) < 1:
                 continue  # undefined here, or too few defined others to make a band of
-            checked += 1
-            band = claim_band(spec, Sd(sample_sd(scaled), dof_of(scaled)), multiple)
-            if outside(got, finite_mean(rest), band, LOG if claim_on_log_scale(spec) else LINEAR):
-                failed += 1
-                worst.append(f"replicate {i}: claim {spec.name}")
-    return LeaveOneOut(multiple, checked, failed, worst[:5])
+            out.append(_Comparison(claim_table(spec), f"replicate {i}: claim {spec.name}", got,
+                                   finite_mean(claim_values(rest_c, spec)),
+                                   Sd(sample_sd(scaled), dof_of(scaled)),
+                                   LOG if claim_on_log_scale(spec) else LINEAR, claim=spec))
+    return out
+
+
+def _score(comparisons: list[_Comparison], multiple: float) -> LeaveOneOut:
+    failing = [c.label for c in comparisons if c.fails(multiple)]
+    return LeaveOneOut(multiple, len(comparisons), len(failing), failing[:5])
+
+
+def leave_one_out(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec],
+                  multiple: float, table: str | None = None) -> LeaveOneOut:
+    """Verify each replicate against the mean and bands of the other N - 1 (`_comparisons`):
+    every cell and claim, or those of one `table` and the claims read from it."""
+    return _score([c for c in _comparisons(tables, claims, specs)
+                   if table is None or c.table == table], multiple)
 
 
 def choose_multiple(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec],
@@ -115,15 +139,22 @@ def choose_multiple(tables: list[Tables], claims: list[dict], specs: list[ClaimS
     """The smallest multiple at which leave-one-out fails nothing (of one `table` and its
     claims, or of everything), and the leave-one-out result of every multiple tried;
     math.inf when none passes."""
-    trials = [leave_one_out(tables, claims, specs, m, table) for m in MULTIPLES]
+    return _chosen([c for c in _comparisons(tables, claims, specs)
+                    if table is None or c.table == table])
+
+
+def _chosen(comparisons: list[_Comparison]) -> tuple[float, list[LeaveOneOut]]:
+    trials = [_score(comparisons, m) for m in MULTIPLES]
     passing = [t.multiple for t in trials if t.failed == 0]
     return (min(passing) if passing else math.inf), trials
 
 
 def choose_multiples(tables: list[Tables], claims: list[dict], specs: list[ClaimSpec]
                      ) -> dict[str, tuple[float, list[LeaveOneOut]]]:
-    """`choose_multiple` for each table and the claims read from it."""
-    return {name: choose_multiple(tables, claims, specs, name) for name in tables[0]}
+    """`choose_multiple` for each table and the claims read from it, from one set of
+    comparisons."""
+    comparisons = _comparisons(tables, claims, specs)
+    return {name: _chosen([c for c in comparisons if c.table == name]) for name in tables[0]}
 
 
 def verify_multiple(loo_multiple: float, n: int) -> float:
