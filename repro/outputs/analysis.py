@@ -12,7 +12,6 @@ behaviour for pruning to keep.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
@@ -49,7 +48,8 @@ def _manifest_result(folder: Path) -> dict:
         return {}
 
 
-def _num(x: Any) -> float:
+def as_float(x: Any) -> float:
+    """A manifest's or evaluation file's number as a float; None (not measured) is NaN."""
     return float("nan") if x is None else float(x)
 
 
@@ -121,15 +121,15 @@ class Analysis(Matchings):
         rows = []
         for v in self.study.variants:
             dense = layout.variant_dir(self.out, Variant(v.model, "dense", 0.0), "perplexity")
-            dense_ppl = _num(_manifest_result(dense).get("perplexity"))
-            ppl = _num(_manifest_result(layout.variant_dir(self.out, v, "perplexity"))
+            dense_ppl = as_float(_manifest_result(dense).get("perplexity"))
+            ppl = as_float(_manifest_result(layout.variant_dir(self.out, v, "perplexity"))
                        .get("perplexity"))
             achieved = _manifest_result(layout.variant_dir(self.out, v, "prune")
                                         ).get("achieved_sparsity")
             rows.append(
                 {
                     **self.head(v),
-                    "achieved_sparsity": _num(achieved),
+                    "achieved_sparsity": as_float(achieved),
                     "dense_perplexity": dense_ppl,
                     "perplexity": ppl,
                     "perplexity_ratio": ppl / dense_ppl,
@@ -286,8 +286,8 @@ class Analysis(Matchings):
         for name in ("dense", "pretrained"):
             m = transfer["saes"][name]
             for key in ("explained_variance", "mse", "l0", "dead_fraction", "ce_loss_score"):
-                row[f"{name}_{key}"] = _num(m[key])
-            row[f"{name}_viable"] = bool(_num(m["ce_loss_score"]) >= threshold)
+                row[f"{name}_{key}"] = as_float(m[key])
+            row[f"{name}_viable"] = bool(as_float(m["ce_loss_score"]) >= threshold)
         stand_in = transfer["saes"]["pretrained"].get("stand_in", False)
         row["pretrained_is_stand_in"] = bool(stand_in)
         return row
@@ -364,42 +364,3 @@ def _init_drift(run_folder: Path) -> np.ndarray | None:
     den = np.linalg.norm(init, axis=1) * np.linalg.norm(final, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return 1.0 - np.where(den > 0, num / den, np.nan)
-
-
-def _gate(name: str, value: float, low: float, high: float, source: str) -> dict:
-    ok = math.isfinite(value) and low <= value <= high
-    return {"gate": name, "value": value, "low": low, "high": high, "ok": ok, "source": source}
-
-
-def sanity_gates(a: Analysis, t1: list[dict]) -> list[dict]:
-    """What a run must show before its numbers are worth comparing (`repro verify` stops
-    at a failed gate): each dense model's perplexity inside the study file's
-    `perplexity_range`, and each pre-trained SAE's L0 and explained variance on its dense
-    model near what its publisher recorded (`pretrained_saes.published_stats`): L0 within
-    `sanity_l0_rel` (default 25 %) of it, explained variance within `sanity_ev_abs`
-    (default 0.05) where the publisher recorded one.
-    """
-    rel, ev_abs = a.study.thresholds.sanity_l0_rel, a.study.thresholds.sanity_ev_abs
-    gates = []
-    for model, spec in a.study.models.items():
-        dense = a.dense_run(model)
-        if spec.perplexity_range is not None:
-            ppl = next(r["perplexity"] for r in t1 if r["id"] == dense.variant.id)
-            gates.append(_gate(f"{model}: dense perplexity", ppl, *spec.perplexity_range,
-                               "study file: perplexity_range"))
-        if spec.pretrained_sae is None:
-            continue
-        transfer = json.loads((a.run_folder(dense) / "evaluate" / "transfer.json").read_text())
-        measured = transfer["saes"]["pretrained"]
-        published = measured.get("published") or {}
-        if published.get("l0") is not None:
-            l0 = float(published["l0"])
-            gates.append(_gate(f"{model}: pre-trained SAE L0 on the dense model",
-                               _num(measured["l0"]), l0 * (1 - rel), l0 * (1 + rel),
-                               f"{published['source']}: L0 {l0:g}, band {rel:.0%}"))
-        if published.get("explained_variance") is not None:
-            ev = float(published["explained_variance"])
-            gates.append(_gate(f"{model}: pre-trained SAE explained variance on the dense model",
-                               _num(measured["explained_variance"]), ev - ev_abs, ev + ev_abs,
-                               f"{published['source']}: {ev:g}, band +-{ev_abs:g}"))
-    return gates

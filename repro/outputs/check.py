@@ -15,7 +15,7 @@ class Kind(StrEnum):
     """What a check is about (its section of verification.md)."""
 
     SANITY = "sanity"
-    """A sanity gate of the run (repro.outputs.analysis.sanity_gates)."""
+    """A sanity gate of the run (repro.outputs.sanity.sanity_gates)."""
     INTEGRITY = "integrity"
     """A file of the run against the sha256 its manifest recorded."""
     TABLE = "table"

@@ -38,7 +38,7 @@ CLAIMS = "claims.toml"
 BASE_CLAIMS_PROFILE = "paper"
 COMPARES = ("near", "at_least", "at_most")
 SANITY = "sanity.json"
-"""The run's sanity gates, written beside its tables (repro.outputs.analysis.sanity_gates)."""
+"""The run's sanity gates, written beside its tables (repro.outputs.sanity.sanity_gates)."""
 SPREAD = "spread.csv"
 """tables/spread.csv: every cell's mean, sd, 95 % interval and replicate values; not a table
 that is blessed or compared (its bands are what bless derives from the replicates)."""

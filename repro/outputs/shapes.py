@@ -28,7 +28,7 @@ STRICT = ConfigDict(strict=True)
 
 @with_config(STRICT)
 class Gate(TypedDict):
-    """One sanity gate of tables/sanity.json (repro.outputs.analysis.sanity_gates)."""
+    """One sanity gate of tables/sanity.json (repro.outputs.sanity.sanity_gates)."""
 
     gate: str
     value: float

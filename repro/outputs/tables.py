@@ -176,8 +176,8 @@ def analysis_code() -> dict[str, object]:
 def analysis_stage(ctx: Any, runs_done: list[str]) -> StageOutcome:
     """Compute every replicate's table rows and claims, and their means with spreads
     (repro.outputs.replicates); the per-feature arrays behind the figures are replicate 0's."""
-    from repro.outputs.analysis import sanity_gates
     from repro.outputs.replicates import combine_claims, combine_tables
+    from repro.outputs.sanity import sanity_gates
 
     inputs = {
         "version": STAGE_VERSION["analysis"],

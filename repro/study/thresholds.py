@@ -45,7 +45,7 @@ class Thresholds:
                                           "0.25 is 25 %; at 1 the band's low edge is 0",
                                           high_open=True), 0.25)
     """Sanity gate: a pre-trained SAE's L0 on its dense model within this fraction of what its
-    publisher recorded (repro.outputs.analysis.sanity_gates)."""
+    publisher recorded (repro.outputs.sanity.sanity_gates)."""
     sanity_ev_abs: float = declare(number(0.0, 1.0, "the shipped SAEs' explained-variance "
                                           "band"), 0.05)
     """Sanity gate: a pre-trained SAE's explained variance within this of its publisher's."""
